@@ -1,0 +1,167 @@
+//! Backward: one reverse sweep over the tape, freeing each entry's saved tensors and
+//! intermediate gradient as soon as they have been used.
+
+use crate::error::{Error, Result};
+use crate::tape::{self, Input, NoGradGuard, NodeId};
+use crate::tensor::Tensor;
+use smallvec::SmallVec;
+
+/// Gradients for an op's inputs, in input order (`None` where not needed).
+pub type Grads = SmallVec<[Option<Tensor>; 2]>;
+
+/// The backward half of an op, holding exactly what its forward saved.
+pub trait Backward {
+    /// Given dL/d(output), returns dL/d(input) for every input whose `needs` flag is set.
+    fn backward(&self, grad: &Tensor, needs: &[bool]) -> Result<Grads>;
+    /// Calls `f` on every tensor saved for backward (memory accounting and the tape dump).
+    fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
+}
+
+/// Options of a backward call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackwardOptions {
+    /// Keep saved tensors so the graph can be backwarded again (PyTorch's `retain_graph`).
+    pub retain_graph: bool,
+}
+
+impl Tensor {
+    /// dL/dleaf for every leaf that requires grad, accumulated into `.grad`
+    /// (PyTorch's `loss.backward()`); only scalars get the implicit gradient 1.
+    pub fn backward(&self) -> Result<()> {
+        self.backward_with(None, BackwardOptions::default())
+    }
+
+    /// Backward with an explicit output gradient and options.
+    pub fn backward_with(&self, grad: Option<&Tensor>, opts: BackwardOptions) -> Result<()> {
+        if !self.requires_grad() {
+            return Err(Error::NoGradFn { explanation: None });
+        }
+        let seed = match grad {
+            Some(g) if g.shape() != self.shape() => {
+                return Err(Error::ShapeMismatch {
+                    op: "backward",
+                    lhs: self.shape().to_vec(),
+                    rhs: g.shape().to_vec(),
+                });
+            }
+            Some(g) if g.dtype() != self.dtype() => {
+                return Err(Error::DTypeMismatch { op: "backward", lhs: self.dtype(), rhs: g.dtype() });
+            }
+            Some(g) => g.detach(),
+            None if self.numel() != 1 => return Err(Error::NonScalarBackward),
+            None => Tensor::full(self.shape(), 1.0, self.dtype()),
+        };
+        match self.node() {
+            None => self.accumulate_grad(seed),
+            Some(id) => {
+                let outer = sweep(&[(id, seed)], opts.retain_graph)?;
+                if outer.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Error::invalid("backward", "gradient reached a tensor recorded on an outer tape"))
+                }
+            }
+        }
+    }
+}
+
+/// Sums two gradients, in place when nothing else can observe `acc`.
+pub(crate) fn add_grads(acc: Tensor, g: Tensor) -> Result<Tensor> {
+    if acc.shape() != g.shape() {
+        return Err(Error::ShapeMismatch { op: "accumulate_grad", lhs: acc.shape().to_vec(), rhs: g.shape().to_vec() });
+    }
+    let _ng = NoGradGuard::new();
+    if acc.is_exclusive() {
+        crate::ops::binary::add_assign(&acc, &g)?;
+        Ok(acc)
+    } else {
+        acc.add(&g)
+    }
+}
+
+/// Backpropagates from `roots` (all on one tape) down to the tape's start. Gradients that
+/// reach entries of other tapes are returned for the caller to route.
+pub(crate) fn sweep(roots: &[(NodeId, Tensor)], retain_graph: bool) -> Result<Vec<(NodeId, Tensor)>> {
+    let _ng = NoGradGuard::new();
+    let tape_id = roots[0].0.tape;
+    let mut top = 0;
+    tape::with_tape(tape_id, |t| -> Result<()> {
+        for (id, g) in roots {
+            if id.tape != tape_id || id.generation != t.generation || t.entries[id.index as usize].freed {
+                return Err(Error::GraphFreed);
+            }
+            let slot = &mut t.entries[id.index as usize].grad;
+            *slot = Some(match slot.take() {
+                None => g.clone(),
+                Some(acc) => add_grads(acc, g.clone())?,
+            });
+            top = top.max(id.index as usize);
+        }
+        Ok(())
+    })??;
+
+    let mut outer = Vec::new();
+    for i in (0..=top).rev() {
+        let step = tape::with_tape(tape_id, |t| {
+            let e = &mut t.entries[i];
+            let g = e.grad.take()?;
+            let needs: SmallVec<[bool; 4]> = e.inputs.iter().map(|x| !matches!(x, Input::Const)).collect();
+            Some((g, e.backward.take(), needs, e.output.upgrade()))
+        })?;
+        let Some((g, backward, needs, output)) = step else { continue };
+        let Some(backward) = backward else { return Err(Error::GraphFreed) };
+        if let Some(out) = output.map(Tensor) {
+            if out.retains_grad() {
+                out.accumulate_grad(g.clone())?;
+            }
+        }
+        let grads = backward.backward(&g, &needs);
+        drop(g);
+        let inputs = tape::with_tape(tape_id, |t| {
+            if retain_graph {
+                t.entries[i].backward = Some(backward);
+                t.entries[i].inputs.iter().map(clone_input).collect::<SmallVec<[Input; 2]>>()
+            } else {
+                let inputs = std::mem::take(&mut t.entries[i].inputs);
+                t.entries[i].backward = Some(backward);
+                t.free(i);
+                inputs
+            }
+        })?;
+        let grads = grads?;
+        for (input, g) in inputs.into_iter().zip(grads) {
+            let Some(g) = g else { continue };
+            match input {
+                Input::Const => {}
+                Input::Leaf(leaf) => leaf.accumulate_grad(g)?,
+                Input::Node(id) if id.tape != tape_id => outer.push((id, g)),
+                Input::Node(id) => tape::with_tape(tape_id, |t| -> Result<()> {
+                    if id.generation != t.generation {
+                        return Err(Error::GraphFreed);
+                    }
+                    let e = &mut t.entries[id.index as usize];
+                    if e.freed {
+                        return Err(Error::GraphFreed);
+                    }
+                    e.grad = Some(match e.grad.take() {
+                        None => g,
+                        Some(acc) => add_grads(acc, g)?,
+                    });
+                    Ok(())
+                })??,
+            }
+        }
+    }
+    if !retain_graph {
+        tape::with_tape(tape_id, |t| t.collect())?;
+    }
+    Ok(outer)
+}
+
+fn clone_input(i: &Input) -> Input {
+    match i {
+        Input::Const => Input::Const,
+        Input::Node(id) => Input::Node(*id),
+        Input::Leaf(t) => Input::Leaf(t.clone()),
+    }
+}

@@ -1,0 +1,96 @@
+//! CPU kernels over slices: elementwise maps, broadcasting, reductions and GEMM.
+//! Tiny inputs run inline; large ones split into fixed-size chunks on rayon, so results do not
+//! depend on the number of threads (same seed, same bits).
+
+pub mod broadcast;
+pub mod gemm;
+pub mod reduce;
+
+use crate::dtype::Element;
+use rayon::prelude::*;
+
+/// Elements per parallel chunk; also the size below which kernels stay on one thread.
+pub const CHUNK: usize = 1 << 14;
+
+/// `out[i] = f(x[i])`.
+pub fn map<E: Element>(x: &[E], f: impl Fn(E::C) -> E::C + Sync) -> Vec<E> {
+    let mut out = vec![E::default(); x.len()];
+    let run = |(o, i): (&mut [E], &[E])| {
+        for (o, &i) in o.iter_mut().zip(i) {
+            *o = E::from_c(f(i.to_c()));
+        }
+    };
+    if x.len() <= CHUNK {
+        run((&mut out, x));
+    } else {
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(run);
+    }
+    out
+}
+
+/// `out[i] = f(a[i], b[i])` for equal-length slices.
+pub fn zip<E: Element>(a: &[E], b: &[E], f: impl Fn(E::C, E::C) -> E::C + Sync) -> Vec<E> {
+    let mut out = vec![E::default(); a.len()];
+    let run = |((o, a), b): ((&mut [E], &[E]), &[E])| {
+        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+            *o = E::from_c(f(a.to_c(), b.to_c()));
+        }
+    };
+    if a.len() <= CHUNK {
+        run(((&mut out, a), b));
+    } else {
+        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(run);
+    }
+    out
+}
+
+/// `a[i] = f(a[i], b[i])` in place.
+pub fn zip_assign<E: Element>(a: &mut [E], b: &[E], f: impl Fn(E::C, E::C) -> E::C + Sync) {
+    let run = |(a, b): (&mut [E], &[E])| {
+        for (a, &b) in a.iter_mut().zip(b) {
+            *a = E::from_c(f(a.to_c(), b.to_c()));
+        }
+    };
+    if a.len() <= CHUNK {
+        run((a, b));
+    } else {
+        a.par_chunks_mut(CHUNK).zip(b.par_chunks(CHUNK)).for_each(run);
+    }
+}
+
+/// `out[i] = f(a[i], b[i], c[i])`.
+pub fn zip3<E: Element>(a: &[E], b: &[E], c: &[E], f: impl Fn(E::C, E::C, E::C) -> E::C + Sync) -> Vec<E> {
+    let mut out = vec![E::default(); a.len()];
+    let run = |(((o, a), b), c): (((&mut [E], &[E]), &[E]), &[E])| {
+        for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
+            *o = E::from_c(f(a.to_c(), b.to_c(), c.to_c()));
+        }
+    };
+    if a.len() <= CHUNK {
+        run((((&mut out, a), b), c));
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .zip(b.par_chunks(CHUNK))
+            .zip(c.par_chunks(CHUNK))
+            .for_each(run);
+    }
+    out
+}
+
+/// Runs `f(row_index, out_row)` for every `width`-long row of `out`, in parallel when large.
+pub fn rows_mut<E: Send>(out: &mut [E], width: usize, f: impl Fn(usize, &mut [E]) + Sync) {
+    if width == 0 {
+        return;
+    }
+    if out.len() <= CHUNK {
+        out.chunks_mut(width).enumerate().for_each(|(r, row)| f(r, row));
+    } else {
+        let rows_per = (CHUNK / width).max(1);
+        out.par_chunks_mut(rows_per * width).enumerate().for_each(|(c, block)| {
+            for (r, row) in block.chunks_mut(width).enumerate() {
+                f(c * rows_per + r, row);
+            }
+        });
+    }
+}

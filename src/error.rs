@@ -1,0 +1,128 @@
+//! The one error type of the crate. Where rewind matches PyTorch, `Display` is PyTorch's text byte for byte.
+
+use crate::dtype::DType;
+use std::fmt;
+
+/// Result alias used by every fallible function in rewind.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// PyTorch's text for a second backward through a freed graph.
+pub const GRAPH_FREED_MSG: &str = "Trying to backward through the graph a second time (or directly access saved tensors after they have already been freed). Saved intermediate values of the graph are freed when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the graph a second time or if you need to access saved tensors after calling backward.";
+/// PyTorch's text for `backward()` on a tensor with no grad path.
+pub const NO_GRAD_FN_MSG: &str =
+    "element 0 of tensors does not require grad and does not have a grad_fn";
+/// PyTorch's text for an implicit gradient on a non-scalar output.
+pub const NON_SCALAR_MSG: &str = "grad can be implicitly created only for scalar outputs";
+/// PyTorch's text for `requires_grad_(false)` on a non-leaf.
+pub const NOT_LEAF_MSG: &str = "you can only change requires_grad flags of leaf variables. If you want to use a computed variable in a subgraph that doesn't require differentiation use var_no_grad = var.detach().";
+
+/// Everything that can go wrong in rewind, with the data needed to explain it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// Two shapes that an op cannot combine.
+    ShapeMismatch {
+        /// The op that refused.
+        op: &'static str,
+        /// Left (or first) operand shape.
+        lhs: Vec<usize>,
+        /// Right (or second) operand shape.
+        rhs: Vec<usize>,
+    },
+    /// Two operands of different dtypes (rewind does not promote implicitly).
+    DTypeMismatch {
+        /// The op that refused.
+        op: &'static str,
+        /// Left dtype.
+        lhs: DType,
+        /// Right dtype.
+        rhs: DType,
+    },
+    /// A dimension index outside `-rank..rank`.
+    DimOutOfRange {
+        /// The op that refused.
+        op: &'static str,
+        /// The dimension asked for.
+        dim: isize,
+        /// The tensor's rank.
+        rank: usize,
+    },
+    /// An index (embedding row, class label, slice bound) outside its range.
+    IndexOutOfRange {
+        /// The op that refused.
+        op: &'static str,
+        /// The offending index.
+        index: i64,
+        /// The size it had to stay under.
+        size: usize,
+    },
+    /// Any other bad argument, with a sentence saying what is wrong.
+    InvalidArgument {
+        /// The op or function that refused.
+        op: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
+    /// `backward()` on a tensor with no grad path (PyTorch's text); `explanation` says why, when known.
+    NoGradFn {
+        /// A longer diagnosis (which segment cut the path and how to fix it), shown by `{:#}`.
+        explanation: Option<String>,
+    },
+    /// `backward()` without a gradient on a non-scalar output (PyTorch's text).
+    NonScalarBackward,
+    /// A second backward through a graph whose saved tensors were freed (PyTorch's text).
+    GraphFreed,
+    /// `requires_grad_(false)` on a non-leaf (PyTorch's text).
+    NotALeaf,
+    /// A checkpoint segment misbehaved (e.g. recomputation differs from the forward).
+    Checkpoint(String),
+}
+
+impl Error {
+    /// The longer explanation carried by [`Error::NoGradFn`], if any.
+    pub fn explain(&self) -> Option<&str> {
+        match self {
+            Error::NoGradFn { explanation } => explanation.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::InvalidArgument { op, msg: msg.into() }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ShapeMismatch { op, lhs, rhs } => {
+                write!(f, "{op}: shapes {lhs:?} and {rhs:?} are incompatible")
+            }
+            Error::DTypeMismatch { op, lhs, rhs } => {
+                write!(f, "{op}: dtypes {lhs:?} and {rhs:?} differ; cast one explicitly")
+            }
+            Error::DimOutOfRange { op, dim, rank } => write!(
+                f,
+                "{op}: Dimension out of range (expected to be in range of [{}, {}], but got {dim})",
+                -(*rank as isize).max(1),
+                (*rank as isize - 1).max(0)
+            ),
+            Error::IndexOutOfRange { op, index, size } => {
+                write!(f, "{op}: index {index} is out of bounds for size {size}")
+            }
+            Error::InvalidArgument { op, msg } => write!(f, "{op}: {msg}"),
+            Error::NoGradFn { explanation } => {
+                f.write_str(NO_GRAD_FN_MSG)?;
+                if let (true, Some(e)) = (f.alternate(), explanation) {
+                    write!(f, "\n\n{e}")?;
+                }
+                Ok(())
+            }
+            Error::NonScalarBackward => f.write_str(NON_SCALAR_MSG),
+            Error::GraphFreed => f.write_str(GRAPH_FREED_MSG),
+            Error::NotALeaf => f.write_str(NOT_LEAF_MSG),
+            Error::Checkpoint(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

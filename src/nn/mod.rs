@@ -1,0 +1,46 @@
+//! Layers built on the ops: Linear, Embedding, LayerNorm, Dropout, with parameters collected
+//! by dotted name and forward hooks on outputs.
+
+mod dropout;
+mod embedding;
+mod hooks;
+mod layer_norm;
+mod linear;
+
+pub use dropout::Dropout;
+pub use embedding::Embedding;
+pub use hooks::{ForwardHooks, HookHandle};
+pub use layer_norm::LayerNorm;
+pub use linear::Linear;
+
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Anything that owns parameters, listed by dotted name (`blocks.0.fc1.weight`).
+pub trait Parameters {
+    /// Every parameter with its name relative to this module.
+    fn named_parameters(&self) -> Vec<(String, Tensor)>;
+
+    /// Every parameter, in the order of [`Parameters::named_parameters`].
+    fn parameters(&self) -> Vec<Tensor> {
+        self.named_parameters().into_iter().map(|(_, t)| t).collect()
+    }
+}
+
+/// A layer mapping one tensor to one tensor.
+pub trait Module: Parameters {
+    /// Applies the layer (and runs its forward hooks, where it has them).
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+}
+
+/// Prefixes each name with `prefix.` (for composing children's parameters).
+pub fn prefixed(prefix: &str, params: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+    params.into_iter().map(|(n, t)| (format!("{prefix}.{n}"), t)).collect()
+}
+
+/// A tensor of uniform draws in [−bound, bound) from the engine generator, as a parameter.
+pub(crate) fn uniform_param(shape: &[usize], bound: f64) -> Result<Tensor> {
+    let n = crate::shape::numel(shape);
+    let v: Vec<f32> = crate::rng::uniform_vec(n).into_iter().map(|u| ((2.0 * u - 1.0) * bound) as f32).collect();
+    Tensor::from_vec(v, shape)?.requires_grad_(true)
+}

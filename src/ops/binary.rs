@@ -1,0 +1,170 @@
+//! add, sub, mul, div with NumPy broadcasting. The gradient of a broadcast operand is the
+//! output gradient summed over the broadcast dims.
+
+use crate::autograd::{Backward, Grads};
+use crate::cpu::broadcast;
+use crate::error::Result;
+use crate::ops::{same_dtype, save};
+use crate::shape::{self, Shape};
+use crate::storage::IntoBuffer;
+use crate::tape::record;
+use crate::tensor::Tensor;
+use crate::zip_buffers;
+use crate::{cpu, with_buffer};
+use smallvec::smallvec;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Add => "add",
+            Kind::Sub => "sub",
+            Kind::Mul => "mul",
+            Kind::Div => "div",
+        }
+    }
+}
+
+fn forward(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let op = kind.name();
+    same_dtype(op, a, b)?;
+    let out_shape = shape::broadcast(op, a.shape(), b.shape())?;
+    let (sa, sb) = (a.shape(), b.shape());
+    let out = zip_buffers!(op, &*a.data(), &*b.data(), x, y => match kind {
+        Kind::Add => broadcast::binary(x, sa, y, sb, &out_shape, |p, q| p + q).into_buffer(),
+        Kind::Sub => broadcast::binary(x, sa, y, sb, &out_shape, |p, q| p - q).into_buffer(),
+        Kind::Mul => broadcast::binary(x, sa, y, sb, &out_shape, |p, q| p * q).into_buffer(),
+        Kind::Div => broadcast::binary(x, sa, y, sb, &out_shape, |p, q| p / q).into_buffer(),
+    })?;
+    Ok(record(op, &[a, b], Tensor::activation(out, out_shape), |_| {
+        let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
+        BinaryBackward {
+            kind,
+            a_shape: sa.into(),
+            b_shape: sb.into(),
+            // Saves: mul keeps the other operand of each input that needs a gradient;
+            // div keeps b (for da and db) and a (for db); add and sub keep nothing.
+            a: match kind {
+                Kind::Mul if need_b => Some(save(a)),
+                Kind::Div if need_b => Some(save(a)),
+                _ => None,
+            },
+            b: match kind {
+                Kind::Mul if need_a => Some(save(b)),
+                Kind::Div => Some(save(b)),
+                _ => None,
+            },
+        }
+    }))
+}
+
+struct BinaryBackward {
+    kind: Kind,
+    a_shape: Shape,
+    b_shape: Shape,
+    a: Option<Tensor>,
+    b: Option<Tensor>,
+}
+
+fn sum_to(g: &Tensor, to: &[usize]) -> Tensor {
+    if g.shape() == to {
+        return g.clone();
+    }
+    let out = with_buffer!(&*g.data(), v => broadcast::sum_to(v, g.shape(), to).into_buffer());
+    Tensor::activation(out, to.into())
+}
+
+impl Backward for BinaryBackward {
+    fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Grads> {
+        let (ga, gb) = match self.kind {
+            Kind::Add => (needs[0].then(|| sum_to(g, &self.a_shape)), needs[1].then(|| sum_to(g, &self.b_shape))),
+            Kind::Sub => (
+                needs[0].then(|| sum_to(g, &self.a_shape)),
+                if needs[1] { Some(sum_to(g, &self.b_shape).neg_raw()) } else { None },
+            ),
+            Kind::Mul => (
+                match (needs[0], &self.b) {
+                    (true, Some(b)) => Some(mul_reduce(g, b, &self.a_shape)?),
+                    _ => None,
+                },
+                match (needs[1], &self.a) {
+                    (true, Some(a)) => Some(mul_reduce(g, a, &self.b_shape)?),
+                    _ => None,
+                },
+            ),
+            Kind::Div => {
+                let b = self.b.as_ref().expect("div always saves b");
+                let ga = if needs[0] { Some(div_reduce(g, b, &self.a_shape)?) } else { None };
+                let gb = match (needs[1], &self.a) {
+                    // d(a/b)/db = −a/b²: computed as −(g·a/b)/b on the broadcast shape.
+                    (true, Some(a)) => {
+                        let q = forward_raw(Kind::Mul, g, a)?;
+                        let q = forward_raw(Kind::Div, &q, b)?;
+                        let q = forward_raw(Kind::Div, &q, b)?;
+                        Some(sum_to(&q, &self.b_shape).neg_raw())
+                    }
+                    _ => None,
+                };
+                (ga, gb)
+            }
+        };
+        Ok(smallvec![ga, gb])
+    }
+    fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
+        self.a.iter().chain(self.b.iter()).for_each(f);
+    }
+}
+
+fn mul_reduce(g: &Tensor, t: &Tensor, to: &[usize]) -> Result<Tensor> {
+    let p = forward_raw(Kind::Mul, g, t)?;
+    Ok(sum_to(&p, to))
+}
+
+fn div_reduce(g: &Tensor, t: &Tensor, to: &[usize]) -> Result<Tensor> {
+    let p = forward_raw(Kind::Div, g, t)?;
+    Ok(sum_to(&p, to))
+}
+
+/// The forward kernel without recording (backward runs with grad mode off anyway).
+fn forward_raw(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let _ng = crate::tape::NoGradGuard::new();
+    forward(kind, a, b)
+}
+
+impl Tensor {
+    fn neg_raw(&self) -> Tensor {
+        let out = with_buffer!(&*self.data(), v => cpu::map(v, |x| -x).into_buffer());
+        Tensor::activation(out, self.shape().into())
+    }
+
+    /// Elementwise a + b with broadcasting.
+    pub fn add(&self, other: &Tensor) -> Result<Tensor> {
+        forward(Kind::Add, self, other)
+    }
+    /// Elementwise a − b with broadcasting.
+    pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
+        forward(Kind::Sub, self, other)
+    }
+    /// Elementwise a · b with broadcasting.
+    pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
+        forward(Kind::Mul, self, other)
+    }
+    /// Elementwise a / b with broadcasting.
+    pub fn div(&self, other: &Tensor) -> Result<Tensor> {
+        forward(Kind::Div, self, other)
+    }
+}
+
+/// `acc += g` in place (same shape and dtype), for gradient accumulation.
+pub(crate) fn add_assign(acc: &Tensor, g: &Tensor) -> Result<()> {
+    let src = g.data();
+    let mut dst = acc.storage().borrow_mut();
+    zip_buffers!("accumulate_grad", &mut *dst, &*src, d, s => cpu::zip_assign(d, s, |x, y| x + y))
+}

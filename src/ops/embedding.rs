@@ -1,0 +1,64 @@
+//! Embedding lookup: row `ids[j]` of the weight. Backward scatter-adds the output gradient
+//! into the rows that were read: dW[ids[j]] += g[j]. Saves: the ids (not a tensor).
+
+use crate::autograd::{Backward, Grads};
+use crate::dtype::Element;
+use crate::error::{Error, Result};
+use crate::indices::Indices;
+use crate::shape::Shape;
+use crate::storage::IntoBuffer;
+use crate::tape::record;
+use crate::tensor::Tensor;
+use crate::with_buffer;
+use smallvec::smallvec;
+
+impl Tensor {
+    /// Looks up rows of this `[num_embeddings, dim]` weight: output `[ids.shape..., dim]`.
+    pub fn embedding(&self, ids: &Indices) -> Result<Tensor> {
+        if self.rank() != 2 {
+            return Err(Error::invalid("embedding", format!("weight must be 2-D, got {:?}", self.shape())));
+        }
+        let (v, d) = (self.shape()[0], self.shape()[1]);
+        for &i in ids.data() {
+            if i < 0 || i as usize >= v {
+                return Err(Error::IndexOutOfRange { op: "embedding", index: i, size: v });
+            }
+        }
+        let out = with_buffer!(&*self.data(), w => {
+            let mut o = Vec::with_capacity(ids.len() * d);
+            for &i in ids.data() {
+                o.extend_from_slice(&w[i as usize * d..(i as usize + 1) * d]);
+            }
+            o.into_buffer()
+        });
+        let mut shape: Shape = ids.shape().into();
+        shape.push(d);
+        Ok(record("embedding", &[self], Tensor::activation(out, shape), |_| EmbeddingBackward {
+            ids: ids.data().to_vec(),
+            weight_shape: self.shape().into(),
+        }))
+    }
+}
+
+struct EmbeddingBackward {
+    ids: Vec<i64>,
+    weight_shape: Shape,
+}
+
+fn scatter_add<E: Element>(g: &[E], ids: &[i64], rows: usize, d: usize) -> Vec<E> {
+    let mut acc = vec![<E::C as num_traits::Zero>::zero(); rows * d];
+    for (j, &i) in ids.iter().enumerate() {
+        for (a, &x) in acc[i as usize * d..(i as usize + 1) * d].iter_mut().zip(&g[j * d..(j + 1) * d]) {
+            *a += x.to_c();
+        }
+    }
+    acc.into_iter().map(E::from_c).collect()
+}
+
+impl Backward for EmbeddingBackward {
+    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
+        let (rows, d) = (self.weight_shape[0], self.weight_shape[1]);
+        let out = with_buffer!(&*g.data(), gv => scatter_add(gv, &self.ids, rows, d).into_buffer());
+        Ok(smallvec![Some(Tensor::activation(out, self.weight_shape.clone()))])
+    }
+}

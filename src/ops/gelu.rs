@@ -1,0 +1,69 @@
+//! GELU, exact (erf) and tanh-approximated, each one fused pass forward and one backward.
+
+use crate::dtype::Real;
+use crate::error::Result;
+use crate::ops::unary::{apply, Saves, Unary};
+use crate::tensor::Tensor;
+
+/// Which GELU formula to use (PyTorch's `approximate` argument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeluApprox {
+    /// y = x·Φ(x) = ½x(1 + erf(x/√2)) (PyTorch's default `'none'`).
+    None,
+    /// y = ½x(1 + tanh(√(2/π)(x + 0.044715x³))) (`'tanh'`).
+    Tanh,
+}
+
+/// Exact GELU. y' = Φ(x) + x·φ(x). Saves: input.
+#[derive(Debug, Clone, Copy)]
+struct GeluErf;
+
+impl Unary for GeluErf {
+    const NAME: &'static str = "gelu";
+    const SAVES: Saves = Saves::Input;
+    fn f<T: Real>(self, x: T) -> T {
+        T::c(0.5) * x * (T::one() + (x * T::c(std::f64::consts::FRAC_1_SQRT_2)).erf())
+    }
+    fn df<T: Real>(self, x: T, _y: T) -> T {
+        let cdf = T::c(0.5) * (T::one() + (x * T::c(std::f64::consts::FRAC_1_SQRT_2)).erf());
+        let pdf = (-T::c(0.5) * x * x).exp() * T::c(0.398_942_280_401_432_7);
+        cdf + x * pdf
+    }
+}
+
+/// Tanh GELU. With u = k(x + 0.044715x³), t = tanh u:
+/// y' = ½(1 + t) + ½x(1 − t²)·k(1 + 3·0.044715x²). Saves: input.
+#[derive(Debug, Clone, Copy)]
+struct GeluTanh;
+
+const K: f64 = 0.797_884_560_802_865_4; // √(2/π)
+const C: f64 = 0.044_715;
+
+impl Unary for GeluTanh {
+    const NAME: &'static str = "gelu_tanh";
+    const SAVES: Saves = Saves::Input;
+    fn f<T: Real>(self, x: T) -> T {
+        let t = (T::c(K) * (x + T::c(C) * x * x * x)).tanh();
+        T::c(0.5) * x * (T::one() + t)
+    }
+    fn df<T: Real>(self, x: T, _y: T) -> T {
+        let t = (T::c(K) * (x + T::c(C) * x * x * x)).tanh();
+        let du = T::c(K) * (T::one() + T::c(3.0 * C) * x * x);
+        T::c(0.5) * (T::one() + t) + T::c(0.5) * x * (T::one() - t * t) * du
+    }
+}
+
+impl Tensor {
+    /// Exact GELU (PyTorch's default).
+    pub fn gelu(&self) -> Result<Tensor> {
+        apply(self, GeluErf)
+    }
+
+    /// GELU with the formula chosen by `approx`.
+    pub fn gelu_with(&self, approx: GeluApprox) -> Result<Tensor> {
+        match approx {
+            GeluApprox::None => apply(self, GeluErf),
+            GeluApprox::Tanh => apply(self, GeluTanh),
+        }
+    }
+}

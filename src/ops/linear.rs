@@ -1,0 +1,111 @@
+//! Fused linear layer y = x·Wᵀ + b (PyTorch's `F.linear`, computed as one GEMM with the bias
+//! preloaded). With G = dL/dy: dx = G·W, dW = Gᵀ·x, db = Σ_rows G.
+//! Saves: x when W needs a gradient, W when x does; nothing for b.
+
+use crate::autograd::{Backward, Grads};
+use crate::cpu::gemm::{Gemm, Layout};
+use crate::cpu::reduce::sum_axis;
+use crate::error::{Error, Result};
+use crate::ops::{same_dtype, save};
+use crate::shape::Shape;
+use crate::storage::IntoBuffer;
+use crate::tape::record;
+use crate::tensor::Tensor;
+use crate::{with_buffer, zip_buffers};
+use smallvec::smallvec;
+
+fn forward<E: Gemm>(x: &[E], w: &[E], b: Option<&[E]>, rows: usize, din: usize, dout: usize) -> Vec<E> {
+    let mut y = vec![E::default(); rows * dout];
+    if let Some(b) = b {
+        for row in y.chunks_mut(dout.max(1)) {
+            row.copy_from_slice(b);
+        }
+    }
+    E::gemm(rows, din, dout, x, Layout::Normal, w, Layout::Transposed, b.is_some(), &mut y);
+    y
+}
+
+impl Tensor {
+    /// y = x·Wᵀ + b for x `[..., in]`, W `[out, in]`, b `[out]`.
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        same_dtype("linear", self, weight)?;
+        let (xs, ws) = (self.shape(), weight.shape());
+        if xs.is_empty() || ws.len() != 2 || xs[xs.len() - 1] != ws[1] {
+            return Err(Error::ShapeMismatch { op: "linear", lhs: xs.to_vec(), rhs: ws.to_vec() });
+        }
+        let (din, dout) = (ws[1], ws[0]);
+        let rows = self.numel() / din.max(1);
+        if let Some(b) = bias {
+            same_dtype("linear", self, b)?;
+            if b.shape() != [dout] {
+                return Err(Error::ShapeMismatch { op: "linear", lhs: ws.to_vec(), rhs: b.shape().to_vec() });
+            }
+        }
+        let out = {
+            let (xd, wd) = (self.data(), weight.data());
+            let bd = bias.map(|b| b.data());
+            zip_buffers!("linear", &*xd, &*wd, x, w => {
+                forward(x, w, bd.as_deref().and_then(|b| b.typed()), rows, din, dout).into_buffer()
+            })?
+        };
+        let mut out_shape: Shape = xs.into();
+        *out_shape.last_mut().expect("rank checked") = dout;
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        Ok(record("linear", &inputs, Tensor::activation(out, out_shape), |_| LinearBackward {
+            rows,
+            din,
+            dout,
+            x_shape: xs.into(),
+            x: weight.requires_grad().then(|| save(self)),
+            w: self.requires_grad().then(|| save(weight)),
+        }))
+    }
+}
+
+struct LinearBackward {
+    rows: usize,
+    din: usize,
+    dout: usize,
+    x_shape: Shape,
+    x: Option<Tensor>,
+    w: Option<Tensor>,
+}
+
+impl Backward for LinearBackward {
+    fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Grads> {
+        let (rows, din, dout) = (self.rows, self.din, self.dout);
+        let gx = match (needs[0], &self.w) {
+            (true, Some(w)) => Some(zip_buffers!("linear_backward", &*g.data(), &*w.data(), gv, wv => {
+                let mut dx = vec![Default::default(); rows * din];
+                Gemm::gemm(rows, dout, din, gv, Layout::Normal, wv, Layout::Normal, false, &mut dx);
+                dx.into_buffer()
+            })?),
+            _ => None,
+        };
+        let gw = match (needs[1], &self.x) {
+            (true, Some(x)) => Some(zip_buffers!("linear_backward", &*g.data(), &*x.data(), gv, xv => {
+                let mut dw = vec![Default::default(); dout * din];
+                Gemm::gemm(dout, rows, din, gv, Layout::Transposed, xv, Layout::Normal, false, &mut dw);
+                dw.into_buffer()
+            })?),
+            _ => None,
+        };
+        let gb = if needs.len() > 2 && needs[2] {
+            Some(with_buffer!(&*g.data(), gv => sum_axis(gv, 1, rows, dout).into_buffer()))
+        } else {
+            None
+        };
+        let mut grads: Grads = smallvec![
+            gx.map(|d| Tensor::activation(d, self.x_shape.clone())),
+            gw.map(|d| Tensor::activation(d, smallvec![dout, din]))
+        ];
+        if needs.len() > 2 {
+            grads.push(gb.map(|d| Tensor::activation(d, smallvec![dout])));
+        }
+        Ok(grads)
+    }
+    fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
+        self.x.iter().chain(self.w.iter()).for_each(f);
+    }
+}

@@ -1,0 +1,100 @@
+//! Cross-entropy over class logits with PyTorch's `ignore_index` and mean reduction:
+//! L = −(1/n) Σ_{i: tᵢ≠ignore} log softmax(zᵢ)[tᵢ], n = number of non-ignored rows.
+//! dL/dzᵢ = (softmax(zᵢ) − onehot(tᵢ))·g/n on non-ignored rows, 0 on ignored ones.
+//! Saves: the log-probabilities (as PyTorch's log_softmax + nll_loss does) and the targets.
+
+use crate::autograd::{Backward, Grads};
+use crate::dtype::{Element, Real};
+use crate::error::{Error, Result};
+use crate::indices::Indices;
+use crate::ops::save;
+use crate::storage::IntoBuffer;
+use crate::tape::{record, NoGradGuard};
+use crate::tensor::Tensor;
+use crate::{with_buffer, zip_buffers};
+use num_traits::{Float, One, Zero};
+use smallvec::smallvec;
+
+/// PyTorch's default `ignore_index`.
+pub const IGNORE_INDEX: i64 = -100;
+
+impl Tensor {
+    /// Mean cross-entropy of logits `[..., C]` (classes last) against `targets` with one label
+    /// per row; rows labelled `ignore_index` do not count. All rows ignored gives NaN (0/0), as
+    /// in PyTorch.
+    pub fn cross_entropy(&self, targets: &Indices, ignore_index: i64) -> Result<Tensor> {
+        let op = "cross_entropy";
+        if self.rank() == 0 {
+            return Err(Error::invalid(op, "logits need a class dim"));
+        }
+        let c = self.shape()[self.rank() - 1];
+        let rows = self.numel() / c.max(1);
+        if targets.len() != rows || c == 0 {
+            return Err(Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: targets.shape().to_vec() });
+        }
+        for &t in targets.data() {
+            if t != ignore_index && (t < 0 || t as usize >= c) {
+                return Err(Error::IndexOutOfRange { op, index: t, size: c });
+            }
+        }
+        let logp = {
+            let _ng = NoGradGuard::new();
+            self.log_softmax(-1)?
+        };
+        let count = targets.data().iter().filter(|&&t| t != ignore_index).count();
+        let out = with_buffer!(&*logp.data(), lp => nll(lp, targets.data(), ignore_index, count).into_buffer());
+        Ok(record(op, &[self], Tensor::activation(out, smallvec::SmallVec::new()), |_| CrossEntropyBackward {
+            logp: save(&logp),
+            targets: targets.data().to_vec(),
+            ignore_index,
+            count,
+        }))
+    }
+}
+
+/// −(1/n) Σ log p[target] over the non-ignored rows.
+fn nll<E: Element>(lp: &[E], targets: &[i64], ignore: i64, count: usize) -> Vec<E> {
+    let c = lp.len() / targets.len().max(1);
+    let mut s = E::C::zero();
+    for (r, &t) in targets.iter().enumerate() {
+        if t != ignore {
+            s += lp[r * c + t as usize].to_c();
+        }
+    }
+    vec![E::from_c(-s / <E::C as Real>::c(count as f64))]
+}
+
+struct CrossEntropyBackward {
+    logp: Tensor,
+    targets: Vec<i64>,
+    ignore_index: i64,
+    count: usize,
+}
+
+fn grad<E: Element>(g: &[E], lp: &[E], targets: &[i64], ignore: i64, count: usize) -> Vec<E> {
+    let c = lp.len() / targets.len().max(1);
+    let scale = g[0].to_c() / <E::C as Real>::c(count as f64);
+    let mut out = vec![E::default(); lp.len()];
+    for (r, &t) in targets.iter().enumerate() {
+        if t == ignore {
+            continue;
+        }
+        for k in 0..c {
+            let p = lp[r * c + k].to_c().exp();
+            let onehot = if k as i64 == t { E::C::one() } else { E::C::zero() };
+            out[r * c + k] = E::from_c((p - onehot) * scale);
+        }
+    }
+    out
+}
+
+impl Backward for CrossEntropyBackward {
+    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
+        let out = zip_buffers!("cross_entropy_backward", &*g.data(), &*self.logp.data(), gv, lp =>
+            grad(gv, lp, &self.targets, self.ignore_index, self.count).into_buffer())?;
+        Ok(smallvec![Some(Tensor::activation(out, self.logp.shape().into()))])
+    }
+    fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
+        f(&self.logp);
+    }
+}

@@ -1,0 +1,49 @@
+//! masked_fill: y = value where mask ≠ 0, else x (attention masks). The mask broadcasts to x.
+//! dx = g where mask = 0, else 0. Saves: the mask.
+
+use crate::autograd::{Backward, Grads};
+use crate::cpu::broadcast;
+use crate::dtype::Real;
+use crate::error::{Error, Result};
+use crate::ops::{same_dtype, save};
+use crate::shape;
+use crate::storage::IntoBuffer;
+use crate::tape::record;
+use crate::tensor::Tensor;
+use crate::zip_buffers;
+use num_traits::Zero;
+use smallvec::smallvec;
+
+impl Tensor {
+    /// Replaces elements where `mask` (same dtype, broadcastable to `self`; nonzero = true)
+    /// is set by `value`.
+    pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
+        same_dtype("masked_fill", self, mask)?;
+        let out_shape = shape::broadcast("masked_fill", self.shape(), mask.shape())?;
+        if out_shape.as_slice() != self.shape() {
+            return Err(Error::ShapeMismatch { op: "masked_fill", lhs: self.shape().to_vec(), rhs: mask.shape().to_vec() });
+        }
+        let (xs, ms) = (self.shape(), mask.shape());
+        let out = zip_buffers!("masked_fill", &*self.data(), &*mask.data(), x, m => {
+            broadcast::binary(x, xs, m, ms, xs, |a, k| if k.is_zero() { a } else { Real::c(value) }).into_buffer()
+        })?;
+        Ok(record("masked_fill", &[self], Tensor::activation(out, out_shape), |_| MaskedFillBackward { mask: save(mask) }))
+    }
+}
+
+struct MaskedFillBackward {
+    mask: Tensor,
+}
+
+impl Backward for MaskedFillBackward {
+    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
+        let (gs, ms) = (g.shape(), self.mask.shape());
+        let out = zip_buffers!("masked_fill_backward", &*g.data(), &*self.mask.data(), gv, m => {
+            broadcast::binary(gv, gs, m, ms, gs, |a, k| if k.is_zero() { a } else { Zero::zero() }).into_buffer()
+        })?;
+        Ok(smallvec![Some(Tensor::activation(out, gs.into()))])
+    }
+    fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
+        f(&self.mask);
+    }
+}

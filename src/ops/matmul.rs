@@ -1,0 +1,122 @@
+//! Matrix product, 2-D and batched. With G = dL/dC: dA = G·Bᵀ, dB = Aᵀ·G (summed over the
+//! batch when B is shared). Saves: A when B needs a gradient, B when A does.
+
+use crate::autograd::{Backward, Grads};
+use crate::cpu::gemm::{Gemm, Layout};
+use crate::error::{Error, Result};
+use crate::ops::{same_dtype, save};
+use crate::shape::{numel, Shape};
+use crate::storage::IntoBuffer;
+use crate::tape::record;
+use crate::tensor::Tensor;
+use crate::zip_buffers;
+use smallvec::smallvec;
+
+/// The batch structure of one product: `batch` products of m×k by k×n; a shared operand has
+/// batch stride 0.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a_shared: bool,
+    b_shared: bool,
+}
+
+fn plan(a: &[usize], b: &[usize]) -> Result<(Plan, Shape)> {
+    let err = || Error::ShapeMismatch { op: "matmul", lhs: a.to_vec(), rhs: b.to_vec() };
+    if a.len() < 2 || b.len() < 2 {
+        return Err(Error::invalid("matmul", format!("both operands need at least 2 dims, got {a:?} and {b:?}")));
+    }
+    let (m, k) = (a[a.len() - 2], a[a.len() - 1]);
+    let (k2, n) = (b[b.len() - 2], b[b.len() - 1]);
+    if k != k2 {
+        return Err(err());
+    }
+    let (ba, bb) = (&a[..a.len() - 2], &b[..b.len() - 2]);
+    let (batch_dims, a_shared, b_shared) = match (ba.is_empty(), bb.is_empty()) {
+        (_, true) => (ba, false, true),
+        (true, false) => (bb, true, false),
+        (false, false) if ba == bb => (ba, false, false),
+        _ => return Err(err()),
+    };
+    let mut out: Shape = batch_dims.into();
+    out.push(m);
+    out.push(n);
+    let batch = numel(batch_dims);
+    // A batched A times a shared B is one tall product.
+    if b_shared && !a_shared {
+        return Ok((Plan { batch: 1, m: batch * m, k, n, a_shared: false, b_shared: true }, out));
+    }
+    Ok((Plan { batch, m, k, n, a_shared, b_shared }, out))
+}
+
+/// C[i] = op(A[i])·op(B[i]) over the batch; a shared C (`c_shared`) accumulates all of them.
+#[allow(clippy::too_many_arguments)]
+fn batched<E: Gemm>(
+    batch: usize, m: usize, k: usize, n: usize,
+    a: &[E], la: Layout, a_shared: bool,
+    b: &[E], lb: Layout, b_shared: bool,
+    c_shared: bool,
+) -> Vec<E> {
+    let mut c = vec![E::default(); if c_shared { m * n } else { batch * m * n }];
+    for i in 0..batch {
+        let ai = if a_shared { a } else { &a[i * m * k..(i + 1) * m * k] };
+        let bi = if b_shared { b } else { &b[i * k * n..(i + 1) * k * n] };
+        let (ci, beta) = if c_shared { (&mut c[..], i > 0) } else { (&mut c[i * m * n..(i + 1) * m * n], false) };
+        E::gemm(m, k, n, ai, la, bi, lb, beta, ci);
+    }
+    c
+}
+
+impl Tensor {
+    /// Matrix product `self · other` for `[..., m, k] · [..., k, n]`; batch dims must match,
+    /// or one operand is 2-D and shared across the other's batch.
+    pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        same_dtype("matmul", self, other)?;
+        let (p, out_shape) = plan(self.shape(), other.shape())?;
+        let out = zip_buffers!("matmul", &*self.data(), &*other.data(), a, b =>
+            batched(p.batch, p.m, p.k, p.n, a, Layout::Normal, p.a_shared, b, Layout::Normal, p.b_shared, false).into_buffer())?;
+        Ok(record("matmul", &[self, other], Tensor::activation(out, out_shape), |_| MatmulBackward {
+            plan: p,
+            a_shape: self.shape().into(),
+            b_shape: other.shape().into(),
+            a: other.requires_grad().then(|| save(self)),
+            b: self.requires_grad().then(|| save(other)),
+        }))
+    }
+}
+
+struct MatmulBackward {
+    plan: Plan,
+    a_shape: Shape,
+    b_shape: Shape,
+    a: Option<Tensor>,
+    b: Option<Tensor>,
+}
+
+impl Backward for MatmulBackward {
+    fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Grads> {
+        let Plan { batch, m, k, n, a_shared, b_shared } = self.plan;
+        let ga = match (needs[0], &self.b) {
+            // dA[i] = G[i] (m×n) · B[i]ᵀ (n×k)
+            (true, Some(b)) => Some(zip_buffers!("matmul_backward", &*g.data(), &*b.data(), gv, bv =>
+                batched(batch, m, n, k, gv, Layout::Normal, false, bv, Layout::Transposed, b_shared, a_shared).into_buffer())?),
+            _ => None,
+        };
+        let gb = match (needs[1], &self.a) {
+            // dB[i] = A[i]ᵀ (k×m) · G[i] (m×n)
+            (true, Some(a)) => Some(zip_buffers!("matmul_backward", &*a.data(), &*g.data(), av, gv =>
+                batched(batch, k, m, n, av, Layout::Transposed, a_shared, gv, Layout::Normal, false, b_shared).into_buffer())?),
+            _ => None,
+        };
+        Ok(smallvec![
+            ga.map(|d| Tensor::activation(d, self.a_shape.clone())),
+            gb.map(|d| Tensor::activation(d, self.b_shape.clone()))
+        ])
+    }
+    fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
+        self.a.iter().chain(self.b.iter()).for_each(f);
+    }
+}

@@ -1,0 +1,34 @@
+//! Differentiable ops. Each file holds one op family: the forward, the backward beside it, and
+//! a `Saves:` line naming what the backward keeps.
+
+pub mod binary;
+pub mod cast;
+pub mod custom;
+pub mod dropout;
+pub mod embedding;
+pub mod gelu;
+pub mod layer_norm;
+pub mod linear;
+pub mod loss;
+pub mod masked_fill;
+pub mod matmul;
+pub mod reduce;
+pub mod shape_ops;
+pub mod softmax;
+pub mod unary;
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+pub(crate) fn same_dtype(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.dtype() != b.dtype() {
+        return Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() });
+    }
+    Ok(())
+}
+
+/// The saved tensor as a handle that carries no grad path (PyTorch's SavedVariable), so the
+/// tape never keeps an output's own handle alive.
+pub(crate) fn save(t: &Tensor) -> Tensor {
+    t.detach()
+}

@@ -1,0 +1,168 @@
+//! Reductions: sum and mean over everything or one dim, max over everything or one dim.
+//! sum/mean backward spreads the gradient back (saves nothing); max sends it to the first
+//! maximum (saves the argmax positions).
+
+use crate::autograd::{Backward, Grads};
+use crate::cpu::reduce::{max_axis, sum_all, sum_axis};
+use crate::dtype::{Element, Real};
+use crate::error::{Error, Result};
+use crate::shape::{self, Shape};
+use crate::storage::{Buffer, IntoBuffer};
+use crate::tape::record;
+use crate::tensor::Tensor;
+use crate::with_buffer;
+use smallvec::smallvec;
+
+/// What a reduction did, enough to spread the gradient back.
+#[derive(Clone)]
+struct Axis {
+    shape: Shape,
+    /// (outer, axis, inner) around the reduced dim; `None` reduced everything.
+    split: Option<(usize, usize, usize)>,
+}
+
+fn out_shape(shape: &[usize], d: usize, keepdim: bool) -> Shape {
+    let mut s: Shape = shape.into();
+    if keepdim {
+        s[d] = 1;
+    } else {
+        s.remove(d);
+    }
+    s
+}
+
+fn scaled<E: Element>(v: Vec<E>, scale: f64) -> Vec<E> {
+    if scale == 1.0 {
+        return v;
+    }
+    v.into_iter().map(|x| E::from_c(x.to_c() * <E::C as Real>::c(scale))).collect()
+}
+
+fn total<E: Element>(v: &[E]) -> E {
+    E::from_c(sum_all(v))
+}
+
+impl Tensor {
+    /// Sum of all elements (a 0-dim tensor).
+    pub fn sum(&self) -> Result<Tensor> {
+        self.sum_mean_all("sum", 1.0)
+    }
+
+    /// Mean of all elements (NaN for an empty tensor, as in PyTorch).
+    pub fn mean(&self) -> Result<Tensor> {
+        self.sum_mean_all("mean", 1.0 / self.numel() as f64)
+    }
+
+    fn sum_mean_all(&self, op: &'static str, scale: f64) -> Result<Tensor> {
+        let out = with_buffer!(&*self.data(), v => scaled(vec![total(v)], scale).into_buffer());
+        let axis = Axis { shape: self.shape().into(), split: None };
+        Ok(record(op, &[self], Tensor::activation(out, Shape::new()), |_| SumBackward { axis, scale }))
+    }
+
+    /// Sum over `dim`, keeping it as size 1 when `keepdim`.
+    pub fn sum_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        self.sum_mean_dim("sum_dim", dim, keepdim, false)
+    }
+
+    /// Mean over `dim`, keeping it as size 1 when `keepdim`.
+    pub fn mean_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        self.sum_mean_dim("mean_dim", dim, keepdim, true)
+    }
+
+    fn sum_mean_dim(&self, op: &'static str, dim: isize, keepdim: bool, mean: bool) -> Result<Tensor> {
+        let d = shape::dim(op, dim, self.rank())?;
+        if self.rank() == 0 {
+            return if mean { self.mean() } else { self.sum() };
+        }
+        let (o, a, i) = shape::split_at_axis(self.shape(), d);
+        let scale = if mean { 1.0 / a as f64 } else { 1.0 };
+        let out = with_buffer!(&*self.data(), v => scaled(sum_axis(v, o, a, i), scale).into_buffer());
+        let axis = Axis { shape: self.shape().into(), split: Some((o, a, i)) };
+        Ok(record(op, &[self], Tensor::activation(out, out_shape(self.shape(), d, keepdim)), |_| SumBackward { axis, scale }))
+    }
+
+    /// Largest element (a 0-dim tensor); an error for an empty tensor.
+    pub fn max(&self) -> Result<Tensor> {
+        if self.numel() == 0 {
+            return Err(Error::invalid("max", "max(): Expected reduction dim to be specified for input.numel() == 0."));
+        }
+        let flat = self.reshape(&[self.numel()])?;
+        flat.max_dim(0, false).map(|(v, _)| v)
+    }
+
+    /// Largest element along `dim` and the index of its first occurrence.
+    pub fn max_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Vec<usize>)> {
+        let d = shape::dim("max_dim", dim, self.rank())?;
+        if self.rank() == 0 {
+            return Ok((self.reshape(&[])?, vec![0]));
+        }
+        let (o, a, i) = shape::split_at_axis(self.shape(), d);
+        if a == 0 {
+            return Err(Error::invalid("max_dim", "cannot take the max over a dim of size 0"));
+        }
+        let (out, idx) = with_buffer!(&*self.data(), v => {
+            let (vals, idx) = max_axis(v, o, a, i);
+            (vals.into_buffer(), idx)
+        });
+        let axis = Axis { shape: self.shape().into(), split: Some((o, a, i)) };
+        let t = record("max_dim", &[self], Tensor::activation(out, out_shape(self.shape(), d, keepdim)), |_| MaxBackward {
+            axis,
+            argmax: idx.clone(),
+        });
+        Ok((t, idx))
+    }
+}
+
+struct SumBackward {
+    axis: Axis,
+    scale: f64,
+}
+
+impl Backward for SumBackward {
+    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
+        let n = shape::numel(&self.axis.shape);
+        let out = with_buffer!(&*g.data(), gv => {
+            let gv = scaled(gv.clone(), self.scale);
+            match self.axis.split {
+                None => vec![gv[0]; n].into_buffer(),
+                Some((o, a, i)) => {
+                    let mut out = Vec::with_capacity(n);
+                    for r in 0..o {
+                        for _ in 0..a {
+                            out.extend_from_slice(&gv[r * i..(r + 1) * i]);
+                        }
+                    }
+                    out.into_buffer()
+                }
+            }
+        });
+        Ok(smallvec![Some(Tensor::activation(out, self.axis.shape.clone()))])
+    }
+}
+
+struct MaxBackward {
+    axis: Axis,
+    /// Saves: the position of the maximum for each output element (not a tensor).
+    argmax: Vec<usize>,
+}
+
+impl Backward for MaxBackward {
+    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
+        let (o, a, i) = self.axis.split.expect("max always reduces one dim");
+        let mut out = Buffer::zeros(g.dtype(), o * a * i);
+        match (&*g.data(), &mut out) {
+            (Buffer::F16(s), Buffer::F16(d)) => scatter(s, d, &self.argmax, a, i),
+            (Buffer::F32(s), Buffer::F32(d)) => scatter(s, d, &self.argmax, a, i),
+            (Buffer::F64(s), Buffer::F64(d)) => scatter(s, d, &self.argmax, a, i),
+            _ => unreachable!("zeros were made with g's dtype"),
+        }
+        Ok(smallvec![Some(Tensor::activation(out, self.axis.shape.clone()))])
+    }
+}
+
+fn scatter<E: Copy>(g: &[E], out: &mut [E], argmax: &[usize], a: usize, inner: usize) {
+    for (k, (&v, &at)) in g.iter().zip(argmax).enumerate() {
+        let (r, i) = (k / inner.max(1), k % inner.max(1));
+        out[(r * a + at) * inner + i] = v;
+    }
+}

@@ -1,0 +1,166 @@
+//! Elementwise ops of one tensor: each states f, its derivative f', and what it saves.
+
+use crate::autograd::{Backward, Grads};
+use crate::cpu;
+use crate::dtype::{Element, Real};
+use num_traits::Zero;
+use crate::error::Result;
+use crate::ops::save;
+use crate::storage::IntoBuffer;
+use crate::tape::record;
+use crate::tensor::Tensor;
+use crate::{with_buffer, zip_buffers};
+use smallvec::smallvec;
+
+/// What an elementwise op keeps for its derivative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Saves {
+    Nothing,
+    Input,
+    Output,
+}
+
+/// An elementwise function with its derivative. `df` receives the input `x` when `SAVES` is
+/// `Input` and the output `y` when it is `Output` (the other argument is zero).
+pub(crate) trait Unary: Copy + Send + Sync + 'static {
+    const NAME: &'static str;
+    const SAVES: Saves;
+    fn f<T: Real>(self, x: T) -> T;
+    fn df<T: Real>(self, x: T, y: T) -> T;
+}
+
+pub(crate) fn apply<U: Unary>(x: &Tensor, op: U) -> Result<Tensor> {
+    let out = with_buffer!(&*x.data(), v => cpu::map(v, |a| op.f(a)).into_buffer());
+    Ok(record(U::NAME, &[x], Tensor::activation(out, x.shape().into()), |y| UnaryBackward {
+        op,
+        saved: match U::SAVES {
+            Saves::Nothing => None,
+            Saves::Input => Some(save(x)),
+            Saves::Output => Some(save(y)),
+        },
+    }))
+}
+
+/// g·f' where f' is constant.
+fn grad_const<E: Element, U: Unary>(g: &[E], op: U) -> Vec<E> {
+    let d = op.df(E::C::zero(), E::C::zero());
+    cpu::map(g, |g| g * d)
+}
+
+/// g·f'(saved), the saved value being the input (`is_input`) or the output.
+fn grad_saved<E: Element, U: Unary>(g: &[E], s: &[E], op: U, is_input: bool) -> Vec<E> {
+    if is_input {
+        cpu::zip(g, s, |g, x| g * op.df(x, E::C::zero()))
+    } else {
+        cpu::zip(g, s, |g, y| g * op.df(E::C::zero(), y))
+    }
+}
+
+pub(crate) struct UnaryBackward<U: Unary> {
+    op: U,
+    /// Saves: the input or the output, as `U::SAVES` says; nothing for `Saves::Nothing`.
+    saved: Option<Tensor>,
+}
+
+impl<U: Unary> Backward for UnaryBackward<U> {
+    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
+        let op = self.op;
+        let gx = match (&self.saved, U::SAVES) {
+            (None, _) | (_, Saves::Nothing) => with_buffer!(&*g.data(), gv => grad_const(gv, op).into_buffer()),
+            (Some(s), saves) => zip_buffers!(U::NAME, &*g.data(), &*s.data(), gv, sv =>
+                grad_saved(gv, sv, op, saves == Saves::Input).into_buffer())?,
+        };
+        Ok(smallvec![Some(Tensor::activation(gx, g.shape().into()))])
+    }
+    fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
+        if let Some(s) = &self.saved {
+            f(s);
+        }
+    }
+}
+
+macro_rules! unary_op {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $saves:ident, |$s:ident, $x:ident| $f:expr, |$s2:ident, $dx:ident, $dy:ident| $df:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub(crate) struct $ty(pub f64);
+        impl Unary for $ty {
+            const NAME: &'static str = $name;
+            const SAVES: Saves = Saves::$saves;
+            #[allow(unused_variables)]
+            fn f<T: Real>(self, $x: T) -> T {
+                let $s = T::c(self.0);
+                $f
+            }
+            #[allow(unused_variables)]
+            fn df<T: Real>(self, $dx: T, $dy: T) -> T {
+                let $s2 = T::c(self.0);
+                $df
+            }
+        }
+    };
+}
+
+unary_op!(/// y = −x; y' = −1. Saves: nothing.
+    Neg, "neg", Nothing, |_s, x| -x, |_s, _x, _y| -T::one());
+unary_op!(/// y = x + s; y' = 1. Saves: nothing.
+    AddScalar, "add_scalar", Nothing, |s, x| x + s, |_s, _x, _y| T::one());
+unary_op!(/// y = x·s; y' = s. Saves: nothing.
+    MulScalar, "mul_scalar", Nothing, |s, x| x * s, |s, _x, _y| s);
+unary_op!(/// y = eˣ; y' = y. Saves: output.
+    Exp, "exp", Output, |_s, x| x.exp(), |_s, _x, y| y);
+unary_op!(/// y = ln x; y' = 1/x. Saves: input.
+    Log, "log", Input, |_s, x| x.ln(), |_s, x, _y| x.recip());
+unary_op!(/// y = tanh x; y' = 1 − y². Saves: output.
+    Tanh, "tanh", Output, |_s, x| x.tanh(), |_s, _x, y| T::one() - y * y);
+unary_op!(/// y = 1/(1+e⁻ˣ); y' = y(1 − y). Saves: output.
+    Sigmoid, "sigmoid", Output, |_s, x| (T::one() + (-x).exp()).recip(), |_s, _x, y| y * (T::one() - y));
+unary_op!(/// y = max(x, 0); y' = 1 where y > 0. Saves: output.
+    Relu, "relu", Output, |_s, x| if x > T::zero() { x } else { T::zero() }, |_s, _x, y| if y > T::zero() { T::one() } else { T::zero() });
+unary_op!(/// y = √x; y' = 1/(2y). Saves: output.
+    Sqrt, "sqrt", Output, |_s, x| x.sqrt(), |_s, _x, y| (y + y).recip());
+unary_op!(/// y = xᵖ; y' = p·xᵖ⁻¹. Saves: input.
+    Pow, "pow", Input, |p, x| x.powf(p), |p, x, _y| p * x.powf(p - T::one()));
+
+impl Tensor {
+    /// −x.
+    pub fn neg(&self) -> Result<Tensor> {
+        apply(self, Neg(0.0))
+    }
+    /// x + s for a scalar s.
+    pub fn add_scalar(&self, s: f64) -> Result<Tensor> {
+        apply(self, AddScalar(s))
+    }
+    /// x · s for a scalar s.
+    pub fn mul_scalar(&self, s: f64) -> Result<Tensor> {
+        apply(self, MulScalar(s))
+    }
+    /// Elementwise eˣ.
+    pub fn exp(&self) -> Result<Tensor> {
+        apply(self, Exp(0.0))
+    }
+    /// Elementwise natural logarithm.
+    pub fn log(&self) -> Result<Tensor> {
+        apply(self, Log(0.0))
+    }
+    /// Elementwise tanh.
+    pub fn tanh(&self) -> Result<Tensor> {
+        apply(self, Tanh(0.0))
+    }
+    /// Elementwise logistic sigmoid.
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        apply(self, Sigmoid(0.0))
+    }
+    /// Elementwise max(x, 0).
+    pub fn relu(&self) -> Result<Tensor> {
+        apply(self, Relu(0.0))
+    }
+    /// Elementwise square root.
+    pub fn sqrt(&self) -> Result<Tensor> {
+        apply(self, Sqrt(0.0))
+    }
+    /// Elementwise xᵖ for a scalar exponent.
+    pub fn powf(&self, p: f64) -> Result<Tensor> {
+        apply(self, Pow(p))
+    }
+}

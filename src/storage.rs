@@ -1,0 +1,189 @@
+//! Where a tensor's numbers live. CPU vectors today; a device variant can join `Buffer` later
+//! without touching the ops' maths, which only see slices through [`with_buffer!`].
+
+use crate::dtype::{DType, Element};
+use half::f16;
+use std::cell::{Cell, Ref, RefCell, RefMut};
+
+/// A typed, contiguous block of elements.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Buffer {
+    /// Half-precision elements.
+    F16(Vec<f16>),
+    /// Single-precision elements.
+    F32(Vec<f32>),
+    /// Double-precision elements.
+    F64(Vec<f64>),
+}
+
+/// Runs `$body` with `$v` bound to the buffer's `Vec<E>` for whichever element type it holds.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! with_buffer {
+    ($buf:expr, $v:ident => $body:expr) => {
+        match $buf {
+            $crate::storage::Buffer::F16($v) => $body,
+            $crate::storage::Buffer::F32($v) => $body,
+            $crate::storage::Buffer::F64($v) => $body,
+        }
+    };
+}
+
+/// Wraps a vector of any element type into a [`Buffer`].
+pub trait IntoBuffer {
+    /// The wrapped buffer.
+    fn into_buffer(self) -> Buffer;
+}
+impl IntoBuffer for Vec<f16> {
+    fn into_buffer(self) -> Buffer {
+        Buffer::F16(self)
+    }
+}
+impl IntoBuffer for Vec<f32> {
+    fn into_buffer(self) -> Buffer {
+        Buffer::F32(self)
+    }
+}
+impl IntoBuffer for Vec<f64> {
+    fn into_buffer(self) -> Buffer {
+        Buffer::F64(self)
+    }
+}
+
+impl Buffer {
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Buffer::F16(_) => DType::F16,
+            Buffer::F32(_) => DType::F32,
+            Buffer::F64(_) => DType::F64,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        with_buffer!(self, v => v.len())
+    }
+
+    /// True when the buffer holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A buffer of `n` zeros.
+    pub fn zeros(dtype: DType, n: usize) -> Buffer {
+        match dtype {
+            DType::F16 => Buffer::F16(vec![f16::ZERO; n]),
+            DType::F32 => Buffer::F32(vec![0.0; n]),
+            DType::F64 => Buffer::F64(vec![0.0; n]),
+        }
+    }
+
+    /// A buffer of `n` copies of `value` (rounded to the dtype).
+    pub fn full(dtype: DType, n: usize, value: f64) -> Buffer {
+        match dtype {
+            DType::F16 => Buffer::F16(vec![f16::from_f64(value); n]),
+            DType::F32 => Buffer::F32(vec![value as f32; n]),
+            DType::F64 => Buffer::F64(vec![value; n]),
+        }
+    }
+
+    /// Converts every element to `dtype` (round to nearest).
+    pub fn cast(&self, dtype: DType) -> Buffer {
+        fn conv<S: Element, D: Element>(v: &[S]) -> Vec<D> {
+            v.iter()
+                .map(|x| {
+                    let wide = num_traits::ToPrimitive::to_f64(&x.to_c()).unwrap_or(f64::NAN);
+                    D::from_c(<D::C as crate::dtype::Real>::c(wide))
+                })
+                .collect()
+        }
+        match (self, dtype) {
+            (b, d) if b.dtype() == d => b.clone(),
+            // Direct roundings: going through f32 first would round twice.
+            (Buffer::F64(v), DType::F16) => Buffer::F16(v.iter().map(|&x| f16::from_f64(x)).collect()),
+            (b, DType::F16) => with_buffer!(b, v => Buffer::F16(conv(v))),
+            (b, DType::F32) => with_buffer!(b, v => Buffer::F32(conv(v))),
+            (b, DType::F64) => with_buffer!(b, v => Buffer::F64(conv(v))),
+        }
+    }
+
+    /// Every element widened to `f64` (for inspection and tests).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match self.cast(DType::F64) {
+            Buffer::F64(v) => v,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Every element as `f32`.
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        match self.cast(DType::F32) {
+            Buffer::F32(v) => v,
+            _ => unreachable!(),
+        }
+    }
+
+    /// The elements as a slice of `E`, when `E` is this buffer's element type.
+    pub fn typed<E: Element>(&self) -> Option<&[E]> {
+        with_buffer!(self, v => (v as &dyn std::any::Any).downcast_ref::<Vec<E>>().map(|v| v.as_slice()))
+    }
+
+    /// Size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.len() * self.dtype().size()
+    }
+}
+
+/// Shared storage behind one or more tensor handles (views share it).
+#[derive(Debug)]
+pub(crate) struct Storage {
+    data: RefCell<Buffer>,
+    /// How many live tape entries hold this storage for backward.
+    saved_refs: Cell<u32>,
+    /// True when an op produced it (an activation); false for data the caller created.
+    activation: bool,
+}
+
+impl Storage {
+    pub(crate) fn new(data: Buffer, activation: bool) -> Self {
+        Storage { data: RefCell::new(data), saved_refs: Cell::new(0), activation }
+    }
+    pub(crate) fn borrow(&self) -> Ref<'_, Buffer> {
+        self.data.borrow()
+    }
+    pub(crate) fn borrow_mut(&self) -> RefMut<'_, Buffer> {
+        self.data.borrow_mut()
+    }
+    pub(crate) fn is_activation(&self) -> bool {
+        self.activation
+    }
+    /// Registers one more saver; returns the bytes that became newly saved (0 if already saved).
+    pub(crate) fn retain_saved(&self) -> usize {
+        let n = self.saved_refs.get();
+        self.saved_refs.set(n + 1);
+        if n == 0 { self.data.borrow().bytes() } else { 0 }
+    }
+    /// Drops one saver; returns the bytes no longer saved (0 if others still hold it).
+    pub(crate) fn release_saved(&self) -> usize {
+        let n = self.saved_refs.get();
+        debug_assert!(n > 0);
+        self.saved_refs.set(n.saturating_sub(1));
+        if n == 1 { self.data.borrow().bytes() } else { 0 }
+    }
+}
+
+/// Runs `$body` with `$x`, `$y` bound to two buffers' vectors of one element type; different
+/// element types give `Err(Error::DTypeMismatch)` naming `$op`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! zip_buffers {
+    ($op:expr, $a:expr, $b:expr, $x:ident, $y:ident => $body:expr) => {
+        match ($a, $b) {
+            ($crate::storage::Buffer::F16($x), $crate::storage::Buffer::F16($y)) => Ok($body),
+            ($crate::storage::Buffer::F32($x), $crate::storage::Buffer::F32($y)) => Ok($body),
+            ($crate::storage::Buffer::F64($x), $crate::storage::Buffer::F64($y)) => Ok($body),
+            (a, b) => Err($crate::error::Error::DTypeMismatch { op: $op, lhs: a.dtype(), rhs: b.dtype() }),
+        }
+    };
+}

@@ -1,0 +1,391 @@
+//! The tape: an append-only list of recorded ops (a Wengert list), one per thread, with child
+//! tapes stacked on top for checkpoint recomputation.
+//!
+//! Entries are appended in execution order, so the list already is a topological order and
+//! backward is a single reverse sweep ([`crate::autograd`]). Each entry names its op, its
+//! inputs, its output and exactly what its backward saved; the bytes saved are accounted for
+//! as entries are pushed and freed.
+
+use crate::autograd::Backward;
+use crate::error::{Error, Result};
+use crate::shape::Shape;
+use crate::tensor::{Tensor, TensorImpl};
+use smallvec::SmallVec;
+use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
+use std::rc::Weak;
+
+/// Where an entry lives: which tape, which generation of it, which slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NodeId {
+    pub tape: u32,
+    pub generation: u32,
+    pub index: u32,
+}
+
+/// Where an input's gradient goes.
+pub(crate) enum Input {
+    /// Needs no gradient.
+    Const,
+    /// Produced by another entry.
+    Node(NodeId),
+    /// A leaf that requires grad: its gradient accumulates into `.grad`.
+    Leaf(Tensor),
+}
+
+pub(crate) struct Entry {
+    pub op: &'static str,
+    pub inputs: SmallVec<[Input; 2]>,
+    pub output: Weak<TensorImpl>,
+    pub out_shape: Shape,
+    pub backward: Option<Box<dyn Backward>>,
+    pub saved_bytes: usize,
+    pub grad: Option<Tensor>,
+    pub freed: bool,
+}
+
+/// One tape of the thread's stack.
+pub(crate) struct Tape {
+    pub id: u32,
+    pub generation: u32,
+    pub entries: Vec<Entry>,
+    live: usize,
+    gc_at: usize,
+}
+
+const GC_MIN: usize = 4096;
+
+impl Tape {
+    fn new(id: u32) -> Tape {
+        Tape { id, generation: 0, entries: Vec::new(), live: 0, gc_at: GC_MIN }
+    }
+
+    /// Frees entry `index`: drops what its backward saved and marks it used.
+    pub fn free(&mut self, index: usize) {
+        let e = &mut self.entries[index];
+        if e.freed {
+            return;
+        }
+        if let Some(bw) = e.backward.take() {
+            release_saved(bw.as_ref());
+        }
+        e.inputs.clear();
+        e.grad = None;
+        e.freed = true;
+        self.live -= 1;
+    }
+
+    /// Frees entries whose outputs nobody can reach any more, then resets an empty tape.
+    pub fn collect(&mut self) {
+        if self.live > 0 {
+            let mut needed = vec![false; self.entries.len()];
+            for i in (0..self.entries.len()).rev() {
+                let e = &self.entries[i];
+                if e.freed {
+                    continue;
+                }
+                if needed[i] || e.output.strong_count() > 0 {
+                    for inp in &e.inputs {
+                        if let Input::Node(id) = inp {
+                            if id.tape == self.id && id.generation == self.generation {
+                                needed[id.index as usize] = true;
+                            }
+                        }
+                    }
+                } else {
+                    self.free(i);
+                }
+            }
+        }
+        if self.live == 0 {
+            self.entries.clear();
+            self.generation = self.generation.wrapping_add(1);
+        }
+        self.gc_at = (2 * self.entries.len()).max(GC_MIN);
+    }
+}
+
+fn release_saved(bw: &dyn Backward) {
+    bw.visit_saved(&mut |t| {
+        if t.storage().is_activation() {
+            memory_sub(t.storage().release_saved());
+        }
+    });
+}
+
+struct Stack {
+    tapes: Vec<Tape>,
+    next_id: u32,
+}
+
+thread_local! {
+    static STACK: RefCell<Stack> = RefCell::new(Stack { tapes: vec![Tape::new(0)], next_id: 1 });
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+    static SAVED_NOW: Cell<usize> = const { Cell::new(0) };
+    static SAVED_PEAK: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Runs `f` on the tape with id `id`; a tape no longer on the stack means its graph is gone.
+pub(crate) fn with_tape<R>(id: u32, f: impl FnOnce(&mut Tape) -> R) -> Result<R> {
+    STACK.with(|s| {
+        let mut s = s.borrow_mut();
+        let tape = s.tapes.iter_mut().rev().find(|t| t.id == id).ok_or(Error::GraphFreed)?;
+        Ok(f(tape))
+    })
+}
+
+/// Pushes a fresh child tape; ops record there until [`pop_child_tape`].
+pub(crate) fn push_child_tape() -> u32 {
+    STACK.with(|s| {
+        let mut s = s.borrow_mut();
+        let id = s.next_id;
+        s.next_id += 1;
+        s.tapes.push(Tape::new(id));
+        id
+    })
+}
+
+/// Pops the child tape `id`, freeing everything it still holds.
+pub(crate) fn pop_child_tape(id: u32) {
+    let tape = STACK.with(|s| {
+        let mut s = s.borrow_mut();
+        match s.tapes.last() {
+            Some(t) if t.id == id && s.tapes.len() > 1 => s.tapes.pop(),
+            _ => None,
+        }
+    });
+    if let Some(mut tape) = tape {
+        for i in 0..tape.entries.len() {
+            tape.free(i);
+        }
+    }
+}
+
+/// Whether ops record (PyTorch's `torch.is_grad_enabled()`).
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// RAII scope in which ops record nothing (PyTorch's `torch.no_grad()`).
+#[must_use = "grad mode is restored when the guard drops"]
+pub struct NoGradGuard {
+    prev: bool,
+}
+
+impl NoGradGuard {
+    /// Turns recording off until the guard drops.
+    pub fn new() -> Self {
+        NoGradGuard { prev: GRAD_ENABLED.with(|g| g.replace(false)) }
+    }
+}
+
+impl Default for NoGradGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NoGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.prev));
+    }
+}
+
+/// RAII scope in which ops record again (PyTorch's `torch.enable_grad()`).
+#[must_use = "grad mode is restored when the guard drops"]
+pub struct EnableGradGuard {
+    prev: bool,
+}
+
+impl EnableGradGuard {
+    /// Turns recording on until the guard drops.
+    pub fn new() -> Self {
+        EnableGradGuard { prev: GRAD_ENABLED.with(|g| g.replace(true)) }
+    }
+}
+
+impl Default for EnableGradGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for EnableGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.prev));
+    }
+}
+
+/// Runs `f` with recording off.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _g = NoGradGuard::new();
+    f()
+}
+
+fn memory_add(bytes: usize) {
+    if bytes > 0 {
+        let now = SAVED_NOW.with(|c| {
+            let v = c.get() + bytes;
+            c.set(v);
+            v
+        });
+        SAVED_PEAK.with(|p| p.set(p.get().max(now)));
+    }
+}
+
+fn memory_sub(bytes: usize) {
+    if bytes > 0 {
+        SAVED_NOW.with(|c| c.set(c.get().saturating_sub(bytes)));
+    }
+}
+
+/// Bytes of activations the thread's tapes currently keep for backward (each storage once).
+/// Tensors the caller created (parameters, input batches) are the caller's and not counted.
+pub fn saved_bytes() -> usize {
+    SAVED_NOW.with(|c| c.get())
+}
+
+/// The highest [`saved_bytes`] since the last [`reset_peak_saved_bytes`].
+pub fn peak_saved_bytes() -> usize {
+    SAVED_PEAK.with(|c| c.get())
+}
+
+/// Starts a new peak measurement from the current saved bytes.
+pub fn reset_peak_saved_bytes() {
+    SAVED_PEAK.with(|p| p.set(saved_bytes()));
+}
+
+/// Records an op that produced `output`: when grad mode is on and an input requires grad,
+/// appends an entry holding the backward that `make_backward` builds (it receives the output,
+/// for ops that save it). Otherwise nothing is recorded and nothing is saved.
+pub(crate) fn record<B: Backward + 'static>(
+    op: &'static str,
+    inputs: &[&Tensor],
+    output: Tensor,
+    make_backward: impl FnOnce(&Tensor) -> B,
+) -> Tensor {
+    if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
+        return output;
+    }
+    output.0.requires_grad.set(true);
+    let backward: Box<dyn Backward> = Box::new(make_backward(&output));
+    let mut saved = 0;
+    backward.visit_saved(&mut |t| {
+        if t.storage().is_activation() {
+            memory_add(t.storage().retain_saved());
+            saved += t.nbytes();
+        }
+    });
+    let inputs = inputs
+        .iter()
+        .map(|t| match (t.requires_grad(), t.node()) {
+            (false, _) => Input::Const,
+            (true, Some(id)) => Input::Node(id),
+            (true, None) => Input::Leaf((*t).clone()),
+        })
+        .collect();
+    let entry = Entry {
+        op,
+        inputs,
+        output: std::rc::Rc::downgrade(&output.0),
+        out_shape: output.0.shape.clone(),
+        backward: Some(backward),
+        saved_bytes: saved,
+        grad: None,
+        freed: false,
+    };
+    let id = STACK.with(|s| {
+        let mut s = s.borrow_mut();
+        let tape = s.tapes.last_mut().expect("the root tape is never popped");
+        if tape.entries.len() >= tape.gc_at {
+            tape.collect();
+        }
+        tape.entries.push(entry);
+        tape.live += 1;
+        NodeId { tape: tape.id, generation: tape.generation, index: (tape.entries.len() - 1) as u32 }
+    });
+    output.0.node.set(Some(id));
+    output
+}
+
+/// What a reader of the tape sees of one entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryInfo {
+    /// Position on the tape.
+    pub index: usize,
+    /// The op's name.
+    pub op: &'static str,
+    /// Each input: `#i` (entry i), `leaf` (a leaf that requires grad) or `const`.
+    pub inputs: Vec<String>,
+    /// The output's shape.
+    pub output_shape: Vec<usize>,
+    /// Activation bytes this entry's backward keeps (not deduplicated across entries).
+    pub saved_bytes: usize,
+    /// True once backward used and released it.
+    pub freed: bool,
+}
+
+/// The current tape's entries, oldest first.
+pub fn entries() -> Vec<EntryInfo> {
+    STACK.with(|s| {
+        let s = s.borrow();
+        let tape = s.tapes.last().expect("root tape");
+        tape.entries
+            .iter()
+            .enumerate()
+            .map(|(index, e)| EntryInfo {
+                index,
+                op: e.op,
+                inputs: e
+                    .inputs
+                    .iter()
+                    .map(|i| match i {
+                        Input::Const => "const".to_string(),
+                        Input::Node(id) => format!("#{}", id.index),
+                        Input::Leaf(_) => "leaf".to_string(),
+                    })
+                    .collect(),
+                output_shape: e.out_shape.to_vec(),
+                saved_bytes: e.saved_bytes,
+                freed: e.freed,
+            })
+            .collect()
+    })
+}
+
+/// Number of entries on the current tape that backward has not yet used.
+pub fn live_entries() -> usize {
+    STACK.with(|s| s.borrow().tapes.last().map_or(0, |t| t.live))
+}
+
+/// A readable listing of the current tape: index, op, inputs, output shape, requires_grad
+/// (always true: only ops that require grad are recorded) and saved bytes.
+pub fn dump() -> String {
+    let mut out = String::from("  #  op               inputs          output shape       saved bytes\n");
+    for e in entries() {
+        let _ = writeln!(
+            out,
+            "{:>3}  {:<16} {:<15} {:<18} {:>11}{}",
+            e.index,
+            e.op,
+            e.inputs.join(","),
+            format!("{:?}", e.output_shape),
+            e.saved_bytes,
+            if e.freed { "  (freed)" } else { "" }
+        );
+    }
+    let _ = writeln!(out, "saved now: {} bytes, peak: {} bytes", saved_bytes(), peak_saved_bytes());
+    out
+}
+
+/// Frees every entry of the current tape (forward passes that were never backwarded).
+pub fn clear() {
+    STACK.with(|s| {
+        let mut s = s.borrow_mut();
+        let tape = s.tapes.last_mut().expect("root tape");
+        for i in 0..tape.entries.len() {
+            tape.free(i);
+        }
+        tape.collect();
+    });
+}

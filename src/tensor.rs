@@ -1,0 +1,246 @@
+//! The tensor handle: a cheap, clonable reference to shape, dtype, storage and autograd state.
+
+use crate::dtype::{DType, Element};
+use crate::error::{Error, Result};
+use crate::shape::{self, Shape};
+use crate::storage::{Buffer, IntoBuffer, Storage};
+use crate::tape::NodeId;
+use std::cell::{Cell, Ref, RefCell};
+use std::fmt;
+use std::rc::Rc;
+
+/// A tensor: shape, dtype, contiguous storage, and the autograd state PyTorch gives a tensor
+/// (`requires_grad`, the tape entry that made it, its `.grad`). Cloning clones the handle.
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Rc<TensorImpl>);
+
+pub(crate) struct TensorImpl {
+    pub(crate) shape: Shape,
+    pub(crate) storage: Rc<Storage>,
+    pub(crate) requires_grad: Cell<bool>,
+    pub(crate) node: Cell<Option<NodeId>>,
+    pub(crate) grad: RefCell<Option<Tensor>>,
+    pub(crate) retains_grad: Cell<bool>,
+}
+
+impl Tensor {
+    pub(crate) fn from_parts(storage: Rc<Storage>, shape: Shape, requires_grad: bool) -> Tensor {
+        Tensor(Rc::new(TensorImpl {
+            shape,
+            storage,
+            requires_grad: Cell::new(requires_grad),
+            node: Cell::new(None),
+            grad: RefCell::new(None),
+            retains_grad: Cell::new(false),
+        }))
+    }
+
+    /// A tensor an op computed (its storage counts as an activation in memory accounting).
+    pub(crate) fn activation(data: Buffer, shape: Shape) -> Tensor {
+        Tensor::from_parts(Rc::new(Storage::new(data, true)), shape, false)
+    }
+
+    /// Wraps a buffer created by the caller; its element count must match `shape`.
+    pub fn from_buffer(data: Buffer, shape: &[usize]) -> Result<Tensor> {
+        if data.len() != shape::numel(shape) {
+            return Err(Error::invalid(
+                "from_buffer",
+                format!("{} elements cannot have shape {shape:?}", data.len()),
+            ));
+        }
+        Ok(Tensor::from_parts(Rc::new(Storage::new(data, false)), shape.into(), false))
+    }
+
+    /// A tensor from a vector of `f16`, `f32` or `f64` values in row-major order.
+    pub fn from_vec<E: Element>(data: Vec<E>, shape: &[usize]) -> Result<Tensor>
+    where
+        Vec<E>: IntoBuffer,
+    {
+        Tensor::from_buffer(data.into_buffer(), shape)
+    }
+
+    /// A 0-dimensional f32 tensor.
+    pub fn scalar(value: f32) -> Tensor {
+        Tensor::from_parts(Rc::new(Storage::new(Buffer::F32(vec![value]), false)), Shape::new(), false)
+    }
+
+    /// A tensor filled with `value`.
+    pub fn full(shape: &[usize], value: f64, dtype: DType) -> Tensor {
+        let data = Buffer::full(dtype, shape::numel(shape), value);
+        Tensor::from_parts(Rc::new(Storage::new(data, false)), shape.into(), false)
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize], dtype: DType) -> Tensor {
+        Tensor::full(shape, 0.0, dtype)
+    }
+
+    /// A tensor of ones.
+    pub fn ones(shape: &[usize], dtype: DType) -> Tensor {
+        Tensor::full(shape, 1.0, dtype)
+    }
+
+    /// The dimensions.
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.0.shape.len()
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        shape::numel(&self.0.shape)
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.0.storage.borrow().dtype()
+    }
+
+    /// Bytes of element data.
+    pub fn nbytes(&self) -> usize {
+        self.numel() * self.dtype().size()
+    }
+
+    /// Read access to the elements.
+    pub fn data(&self) -> Ref<'_, Buffer> {
+        self.0.storage.borrow()
+    }
+
+    /// Replaces the elements in place (optimizers updating parameters). Only leaves may be
+    /// updated: changing a value the tape saved would silently corrupt gradients.
+    pub fn update_data(&self, f: impl FnOnce(&mut Buffer)) -> Result<()> {
+        if !self.is_leaf() {
+            return Err(Error::invalid("update_data", "only leaf tensors can be updated in place"));
+        }
+        let mut data = self.0.storage.borrow_mut();
+        let (n, dt) = (data.len(), data.dtype());
+        f(&mut data);
+        if data.len() != n || data.dtype() != dt {
+            return Err(Error::invalid("update_data", "the update changed the length or dtype"));
+        }
+        Ok(())
+    }
+
+    /// The elements widened to `f64`.
+    pub fn to_vec_f64(&self) -> Vec<f64> {
+        self.data().to_f64_vec()
+    }
+
+    /// The elements as `f32`.
+    pub fn to_vec_f32(&self) -> Vec<f32> {
+        self.data().to_f32_vec()
+    }
+
+    /// The value of a one-element tensor.
+    pub fn item(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::invalid(
+                "item",
+                format!("a Tensor with {} elements cannot be converted to Scalar", self.numel()),
+            ));
+        }
+        Ok(self.to_vec_f64()[0])
+    }
+
+    /// Whether gradients flow to (or through) this tensor.
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad.get()
+    }
+
+    /// True for tensors no recorded op produced (PyTorch's `is_leaf`).
+    pub fn is_leaf(&self) -> bool {
+        self.0.node.get().is_none()
+    }
+
+    pub(crate) fn node(&self) -> Option<NodeId> {
+        self.0.node.get()
+    }
+
+    /// Sets `requires_grad` on a leaf. On a tensor with no grad path this makes it a leaf that
+    /// requires grad: the mechanism behind HF's `enable_input_require_grads`.
+    pub fn requires_grad_(&self, requires_grad: bool) -> Result<Tensor> {
+        if !self.is_leaf() && !requires_grad {
+            return Err(Error::NotALeaf);
+        }
+        self.0.requires_grad.set(requires_grad || !self.is_leaf());
+        Ok(self.clone())
+    }
+
+    /// A new handle on the same storage, cut from the graph (no grad path).
+    pub fn detach(&self) -> Tensor {
+        Tensor::from_parts(self.0.storage.clone(), self.0.shape.clone(), false)
+    }
+
+    /// A new tensor with its own copy of the data, cut from the graph.
+    pub fn deep_clone(&self) -> Tensor {
+        let data = self.data().clone();
+        Tensor::from_parts(Rc::new(Storage::new(data, false)), self.0.shape.clone(), false)
+    }
+
+    /// The accumulated gradient (leaves, and non-leaves after [`Tensor::retain_grad`]).
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.grad.borrow().clone()
+    }
+
+    /// Replaces the gradient (`None` clears it, as PyTorch's `zero_grad(set_to_none=True)`).
+    pub fn set_grad(&self, grad: Option<Tensor>) {
+        *self.0.grad.borrow_mut() = grad;
+    }
+
+    /// Clears the gradient.
+    pub fn zero_grad(&self) {
+        self.set_grad(None);
+    }
+
+    /// Keeps this non-leaf's gradient after backward (leaves always keep theirs).
+    pub fn retain_grad(&self) {
+        self.0.retains_grad.set(true);
+    }
+
+    pub(crate) fn retains_grad(&self) -> bool {
+        self.0.retains_grad.get() || self.is_leaf()
+    }
+
+    /// True when both handles share one storage.
+    pub fn same_storage(&self, other: &Tensor) -> bool {
+        Rc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+
+    pub(crate) fn storage(&self) -> &Rc<Storage> {
+        &self.0.storage
+    }
+
+    /// True when no other handle or view can observe this tensor's storage.
+    pub(crate) fn is_exclusive(&self) -> bool {
+        Rc::strong_count(&self.0) == 1 && Rc::strong_count(&self.0.storage) == 1
+    }
+
+    /// Adds `g` into this tensor's `.grad` (first contribution is stored as is).
+    pub(crate) fn accumulate_grad(&self, g: Tensor) -> Result<()> {
+        let mut slot = self.0.grad.borrow_mut();
+        *slot = Some(match slot.take() {
+            None => g,
+            Some(acc) => crate::autograd::add_grads(acc, g)?,
+        });
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.to_vec_f64();
+        let head: Vec<f64> = v.iter().take(8).copied().collect();
+        write!(
+            f,
+            "Tensor(shape={:?}, dtype={:?}, requires_grad={}, data={head:?}{})",
+            self.shape(),
+            self.dtype(),
+            self.requires_grad(),
+            if v.len() > 8 { " …" } else { "" }
+        )
+    }
+}
