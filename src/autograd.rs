@@ -45,7 +45,11 @@ impl Tensor {
                 });
             }
             Some(g) if g.dtype() != self.dtype() => {
-                return Err(Error::DTypeMismatch { op: "backward", lhs: self.dtype(), rhs: g.dtype() });
+                return Err(Error::DTypeMismatch {
+                    op: "backward",
+                    lhs: self.dtype(),
+                    rhs: g.dtype(),
+                });
             }
             Some(g) => g.detach(),
             None if self.numel() != 1 => return Err(Error::NonScalarBackward),
@@ -58,7 +62,10 @@ impl Tensor {
                 if outer.is_empty() {
                     Ok(())
                 } else {
-                    Err(Error::invalid("backward", "gradient reached a tensor recorded on an outer tape"))
+                    Err(Error::invalid(
+                        "backward",
+                        "gradient reached a tensor recorded on an outer tape",
+                    ))
                 }
             }
         }
@@ -68,7 +75,11 @@ impl Tensor {
 /// Sums two gradients, in place when nothing else can observe `acc`.
 pub(crate) fn add_grads(acc: Tensor, g: Tensor) -> Result<Tensor> {
     if acc.shape() != g.shape() {
-        return Err(Error::ShapeMismatch { op: "accumulate_grad", lhs: acc.shape().to_vec(), rhs: g.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: "accumulate_grad",
+            lhs: acc.shape().to_vec(),
+            rhs: g.shape().to_vec(),
+        });
     }
     let _ng = NoGradGuard::new();
     if acc.is_exclusive() {
@@ -81,13 +92,19 @@ pub(crate) fn add_grads(acc: Tensor, g: Tensor) -> Result<Tensor> {
 
 /// Backpropagates from `roots` (all on one tape) down to the tape's start. Gradients that
 /// reach entries of other tapes are returned for the caller to route.
-pub(crate) fn sweep(roots: &[(NodeId, Tensor)], retain_graph: bool) -> Result<Vec<(NodeId, Tensor)>> {
+pub(crate) fn sweep(
+    roots: &[(NodeId, Tensor)],
+    retain_graph: bool,
+) -> Result<Vec<(NodeId, Tensor)>> {
     let _ng = NoGradGuard::new();
     let tape_id = roots[0].0.tape;
     let mut top = 0;
     tape::with_tape(tape_id, |t| -> Result<()> {
         for (id, g) in roots {
-            if id.tape != tape_id || id.generation != t.generation || t.entries[id.index as usize].freed {
+            if id.tape != tape_id
+                || id.generation != t.generation
+                || t.entries[id.index as usize].freed
+            {
                 return Err(Error::GraphFreed);
             }
             let slot = &mut t.entries[id.index as usize].grad;
@@ -105,11 +122,19 @@ pub(crate) fn sweep(roots: &[(NodeId, Tensor)], retain_graph: bool) -> Result<Ve
         let step = tape::with_tape(tape_id, |t| {
             let e = &mut t.entries[i];
             let g = e.grad.take()?;
-            let needs: SmallVec<[bool; 4]> = e.inputs.iter().map(|x| !matches!(x, Input::Const)).collect();
+            let needs: SmallVec<[bool; 4]> = e
+                .inputs
+                .iter()
+                .map(|x| !matches!(x, Input::Const))
+                .collect();
             Some((g, e.backward.take(), needs, e.output.upgrade()))
         })?;
-        let Some((g, backward, needs, output)) = step else { continue };
-        let Some(backward) = backward else { return Err(Error::GraphFreed) };
+        let Some((g, backward, needs, output)) = step else {
+            continue;
+        };
+        let Some(backward) = backward else {
+            return Err(Error::GraphFreed);
+        };
         if let Some(out) = output.map(Tensor) {
             if out.retains_grad() {
                 out.accumulate_grad(g.clone())?;
@@ -117,40 +142,44 @@ pub(crate) fn sweep(roots: &[(NodeId, Tensor)], retain_graph: bool) -> Result<Ve
         }
         let grads = backward.backward(&g, &needs);
         drop(g);
-        let inputs = tape::with_tape(tape_id, |t| {
-            if retain_graph {
+        let grads = grads?;
+        tape::with_tape(tape_id, |t| -> Result<()> {
+            let inputs = if retain_graph {
                 t.entries[i].backward = Some(backward);
-                t.entries[i].inputs.iter().map(clone_input).collect::<SmallVec<[Input; 2]>>()
+                t.entries[i]
+                    .inputs
+                    .iter()
+                    .map(clone_input)
+                    .collect::<SmallVec<[Input; 2]>>()
             } else {
                 let inputs = std::mem::take(&mut t.entries[i].inputs);
                 t.entries[i].backward = Some(backward);
                 t.free(i);
                 inputs
-            }
-        })?;
-        let grads = grads?;
-        for (input, g) in inputs.into_iter().zip(grads) {
-            let Some(g) = g else { continue };
-            match input {
-                Input::Const => {}
-                Input::Leaf(leaf) => leaf.accumulate_grad(g)?,
-                Input::Node(id) if id.tape != tape_id => outer.push((id, g)),
-                Input::Node(id) => tape::with_tape(tape_id, |t| -> Result<()> {
-                    if id.generation != t.generation {
-                        return Err(Error::GraphFreed);
+            };
+            for (input, g) in inputs.into_iter().zip(grads) {
+                let Some(g) = g else { continue };
+                match input {
+                    Input::Const => {}
+                    Input::Leaf(leaf) => leaf.accumulate_grad(g)?,
+                    Input::Node(id) if id.tape != tape_id => outer.push((id, g)),
+                    Input::Node(id) => {
+                        if id.generation != t.generation {
+                            return Err(Error::GraphFreed);
+                        }
+                        let e = &mut t.entries[id.index as usize];
+                        if e.freed {
+                            return Err(Error::GraphFreed);
+                        }
+                        e.grad = Some(match e.grad.take() {
+                            None => g,
+                            Some(acc) => add_grads(acc, g)?,
+                        });
                     }
-                    let e = &mut t.entries[id.index as usize];
-                    if e.freed {
-                        return Err(Error::GraphFreed);
-                    }
-                    e.grad = Some(match e.grad.take() {
-                        None => g,
-                        Some(acc) => add_grads(acc, g)?,
-                    });
-                    Ok(())
-                })??,
+                }
             }
-        }
+            Ok(())
+        })??;
     }
     if !retain_graph {
         tape::with_tape(tape_id, |t| t.collect())?;

@@ -87,7 +87,10 @@ impl Error {
     }
 
     pub(crate) fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::InvalidArgument { op, msg: msg.into() }
+        Error::InvalidArgument {
+            op,
+            msg: msg.into(),
+        }
     }
 }
 
@@ -98,7 +101,10 @@ impl fmt::Display for Error {
                 write!(f, "{op}: shapes {lhs:?} and {rhs:?} are incompatible")
             }
             Error::DTypeMismatch { op, lhs, rhs } => {
-                write!(f, "{op}: dtypes {lhs:?} and {rhs:?} differ; cast one explicitly")
+                write!(
+                    f,
+                    "{op}: dtypes {lhs:?} and {rhs:?} differ; cast one explicitly"
+                )
             }
             Error::DimOutOfRange { op, dim, rank } => write!(
                 f,

@@ -22,7 +22,11 @@ pub struct GradcheckOptions {
 
 impl Default for GradcheckOptions {
     fn default() -> Self {
-        GradcheckOptions { eps: 1e-6, atol: 1e-5, rtol: 1e-3 }
+        GradcheckOptions {
+            eps: 1e-6,
+            atol: 1e-5,
+            rtol: 1e-3,
+        }
     }
 }
 
@@ -51,11 +55,18 @@ pub struct GradcheckReport {
 }
 
 fn weights(n: usize) -> Vec<f64> {
-    let st = GeneratorState { seed: 0x6AD_C4EC, offset: 0 };
+    let st = GeneratorState {
+        seed: 0x6AD_C4EC,
+        offset: 0,
+    };
     (0..n as u64).map(|i| 0.5 + rng::uniform(st, i)).collect()
 }
 
-fn objective(f: &dyn Fn(&[Tensor]) -> Result<Tensor>, xs: &[Tensor], state: GeneratorState) -> Result<Tensor> {
+fn objective(
+    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    xs: &[Tensor],
+    state: GeneratorState,
+) -> Result<Tensor> {
     rng::set_state(state);
     let y = f(xs)?;
     let w = Tensor::from_vec(weights(y.numel()), y.shape())?.to_dtype(y.dtype())?;
@@ -63,18 +74,34 @@ fn objective(f: &dyn Fn(&[Tensor]) -> Result<Tensor>, xs: &[Tensor], state: Gene
 }
 
 /// Checks `f`'s gradients with respect to every input at the given point.
-pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], opts: GradcheckOptions) -> Result<GradcheckReport> {
+pub fn gradcheck(
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    inputs: &[Tensor],
+    opts: GradcheckOptions,
+) -> Result<GradcheckReport> {
     let state = rng::get_state();
-    let leaves: Vec<Tensor> = inputs.iter().map(|t| t.deep_clone().requires_grad_(true)).collect::<Result<_>>()?;
+    let leaves: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.deep_clone().requires_grad_(true))
+        .collect::<Result<_>>()?;
     let loss = objective(&f, &leaves, state)?;
     loss.backward()?;
-    let mut report = GradcheckReport { passed: true, max_abs_err: 0.0, worst: None };
+    let mut report = GradcheckReport {
+        passed: true,
+        max_abs_err: 0.0,
+        worst: None,
+    };
     let _ng = NoGradGuard::new();
     for (i, leaf) in leaves.iter().enumerate() {
         if leaf.dtype() != DType::F64 {
-            return Err(Error::invalid("gradcheck", "inputs must be f64 for a meaningful check"));
+            return Err(Error::invalid(
+                "gradcheck",
+                "inputs must be f64 for a meaningful check",
+            ));
         }
-        let analytic = leaf.grad().map_or_else(|| vec![0.0; leaf.numel()], |g| g.to_vec_f64());
+        let analytic = leaf
+            .grad()
+            .map_or_else(|| vec![0.0; leaf.numel()], |g| g.to_vec_f64());
         let base = leaf.to_vec_f64();
         for j in 0..base.len() {
             let at = |delta: f64| -> Result<f64> {
@@ -88,10 +115,18 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], opt
             let err = (analytic[j] - numeric).abs();
             report.max_abs_err = report.max_abs_err.max(err);
             if !(err <= opts.atol + opts.rtol * numeric.abs()) {
-                let worse = report.worst.as_ref().is_none_or(|w| err > (w.analytic - w.numeric).abs());
+                let worse = report
+                    .worst
+                    .as_ref()
+                    .is_none_or(|w| err > (w.analytic - w.numeric).abs());
                 report.passed = false;
                 if worse {
-                    report.worst = Some(Mismatch { input: i, element: j, analytic: analytic[j], numeric });
+                    report.worst = Some(Mismatch {
+                        input: i,
+                        element: j,
+                        analytic: analytic[j],
+                        numeric,
+                    });
                 }
             }
         }

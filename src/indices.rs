@@ -2,7 +2,7 @@
 //! never differentiated.
 
 use crate::error::{Error, Result};
-use crate::shape::{numel, Shape};
+use crate::shape::{Shape, numel};
 
 /// A shaped array of `i64` indices (PyTorch's `LongTensor`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,14 +15,23 @@ impl Indices {
     /// Indices with a shape; the element count must match.
     pub fn new(data: Vec<i64>, shape: &[usize]) -> Result<Indices> {
         if data.len() != numel(shape) {
-            return Err(Error::invalid("Indices::new", format!("{} indices cannot have shape {shape:?}", data.len())));
+            return Err(Error::invalid(
+                "Indices::new",
+                format!("{} indices cannot have shape {shape:?}", data.len()),
+            ));
         }
-        Ok(Indices { data, shape: shape.into() })
+        Ok(Indices {
+            data,
+            shape: shape.into(),
+        })
     }
 
     /// A 1-D array of indices.
     pub fn from_slice(data: &[i64]) -> Indices {
-        Indices { data: data.to_vec(), shape: smallvec::smallvec![data.len()] }
+        Indices {
+            data: data.to_vec(),
+            shape: smallvec::smallvec![data.len()],
+        }
     }
 
     /// The indices, row-major.

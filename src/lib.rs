@@ -24,11 +24,13 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
+pub mod bench;
 pub mod cpu;
 pub mod dtype;
 pub mod error;
 pub mod gradcheck;
 pub mod indices;
+pub mod models;
 pub mod nn;
 pub mod ops;
 mod overloads;
@@ -44,5 +46,10 @@ pub use error::{Error, Result};
 pub use indices::Indices;
 pub use ops::gelu::GeluApprox;
 pub use storage::Buffer;
-pub use tape::{no_grad, EnableGradGuard, NoGradGuard};
+pub use tape::{EnableGradGuard, NoGradGuard, no_grad};
 pub use tensor::Tensor;
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -36,17 +36,22 @@ pub fn set_state(state: GeneratorState) {
 pub(crate) fn reserve(n: usize) -> GeneratorState {
     STATE.with(|s| {
         let st = s.get();
-        s.set(GeneratorState { seed: st.seed, offset: st.offset.wrapping_add(n as u64) });
+        s.set(GeneratorState {
+            seed: st.seed,
+            offset: st.offset.wrapping_add(n as u64),
+        });
         st
     })
 }
 
 /// The `i`-th 64-bit draw after `state`.
 pub(crate) fn draw(state: GeneratorState, i: u64) -> u64 {
-    let mut z = state
-        .seed
-        .wrapping_mul(0xD1B5_4A32_D192_ED03)
-        .wrapping_add(state.offset.wrapping_add(i).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut z = state.seed.wrapping_mul(0xD1B5_4A32_D192_ED03).wrapping_add(
+        state
+            .offset
+            .wrapping_add(i)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

@@ -25,13 +25,27 @@ pub fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<Shape> {
     let rank = a.len().max(b.len());
     let mut out: Shape = smallvec::smallvec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
-            _ => return Err(Error::ShapeMismatch { op, lhs: a.to_vec(), rhs: b.to_vec() }),
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: a.to_vec(),
+                    rhs: b.to_vec(),
+                });
+            }
         };
     }
     Ok(out)
@@ -42,7 +56,13 @@ pub fn broadcast_strides(from: &[usize], to: &[usize]) -> Shape {
     let own = strides(from);
     let pad = to.len() - from.len();
     (0..to.len())
-        .map(|i| if i < pad || from[i - pad] == 1 { 0 } else { own[i - pad] })
+        .map(|i| {
+            if i < pad || from[i - pad] == 1 {
+                0
+            } else {
+                own[i - pad]
+            }
+        })
         .collect()
 }
 
@@ -58,5 +78,9 @@ pub fn dim(op: &'static str, d: isize, rank: usize) -> Result<usize> {
 
 /// Splits `shape` around `axis` into (outer, axis length, inner) element counts.
 pub fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
+    (
+        numel(&shape[..axis]),
+        shape[axis],
+        numel(&shape[axis + 1..]),
+    )
 }

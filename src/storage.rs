@@ -101,7 +101,9 @@ impl Buffer {
         match (self, dtype) {
             (b, d) if b.dtype() == d => b.clone(),
             // Direct roundings: going through f32 first would round twice.
-            (Buffer::F64(v), DType::F16) => Buffer::F16(v.iter().map(|&x| f16::from_f64(x)).collect()),
+            (Buffer::F64(v), DType::F16) => {
+                Buffer::F16(v.iter().map(|&x| f16::from_f64(x)).collect())
+            }
             (b, DType::F16) => with_buffer!(b, v => Buffer::F16(conv(v))),
             (b, DType::F32) => with_buffer!(b, v => Buffer::F32(conv(v))),
             (b, DType::F64) => with_buffer!(b, v => Buffer::F64(conv(v))),
@@ -147,7 +149,11 @@ pub(crate) struct Storage {
 
 impl Storage {
     pub(crate) fn new(data: Buffer, activation: bool) -> Self {
-        Storage { data: RefCell::new(data), saved_refs: Cell::new(0), activation }
+        Storage {
+            data: RefCell::new(data),
+            saved_refs: Cell::new(0),
+            activation,
+        }
     }
     pub(crate) fn borrow(&self) -> Ref<'_, Buffer> {
         self.data.borrow()
@@ -162,14 +168,22 @@ impl Storage {
     pub(crate) fn retain_saved(&self) -> usize {
         let n = self.saved_refs.get();
         self.saved_refs.set(n + 1);
-        if n == 0 { self.data.borrow().bytes() } else { 0 }
+        if n == 0 {
+            self.data.borrow().bytes()
+        } else {
+            0
+        }
     }
     /// Drops one saver; returns the bytes no longer saved (0 if others still hold it).
     pub(crate) fn release_saved(&self) -> usize {
         let n = self.saved_refs.get();
         debug_assert!(n > 0);
         self.saved_refs.set(n.saturating_sub(1));
-        if n == 1 { self.data.borrow().bytes() } else { 0 }
+        if n == 1 {
+            self.data.borrow().bytes()
+        } else {
+            0
+        }
     }
 }
 
@@ -183,7 +197,11 @@ macro_rules! zip_buffers {
             ($crate::storage::Buffer::F16($x), $crate::storage::Buffer::F16($y)) => Ok($body),
             ($crate::storage::Buffer::F32($x), $crate::storage::Buffer::F32($y)) => Ok($body),
             ($crate::storage::Buffer::F64($x), $crate::storage::Buffer::F64($y)) => Ok($body),
-            (a, b) => Err($crate::error::Error::DTypeMismatch { op: $op, lhs: a.dtype(), rhs: b.dtype() }),
+            (a, b) => Err($crate::error::Error::DTypeMismatch {
+                op: $op,
+                lhs: a.dtype(),
+                rhs: b.dtype(),
+            }),
         }
     };
 }

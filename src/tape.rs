@@ -57,7 +57,13 @@ const GC_MIN: usize = 4096;
 
 impl Tape {
     fn new(id: u32) -> Tape {
-        Tape { id, generation: 0, entries: Vec::new(), live: 0, gc_at: GC_MIN }
+        Tape {
+            id,
+            generation: 0,
+            entries: Vec::new(),
+            live: 0,
+            gc_at: GC_MIN,
+        }
     }
 
     /// Frees entry `index`: drops what its backward saved and marks it used.
@@ -129,7 +135,12 @@ thread_local! {
 pub(crate) fn with_tape<R>(id: u32, f: impl FnOnce(&mut Tape) -> R) -> Result<R> {
     STACK.with(|s| {
         let mut s = s.borrow_mut();
-        let tape = s.tapes.iter_mut().rev().find(|t| t.id == id).ok_or(Error::GraphFreed)?;
+        let tape = s
+            .tapes
+            .iter_mut()
+            .rev()
+            .find(|t| t.id == id)
+            .ok_or(Error::GraphFreed)?;
         Ok(f(tape))
     })
 }
@@ -175,7 +186,9 @@ pub struct NoGradGuard {
 impl NoGradGuard {
     /// Turns recording off until the guard drops.
     pub fn new() -> Self {
-        NoGradGuard { prev: GRAD_ENABLED.with(|g| g.replace(false)) }
+        NoGradGuard {
+            prev: GRAD_ENABLED.with(|g| g.replace(false)),
+        }
     }
 }
 
@@ -200,7 +213,9 @@ pub struct EnableGradGuard {
 impl EnableGradGuard {
     /// Turns recording on until the guard drops.
     pub fn new() -> Self {
-        EnableGradGuard { prev: GRAD_ENABLED.with(|g| g.replace(true)) }
+        EnableGradGuard {
+            prev: GRAD_ENABLED.with(|g| g.replace(true)),
+        }
     }
 }
 
@@ -302,7 +317,11 @@ pub(crate) fn record<B: Backward + 'static>(
         }
         tape.entries.push(entry);
         tape.live += 1;
-        NodeId { tape: tape.id, generation: tape.generation, index: (tape.entries.len() - 1) as u32 }
+        NodeId {
+            tape: tape.id,
+            generation: tape.generation,
+            index: (tape.entries.len() - 1) as u32,
+        }
     });
     output.0.node.set(Some(id));
     output
@@ -361,7 +380,8 @@ pub fn live_entries() -> usize {
 /// A readable listing of the current tape: index, op, inputs, output shape, requires_grad
 /// (always true: only ops that require grad are recorded) and saved bytes.
 pub fn dump() -> String {
-    let mut out = String::from("  #  op               inputs          output shape       saved bytes\n");
+    let mut out =
+        String::from("  #  op               inputs          output shape       saved bytes\n");
     for e in entries() {
         let _ = writeln!(
             out,
@@ -374,7 +394,12 @@ pub fn dump() -> String {
             if e.freed { "  (freed)" } else { "" }
         );
     }
-    let _ = writeln!(out, "saved now: {} bytes, peak: {} bytes", saved_bytes(), peak_saved_bytes());
+    let _ = writeln!(
+        out,
+        "saved now: {} bytes, peak: {} bytes",
+        saved_bytes(),
+        peak_saved_bytes()
+    );
     out
 }
 

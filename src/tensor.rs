@@ -48,7 +48,11 @@ impl Tensor {
                 format!("{} elements cannot have shape {shape:?}", data.len()),
             ));
         }
-        Ok(Tensor::from_parts(Rc::new(Storage::new(data, false)), shape.into(), false))
+        Ok(Tensor::from_parts(
+            Rc::new(Storage::new(data, false)),
+            shape.into(),
+            false,
+        ))
     }
 
     /// A tensor from a vector of `f16`, `f32` or `f64` values in row-major order.
@@ -61,7 +65,11 @@ impl Tensor {
 
     /// A 0-dimensional f32 tensor.
     pub fn scalar(value: f32) -> Tensor {
-        Tensor::from_parts(Rc::new(Storage::new(Buffer::F32(vec![value]), false)), Shape::new(), false)
+        Tensor::from_parts(
+            Rc::new(Storage::new(Buffer::F32(vec![value]), false)),
+            Shape::new(),
+            false,
+        )
     }
 
     /// A tensor filled with `value`.
@@ -114,13 +122,19 @@ impl Tensor {
     /// updated: changing a value the tape saved would silently corrupt gradients.
     pub fn update_data(&self, f: impl FnOnce(&mut Buffer)) -> Result<()> {
         if !self.is_leaf() {
-            return Err(Error::invalid("update_data", "only leaf tensors can be updated in place"));
+            return Err(Error::invalid(
+                "update_data",
+                "only leaf tensors can be updated in place",
+            ));
         }
         let mut data = self.0.storage.borrow_mut();
         let (n, dt) = (data.len(), data.dtype());
         f(&mut data);
         if data.len() != n || data.dtype() != dt {
-            return Err(Error::invalid("update_data", "the update changed the length or dtype"));
+            return Err(Error::invalid(
+                "update_data",
+                "the update changed the length or dtype",
+            ));
         }
         Ok(())
     }
@@ -140,7 +154,10 @@ impl Tensor {
         if self.numel() != 1 {
             return Err(Error::invalid(
                 "item",
-                format!("a Tensor with {} elements cannot be converted to Scalar", self.numel()),
+                format!(
+                    "a Tensor with {} elements cannot be converted to Scalar",
+                    self.numel()
+                ),
             ));
         }
         Ok(self.to_vec_f64()[0])
@@ -178,7 +195,11 @@ impl Tensor {
     /// A new tensor with its own copy of the data, cut from the graph.
     pub fn deep_clone(&self) -> Tensor {
         let data = self.data().clone();
-        Tensor::from_parts(Rc::new(Storage::new(data, false)), self.0.shape.clone(), false)
+        Tensor::from_parts(
+            Rc::new(Storage::new(data, false)),
+            self.0.shape.clone(),
+            false,
+        )
     }
 
     /// The accumulated gradient (leaves, and non-leaves after [`Tensor::retain_grad`]).

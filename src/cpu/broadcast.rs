@@ -1,6 +1,6 @@
 //! Broadcasting elementwise kernels and their adjoint, summing a gradient back to a shape.
 
-use super::{zip, CHUNK};
+use super::{CHUNK, zip};
 use crate::dtype::Element;
 use crate::shape::{broadcast_strides, numel};
 use rayon::prelude::*;
@@ -61,7 +61,9 @@ pub fn binary<E: Element>(
     if n <= CHUNK {
         run(0, &mut out);
     } else {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, ch)| run(c * CHUNK, ch));
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, ch)| run(c * CHUNK, ch));
     }
     out
 }
@@ -78,7 +80,10 @@ fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
 }
 
 fn offsets(idx: &[usize], sa: &[usize], sb: &[usize]) -> (usize, usize) {
-    idx.iter().zip(sa).zip(sb).fold((0, 0), |(x, y), ((&i, &a), &b)| (x + i * a, y + i * b))
+    idx.iter()
+        .zip(sa)
+        .zip(sb)
+        .fold((0, 0), |(x, y), ((&i, &a), &b)| (x + i * a, y + i * b))
 }
 
 fn increment(idx: &mut [usize], shape: &[usize]) {

@@ -16,7 +16,17 @@ pub enum Layout {
 /// Element types with a GEMM.
 pub trait Gemm: Element {
     /// `c = a·b + beta·c` with `a` m×k, `b` k×n, `c` m×n row-major.
-    fn gemm(m: usize, k: usize, n: usize, a: &[Self], la: Layout, b: &[Self], lb: Layout, beta: bool, c: &mut [Self]);
+    fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[Self],
+        la: Layout,
+        b: &[Self],
+        lb: Layout,
+        beta: bool,
+        c: &mut [Self],
+    );
 }
 
 fn strides(rows: usize, cols: usize, l: Layout) -> (isize, isize) {
@@ -27,41 +37,105 @@ fn strides(rows: usize, cols: usize, l: Layout) -> (isize, isize) {
 }
 
 impl Gemm for f32 {
-    fn gemm(m: usize, k: usize, n: usize, a: &[f32], la: Layout, b: &[f32], lb: Layout, beta: bool, c: &mut [f32]) {
-        assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: operand too short");
+    fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        la: Layout,
+        b: &[f32],
+        lb: Layout,
+        beta: bool,
+        c: &mut [f32],
+    ) {
+        assert!(
+            a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+            "gemm: operand too short"
+        );
         let (rsa, csa) = strides(m, k, la);
         let (rsb, csb) = strides(k, n, lb);
         // SAFETY: the lengths were checked above; strides describe row-major m×k, k×n and m×n
         // matrices inside those slices, and `c` does not alias `a` or `b` (distinct borrows).
         unsafe {
             matrixmultiply::sgemm(
-                m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb,
-                if beta { 1.0 } else { 0.0 }, c.as_mut_ptr(), n as isize, 1,
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                rsa,
+                csa,
+                b.as_ptr(),
+                rsb,
+                csb,
+                if beta { 1.0 } else { 0.0 },
+                c.as_mut_ptr(),
+                n as isize,
+                1,
             );
         }
     }
 }
 
 impl Gemm for f64 {
-    fn gemm(m: usize, k: usize, n: usize, a: &[f64], la: Layout, b: &[f64], lb: Layout, beta: bool, c: &mut [f64]) {
-        assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: operand too short");
+    fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f64],
+        la: Layout,
+        b: &[f64],
+        lb: Layout,
+        beta: bool,
+        c: &mut [f64],
+    ) {
+        assert!(
+            a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+            "gemm: operand too short"
+        );
         let (rsa, csa) = strides(m, k, la);
         let (rsb, csb) = strides(k, n, lb);
         // SAFETY: as for f32.
         unsafe {
             matrixmultiply::dgemm(
-                m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb,
-                if beta { 1.0 } else { 0.0 }, c.as_mut_ptr(), n as isize, 1,
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                rsa,
+                csa,
+                b.as_ptr(),
+                rsb,
+                csb,
+                if beta { 1.0 } else { 0.0 },
+                c.as_mut_ptr(),
+                n as isize,
+                1,
             );
         }
     }
 }
 
 impl Gemm for f16 {
-    fn gemm(m: usize, k: usize, n: usize, a: &[f16], la: Layout, b: &[f16], lb: Layout, beta: bool, c: &mut [f16]) {
+    fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f16],
+        la: Layout,
+        b: &[f16],
+        lb: Layout,
+        beta: bool,
+        c: &mut [f16],
+    ) {
         let wa: Vec<f32> = a.iter().map(|x| x.to_f32()).collect();
         let wb: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
-        let mut wc: Vec<f32> = if beta { c.iter().map(|x| x.to_f32()).collect() } else { vec![0.0; m * n] };
+        let mut wc: Vec<f32> = if beta {
+            c.iter().map(|x| x.to_f32()).collect()
+        } else {
+            vec![0.0; m * n]
+        };
         f32::gemm(m, k, n, &wa, la, &wb, lb, beta, &mut wc);
         for (o, v) in c.iter_mut().zip(wc) {
             *o = f16::from_f32(v);

@@ -23,7 +23,9 @@ pub fn map<E: Element>(x: &[E], f: impl Fn(E::C) -> E::C + Sync) -> Vec<E> {
     if x.len() <= CHUNK {
         run((&mut out, x));
     } else {
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(run);
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(run);
     }
     out
 }
@@ -39,7 +41,10 @@ pub fn zip<E: Element>(a: &[E], b: &[E], f: impl Fn(E::C, E::C) -> E::C + Sync) 
     if a.len() <= CHUNK {
         run(((&mut out, a), b));
     } else {
-        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(run);
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .zip(b.par_chunks(CHUNK))
+            .for_each(run);
     }
     out
 }
@@ -54,12 +59,19 @@ pub fn zip_assign<E: Element>(a: &mut [E], b: &[E], f: impl Fn(E::C, E::C) -> E:
     if a.len() <= CHUNK {
         run((a, b));
     } else {
-        a.par_chunks_mut(CHUNK).zip(b.par_chunks(CHUNK)).for_each(run);
+        a.par_chunks_mut(CHUNK)
+            .zip(b.par_chunks(CHUNK))
+            .for_each(run);
     }
 }
 
 /// `out[i] = f(a[i], b[i], c[i])`.
-pub fn zip3<E: Element>(a: &[E], b: &[E], c: &[E], f: impl Fn(E::C, E::C, E::C) -> E::C + Sync) -> Vec<E> {
+pub fn zip3<E: Element>(
+    a: &[E],
+    b: &[E],
+    c: &[E],
+    f: impl Fn(E::C, E::C, E::C) -> E::C + Sync,
+) -> Vec<E> {
     let mut out = vec![E::default(); a.len()];
     let run = |(((o, a), b), c): (((&mut [E], &[E]), &[E]), &[E])| {
         for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
@@ -84,13 +96,17 @@ pub fn rows_mut<E: Send>(out: &mut [E], width: usize, f: impl Fn(usize, &mut [E]
         return;
     }
     if out.len() <= CHUNK {
-        out.chunks_mut(width).enumerate().for_each(|(r, row)| f(r, row));
+        out.chunks_mut(width)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
     } else {
         let rows_per = (CHUNK / width).max(1);
-        out.par_chunks_mut(rows_per * width).enumerate().for_each(|(c, block)| {
-            for (r, row) in block.chunks_mut(width).enumerate() {
-                f(c * rows_per + r, row);
-            }
-        });
+        out.par_chunks_mut(rows_per * width)
+            .enumerate()
+            .for_each(|(c, block)| {
+                for (r, row) in block.chunks_mut(width).enumerate() {
+                    f(c * rows_per + r, row);
+                }
+            });
     }
 }

@@ -37,7 +37,12 @@ pub fn sum_axis<E: Element>(x: &[E], outer: usize, axis: usize, inner: usize) ->
 
 /// Max over the middle axis of `[outer, axis, inner]`, with the index of the first maximum
 /// (NaN counts as the maximum, as in PyTorch).
-pub fn max_axis<E: Element>(x: &[E], outer: usize, axis: usize, inner: usize) -> (Vec<E>, Vec<usize>) {
+pub fn max_axis<E: Element>(
+    x: &[E],
+    outer: usize,
+    axis: usize,
+    inner: usize,
+) -> (Vec<E>, Vec<usize>) {
     let mut vals = vec![E::default(); outer * inner];
     let mut idx = vec![0usize; outer * inner];
     for o in 0..outer {

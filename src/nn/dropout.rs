@@ -16,7 +16,10 @@ pub struct Dropout {
 impl Dropout {
     /// A dropout layer in training mode.
     pub fn new(p: f64) -> Dropout {
-        Dropout { p, training: Cell::new(true) }
+        Dropout {
+            p,
+            training: Cell::new(true),
+        }
     }
 
     /// Switches between training (true) and eval (false).

@@ -17,9 +17,15 @@ pub struct Embedding {
 impl Embedding {
     /// A table drawn from the engine generator.
     pub fn new(num: usize, dim: usize) -> Result<Embedding> {
-        let v: Vec<f32> = crate::rng::normal_vec(num * dim).into_iter().map(|x| x as f32).collect();
+        let v: Vec<f32> = crate::rng::normal_vec(num * dim)
+            .into_iter()
+            .map(|x| x as f32)
+            .collect();
         let weight = Tensor::from_vec(v, &[num, dim])?.requires_grad_(true)?;
-        Ok(Embedding { weight, hooks: ForwardHooks::default() })
+        Ok(Embedding {
+            weight,
+            hooks: ForwardHooks::default(),
+        })
     }
 
     /// Looks up `ids`: output `[ids.shape..., dim]`.
@@ -32,7 +38,8 @@ impl Embedding {
     /// HF's `enable_input_require_grads`: a hook making the output require grad, so a
     /// frozen embedding still feeds a grad path into reentrant checkpoint segments.
     pub fn enable_input_require_grads(&self) -> super::HookHandle {
-        self.hooks.register(|out| out.requires_grad_(true).map(|_| ()))
+        self.hooks
+            .register(|out| out.requires_grad_(true).map(|_| ()))
     }
 }
 

@@ -32,7 +32,10 @@ impl LayerNorm {
 
 impl Parameters for LayerNorm {
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        vec![("weight".to_string(), self.weight.clone()), ("bias".to_string(), self.bias.clone())]
+        vec![
+            ("weight".to_string(), self.weight.clone()),
+            ("bias".to_string(), self.bias.clone()),
+        ]
     }
 }
 

@@ -1,6 +1,6 @@
 //! Fully connected layer y = x·Wᵀ + b.
 
-use super::{uniform_param, ForwardHooks, Module, Parameters};
+use super::{ForwardHooks, Module, Parameters, uniform_param};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -20,8 +20,16 @@ impl Linear {
     pub fn new(input: usize, output: usize, bias: bool) -> Result<Linear> {
         let bound = 1.0 / (input.max(1) as f64).sqrt();
         let weight = uniform_param(&[output, input], bound)?;
-        let bias = if bias { Some(uniform_param(&[output], bound)?) } else { None };
-        Ok(Linear { weight, bias, hooks: ForwardHooks::default() })
+        let bias = if bias {
+            Some(uniform_param(&[output], bound)?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight,
+            bias,
+            hooks: ForwardHooks::default(),
+        })
     }
 }
 

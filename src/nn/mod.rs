@@ -23,7 +23,10 @@ pub trait Parameters {
 
     /// Every parameter, in the order of [`Parameters::named_parameters`].
     fn parameters(&self) -> Vec<Tensor> {
-        self.named_parameters().into_iter().map(|(_, t)| t).collect()
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
     }
 }
 
@@ -35,12 +38,18 @@ pub trait Module: Parameters {
 
 /// Prefixes each name with `prefix.` (for composing children's parameters).
 pub fn prefixed(prefix: &str, params: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
-    params.into_iter().map(|(n, t)| (format!("{prefix}.{n}"), t)).collect()
+    params
+        .into_iter()
+        .map(|(n, t)| (format!("{prefix}.{n}"), t))
+        .collect()
 }
 
 /// A tensor of uniform draws in [−bound, bound) from the engine generator, as a parameter.
 pub(crate) fn uniform_param(shape: &[usize], bound: f64) -> Result<Tensor> {
     let n = crate::shape::numel(shape);
-    let v: Vec<f32> = crate::rng::uniform_vec(n).into_iter().map(|u| ((2.0 * u - 1.0) * bound) as f32).collect();
+    let v: Vec<f32> = crate::rng::uniform_vec(n)
+        .into_iter()
+        .map(|u| ((2.0 * u - 1.0) * bound) as f32)
+        .collect();
     Tensor::from_vec(v, shape)?.requires_grad_(true)
 }

@@ -43,26 +43,31 @@ fn forward(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         Kind::Mul => broadcast::binary(x, sa, y, sb, &out_shape, |p, q| p * q).into_buffer(),
         Kind::Div => broadcast::binary(x, sa, y, sb, &out_shape, |p, q| p / q).into_buffer(),
     })?;
-    Ok(record(op, &[a, b], Tensor::activation(out, out_shape), |_| {
-        let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
-        BinaryBackward {
-            kind,
-            a_shape: sa.into(),
-            b_shape: sb.into(),
-            // Saves: mul keeps the other operand of each input that needs a gradient;
-            // div keeps b (for da and db) and a (for db); add and sub keep nothing.
-            a: match kind {
-                Kind::Mul if need_b => Some(save(a)),
-                Kind::Div if need_b => Some(save(a)),
-                _ => None,
-            },
-            b: match kind {
-                Kind::Mul if need_a => Some(save(b)),
-                Kind::Div => Some(save(b)),
-                _ => None,
-            },
-        }
-    }))
+    Ok(record(
+        op,
+        &[a, b],
+        Tensor::activation(out, out_shape),
+        |_| {
+            let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
+            BinaryBackward {
+                kind,
+                a_shape: sa.into(),
+                b_shape: sb.into(),
+                // Saves: mul keeps the other operand of each input that needs a gradient;
+                // div keeps b (for da and db) and a (for db); add and sub keep nothing.
+                a: match kind {
+                    Kind::Mul if need_b => Some(save(a)),
+                    Kind::Div if need_b => Some(save(a)),
+                    _ => None,
+                },
+                b: match kind {
+                    Kind::Mul if need_a => Some(save(b)),
+                    Kind::Div => Some(save(b)),
+                    _ => None,
+                },
+            }
+        },
+    ))
 }
 
 struct BinaryBackward {
@@ -84,10 +89,17 @@ fn sum_to(g: &Tensor, to: &[usize]) -> Tensor {
 impl Backward for BinaryBackward {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Grads> {
         let (ga, gb) = match self.kind {
-            Kind::Add => (needs[0].then(|| sum_to(g, &self.a_shape)), needs[1].then(|| sum_to(g, &self.b_shape))),
+            Kind::Add => (
+                needs[0].then(|| sum_to(g, &self.a_shape)),
+                needs[1].then(|| sum_to(g, &self.b_shape)),
+            ),
             Kind::Sub => (
                 needs[0].then(|| sum_to(g, &self.a_shape)),
-                if needs[1] { Some(sum_to(g, &self.b_shape).neg_raw()) } else { None },
+                if needs[1] {
+                    Some(sum_to(g, &self.b_shape).neg_raw())
+                } else {
+                    None
+                },
             ),
             Kind::Mul => (
                 match (needs[0], &self.b) {
@@ -101,7 +113,11 @@ impl Backward for BinaryBackward {
             ),
             Kind::Div => {
                 let b = self.b.as_ref().expect("div always saves b");
-                let ga = if needs[0] { Some(div_reduce(g, b, &self.a_shape)?) } else { None };
+                let ga = if needs[0] {
+                    Some(div_reduce(g, b, &self.a_shape)?)
+                } else {
+                    None
+                };
                 let gb = match (needs[1], &self.a) {
                     // d(a/b)/db = −a/b²: computed as −(g·a/b)/b on the broadcast shape.
                     (true, Some(a)) => {

@@ -16,7 +16,12 @@ impl Tensor {
         }
         let out = self.data().cast(dtype);
         let from = self.dtype();
-        Ok(record("cast", &[self], Tensor::activation(out, self.shape().into()), |_| CastBackward { from }))
+        Ok(record(
+            "cast",
+            &[self],
+            Tensor::activation(out, self.shape().into()),
+            |_| CastBackward { from },
+        ))
     }
 }
 
@@ -26,6 +31,9 @@ struct CastBackward {
 
 impl Backward for CastBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
-        Ok(smallvec![Some(Tensor::activation(g.data().cast(self.from), g.shape().into()))])
+        Ok(smallvec![Some(Tensor::activation(
+            g.data().cast(self.from),
+            g.shape().into()
+        ))])
     }
 }

@@ -4,7 +4,7 @@
 use crate::autograd::{Backward, Grads};
 use crate::error::{Error, Result};
 use crate::ops::save;
-use crate::tape::{record, NoGradGuard};
+use crate::tape::{NoGradGuard, record};
 use crate::tensor::Tensor;
 
 /// The backward of a custom op: given dL/dy, the tensors it saved and which inputs need a
@@ -24,7 +24,12 @@ pub fn custom_op(
         forward(inputs)?
     };
     let out = Tensor::activation(out.data().clone(), out.shape().into());
-    Ok(record(name, inputs, out, |_| Custom { saved: saved.iter().map(save).collect(), backward: Box::new(backward), n: inputs.len(), name }))
+    Ok(record(name, inputs, out, |_| Custom {
+        saved: saved.iter().map(save).collect(),
+        backward: Box::new(backward),
+        n: inputs.len(),
+        name,
+    }))
 }
 
 struct Custom {
@@ -38,7 +43,14 @@ impl Backward for Custom {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Grads> {
         let grads = (self.backward)(g, &self.saved, needs)?;
         if grads.len() != self.n {
-            return Err(Error::invalid(self.name, format!("backward returned {} gradients for {} inputs", grads.len(), self.n)));
+            return Err(Error::invalid(
+                self.name,
+                format!(
+                    "backward returned {} gradients for {} inputs",
+                    grads.len(),
+                    self.n
+                ),
+            ));
         }
         Ok(grads.into_iter().collect())
     }

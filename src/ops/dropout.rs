@@ -18,12 +18,14 @@ fn mask<E: Element>(_like: &[E], n: usize, p: f64) -> Vec<E> {
     let st = rng::reserve(n);
     let scale = E::from_c(<E::C as Real>::c(1.0 / (1.0 - p)));
     let mut m = vec![E::default(); n];
-    m.par_chunks_mut(cpu::CHUNK).enumerate().for_each(|(c, chunk)| {
-        for (j, v) in chunk.iter_mut().enumerate() {
-            let keep = rng::uniform(st, (c * cpu::CHUNK + j) as u64) >= p;
-            *v = if keep { scale } else { E::default() };
-        }
-    });
+    m.par_chunks_mut(cpu::CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            for (j, v) in chunk.iter_mut().enumerate() {
+                let keep = rng::uniform(st, (c * cpu::CHUNK + j) as u64) >= p;
+                *v = if keep { scale } else { E::default() };
+            }
+        });
     m
 }
 
@@ -32,7 +34,10 @@ impl Tensor {
     /// `training`; the identity otherwise.
     pub fn dropout(&self, p: f64, training: bool) -> Result<Tensor> {
         if !(0.0..=1.0).contains(&p) {
-            return Err(Error::invalid("dropout", format!("dropout probability has to be between 0 and 1, but got {p}")));
+            return Err(Error::invalid(
+                "dropout",
+                format!("dropout probability has to be between 0 and 1, but got {p}"),
+            ));
         }
         if !training || p == 0.0 {
             return Ok(self.clone());
@@ -45,7 +50,12 @@ impl Tensor {
             (cpu::zip(x, &m, |a, b| a * b).into_buffer(), m.into_buffer())
         });
         let m = Tensor::activation(m, self.shape().into());
-        Ok(record("dropout", &[self], Tensor::activation(out, self.shape().into()), |_| DropoutBackward { mask: m }))
+        Ok(record(
+            "dropout",
+            &[self],
+            Tensor::activation(out, self.shape().into()),
+            |_| DropoutBackward { mask: m },
+        ))
     }
 }
 

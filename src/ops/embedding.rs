@@ -16,12 +16,19 @@ impl Tensor {
     /// Looks up rows of this `[num_embeddings, dim]` weight: output `[ids.shape..., dim]`.
     pub fn embedding(&self, ids: &Indices) -> Result<Tensor> {
         if self.rank() != 2 {
-            return Err(Error::invalid("embedding", format!("weight must be 2-D, got {:?}", self.shape())));
+            return Err(Error::invalid(
+                "embedding",
+                format!("weight must be 2-D, got {:?}", self.shape()),
+            ));
         }
         let (v, d) = (self.shape()[0], self.shape()[1]);
         for &i in ids.data() {
             if i < 0 || i as usize >= v {
-                return Err(Error::IndexOutOfRange { op: "embedding", index: i, size: v });
+                return Err(Error::IndexOutOfRange {
+                    op: "embedding",
+                    index: i,
+                    size: v,
+                });
             }
         }
         let out = with_buffer!(&*self.data(), w => {
@@ -33,10 +40,15 @@ impl Tensor {
         });
         let mut shape: Shape = ids.shape().into();
         shape.push(d);
-        Ok(record("embedding", &[self], Tensor::activation(out, shape), |_| EmbeddingBackward {
-            ids: ids.data().to_vec(),
-            weight_shape: self.shape().into(),
-        }))
+        Ok(record(
+            "embedding",
+            &[self],
+            Tensor::activation(out, shape),
+            |_| EmbeddingBackward {
+                ids: ids.data().to_vec(),
+                weight_shape: self.shape().into(),
+            },
+        ))
     }
 }
 
@@ -48,7 +60,10 @@ struct EmbeddingBackward {
 fn scatter_add<E: Element>(g: &[E], ids: &[i64], rows: usize, d: usize) -> Vec<E> {
     let mut acc = vec![<E::C as num_traits::Zero>::zero(); rows * d];
     for (j, &i) in ids.iter().enumerate() {
-        for (a, &x) in acc[i as usize * d..(i as usize + 1) * d].iter_mut().zip(&g[j * d..(j + 1) * d]) {
+        for (a, &x) in acc[i as usize * d..(i as usize + 1) * d]
+            .iter_mut()
+            .zip(&g[j * d..(j + 1) * d])
+        {
             *a += x.to_c();
         }
     }
@@ -59,6 +74,9 @@ impl Backward for EmbeddingBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let (rows, d) = (self.weight_shape[0], self.weight_shape[1]);
         let out = with_buffer!(&*g.data(), gv => scatter_add(gv, &self.ids, rows, d).into_buffer());
-        Ok(smallvec![Some(Tensor::activation(out, self.weight_shape.clone()))])
+        Ok(smallvec![Some(Tensor::activation(
+            out,
+            self.weight_shape.clone()
+        ))])
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::dtype::Real;
 use crate::error::Result;
-use crate::ops::unary::{apply, Saves, Unary};
+use crate::ops::unary::{Saves, Unary, apply};
 use crate::tensor::Tensor;
 
 /// Which GELU formula to use (PyTorch's `approximate` argument).
@@ -43,11 +43,11 @@ impl Unary for GeluTanh {
     const NAME: &'static str = "gelu_tanh";
     const SAVES: Saves = Saves::Input;
     fn f<T: Real>(self, x: T) -> T {
-        let t = (T::c(K) * (x + T::c(C) * x * x * x)).tanh();
+        let t = (T::c(K) * (x + T::c(C) * x * x * x)).tanh_k();
         T::c(0.5) * x * (T::one() + t)
     }
     fn df<T: Real>(self, x: T, _y: T) -> T {
-        let t = (T::c(K) * (x + T::c(C) * x * x * x)).tanh();
+        let t = (T::c(K) * (x + T::c(C) * x * x * x)).tanh_k();
         let du = T::c(K) * (T::one() + T::c(3.0 * C) * x * x);
         T::c(0.5) * (T::one() + t) + T::c(0.5) * x * (T::one() - t * t) * du
     }

@@ -24,7 +24,11 @@ fn stats<E: Element>(x: &[E], d: usize, eps: f64) -> (Vec<E::C>, Vec<E::C>) {
     x.chunks(d)
         .map(|row| {
             let mu = row.iter().map(|v| v.to_c()).sum::<E::C>() / n;
-            let var = row.iter().map(|v| (v.to_c() - mu) * (v.to_c() - mu)).sum::<E::C>() / n;
+            let var = row
+                .iter()
+                .map(|v| (v.to_c() - mu) * (v.to_c() - mu))
+                .sum::<E::C>()
+                / n;
             (mu, (var + <E::C as Real>::c(eps)).sqrt().recip())
         })
         .unzip()
@@ -38,7 +42,13 @@ fn param<E: Element>(_like: &[E], p: Option<&Tensor>, k: usize, default: f64) ->
 }
 
 /// y, per-row mean and per-row 1/σ.
-fn normalise<E: Element>(x: &[E], weight: Option<&Tensor>, bias: Option<&Tensor>, d: usize, eps: f64) -> (Vec<E>, Vec<E>, Vec<E>) {
+fn normalise<E: Element>(
+    x: &[E],
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    d: usize,
+    eps: f64,
+) -> (Vec<E>, Vec<E>, Vec<E>) {
     let (mu, r) = stats(x, d, eps);
     let (w, b) = (param(x, weight, d, 1.0), param(x, bias, d, 0.0));
     let mut y = Vec::with_capacity(x.len());
@@ -52,16 +62,31 @@ fn normalise<E: Element>(x: &[E], weight: Option<&Tensor>, bias: Option<&Tensor>
 
 impl Tensor {
     /// Layer norm over the last dim with optional elementwise affine weight and bias `[d]`.
-    pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-        let d = *self.shape().last().ok_or_else(|| Error::invalid("layer_norm", "input needs at least 1 dim"))?;
+    pub fn layer_norm(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let d = *self
+            .shape()
+            .last()
+            .ok_or_else(|| Error::invalid("layer_norm", "input needs at least 1 dim"))?;
         for p in weight.iter().chain(bias.iter()) {
             same_dtype("layer_norm", self, p)?;
             if p.shape() != [d] {
-                return Err(Error::ShapeMismatch { op: "layer_norm", lhs: self.shape().to_vec(), rhs: p.shape().to_vec() });
+                return Err(Error::ShapeMismatch {
+                    op: "layer_norm",
+                    lhs: self.shape().to_vec(),
+                    rhs: p.shape().to_vec(),
+                });
             }
         }
         if d == 0 {
-            return Err(Error::invalid("layer_norm", "cannot normalise over an empty dim"));
+            return Err(Error::invalid(
+                "layer_norm",
+                "cannot normalise over an empty dim",
+            ));
         }
         let (out, mean, rstd) = with_buffer!(&*self.data(), x => {
             let (y, mu, r) = normalise(x, weight, bias, d, eps);
@@ -73,13 +98,18 @@ impl Tensor {
         let mut inputs = vec![self];
         inputs.extend(weight);
         inputs.extend(bias);
-        Ok(record("layer_norm", &inputs, Tensor::activation(out, self.shape().into()), |_| LayerNormBackward {
-            x: save(self),
-            mean,
-            rstd,
-            weight: weight.map(save),
-            has_bias: bias.is_some(),
-        }))
+        Ok(record(
+            "layer_norm",
+            &inputs,
+            Tensor::activation(out, self.shape().into()),
+            |_| LayerNormBackward {
+                x: save(self),
+                mean,
+                rstd,
+                weight: weight.map(save),
+                has_bias: bias.is_some(),
+            },
+        ))
     }
 }
 
@@ -91,7 +121,14 @@ struct LayerNormBackward {
     has_bias: bool,
 }
 
-fn grads<E: Element>(g: &[E], x: &[E], mean: &[E], rstd: &[E], w: &[E::C], d: usize) -> (Vec<E>, Vec<E>, Vec<E>) {
+fn grads<E: Element>(
+    g: &[E],
+    x: &[E],
+    mean: &[E],
+    rstd: &[E],
+    w: &[E::C],
+    d: usize,
+) -> (Vec<E>, Vec<E>, Vec<E>) {
     let n = <E::C as Real>::c(d as f64);
     let mut dx = Vec::with_capacity(x.len());
     let mut dw = vec![E::C::zero(); d];
@@ -122,7 +159,8 @@ impl Backward for LayerNormBackward {
             let (dx, dw, db) = grads(gv, xv, mv, rv, &w, d);
             (dx.into_buffer(), dw.into_buffer(), db.into_buffer())
         })?;
-        let mut out: Grads = smallvec![needs[0].then(|| Tensor::activation(dx, self.x.shape().into()))];
+        let mut out: Grads =
+            smallvec![needs[0].then(|| Tensor::activation(dx, self.x.shape().into()))];
         if self.weight.is_some() {
             out.push(needs[1].then(|| Tensor::activation(dw, smallvec![d])));
         }

@@ -14,14 +14,31 @@ use crate::tensor::Tensor;
 use crate::{with_buffer, zip_buffers};
 use smallvec::smallvec;
 
-fn forward<E: Gemm>(x: &[E], w: &[E], b: Option<&[E]>, rows: usize, din: usize, dout: usize) -> Vec<E> {
+fn forward<E: Gemm>(
+    x: &[E],
+    w: &[E],
+    b: Option<&[E]>,
+    rows: usize,
+    din: usize,
+    dout: usize,
+) -> Vec<E> {
     let mut y = vec![E::default(); rows * dout];
     if let Some(b) = b {
         for row in y.chunks_mut(dout.max(1)) {
             row.copy_from_slice(b);
         }
     }
-    E::gemm(rows, din, dout, x, Layout::Normal, w, Layout::Transposed, b.is_some(), &mut y);
+    E::gemm(
+        rows,
+        din,
+        dout,
+        x,
+        Layout::Normal,
+        w,
+        Layout::Transposed,
+        b.is_some(),
+        &mut y,
+    );
     y
 }
 
@@ -31,14 +48,22 @@ impl Tensor {
         same_dtype("linear", self, weight)?;
         let (xs, ws) = (self.shape(), weight.shape());
         if xs.is_empty() || ws.len() != 2 || xs[xs.len() - 1] != ws[1] {
-            return Err(Error::ShapeMismatch { op: "linear", lhs: xs.to_vec(), rhs: ws.to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "linear",
+                lhs: xs.to_vec(),
+                rhs: ws.to_vec(),
+            });
         }
         let (din, dout) = (ws[1], ws[0]);
-        let rows = self.numel() / din.max(1);
+        let rows: usize = xs[..xs.len() - 1].iter().product();
         if let Some(b) = bias {
             same_dtype("linear", self, b)?;
             if b.shape() != [dout] {
-                return Err(Error::ShapeMismatch { op: "linear", lhs: ws.to_vec(), rhs: b.shape().to_vec() });
+                return Err(Error::ShapeMismatch {
+                    op: "linear",
+                    lhs: ws.to_vec(),
+                    rhs: b.shape().to_vec(),
+                });
             }
         }
         let out = {
@@ -52,14 +77,19 @@ impl Tensor {
         *out_shape.last_mut().expect("rank checked") = dout;
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
-        Ok(record("linear", &inputs, Tensor::activation(out, out_shape), |_| LinearBackward {
-            rows,
-            din,
-            dout,
-            x_shape: xs.into(),
-            x: weight.requires_grad().then(|| save(self)),
-            w: self.requires_grad().then(|| save(weight)),
-        }))
+        Ok(record(
+            "linear",
+            &inputs,
+            Tensor::activation(out, out_shape),
+            |_| LinearBackward {
+                rows,
+                din,
+                dout,
+                x_shape: xs.into(),
+                x: weight.requires_grad().then(|| save(self)),
+                w: self.requires_grad().then(|| save(weight)),
+            },
+        ))
     }
 }
 
@@ -76,19 +106,23 @@ impl Backward for LinearBackward {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Grads> {
         let (rows, din, dout) = (self.rows, self.din, self.dout);
         let gx = match (needs[0], &self.w) {
-            (true, Some(w)) => Some(zip_buffers!("linear_backward", &*g.data(), &*w.data(), gv, wv => {
-                let mut dx = vec![Default::default(); rows * din];
-                Gemm::gemm(rows, dout, din, gv, Layout::Normal, wv, Layout::Normal, false, &mut dx);
-                dx.into_buffer()
-            })?),
+            (true, Some(w)) => Some(
+                zip_buffers!("linear_backward", &*g.data(), &*w.data(), gv, wv => {
+                    let mut dx = vec![Default::default(); rows * din];
+                    Gemm::gemm(rows, dout, din, gv, Layout::Normal, wv, Layout::Normal, false, &mut dx);
+                    dx.into_buffer()
+                })?,
+            ),
             _ => None,
         };
         let gw = match (needs[1], &self.x) {
-            (true, Some(x)) => Some(zip_buffers!("linear_backward", &*g.data(), &*x.data(), gv, xv => {
-                let mut dw = vec![Default::default(); dout * din];
-                Gemm::gemm(dout, rows, din, gv, Layout::Transposed, xv, Layout::Normal, false, &mut dw);
-                dw.into_buffer()
-            })?),
+            (true, Some(x)) => Some(
+                zip_buffers!("linear_backward", &*g.data(), &*x.data(), gv, xv => {
+                    let mut dw = vec![Default::default(); dout * din];
+                    Gemm::gemm(dout, rows, din, gv, Layout::Transposed, xv, Layout::Normal, false, &mut dw);
+                    dw.into_buffer()
+                })?,
+            ),
             _ => None,
         };
         let gb = if needs.len() > 2 && needs[2] {

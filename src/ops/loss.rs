@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::indices::Indices;
 use crate::ops::save;
 use crate::storage::IntoBuffer;
-use crate::tape::{record, NoGradGuard};
+use crate::tape::{NoGradGuard, record};
 use crate::tensor::Tensor;
 use crate::{with_buffer, zip_buffers};
 use num_traits::{Float, One, Zero};
@@ -28,27 +28,44 @@ impl Tensor {
             return Err(Error::invalid(op, "logits need a class dim"));
         }
         let c = self.shape()[self.rank() - 1];
-        let rows = self.numel() / c.max(1);
+        let rows: usize = self.shape()[..self.rank() - 1].iter().product();
         if targets.len() != rows || c == 0 {
-            return Err(Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: targets.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().to_vec(),
+                rhs: targets.shape().to_vec(),
+            });
         }
         for &t in targets.data() {
             if t != ignore_index && (t < 0 || t as usize >= c) {
-                return Err(Error::IndexOutOfRange { op, index: t, size: c });
+                return Err(Error::IndexOutOfRange {
+                    op,
+                    index: t,
+                    size: c,
+                });
             }
         }
         let logp = {
             let _ng = NoGradGuard::new();
             self.log_softmax(-1)?
         };
-        let count = targets.data().iter().filter(|&&t| t != ignore_index).count();
+        let count = targets
+            .data()
+            .iter()
+            .filter(|&&t| t != ignore_index)
+            .count();
         let out = with_buffer!(&*logp.data(), lp => nll(lp, targets.data(), ignore_index, count).into_buffer());
-        Ok(record(op, &[self], Tensor::activation(out, smallvec::SmallVec::new()), |_| CrossEntropyBackward {
-            logp: save(&logp),
-            targets: targets.data().to_vec(),
-            ignore_index,
-            count,
-        }))
+        Ok(record(
+            op,
+            &[self],
+            Tensor::activation(out, smallvec::SmallVec::new()),
+            |_| CrossEntropyBackward {
+                logp: save(&logp),
+                targets: targets.data().to_vec(),
+                ignore_index,
+                count,
+            },
+        ))
     }
 }
 
@@ -81,7 +98,11 @@ fn grad<E: Element>(g: &[E], lp: &[E], targets: &[i64], ignore: i64, count: usiz
         }
         for k in 0..c {
             let p = lp[r * c + k].to_c().exp();
-            let onehot = if k as i64 == t { E::C::one() } else { E::C::zero() };
+            let onehot = if k as i64 == t {
+                E::C::one()
+            } else {
+                E::C::zero()
+            };
             out[r * c + k] = E::from_c((p - onehot) * scale);
         }
     }
@@ -92,7 +113,10 @@ impl Backward for CrossEntropyBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let out = zip_buffers!("cross_entropy_backward", &*g.data(), &*self.logp.data(), gv, lp =>
             grad(gv, lp, &self.targets, self.ignore_index, self.count).into_buffer())?;
-        Ok(smallvec![Some(Tensor::activation(out, self.logp.shape().into()))])
+        Ok(smallvec![Some(Tensor::activation(
+            out,
+            self.logp.shape().into()
+        ))])
     }
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
         f(&self.logp);

@@ -21,13 +21,22 @@ impl Tensor {
         same_dtype("masked_fill", self, mask)?;
         let out_shape = shape::broadcast("masked_fill", self.shape(), mask.shape())?;
         if out_shape.as_slice() != self.shape() {
-            return Err(Error::ShapeMismatch { op: "masked_fill", lhs: self.shape().to_vec(), rhs: mask.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "masked_fill",
+                lhs: self.shape().to_vec(),
+                rhs: mask.shape().to_vec(),
+            });
         }
         let (xs, ms) = (self.shape(), mask.shape());
         let out = zip_buffers!("masked_fill", &*self.data(), &*mask.data(), x, m => {
             broadcast::binary(x, xs, m, ms, xs, |a, k| if k.is_zero() { a } else { Real::c(value) }).into_buffer()
         })?;
-        Ok(record("masked_fill", &[self], Tensor::activation(out, out_shape), |_| MaskedFillBackward { mask: save(mask) }))
+        Ok(record(
+            "masked_fill",
+            &[self],
+            Tensor::activation(out, out_shape),
+            |_| MaskedFillBackward { mask: save(mask) },
+        ))
     }
 }
 

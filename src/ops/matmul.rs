@@ -5,7 +5,7 @@ use crate::autograd::{Backward, Grads};
 use crate::cpu::gemm::{Gemm, Layout};
 use crate::error::{Error, Result};
 use crate::ops::{same_dtype, save};
-use crate::shape::{numel, Shape};
+use crate::shape::{Shape, numel};
 use crate::storage::IntoBuffer;
 use crate::tape::record;
 use crate::tensor::Tensor;
@@ -25,9 +25,16 @@ struct Plan {
 }
 
 fn plan(a: &[usize], b: &[usize]) -> Result<(Plan, Shape)> {
-    let err = || Error::ShapeMismatch { op: "matmul", lhs: a.to_vec(), rhs: b.to_vec() };
+    let err = || Error::ShapeMismatch {
+        op: "matmul",
+        lhs: a.to_vec(),
+        rhs: b.to_vec(),
+    };
     if a.len() < 2 || b.len() < 2 {
-        return Err(Error::invalid("matmul", format!("both operands need at least 2 dims, got {a:?} and {b:?}")));
+        return Err(Error::invalid(
+            "matmul",
+            format!("both operands need at least 2 dims, got {a:?} and {b:?}"),
+        ));
     }
     let (m, k) = (a[a.len() - 2], a[a.len() - 1]);
     let (k2, n) = (b[b.len() - 2], b[b.len() - 1]);
@@ -47,24 +54,63 @@ fn plan(a: &[usize], b: &[usize]) -> Result<(Plan, Shape)> {
     let batch = numel(batch_dims);
     // A batched A times a shared B is one tall product.
     if b_shared && !a_shared {
-        return Ok((Plan { batch: 1, m: batch * m, k, n, a_shared: false, b_shared: true }, out));
+        return Ok((
+            Plan {
+                batch: 1,
+                m: batch * m,
+                k,
+                n,
+                a_shared: false,
+                b_shared: true,
+            },
+            out,
+        ));
     }
-    Ok((Plan { batch, m, k, n, a_shared, b_shared }, out))
+    Ok((
+        Plan {
+            batch,
+            m,
+            k,
+            n,
+            a_shared,
+            b_shared,
+        },
+        out,
+    ))
 }
 
 /// C[i] = op(A[i])·op(B[i]) over the batch; a shared C (`c_shared`) accumulates all of them.
 #[allow(clippy::too_many_arguments)]
 fn batched<E: Gemm>(
-    batch: usize, m: usize, k: usize, n: usize,
-    a: &[E], la: Layout, a_shared: bool,
-    b: &[E], lb: Layout, b_shared: bool,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[E],
+    la: Layout,
+    a_shared: bool,
+    b: &[E],
+    lb: Layout,
+    b_shared: bool,
     c_shared: bool,
 ) -> Vec<E> {
     let mut c = vec![E::default(); if c_shared { m * n } else { batch * m * n }];
     for i in 0..batch {
-        let ai = if a_shared { a } else { &a[i * m * k..(i + 1) * m * k] };
-        let bi = if b_shared { b } else { &b[i * k * n..(i + 1) * k * n] };
-        let (ci, beta) = if c_shared { (&mut c[..], i > 0) } else { (&mut c[i * m * n..(i + 1) * m * n], false) };
+        let ai = if a_shared {
+            a
+        } else {
+            &a[i * m * k..(i + 1) * m * k]
+        };
+        let bi = if b_shared {
+            b
+        } else {
+            &b[i * k * n..(i + 1) * k * n]
+        };
+        let (ci, beta) = if c_shared {
+            (&mut c[..], i > 0)
+        } else {
+            (&mut c[i * m * n..(i + 1) * m * n], false)
+        };
         E::gemm(m, k, n, ai, la, bi, lb, beta, ci);
     }
     c
@@ -78,13 +124,18 @@ impl Tensor {
         let (p, out_shape) = plan(self.shape(), other.shape())?;
         let out = zip_buffers!("matmul", &*self.data(), &*other.data(), a, b =>
             batched(p.batch, p.m, p.k, p.n, a, Layout::Normal, p.a_shared, b, Layout::Normal, p.b_shared, false).into_buffer())?;
-        Ok(record("matmul", &[self, other], Tensor::activation(out, out_shape), |_| MatmulBackward {
-            plan: p,
-            a_shape: self.shape().into(),
-            b_shape: other.shape().into(),
-            a: other.requires_grad().then(|| save(self)),
-            b: self.requires_grad().then(|| save(other)),
-        }))
+        Ok(record(
+            "matmul",
+            &[self, other],
+            Tensor::activation(out, out_shape),
+            |_| MatmulBackward {
+                plan: p,
+                a_shape: self.shape().into(),
+                b_shape: other.shape().into(),
+                a: other.requires_grad().then(|| save(self)),
+                b: self.requires_grad().then(|| save(other)),
+            },
+        ))
     }
 }
 
@@ -98,17 +149,28 @@ struct MatmulBackward {
 
 impl Backward for MatmulBackward {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Grads> {
-        let Plan { batch, m, k, n, a_shared, b_shared } = self.plan;
+        let Plan {
+            batch,
+            m,
+            k,
+            n,
+            a_shared,
+            b_shared,
+        } = self.plan;
         let ga = match (needs[0], &self.b) {
             // dA[i] = G[i] (m×n) · B[i]ᵀ (n×k)
-            (true, Some(b)) => Some(zip_buffers!("matmul_backward", &*g.data(), &*b.data(), gv, bv =>
-                batched(batch, m, n, k, gv, Layout::Normal, false, bv, Layout::Transposed, b_shared, a_shared).into_buffer())?),
+            (true, Some(b)) => Some(
+                zip_buffers!("matmul_backward", &*g.data(), &*b.data(), gv, bv =>
+                batched(batch, m, n, k, gv, Layout::Normal, false, bv, Layout::Transposed, b_shared, a_shared).into_buffer())?,
+            ),
             _ => None,
         };
         let gb = match (needs[1], &self.a) {
             // dB[i] = A[i]ᵀ (k×m) · G[i] (m×n)
-            (true, Some(a)) => Some(zip_buffers!("matmul_backward", &*a.data(), &*g.data(), av, gv =>
-                batched(batch, k, m, n, av, Layout::Transposed, a_shared, gv, Layout::Normal, false, b_shared).into_buffer())?),
+            (true, Some(a)) => Some(
+                zip_buffers!("matmul_backward", &*a.data(), &*g.data(), av, gv =>
+                batched(batch, k, m, n, av, Layout::Transposed, a_shared, gv, Layout::Normal, false, b_shared).into_buffer())?,
+            ),
             _ => None,
         };
         Ok(smallvec![

@@ -35,7 +35,9 @@ fn scaled<E: Element>(v: Vec<E>, scale: f64) -> Vec<E> {
     if scale == 1.0 {
         return v;
     }
-    v.into_iter().map(|x| E::from_c(x.to_c() * <E::C as Real>::c(scale))).collect()
+    v.into_iter()
+        .map(|x| E::from_c(x.to_c() * <E::C as Real>::c(scale)))
+        .collect()
 }
 
 fn total<E: Element>(v: &[E]) -> E {
@@ -55,8 +57,16 @@ impl Tensor {
 
     fn sum_mean_all(&self, op: &'static str, scale: f64) -> Result<Tensor> {
         let out = with_buffer!(&*self.data(), v => scaled(vec![total(v)], scale).into_buffer());
-        let axis = Axis { shape: self.shape().into(), split: None };
-        Ok(record(op, &[self], Tensor::activation(out, Shape::new()), |_| SumBackward { axis, scale }))
+        let axis = Axis {
+            shape: self.shape().into(),
+            split: None,
+        };
+        Ok(record(
+            op,
+            &[self],
+            Tensor::activation(out, Shape::new()),
+            |_| SumBackward { axis, scale },
+        ))
     }
 
     /// Sum over `dim`, keeping it as size 1 when `keepdim`.
@@ -69,22 +79,40 @@ impl Tensor {
         self.sum_mean_dim("mean_dim", dim, keepdim, true)
     }
 
-    fn sum_mean_dim(&self, op: &'static str, dim: isize, keepdim: bool, mean: bool) -> Result<Tensor> {
+    fn sum_mean_dim(
+        &self,
+        op: &'static str,
+        dim: isize,
+        keepdim: bool,
+        mean: bool,
+    ) -> Result<Tensor> {
         let d = shape::dim(op, dim, self.rank())?;
         if self.rank() == 0 {
             return if mean { self.mean() } else { self.sum() };
         }
         let (o, a, i) = shape::split_at_axis(self.shape(), d);
         let scale = if mean { 1.0 / a as f64 } else { 1.0 };
-        let out = with_buffer!(&*self.data(), v => scaled(sum_axis(v, o, a, i), scale).into_buffer());
-        let axis = Axis { shape: self.shape().into(), split: Some((o, a, i)) };
-        Ok(record(op, &[self], Tensor::activation(out, out_shape(self.shape(), d, keepdim)), |_| SumBackward { axis, scale }))
+        let out =
+            with_buffer!(&*self.data(), v => scaled(sum_axis(v, o, a, i), scale).into_buffer());
+        let axis = Axis {
+            shape: self.shape().into(),
+            split: Some((o, a, i)),
+        };
+        Ok(record(
+            op,
+            &[self],
+            Tensor::activation(out, out_shape(self.shape(), d, keepdim)),
+            |_| SumBackward { axis, scale },
+        ))
     }
 
     /// Largest element (a 0-dim tensor); an error for an empty tensor.
     pub fn max(&self) -> Result<Tensor> {
         if self.numel() == 0 {
-            return Err(Error::invalid("max", "max(): Expected reduction dim to be specified for input.numel() == 0."));
+            return Err(Error::invalid(
+                "max",
+                "max(): Expected reduction dim to be specified for input.numel() == 0.",
+            ));
         }
         let flat = self.reshape(&[self.numel()])?;
         flat.max_dim(0, false).map(|(v, _)| v)
@@ -98,17 +126,28 @@ impl Tensor {
         }
         let (o, a, i) = shape::split_at_axis(self.shape(), d);
         if a == 0 {
-            return Err(Error::invalid("max_dim", "cannot take the max over a dim of size 0"));
+            return Err(Error::invalid(
+                "max_dim",
+                "cannot take the max over a dim of size 0",
+            ));
         }
         let (out, idx) = with_buffer!(&*self.data(), v => {
             let (vals, idx) = max_axis(v, o, a, i);
             (vals.into_buffer(), idx)
         });
-        let axis = Axis { shape: self.shape().into(), split: Some((o, a, i)) };
-        let t = record("max_dim", &[self], Tensor::activation(out, out_shape(self.shape(), d, keepdim)), |_| MaxBackward {
-            axis,
-            argmax: idx.clone(),
-        });
+        let axis = Axis {
+            shape: self.shape().into(),
+            split: Some((o, a, i)),
+        };
+        let t = record(
+            "max_dim",
+            &[self],
+            Tensor::activation(out, out_shape(self.shape(), d, keepdim)),
+            |_| MaxBackward {
+                axis,
+                argmax: idx.clone(),
+            },
+        );
         Ok((t, idx))
     }
 }
@@ -136,7 +175,10 @@ impl Backward for SumBackward {
                 }
             }
         });
-        Ok(smallvec![Some(Tensor::activation(out, self.axis.shape.clone()))])
+        Ok(smallvec![Some(Tensor::activation(
+            out,
+            self.axis.shape.clone()
+        ))])
     }
 }
 
@@ -156,7 +198,10 @@ impl Backward for MaxBackward {
             (Buffer::F64(s), Buffer::F64(d)) => scatter(s, d, &self.argmax, a, i),
             _ => unreachable!("zeros were made with g's dtype"),
         }
-        Ok(smallvec![Some(Tensor::activation(out, self.axis.shape.clone()))])
+        Ok(smallvec![Some(Tensor::activation(
+            out,
+            self.axis.shape.clone()
+        ))])
     }
 }
 

@@ -3,29 +3,42 @@
 
 use crate::autograd::{Backward, Grads};
 use crate::error::{Error, Result};
-use crate::shape::{self, numel, strides, Shape};
+use crate::shape::{self, Shape, numel, strides};
 use crate::storage::{Buffer, IntoBuffer};
 use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::with_buffer;
-use smallvec::{smallvec, SmallVec};
+use smallvec::{SmallVec, smallvec};
 
 impl Tensor {
     /// The same elements under a new shape (shares storage, like PyTorch's `view`).
     pub fn reshape(&self, new_shape: &[usize]) -> Result<Tensor> {
         if numel(new_shape) != self.numel() {
-            return Err(Error::ShapeMismatch { op: "reshape", lhs: self.shape().to_vec(), rhs: new_shape.to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "reshape",
+                lhs: self.shape().to_vec(),
+                rhs: new_shape.to_vec(),
+            });
         }
         let view = Tensor::from_parts(self.storage().clone(), new_shape.into(), false);
-        Ok(record("reshape", &[self], view, |_| ReshapeBackward { shape: self.shape().into() }))
+        Ok(record("reshape", &[self], view, |_| ReshapeBackward {
+            shape: self.shape().into(),
+        }))
     }
 
     /// Reorders dims: output dim i is input dim `dims[i]` (a copy).
     pub fn permute(&self, dims: &[usize]) -> Result<Tensor> {
         let rank = self.rank();
         let mut seen = vec![false; rank];
-        if dims.len() != rank || dims.iter().any(|&d| d >= rank || std::mem::replace(&mut seen[d], true)) {
-            return Err(Error::invalid("permute", format!("{dims:?} is not a permutation of {rank} dims")));
+        if dims.len() != rank
+            || dims
+                .iter()
+                .any(|&d| d >= rank || std::mem::replace(&mut seen[d], true))
+        {
+            return Err(Error::invalid(
+                "permute",
+                format!("{dims:?} is not a permutation of {rank} dims"),
+            ));
         }
         let out = permute_buffer(&self.data(), self.shape(), dims);
         let out_shape: Shape = dims.iter().map(|&d| self.shape()[d]).collect();
@@ -33,12 +46,23 @@ impl Tensor {
         for (i, &d) in dims.iter().enumerate() {
             inverse[d] = i;
         }
-        Ok(record("permute", &[self], Tensor::activation(out, out_shape), |_| PermuteBackward { inverse }))
+        Ok(record(
+            "permute",
+            &[self],
+            Tensor::activation(out, out_shape),
+            |_| PermuteBackward { inverse },
+        ))
     }
 
     /// Swaps two dims (a copy).
     pub fn transpose(&self, d0: isize, d1: isize) -> Result<Tensor> {
-        let (a, b) = (shape::dim("transpose", d0, self.rank())?, shape::dim("transpose", d1, self.rank())?);
+        if self.rank() == 0 {
+            return Ok(self.clone());
+        }
+        let (a, b) = (
+            shape::dim("transpose", d0, self.rank())?,
+            shape::dim("transpose", d1, self.rank())?,
+        );
         let mut dims: Vec<usize> = (0..self.rank()).collect();
         dims.swap(a, b);
         self.permute(&dims)
@@ -46,10 +70,20 @@ impl Tensor {
 
     /// Elements `start..start+len` along `dim` (a copy).
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
+        if self.rank() == 0 {
+            return Err(Error::invalid(
+                "narrow",
+                "narrow() cannot be applied to a 0-dim tensor.",
+            ));
+        }
         let d = shape::dim("narrow", dim, self.rank())?;
         let size = self.shape()[d];
         if start.checked_add(len).is_none_or(|end| end > size) {
-            return Err(Error::IndexOutOfRange { op: "narrow", index: (start + len) as i64, size });
+            return Err(Error::IndexOutOfRange {
+                op: "narrow",
+                index: (start + len) as i64,
+                size,
+            });
         }
         let (outer, _, inner) = shape::split_at_axis(self.shape(), d);
         let out = with_buffer!(&*self.data(), v => {
@@ -62,23 +96,44 @@ impl Tensor {
         });
         let mut out_shape: Shape = self.shape().into();
         out_shape[d] = len;
-        Ok(record("narrow", &[self], Tensor::activation(out, out_shape), |_| NarrowBackward {
-            shape: self.shape().into(),
-            dim: d,
-            start,
-        }))
+        Ok(record(
+            "narrow",
+            &[self],
+            Tensor::activation(out, out_shape),
+            |_| NarrowBackward {
+                shape: self.shape().into(),
+                dim: d,
+                start,
+            },
+        ))
     }
 
     /// Concatenates tensors along `dim`; all other dims must agree.
     pub fn cat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
-        let first = tensors.first().ok_or_else(|| Error::invalid("cat", "expected a non-empty list of tensors"))?;
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::invalid("cat", "expected a non-empty list of tensors"))?;
+        if let Some(i) = tensors.iter().position(|t| t.rank() == 0) {
+            return Err(Error::invalid(
+                "cat",
+                format!("zero-dimensional tensor (at position {i}) cannot be concatenated"),
+            ));
+        }
         let d = shape::dim("cat", dim, first.rank())?;
         for t in tensors {
             crate::ops::same_dtype("cat", first, t)?;
             let ok = t.rank() == first.rank()
-                && t.shape().iter().zip(first.shape()).enumerate().all(|(i, (a, b))| i == d || a == b);
+                && t.shape()
+                    .iter()
+                    .zip(first.shape())
+                    .enumerate()
+                    .all(|(i, (a, b))| i == d || a == b);
             if !ok {
-                return Err(Error::ShapeMismatch { op: "cat", lhs: first.shape().to_vec(), rhs: t.shape().to_vec() });
+                return Err(Error::ShapeMismatch {
+                    op: "cat",
+                    lhs: first.shape().to_vec(),
+                    rhs: t.shape().to_vec(),
+                });
             }
         }
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
@@ -87,17 +142,36 @@ impl Tensor {
         let mut out = Buffer::zeros(first.dtype(), outer * total * inner);
         let mut offset = 0;
         for (t, &len) in tensors.iter().zip(&sizes) {
-            copy_block(&t.data(), &mut out, outer, len * inner, total * inner, offset * inner);
+            copy_block(
+                &t.data(),
+                &mut out,
+                outer,
+                len * inner,
+                total * inner,
+                offset * inner,
+            );
             offset += len;
         }
         let mut out_shape: Shape = first.shape().into();
         out_shape[d] = total;
-        Ok(record("cat", tensors, Tensor::activation(out, out_shape), |_| CatBackward { dim: d, sizes }))
+        Ok(record(
+            "cat",
+            tensors,
+            Tensor::activation(out, out_shape),
+            |_| CatBackward { dim: d, sizes },
+        ))
     }
 }
 
 /// Copies `outer` rows of `width` elements from `src` into `dst` rows of `dst_width` at `at`.
-fn copy_block(src: &Buffer, dst: &mut Buffer, outer: usize, width: usize, dst_width: usize, at: usize) {
+fn copy_block(
+    src: &Buffer,
+    dst: &mut Buffer,
+    outer: usize,
+    width: usize,
+    dst_width: usize,
+    at: usize,
+) {
     match (src, dst) {
         (Buffer::F16(s), Buffer::F16(d)) => copy_rows(s, d, outer, width, dst_width, at),
         (Buffer::F32(s), Buffer::F32(d)) => copy_rows(s, d, outer, width, dst_width, at),
@@ -106,9 +180,17 @@ fn copy_block(src: &Buffer, dst: &mut Buffer, outer: usize, width: usize, dst_wi
     }
 }
 
-fn copy_rows<E: Copy>(s: &[E], d: &mut [E], outer: usize, width: usize, dst_width: usize, at: usize) {
+fn copy_rows<E: Copy>(
+    s: &[E],
+    d: &mut [E],
+    outer: usize,
+    width: usize,
+    dst_width: usize,
+    at: usize,
+) {
     for r in 0..outer {
-        d[r * dst_width + at..r * dst_width + at + width].copy_from_slice(&s[r * width..(r + 1) * width]);
+        d[r * dst_width + at..r * dst_width + at + width]
+            .copy_from_slice(&s[r * width..(r + 1) * width]);
     }
 }
 
@@ -141,7 +223,11 @@ struct ReshapeBackward {
 
 impl Backward for ReshapeBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
-        Ok(smallvec![Some(Tensor::from_parts(g.storage().clone(), self.shape.clone(), false))])
+        Ok(smallvec![Some(Tensor::from_parts(
+            g.storage().clone(),
+            self.shape.clone(),
+            false
+        ))])
     }
 }
 
@@ -168,7 +254,14 @@ impl Backward for NarrowBackward {
         let (outer, size, inner) = shape::split_at_axis(&self.shape, self.dim);
         let len = g.shape()[self.dim];
         let mut out = Buffer::zeros(g.dtype(), numel(&self.shape));
-        copy_block(&g.data(), &mut out, outer, len * inner, size * inner, self.start * inner);
+        copy_block(
+            &g.data(),
+            &mut out,
+            outer,
+            len * inner,
+            size * inner,
+            self.start * inner,
+        );
         Ok(smallvec![Some(Tensor::activation(out, self.shape.clone()))])
     }
 }
@@ -183,7 +276,11 @@ impl Backward for CatBackward {
         let mut grads = Grads::new();
         let mut start = 0;
         for (&len, &need) in self.sizes.iter().zip(needs) {
-            grads.push(if need { Some(g.narrow(self.dim as isize, start, len)?) } else { None });
+            grads.push(if need {
+                Some(g.narrow(self.dim as isize, start, len)?)
+            } else {
+                None
+            });
             start += len;
         }
         Ok(grads)

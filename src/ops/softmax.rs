@@ -19,7 +19,11 @@ fn forward<E: Element>(x: &[E], o: usize, a: usize, i: usize, log: bool) -> Vec<
     for r in 0..o {
         for c in 0..i {
             let at = |k: usize| (r * a + k) * i + c;
-            let m = (0..a).map(|k| x[at(k)].to_c()).fold(E::C::neg_infinity(), |m, v| if v > m || v.is_nan() { v } else { m });
+            let m = (0..a)
+                .map(|k| x[at(k)].to_c())
+                .fold(E::C::neg_infinity(), |m, v| {
+                    if v > m || v.is_nan() { v } else { m }
+                });
             let mut s = E::C::zero();
             for (k, slot) in col.iter_mut().enumerate() {
                 *slot = x[at(k)].to_c() - m;
@@ -68,14 +72,23 @@ impl Tensor {
 
     fn softmax_impl(&self, op: &'static str, dim: isize, log: bool) -> Result<Tensor> {
         let d = shape::dim(op, dim, self.rank())?;
-        let split = if self.rank() == 0 { (1, 1, 1) } else { shape::split_at_axis(self.shape(), d) };
+        let split = if self.rank() == 0 {
+            (1, 1, 1)
+        } else {
+            shape::split_at_axis(self.shape(), d)
+        };
         let (o, a, i) = split;
         let out = with_buffer!(&*self.data(), v => forward(v, o, a, i, log).into_buffer());
-        Ok(record(op, &[self], Tensor::activation(out, self.shape().into()), |y| SoftmaxBackward {
-            split,
-            log,
-            y: save(y),
-        }))
+        Ok(record(
+            op,
+            &[self],
+            Tensor::activation(out, self.shape().into()),
+            |y| SoftmaxBackward {
+                split,
+                log,
+                y: save(y),
+            },
+        ))
     }
 }
 

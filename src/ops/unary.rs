@@ -3,13 +3,13 @@
 use crate::autograd::{Backward, Grads};
 use crate::cpu;
 use crate::dtype::{Element, Real};
-use num_traits::Zero;
 use crate::error::Result;
 use crate::ops::save;
 use crate::storage::IntoBuffer;
 use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::{with_buffer, zip_buffers};
+use num_traits::Zero;
 use smallvec::smallvec;
 
 /// What an elementwise op keeps for its derivative.
@@ -31,14 +31,19 @@ pub(crate) trait Unary: Copy + Send + Sync + 'static {
 
 pub(crate) fn apply<U: Unary>(x: &Tensor, op: U) -> Result<Tensor> {
     let out = with_buffer!(&*x.data(), v => cpu::map(v, |a| op.f(a)).into_buffer());
-    Ok(record(U::NAME, &[x], Tensor::activation(out, x.shape().into()), |y| UnaryBackward {
-        op,
-        saved: match U::SAVES {
-            Saves::Nothing => None,
-            Saves::Input => Some(save(x)),
-            Saves::Output => Some(save(y)),
+    Ok(record(
+        U::NAME,
+        &[x],
+        Tensor::activation(out, x.shape().into()),
+        |y| UnaryBackward {
+            op,
+            saved: match U::SAVES {
+                Saves::Nothing => None,
+                Saves::Input => Some(save(x)),
+                Saves::Output => Some(save(y)),
+            },
         },
-    }))
+    ))
 }
 
 /// g·f' where f' is constant.
@@ -66,7 +71,9 @@ impl<U: Unary> Backward for UnaryBackward<U> {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let op = self.op;
         let gx = match (&self.saved, U::SAVES) {
-            (None, _) | (_, Saves::Nothing) => with_buffer!(&*g.data(), gv => grad_const(gv, op).into_buffer()),
+            (None, _) | (_, Saves::Nothing) => {
+                with_buffer!(&*g.data(), gv => grad_const(gv, op).into_buffer())
+            }
             (Some(s), saves) => zip_buffers!(U::NAME, &*g.data(), &*s.data(), gv, sv =>
                 grad_saved(gv, sv, op, saves == Saves::Input).into_buffer())?,
         };
@@ -112,7 +119,7 @@ unary_op!(/// y = eˣ; y' = y. Saves: output.
 unary_op!(/// y = ln x; y' = 1/x. Saves: input.
     Log, "log", Input, |_s, x| x.ln(), |_s, x, _y| x.recip());
 unary_op!(/// y = tanh x; y' = 1 − y². Saves: output.
-    Tanh, "tanh", Output, |_s, x| x.tanh(), |_s, _x, y| T::one() - y * y);
+    Tanh, "tanh", Output, |_s, x| x.tanh_k(), |_s, _x, y| T::one() - y * y);
 unary_op!(/// y = 1/(1+e⁻ˣ); y' = y(1 − y). Saves: output.
     Sigmoid, "sigmoid", Output, |_s, x| (T::one() + (-x).exp()).recip(), |_s, _x, y| y * (T::one() - y));
 unary_op!(/// y = max(x, 0); y' = 1 where y > 0. Saves: output.

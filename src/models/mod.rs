@@ -1,0 +1,5 @@
+//! Small models used by the benchmarks, the checkpointing story and tests.
+
+pub mod residual_mlp;
+
+pub use residual_mlp::ResidualMlp;

@@ -1,0 +1,123 @@
+//! Exact memory accounting: the tape's saved bytes equal a hand count of what each op saves.
+//! Counted: activations (outputs of ops) kept for backward, each storage once. Not counted:
+//! tensors the caller created (parameters, input batches), which exist with or without a tape.
+
+use rewind::nn::{Linear, Module};
+use rewind::{Tensor, tape};
+
+const F32: usize = 4;
+
+fn mlp_block(x: &Tensor, fc1: &Linear, fc2: &Linear) -> Tensor {
+    fc2.forward(&fc1.forward(x).unwrap().gelu().unwrap())
+        .unwrap()
+        .add(x)
+        .unwrap()
+}
+
+#[test]
+fn saved_bytes_of_mlp_match_hand_count() {
+    tape::clear();
+    rewind::rng::manual_seed(0);
+    let (b, d, h) = (4, 8, 16);
+    let blocks: Vec<(Linear, Linear)> = (0..2)
+        .map(|_| {
+            (
+                Linear::new(d, h, true).unwrap(),
+                Linear::new(h, d, true).unwrap(),
+            )
+        })
+        .collect();
+    let x = Tensor::from_vec(vec![0.1f32; b * d], &[b, d]).unwrap();
+
+    tape::reset_peak_saved_bytes();
+    let r1 = mlp_block(&x, &blocks[0].0, &blocks[0].1);
+    // Block 0: linear₁ saves x (caller's data: 0) and W₁ (parameter: 0); gelu saves its
+    // input h₁ [b,h]; linear₂ saves gelu's output [b,h] and W₂ (0); the residual add saves
+    // nothing.
+    let block0 = 2 * b * h * F32;
+    assert_eq!(tape::saved_bytes(), block0);
+    let r2 = mlp_block(&r1, &blocks[1].0, &blocks[1].1);
+    // Block 1 also saves its input r₁ [b,d] (an activation now) in linear₁.
+    let block1 = b * d * F32 + 2 * b * h * F32;
+    assert_eq!(tape::saved_bytes(), block0 + block1);
+    let loss = r2.mean().unwrap();
+    assert_eq!(tape::saved_bytes(), block0 + block1, "mean saves nothing");
+
+    let per_entry: Vec<(&str, usize)> = tape::entries()
+        .iter()
+        .map(|e| (e.op, e.saved_bytes))
+        .collect();
+    assert_eq!(
+        per_entry,
+        vec![
+            ("linear", 0),
+            ("gelu", b * h * F32),
+            ("linear", b * h * F32),
+            ("add", 0),
+            ("linear", b * d * F32),
+            ("gelu", b * h * F32),
+            ("linear", b * h * F32),
+            ("add", 0),
+            ("mean", 0),
+        ]
+    );
+
+    loss.backward().unwrap();
+    assert_eq!(tape::saved_bytes(), 0, "backward frees everything it saved");
+    assert_eq!(tape::peak_saved_bytes(), block0 + block1);
+}
+
+#[test]
+fn a_storage_saved_by_two_entries_counts_once() {
+    tape::clear();
+    let w = Tensor::from_vec(vec![0.5f32; 8], &[8])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let y = w.tanh().unwrap(); // saves y
+    let z = y.mul(&y).unwrap(); // saves y twice (each operand for the other's gradient)
+    assert_eq!(
+        tape::entries()[1].saved_bytes,
+        2 * 8 * F32,
+        "per entry: what the op holds"
+    );
+    assert_eq!(
+        tape::saved_bytes(),
+        8 * F32,
+        "in total: one storage, counted once"
+    );
+    z.sum().unwrap().backward().unwrap();
+    assert_eq!(tape::saved_bytes(), 0);
+}
+
+#[test]
+fn frozen_weights_need_no_saved_input() {
+    // With W frozen and x data, linear records nothing; with x requiring grad but W frozen,
+    // linear saves W (caller's: 0 bytes) and not x: dW is never computed.
+    tape::clear();
+    let w = Tensor::from_vec(vec![0.1f32; 12], &[3, 4]).unwrap();
+    let x = Tensor::from_vec(vec![1.0f32; 8], &[2, 4]).unwrap();
+    let y = x.linear(&w, None).unwrap();
+    assert!(!y.requires_grad());
+    assert!(tape::entries().is_empty());
+    let h = x.tanh().unwrap().requires_grad_(true).unwrap();
+    let y = h.linear(&w, None).unwrap();
+    assert_eq!(tape::entries().last().unwrap().saved_bytes, 0);
+    y.sum().unwrap().backward().unwrap();
+    assert!(h.grad().is_some() && w.grad().is_none());
+}
+
+#[test]
+fn retain_graph_keeps_saved_bytes_until_the_last_backward() {
+    tape::clear();
+    let w = Tensor::from_vec(vec![0.5f32; 4], &[4])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let loss = w.exp().unwrap().sum().unwrap();
+    loss.backward_with(None, rewind::BackwardOptions { retain_graph: true })
+        .unwrap();
+    assert_eq!(tape::saved_bytes(), 4 * F32);
+    loss.backward().unwrap();
+    assert_eq!(tape::saved_bytes(), 0);
+}
