@@ -15,6 +15,11 @@ pub trait Backward {
     fn backward(&self, grad: &Tensor, needs: &[bool]) -> Result<Grads>;
     /// Calls `f` on every tensor saved for backward (memory accounting and the tape dump).
     fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
+    /// Leaves that get gradients through this op without being its inputs (the parameters a
+    /// checkpoint segment's body captures).
+    fn captured(&self) -> &[Tensor] {
+        &[]
+    }
 }
 
 /// Options of a backward call.
@@ -33,8 +38,11 @@ impl Tensor {
 
     /// Backward with an explicit output gradient and options.
     pub fn backward_with(&self, grad: Option<&Tensor>, opts: BackwardOptions) -> Result<()> {
+        let cuts = crate::checkpoint::diagnose::take_cuts();
         if !self.requires_grad() {
-            return Err(Error::NoGradFn { explanation: None });
+            return Err(Error::NoGradFn {
+                explanation: crate::checkpoint::diagnose::explain(&cuts),
+            });
         }
         let seed = match grad {
             Some(g) if g.shape() != self.shape() => {

@@ -25,6 +25,7 @@
 
 pub mod autograd;
 pub mod bench;
+pub mod checkpoint;
 pub mod cpu;
 pub mod dtype;
 pub mod error;
@@ -39,6 +40,7 @@ pub mod shape;
 pub mod storage;
 pub mod tape;
 pub mod tensor;
+pub mod warnings;
 
 pub use autograd::BackwardOptions;
 pub use dtype::DType;

@@ -51,6 +51,29 @@ pub(crate) struct Tape {
     pub entries: Vec<Entry>,
     live: usize,
     gc_at: usize,
+    /// A probe tape records nothing: ops only learn whether their output requires grad.
+    probe: bool,
+    /// When set, what every recorded op saves (checkpoint recomputation is checked with it).
+    meta: Option<Vec<SavedMeta>>,
+    /// Leaves that require grad used by ops on a probe tape (parameters a body captures).
+    touched: Vec<Tensor>,
+}
+
+/// Shape and dtype of one tensor an op saved for backward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedMeta {
+    /// The op that saved it.
+    pub op: &'static str,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its dtype.
+    pub dtype: crate::dtype::DType,
+}
+
+/// What a child tape learned while it was on the stack.
+pub(crate) struct ChildReport {
+    pub meta: Vec<SavedMeta>,
+    pub touched: Vec<Tensor>,
 }
 
 const GC_MIN: usize = 4096;
@@ -63,6 +86,9 @@ impl Tape {
             entries: Vec::new(),
             live: 0,
             gc_at: GC_MIN,
+            probe: false,
+            meta: None,
+            touched: Vec::new(),
         }
     }
 
@@ -145,19 +171,23 @@ pub(crate) fn with_tape<R>(id: u32, f: impl FnOnce(&mut Tape) -> R) -> Result<R>
     })
 }
 
-/// Pushes a fresh child tape; ops record there until [`pop_child_tape`].
-pub(crate) fn push_child_tape() -> u32 {
+/// Pushes a fresh child tape; ops record there until [`pop_child_tape`]. A `probe` tape keeps
+/// nothing; `collect_meta` lists what every op saves.
+pub(crate) fn push_child_tape(probe: bool, collect_meta: bool) -> u32 {
     STACK.with(|s| {
         let mut s = s.borrow_mut();
         let id = s.next_id;
         s.next_id += 1;
-        s.tapes.push(Tape::new(id));
+        let mut tape = Tape::new(id);
+        tape.probe = probe;
+        tape.meta = collect_meta.then(Vec::new);
+        s.tapes.push(tape);
         id
     })
 }
 
-/// Pops the child tape `id`, freeing everything it still holds.
-pub(crate) fn pop_child_tape(id: u32) {
+/// Pops the child tape `id` (which must be on top), freeing everything it still holds.
+pub(crate) fn pop_child_tape(id: u32) -> ChildReport {
     let tape = STACK.with(|s| {
         let mut s = s.borrow_mut();
         match s.tapes.last() {
@@ -165,11 +195,67 @@ pub(crate) fn pop_child_tape(id: u32) {
             _ => None,
         }
     });
-    if let Some(mut tape) = tape {
-        for i in 0..tape.entries.len() {
-            tape.free(i);
-        }
+    let Some(mut tape) = tape else {
+        return ChildReport {
+            meta: Vec::new(),
+            touched: Vec::new(),
+        };
+    };
+    for i in 0..tape.entries.len() {
+        tape.free(i);
     }
+    ChildReport {
+        meta: tape.meta.take().unwrap_or_default(),
+        touched: std::mem::take(&mut tape.touched),
+    }
+}
+
+/// What the ops on child tape `id` saved so far.
+pub(crate) fn child_meta(id: u32) -> Result<Vec<SavedMeta>> {
+    with_tape(id, |t| t.meta.clone().unwrap_or_default())
+}
+
+/// Every leaf that requires grad and that backward from `t` would reach, including the
+/// parameters captured by checkpoint segments on the way.
+pub(crate) fn reachable_leaves(t: &Tensor) -> Vec<Tensor> {
+    let mut leaves: Vec<Tensor> = Vec::new();
+    let mut add = |l: &Tensor| {
+        if !leaves.iter().any(|u| u.same_handle(l)) {
+            leaves.push(l.clone());
+        }
+    };
+    let Some(root) = t.node() else {
+        if t.requires_grad() {
+            add(t);
+        }
+        return leaves;
+    };
+    let _ = with_tape(root.tape, |tape| {
+        if root.generation != tape.generation || root.index as usize >= tape.entries.len() {
+            return;
+        }
+        let mut reach = vec![false; root.index as usize + 1];
+        reach[root.index as usize] = true;
+        for i in (0..=root.index as usize).rev() {
+            let e = &tape.entries[i];
+            if !reach[i] || e.freed {
+                continue;
+            }
+            if let Some(bw) = &e.backward {
+                bw.captured().iter().for_each(&mut add);
+            }
+            for input in &e.inputs {
+                match input {
+                    Input::Leaf(l) => add(l),
+                    Input::Node(id) if id.tape == tape.id && id.generation == tape.generation => {
+                        reach[id.index as usize] = true
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    leaves
 }
 
 /// Whether ops record (PyTorch's `torch.is_grad_enabled()`).
@@ -279,19 +365,25 @@ pub(crate) fn record<B: Backward + 'static>(
     output: Tensor,
     make_backward: impl FnOnce(&Tensor) -> B,
 ) -> Tensor {
-    if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
+    let needed = is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+    record_if(needed, op, inputs, output, make_backward)
+}
+
+/// [`record`] with the decision made by the caller (a non-reentrant checkpoint segment
+/// requires grad when a parameter inside does, even if no input does).
+pub(crate) fn record_if<B: Backward + 'static>(
+    needed: bool,
+    op: &'static str,
+    inputs: &[&Tensor],
+    output: Tensor,
+    make_backward: impl FnOnce(&Tensor) -> B,
+) -> Tensor {
+    if !needed {
         return output;
     }
     output.0.requires_grad.set(true);
     let backward: Box<dyn Backward> = Box::new(make_backward(&output));
-    let mut saved = 0;
-    backward.visit_saved(&mut |t| {
-        if t.storage().is_activation() {
-            memory_add(t.storage().retain_saved());
-            saved += t.nbytes();
-        }
-    });
-    let inputs = inputs
+    let inputs: SmallVec<[Input; 2]> = inputs
         .iter()
         .map(|t| match (t.requires_grad(), t.node()) {
             (false, _) => Input::Const,
@@ -299,23 +391,52 @@ pub(crate) fn record<B: Backward + 'static>(
             (true, None) => Input::Leaf((*t).clone()),
         })
         .collect();
-    let entry = Entry {
-        op,
-        inputs,
-        output: std::rc::Rc::downgrade(&output.0),
-        out_shape: output.0.shape.clone(),
-        backward: Some(backward),
-        saved_bytes: saved,
-        grad: None,
-        freed: false,
-    };
     let id = STACK.with(|s| {
         let mut s = s.borrow_mut();
         let tape = s.tapes.last_mut().expect("the root tape is never popped");
+        if let Some(meta) = &mut tape.meta {
+            backward.visit_saved(&mut |t| {
+                meta.push(SavedMeta {
+                    op,
+                    shape: t.shape().to_vec(),
+                    dtype: t.dtype(),
+                })
+            });
+        }
+        if tape.probe {
+            for input in &inputs {
+                if let Input::Leaf(t) = input {
+                    if !tape.touched.iter().any(|u| u.same_handle(t)) {
+                        tape.touched.push(t.clone());
+                    }
+                }
+            }
+            return NodeId {
+                tape: tape.id,
+                generation: tape.generation,
+                index: u32::MAX,
+            };
+        }
+        let mut saved = 0;
+        backward.visit_saved(&mut |t| {
+            if t.storage().is_activation() {
+                memory_add(t.storage().retain_saved());
+                saved += t.nbytes();
+            }
+        });
         if tape.entries.len() >= tape.gc_at {
             tape.collect();
         }
-        tape.entries.push(entry);
+        tape.entries.push(Entry {
+            op,
+            inputs,
+            output: std::rc::Rc::downgrade(&output.0),
+            out_shape: output.0.shape.clone(),
+            backward: Some(backward),
+            saved_bytes: saved,
+            grad: None,
+            freed: false,
+        });
         tape.live += 1;
         NodeId {
             tape: tape.id,

@@ -226,6 +226,11 @@ impl Tensor {
         self.0.retains_grad.get() || self.is_leaf()
     }
 
+    /// True when both are handles of one tensor (not merely one storage).
+    pub fn same_handle(&self, other: &Tensor) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+
     /// True when both handles share one storage.
     pub fn same_storage(&self, other: &Tensor) -> bool {
         Rc::ptr_eq(&self.0.storage, &other.0.storage)

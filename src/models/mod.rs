@@ -1,5 +1,7 @@
 //! Small models used by the benchmarks, the checkpointing story and tests.
 
+pub mod repro;
 pub mod residual_mlp;
 
+pub use repro::{ReproConfig, ReproModel};
 pub use residual_mlp::ResidualMlp;

@@ -4,6 +4,7 @@
 use crate::error::Result;
 use crate::nn::{Linear, Module, Parameters, prefixed};
 use crate::tensor::Tensor;
+use std::rc::Rc;
 
 /// One residual block.
 #[derive(Debug)]
@@ -41,8 +42,8 @@ impl Module for Block {
 /// `depth` residual blocks of width `d` with hidden size `hidden`.
 #[derive(Debug)]
 pub struct ResidualMlp {
-    /// The blocks, applied in order.
-    pub blocks: Vec<Block>,
+    /// The blocks, applied in order (shared handles, so checkpoint bodies can hold them).
+    pub blocks: Vec<Rc<Block>>,
 }
 
 impl ResidualMlp {
@@ -50,9 +51,17 @@ impl ResidualMlp {
     pub fn new(depth: usize, d: usize, hidden: usize) -> Result<ResidualMlp> {
         Ok(ResidualMlp {
             blocks: (0..depth)
-                .map(|_| Block::new(d, hidden))
+                .map(|_| Block::new(d, hidden).map(Rc::new))
                 .collect::<Result<_>>()?,
         })
+    }
+
+    /// The blocks as modules, for plans and checkpoint segments.
+    pub fn modules(&self) -> Vec<Rc<dyn Module>> {
+        self.blocks
+            .iter()
+            .map(|b| b.clone() as Rc<dyn Module>)
+            .collect()
     }
 
     /// Multiply–add FLOPs of one forward pass on `rows` rows (2·m·k·n per matmul).

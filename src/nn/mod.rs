@@ -6,12 +6,14 @@ mod embedding;
 mod hooks;
 mod layer_norm;
 mod linear;
+mod lora;
 
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use hooks::{ForwardHooks, HookHandle};
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
+pub use lora::LoraLinear;
 
 use crate::error::Result;
 use crate::tensor::Tensor;

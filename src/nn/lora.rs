@@ -1,0 +1,63 @@
+//! LoRA: a frozen base linear layer plus a trainable low-rank update,
+//! y = x·Wᵀ + b + (α/r)·(x·Aᵀ)·Bᵀ with A `[r, in]` and B `[out, r]` (B starts at zero, so the
+//! adapted layer starts equal to the base).
+
+use super::{ForwardHooks, Linear, Module, Parameters, uniform_param};
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// A linear layer with frozen base weights and trainable LoRA adapters.
+#[derive(Debug)]
+pub struct LoraLinear {
+    /// The frozen base layer.
+    pub base: Linear,
+    /// Down-projection `[r, in]`, trainable.
+    pub a: Tensor,
+    /// Up-projection `[out, r]`, trainable, initialised to zero.
+    pub b: Tensor,
+    /// α/r.
+    pub scale: f64,
+    /// Hooks run on the output.
+    pub hooks: ForwardHooks,
+}
+
+impl LoraLinear {
+    /// Wraps `base` (its parameters are frozen) with rank-`r` adapters scaled by α/r.
+    pub fn new(base: Linear, r: usize, alpha: f64) -> Result<LoraLinear> {
+        for p in base.parameters() {
+            p.requires_grad_(false)?;
+        }
+        let (out, inp) = (base.weight.shape()[0], base.weight.shape()[1]);
+        let a = uniform_param(&[r, inp], 1.0 / (inp.max(1) as f64).sqrt())?;
+        let b = Tensor::zeros(&[out, r], DType::F32).requires_grad_(true)?;
+        Ok(LoraLinear {
+            base,
+            a,
+            b,
+            scale: alpha / r.max(1) as f64,
+            hooks: ForwardHooks::default(),
+        })
+    }
+}
+
+impl Parameters for LoraLinear {
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut p = super::prefixed("base", self.base.named_parameters());
+        p.push(("lora_A".to_string(), self.a.clone()));
+        p.push(("lora_B".to_string(), self.b.clone()));
+        p
+    }
+}
+
+impl Module for LoraLinear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let low = x
+            .linear(&self.a, None)?
+            .linear(&self.b, None)?
+            .mul_scalar(self.scale)?;
+        let y = self.base.forward(x)?.add(&low)?;
+        self.hooks.run(&y)?;
+        Ok(y)
+    }
+}
