@@ -8,7 +8,10 @@ pub mod plan;
 mod segment;
 
 pub use diagnose::{Finding, diagnose};
-pub use plan::{BlockCosts, Plan, Segmentation, checkpoint_sequential, run_blocks};
+pub use plan::{
+    BlockCosts, Plan, Segment, Segmentation, checkpoint_sequential, revolve_forward_steps,
+    run_blocks,
+};
 pub use segment::{
     Body, CheckpointMode, NO_INPUT_REQUIRES_GRAD_WARNING, NOT_NECESSARY_MSG, checkpoint,
 };

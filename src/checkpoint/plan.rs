@@ -146,6 +146,25 @@ impl BlockCosts {
     }
 }
 
+impl BlockCosts {
+    /// The smallest peak any segmentation reaches (the least feasible budget).
+    pub fn least_peak(&self) -> usize {
+        let (mut lo, mut hi) = (
+            0usize,
+            Segmentation::store_all(self.stored.len()).predicted_peak(self),
+        );
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if solve(self, mid).is_some() {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+}
+
 /// Splits `n` blocks according to `plan`; `Plan::Budget` needs `costs`.
 pub fn segment(plan: Plan, n: usize, costs: Option<&BlockCosts>) -> Result<Segmentation> {
     let chunks = |k: usize, last_stored: bool, count: usize| {
@@ -189,6 +208,18 @@ pub fn segment(plan: Plan, n: usize, costs: Option<&BlockCosts>) -> Result<Segme
 /// covering blocks `0..i` with `r` recomputed blocks; a checkpointed segment `i..j` is allowed
 /// only if what is held before it plus its recomputed activations fit in the budget.
 fn plan_budget(costs: &BlockCosts, budget: usize) -> Result<Segmentation> {
+    solve(costs, budget).ok_or_else(|| {
+        Error::invalid(
+            "plan",
+            format!(
+                "a budget of {budget} bytes is below the least any segmentation needs ({} bytes)",
+                costs.least_peak()
+            ),
+        )
+    })
+}
+
+fn solve(costs: &BlockCosts, budget: usize) -> Option<Segmentation> {
     let n = costs.stored.len();
     let prefix: Vec<usize> = std::iter::once(0)
         .chain(costs.stored.iter().scan(0, |s, &a| {
@@ -220,10 +251,7 @@ fn plan_budget(costs: &BlockCosts, budget: usize) -> Result<Segmentation> {
             }
         }
     }
-    let r = (0..=n).find(|&r| best[n][r] != NONE).ok_or_else(|| {
-        let least = segment(Plan::EveryBlock, n, None).map(|s| s.predicted_peak(costs)).unwrap_or(0);
-        Error::invalid("plan", format!("a budget of {budget} bytes is below what any segmentation needs (checkpointing every block needs {least})"))
-    })?;
+    let r = (0..=n).find(|&r| best[n][r] != NONE)?;
     let (mut runs, mut at) = (Vec::new(), (n, r));
     while at.0 > 0 {
         let (i, pr, ck) = from[at.0][at.1];
@@ -231,7 +259,27 @@ fn plan_budget(costs: &BlockCosts, budget: usize) -> Result<Segmentation> {
         at = (i, pr);
     }
     runs.reverse();
-    Ok(Segmentation::from_runs(n, runs))
+    Some(Segmentation::from_runs(n, runs))
+}
+
+/// Revolve's optimum (Griewank & Walther 2000): the number of forward steps needed to reverse
+/// `l` steps with `s` snapshots, t·l − β(s+1, t−1), with β(s, t) = C(s+t, s) and t the least
+/// number of recomputations per step with β(s, t) ≥ l.
+pub fn revolve_forward_steps(l: u64, s: u64) -> u64 {
+    fn beta(s: u64, t: u64) -> u64 {
+        // C(s+t, s), saturating.
+        let mut c: u128 = 1;
+        for i in 1..=t.min(s) as u128 {
+            c = c * (s.max(t) as u128 + i) / i;
+        }
+        c.min(u64::MAX as u128) as u64
+    }
+    if l <= 1 {
+        return 0;
+    }
+    let s = s.max(1);
+    let t = (1..).find(|&t| beta(s, t) >= l).unwrap_or(l);
+    t * l - beta(s + 1, t - 1)
 }
 
 /// Runs `blocks` on `x` following `seg`: checkpointed segments through [`checkpoint`] (named
