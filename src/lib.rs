@@ -23,6 +23,7 @@
 //! [`ops`]) → [`nn`] → the CLI.
 #![warn(missing_docs)]
 
+pub mod alloc_counter;
 pub mod autograd;
 pub mod bench;
 pub mod checkpoint;
@@ -35,6 +36,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 mod overloads;
+pub mod repro;
 pub mod rng;
 pub mod shape;
 pub mod storage;

@@ -3,7 +3,8 @@
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: rewind::alloc_counter::CountingAlloc<mimalloc::MiMalloc> =
+    rewind::alloc_counter::CountingAlloc(mimalloc::MiMalloc);
 use rewind::bench::core::{self, Chain, MlpConfig};
 
 #[derive(Parser)]
@@ -19,8 +20,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Measure the engine: per-op tape overhead, matmul GFLOP/s and a residual-MLP training step.
+    /// Reproduce PyTorch's "element 0 of tensors does not require grad" failure of gradient
+    /// checkpointing with frozen embeddings, explain it, fix it three ways; exits non-zero if
+    /// any reproduced behaviour did not hold.
+    Repro {
+        /// Timed steps per fix (median reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Number of blocks.
+        #[arg(long, default_value_t = 8)]
+        blocks: usize,
+    },
+    /// Recompute vs store: sweep depths and checkpoint plans on the residual-MLP stack; writes
+    /// a table, CSV and SVG plots under --out.
     Bench {
+        /// Timed steps per point (median reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Depths to sweep.
+        #[arg(long, value_delimiter = ',', default_value = "4,8,16,32,64")]
+        depths: Vec<usize>,
+        /// Batch rows.
+        #[arg(long, default_value_t = 2048)]
+        rows: usize,
+        /// Output folder for bench.csv and the plots.
+        #[arg(long, default_value = "out/bench")]
+        out: std::path::PathBuf,
+    },
+    /// The core engine's figures: per-op tape overhead, matmul GFLOP/s, a 16-block MLP step.
+    BenchCore {
         /// Repetitions per measurement (the median is reported).
         #[arg(long, default_value_t = 5)]
         reps: usize,
@@ -33,15 +61,100 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench { reps, depth } => bench(reps, depth),
+        Command::Repro { reps, blocks } => repro(reps, blocks),
+        Command::Bench {
+            reps,
+            depths,
+            rows,
+            out,
+        } => bench(reps, depths, rows, &out),
+        Command::BenchCore { reps, depth } => bench_core(reps, depth).map(|_| true),
     };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match result {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(2),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn bench(reps: usize, depth: usize) -> rewind::Result<()> {
+fn repro(reps: usize, blocks: usize) -> rewind::Result<bool> {
+    let mut opts = rewind::repro::ReproOptions {
+        reps,
+        ..Default::default()
+    };
+    opts.model.blocks = blocks.max(2);
+    let report = rewind::repro::run_story(&opts, &mut |line| println!("{line}"))?;
+    for w in rewind::warnings::take() {
+        eprintln!("warning: {w}");
+    }
+    let failed: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| !c.held)
+        .map(|c| c.what.as_str())
+        .collect();
+    if failed.is_empty() {
+        println!("\nAll {} reproduced behaviours held.", report.checks.len());
+    } else {
+        println!(
+            "\n{} of {} behaviours did NOT hold:",
+            failed.len(),
+            report.checks.len()
+        );
+        failed.iter().for_each(|f| println!("  - {f}"));
+    }
+    Ok(failed.is_empty())
+}
+
+fn bench(
+    reps: usize,
+    depths: Vec<usize>,
+    rows: usize,
+    out: &std::path::Path,
+) -> rewind::Result<bool> {
+    use rewind::bench::checkpoint as ck;
+    let cfg = ck::SweepConfig {
+        depths,
+        rows,
+        reps,
+        ..Default::default()
+    };
+    println!(
+        "recompute vs store: residual MLP {}→{}→{}, {} rows, f32, SGD; {} threads; median of {} steps",
+        cfg.d,
+        cfg.hidden,
+        cfg.d,
+        cfg.rows,
+        rayon::current_num_threads(),
+        cfg.reps
+    );
+    let rows = ck::sweep(&cfg, |r| eprintln!("  measured L = {} {}", r.depth, r.plan))?;
+    print!("{}", ck::table(&rows));
+    let io = |e: std::io::Error| rewind::Error::InvalidArgument {
+        op: "bench",
+        msg: format!("writing {}: {e}", out.display()),
+    };
+    std::fs::create_dir_all(out).map_err(io)?;
+    std::fs::write(out.join("bench.csv"), ck::csv(&rows)).map_err(io)?;
+    let at = if cfg.depths.contains(&16) {
+        16
+    } else {
+        cfg.depths[0]
+    };
+    let (tradeoff, by_depth) = ck::plots(&rows, at);
+    std::fs::write(out.join("tradeoff.svg"), tradeoff).map_err(io)?;
+    std::fs::write(out.join("memory_vs_depth.svg"), by_depth).map_err(io)?;
+    println!(
+        "wrote {}/bench.csv, tradeoff.svg, memory_vs_depth.svg",
+        out.display()
+    );
+    Ok(true)
+}
+
+fn bench_core(reps: usize, depth: usize) -> rewind::Result<()> {
     let threads = rayon::current_num_threads();
     println!("rewind core bench ({threads} threads, median of {reps})");
     let tanh = core::tape_overhead_us(Chain::Tanh, 1000, reps.max(200))?;

@@ -1,7 +1,9 @@
 //! Measurements behind `rewind bench`: medians of repeated runs, reported with the work done.
 //! Timings live here and in `benches/`, never in pass/fail tests.
 
+pub mod checkpoint;
 pub mod core;
+pub mod plot;
 
 use std::time::Instant;
 

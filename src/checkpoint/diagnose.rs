@@ -62,10 +62,22 @@ pub(crate) fn explain(cuts: &[Cut]) -> Option<String> {
     let mut s = String::from(
         "The loss has no grad path: every path from it to a trainable parameter was cut.\n",
     );
-    for c in with_params {
+    const SHOWN: usize = 3;
+    for c in with_params.iter().take(SHOWN) {
         s.push_str("- ");
         s.push_str(&why(c));
         s.push('\n');
+    }
+    if with_params.len() > SHOWN {
+        let rest: Vec<String> = with_params[SHOWN..]
+            .iter()
+            .map(|c| format!("`{}`", c.segment))
+            .collect();
+        s.push_str(&format!(
+            "- and {} more segments cut the same way: {}\n",
+            rest.len(),
+            rest.join(", ")
+        ));
     }
     Some(s)
 }
