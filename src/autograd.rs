@@ -126,73 +126,100 @@ pub(crate) fn sweep(
     })??;
 
     let mut outer = Vec::new();
-    for i in (0..=top).rev() {
-        let step = tape::with_tape(tape_id, |t| {
-            let e = &mut t.entries[i];
-            let g = e.grad.take()?;
-            let needs: SmallVec<[bool; 4]> = e
-                .inputs
-                .iter()
-                .map(|x| !matches!(x, Input::Const))
-                .collect();
-            Some((g, e.backward.take(), needs, e.output.upgrade()))
-        })?;
-        let Some((g, backward, needs, output)) = step else {
-            continue;
-        };
-        let Some(backward) = backward else {
-            return Err(Error::GraphFreed);
+    // Each iteration takes the tape once: it finishes the entry whose backward just ran (frees
+    // it, routes its gradients) and takes the next entry down that has a gradient.
+    let mut pending: Option<(usize, Box<dyn Backward>, Grads)> = None;
+    let mut next = top + 1;
+    loop {
+        let step = tape::with_tape(tape_id, |t| -> Result<Option<Step>> {
+            if let Some((i, backward, grads)) = pending.take() {
+                finish(t, i, backward, grads, retain_graph, &mut outer)?;
+            }
+            while next > 0 {
+                next -= 1;
+                let e = &mut t.entries[next];
+                let Some(g) = e.grad.take() else { continue };
+                let backward = e.backward.take().ok_or(Error::GraphFreed)?;
+                let needs = e
+                    .inputs
+                    .iter()
+                    .map(|x| !matches!(x, Input::Const))
+                    .collect();
+                return Ok(Some((next, g, backward, needs, e.output.upgrade())));
+            }
+            Ok(None)
+        })??;
+        let Some((i, g, backward, needs, output)) = step else {
+            break;
         };
         if let Some(out) = output.map(Tensor) {
             if out.retains_grad() {
                 out.accumulate_grad(g.clone())?;
             }
         }
-        let grads = backward.backward(&g, &needs);
+        let grads = backward.backward(&g, &needs)?;
         drop(g);
-        let grads = grads?;
-        tape::with_tape(tape_id, |t| -> Result<()> {
-            let inputs = if retain_graph {
-                t.entries[i].backward = Some(backward);
-                t.entries[i]
-                    .inputs
-                    .iter()
-                    .map(clone_input)
-                    .collect::<SmallVec<[Input; 2]>>()
-            } else {
-                let inputs = std::mem::take(&mut t.entries[i].inputs);
-                t.entries[i].backward = Some(backward);
-                t.free(i);
-                inputs
-            };
-            for (input, g) in inputs.into_iter().zip(grads) {
-                let Some(g) = g else { continue };
-                match input {
-                    Input::Const => {}
-                    Input::Leaf(leaf) => leaf.accumulate_grad(g)?,
-                    Input::Node(id) if id.tape != tape_id => outer.push((id, g)),
-                    Input::Node(id) => {
-                        if id.generation != t.generation {
-                            return Err(Error::GraphFreed);
-                        }
-                        let e = &mut t.entries[id.index as usize];
-                        if e.freed {
-                            return Err(Error::GraphFreed);
-                        }
-                        e.grad = Some(match e.grad.take() {
-                            None => g,
-                            Some(acc) => add_grads(acc, g)?,
-                        });
-                    }
-                }
-            }
-            Ok(())
-        })??;
+        pending = Some((i, backward, grads));
     }
     if !retain_graph {
         tape::with_tape(tape_id, |t| t.collect())?;
     }
     Ok(outer)
+}
+
+type Step = (
+    usize,
+    Tensor,
+    Box<dyn Backward>,
+    SmallVec<[bool; 4]>,
+    Option<std::rc::Rc<crate::tensor::TensorImpl>>,
+);
+
+/// Puts entry `i`'s backward back (retain_graph) or frees the entry, then adds its gradients
+/// to their destinations: the producing entry, a leaf's `.grad`, or the caller (other tapes).
+fn finish(
+    t: &mut tape::Tape,
+    i: usize,
+    backward: Box<dyn Backward>,
+    grads: Grads,
+    retain_graph: bool,
+    outer: &mut Vec<(NodeId, Tensor)>,
+) -> Result<()> {
+    let inputs = if retain_graph {
+        t.entries[i].backward = Some(backward);
+        t.entries[i]
+            .inputs
+            .iter()
+            .map(clone_input)
+            .collect::<SmallVec<[Input; 2]>>()
+    } else {
+        let inputs = std::mem::take(&mut t.entries[i].inputs);
+        t.entries[i].backward = Some(backward);
+        t.free(i);
+        inputs
+    };
+    for (input, g) in inputs.into_iter().zip(grads) {
+        let Some(g) = g else { continue };
+        match input {
+            Input::Const => {}
+            Input::Leaf(leaf) => leaf.accumulate_grad(g)?,
+            Input::Node(id) if id.tape != t.id => outer.push((id, g)),
+            Input::Node(id) => {
+                if id.generation != t.generation {
+                    return Err(Error::GraphFreed);
+                }
+                let e = &mut t.entries[id.index as usize];
+                if e.freed {
+                    return Err(Error::GraphFreed);
+                }
+                e.grad = Some(match e.grad.take() {
+                    None => g,
+                    Some(acc) => add_grads(acc, g)?,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn clone_input(i: &Input) -> Input {
