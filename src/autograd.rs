@@ -152,10 +152,10 @@ pub(crate) fn sweep(
         let Some((i, g, backward, needs, output)) = step else {
             break;
         };
-        if let Some(out) = output.map(Tensor) {
-            if out.retains_grad() {
-                out.accumulate_grad(g.clone())?;
-            }
+        if let Some(out) = output.map(Tensor)
+            && out.retains_grad()
+        {
+            out.accumulate_grad(g.clone())?;
         }
         let grads = backward.backward(&g, &needs)?;
         drop(g);

@@ -114,7 +114,8 @@ pub fn gradcheck(
             let numeric = (at(opts.eps)? - at(-opts.eps)?) / (2.0 * opts.eps);
             let err = (analytic[j] - numeric).abs();
             report.max_abs_err = report.max_abs_err.max(err);
-            if !(err <= opts.atol + opts.rtol * numeric.abs()) {
+            let within = err <= opts.atol + opts.rtol * numeric.abs(); // false for NaN too
+            if !within {
                 let worse = report
                     .worst
                     .as_ref()

@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod alloc_counter;
+pub mod amp;
 pub mod autograd;
 pub mod bench;
 pub mod checkpoint;
@@ -35,6 +36,7 @@ pub mod indices;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 mod overloads;
 pub mod repro;
 pub mod rng;

@@ -47,6 +47,22 @@ enum Command {
         #[arg(long, default_value = "out/bench")]
         out: std::path::PathBuf,
     },
+    /// Fitting training into memory: parameter, gradient, optimizer-state and activation bytes
+    /// for fp32 vs 8-bit AdamW, with and without AMP, freezing and checkpointing.
+    Memory {
+        /// Blocks of the residual MLP (width d → 4d → d).
+        #[arg(long, default_value_t = 8)]
+        depth: usize,
+        /// Width d.
+        #[arg(long, default_value_t = 512)]
+        width: usize,
+        /// Batch rows.
+        #[arg(long, default_value_t = 512)]
+        rows: usize,
+        /// Timed steps per setup (median reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
     /// The core engine's figures: per-op tape overhead, matmul GFLOP/s, a 16-block MLP step.
     BenchCore {
         /// Repetitions per measurement (the median is reported).
@@ -69,6 +85,12 @@ fn main() {
             out,
         } => bench(reps, depths, rows, &out),
         Command::BenchCore { reps, depth } => bench_core(reps, depth).map(|_| true),
+        Command::Memory {
+            depth,
+            width,
+            rows,
+            reps,
+        } => memory(depth, width, rows, reps),
     };
     match result {
         Ok(true) => {}
@@ -151,6 +173,16 @@ fn bench(
         "wrote {}/bench.csv, tradeoff.svg, memory_vs_depth.svg",
         out.display()
     );
+    Ok(true)
+}
+
+fn memory(depth: usize, width: usize, rows: usize, reps: usize) -> rewind::Result<bool> {
+    println!(
+        "residual MLP, {depth} blocks {width}→{}→{width}, {rows} rows; one training step each (median of {reps}):",
+        4 * width
+    );
+    let rows = rewind::bench::memory::measure(depth, width, rows, reps)?;
+    print!("{}", rewind::bench::memory::table(&rows));
     Ok(true)
 }
 

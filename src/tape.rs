@@ -118,10 +118,11 @@ impl Tape {
                 }
                 if needed[i] || e.output.strong_count() > 0 {
                     for inp in &e.inputs {
-                        if let Input::Node(id) = inp {
-                            if id.tape == self.id && id.generation == self.generation {
-                                needed[id.index as usize] = true;
-                            }
+                        if let Input::Node(id) = inp
+                            && id.tape == self.id
+                            && id.generation == self.generation
+                        {
+                            needed[id.index as usize] = true;
                         }
                     }
                 } else {
@@ -405,10 +406,10 @@ pub(crate) fn record_if<B: Backward + 'static>(
         }
         if tape.probe {
             for input in &inputs {
-                if let Input::Leaf(t) = input {
-                    if !tape.touched.iter().any(|u| u.same_handle(t)) {
-                        tape.touched.push(t.clone());
-                    }
+                if let Input::Leaf(t) = input
+                    && !tape.touched.iter().any(|u| u.same_handle(t))
+                {
+                    tape.touched.push(t.clone());
                 }
             }
             return NodeId {

@@ -6,7 +6,7 @@ use rewind::checkpoint::{
     diagnose, plan,
 };
 use rewind::models::{ReproConfig, ReproModel, ResidualMlp};
-use rewind::nn::{Module, Parameters};
+use rewind::nn::Parameters;
 use rewind::{Error, Indices, Tensor, tape, warnings};
 use std::rc::Rc;
 

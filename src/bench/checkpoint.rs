@@ -96,12 +96,21 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
         let params = m.parameters();
         let costs = BlockCosts::measure(&m.modules(), &x)?;
         let store = Segmentation::store_all(depth).predicted_peak(&costs);
+        let least = costs.least_peak();
+        // A budget below what any segmentation needs is raised to that least (marked `*`).
+        let budget = |label: &str, b: usize| {
+            if b >= least {
+                (label.to_string(), Plan::Budget(b))
+            } else {
+                (format!("{label}*"), Plan::Budget(least))
+            }
+        };
         let plans = [
-            ("store", Plan::None),
-            ("every", Plan::EveryBlock),
-            ("sqrt", Plan::Sqrt),
-            ("budget/2", Plan::Budget(store / 2)),
-            ("budget/4", Plan::Budget(store / 4)),
+            ("store".to_string(), Plan::None),
+            ("every".to_string(), Plan::EveryBlock),
+            ("sqrt".to_string(), Plan::Sqrt),
+            budget("budget/2", store / 2),
+            budget("budget/4", store / 4),
         ];
         for (label, p) in plans {
             let seg = plan::segment(p, depth, Some(&costs))?;
@@ -119,7 +128,7 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
             err?;
             let row = SweepRow {
                 depth,
-                plan: label.to_string(),
+                plan: label,
                 segmentation: seg.describe(),
                 step_secs: secs,
                 peak_saved,
@@ -142,7 +151,8 @@ fn mib(b: usize) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-/// The table: per row, time and memory with ratios to the same depth's store plan.
+/// The table: per row, time and memory with ratios to the same depth's store plan. A `*`
+/// marks a budget below the least any segmentation needs, raised to that least.
 pub fn table(rows: &[SweepRow]) -> String {
     let mut s = String::from(
         "   L  plan       step s   ×store  saved MiB  ×store  predicted MiB  heap MiB  recomputed  segments\n",
@@ -201,9 +211,10 @@ pub fn csv(rows: &[SweepRow]) -> String {
 /// Two SVG charts: memory vs time at one depth, and memory vs depth with the √L curve.
 pub fn plots(rows: &[SweepRow], at_depth: usize) -> (String, String) {
     use super::plot::{Series, chart};
+    let base = |p: &str| p.trim_end_matches('*').to_string();
     let plans: Vec<String> = rows
         .iter()
-        .map(|r| r.plan.clone())
+        .map(|r| base(&r.plan))
         .fold(Vec::new(), |mut v, p| {
             if !v.contains(&p) {
                 v.push(p);
@@ -232,7 +243,7 @@ pub fn plots(rows: &[SweepRow], at_depth: usize) -> (String, String) {
             name: p.clone(),
             points: rows
                 .iter()
-                .filter(|r| &r.plan == p)
+                .filter(|r| &base(&r.plan) == p)
                 .map(|r| (r.depth as f64, mib(r.peak_saved)))
                 .collect(),
             line: true,

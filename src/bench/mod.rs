@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod core;
+pub mod memory;
 pub mod plot;
 
 use std::time::Instant;

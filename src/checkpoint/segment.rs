@@ -1,5 +1,5 @@
 //! A checkpoint segment as one tape entry. Forward runs the body keeping nothing inside it;
-//! backward restores the generator state of the forward, reruns the body on a child tape with
+//! backward restores the generator and autocast state of the forward, reruns the body on a child tape with
 //! grad on, backpropagates through it (parameters used inside get their gradients there) and
 //! frees everything it recomputed. Saves: the explicit inputs.
 
@@ -7,7 +7,7 @@ use super::diagnose;
 use crate::autograd::{Backward, Grads, sweep};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::ops::save;
+use crate::ops::{autocast, save};
 use crate::rng::{self, GeneratorState};
 use crate::shape::Shape;
 use crate::tape::{self, EnableGradGuard, NoGradGuard, SavedMeta, is_grad_enabled, record_if};
@@ -83,6 +83,7 @@ pub fn checkpoint(
             inputs: args.iter().map(save).collect(),
             requires,
             rng_state,
+            autocast: autocast::autocast_dtype(),
             out_shape: y.shape().into(),
             out_dtype: y.dtype(),
             meta: report.meta,
@@ -99,6 +100,7 @@ struct SegmentBackward {
     inputs: Vec<Tensor>,
     requires: Vec<bool>,
     rng_state: GeneratorState,
+    autocast: Option<DType>,
     out_shape: Shape,
     out_dtype: DType,
     meta: Vec<SavedMeta>,
@@ -173,7 +175,10 @@ impl Backward for SegmentBackward {
         let now = rng::get_state();
         rng::set_state(self.rng_state);
         let child = tape::push_child_tape(false, self.mode == CheckpointMode::NonReentrant);
-        let stand_ins = self.recompute(g, child);
+        let stand_ins = {
+            let _ac = autocast::autocast(self.autocast);
+            self.recompute(g, child)
+        };
         tape::pop_child_tape(child);
         rng::set_state(now);
         let _ng = NoGradGuard::new();

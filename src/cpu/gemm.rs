@@ -16,6 +16,7 @@ pub enum Layout {
 /// Element types with a GEMM.
 pub trait Gemm: Element {
     /// `c = a·b + beta·c` with `a` m×k, `b` k×n, `c` m×n row-major.
+    #[allow(clippy::too_many_arguments)] // the BLAS signature: sizes, operands, layouts
     fn gemm(
         m: usize,
         k: usize,

@@ -65,31 +65,6 @@ pub fn zip_assign<E: Element>(a: &mut [E], b: &[E], f: impl Fn(E::C, E::C) -> E:
     }
 }
 
-/// `out[i] = f(a[i], b[i], c[i])`.
-pub fn zip3<E: Element>(
-    a: &[E],
-    b: &[E],
-    c: &[E],
-    f: impl Fn(E::C, E::C, E::C) -> E::C + Sync,
-) -> Vec<E> {
-    let mut out = vec![E::default(); a.len()];
-    let run = |(((o, a), b), c): (((&mut [E], &[E]), &[E]), &[E])| {
-        for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
-            *o = E::from_c(f(a.to_c(), b.to_c(), c.to_c()));
-        }
-    };
-    if a.len() <= CHUNK {
-        run((((&mut out, a), b), c));
-    } else {
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK))
-            .zip(b.par_chunks(CHUNK))
-            .zip(c.par_chunks(CHUNK))
-            .for_each(run);
-    }
-    out
-}
-
 /// Runs `f(row_index, out_row)` for every `width`-long row of `out`, in parallel when large.
 pub fn rows_mut<E: Send>(out: &mut [E], width: usize, f: impl Fn(usize, &mut [E]) + Sync) {
     if width == 0 {

@@ -46,6 +46,27 @@ pub fn prefixed(prefix: &str, params: Vec<(String, Tensor)>) -> Vec<(String, Ten
         .collect()
 }
 
+/// Freezes every parameter whose name starts with `prefix` (requires_grad = false); returns
+/// how many. A frozen prefix of a network records no tape entries and saves nothing.
+pub fn freeze(params: &[(String, Tensor)], prefix: &str) -> Result<usize> {
+    set_trainable(params, prefix, false)
+}
+
+/// Makes every parameter whose name starts with `prefix` trainable again; returns how many.
+pub fn unfreeze(params: &[(String, Tensor)], prefix: &str) -> Result<usize> {
+    set_trainable(params, prefix, true)
+}
+
+fn set_trainable(params: &[(String, Tensor)], prefix: &str, on: bool) -> Result<usize> {
+    let mut n = 0;
+    for (name, p) in params.iter().filter(|(n, _)| n.starts_with(prefix)) {
+        p.requires_grad_(on)?;
+        let _ = name;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// A tensor of uniform draws in [−bound, bound) from the engine generator, as a parameter.
 pub(crate) fn uniform_param(shape: &[usize], bound: f64) -> Result<Tensor> {
     let n = crate::shape::numel(shape);

@@ -34,6 +34,15 @@ impl Kind {
 
 fn forward(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let op = kind.name();
+    if a.dtype() != b.dtype() && crate::ops::autocast::autocast_dtype().is_some() {
+        // Under autocast, mixed f16/f32 operands promote to f32 (PyTorch's type promotion);
+        // outside it, rewind refuses mixed dtypes.
+        let (a, b) = (
+            crate::ops::autocast::widen(a)?,
+            crate::ops::autocast::widen(b)?,
+        );
+        return forward(kind, &a, &b);
+    }
     same_dtype(op, a, b)?;
     let out_shape = shape::broadcast(op, a.shape(), b.shape())?;
     let (sa, sb) = (a.shape(), b.shape());

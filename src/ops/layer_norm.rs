@@ -68,6 +68,17 @@ impl Tensor {
         bias: Option<&Tensor>,
         eps: f64,
     ) -> Result<Tensor> {
+        use crate::ops::autocast::widen;
+        let (w, b) = (weight.map(widen).transpose()?, bias.map(widen).transpose()?);
+        widen(self)?.layer_norm_impl(w.as_ref(), b.as_ref(), eps)
+    }
+
+    fn layer_norm_impl(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
         let d = *self
             .shape()
             .last()

@@ -6,7 +6,7 @@ use crate::autograd::{Backward, Grads};
 use crate::cpu::gemm::{Gemm, Layout};
 use crate::cpu::reduce::sum_axis;
 use crate::error::{Error, Result};
-use crate::ops::{same_dtype, save};
+use crate::ops::{autocast, same_dtype, save};
 use crate::shape::Shape;
 use crate::storage::IntoBuffer;
 use crate::tape::record;
@@ -45,6 +45,14 @@ fn forward<E: Gemm>(
 impl Tensor {
     /// y = x·Wᵀ + b for x `[..., in]`, W `[out, in]`, b `[out]`.
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        if autocast::autocast_dtype().is_some() {
+            let b = bias.map(autocast::lower).transpose()?;
+            return autocast::lower(self)?.linear_impl(&autocast::lower(weight)?, b.as_ref());
+        }
+        self.linear_impl(weight, bias)
+    }
+
+    fn linear_impl(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         same_dtype("linear", self, weight)?;
         let (xs, ws) = (self.shape(), weight.shape());
         if xs.is_empty() || ws.len() != 2 || xs[xs.len() - 1] != ws[1] {

@@ -23,6 +23,10 @@ impl Tensor {
     /// per row; rows labelled `ignore_index` do not count. All rows ignored gives NaN (0/0), as
     /// in PyTorch.
     pub fn cross_entropy(&self, targets: &Indices, ignore_index: i64) -> Result<Tensor> {
+        crate::ops::autocast::widen(self)?.cross_entropy_impl(targets, ignore_index)
+    }
+
+    fn cross_entropy_impl(&self, targets: &Indices, ignore_index: i64) -> Result<Tensor> {
         let op = "cross_entropy";
         if self.rank() == 0 {
             return Err(Error::invalid(op, "logits need a class dim"));

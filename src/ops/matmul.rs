@@ -4,7 +4,7 @@
 use crate::autograd::{Backward, Grads};
 use crate::cpu::gemm::{Gemm, Layout};
 use crate::error::{Error, Result};
-use crate::ops::{same_dtype, save};
+use crate::ops::{autocast, same_dtype, save};
 use crate::shape::{Shape, numel};
 use crate::storage::IntoBuffer;
 use crate::tape::record;
@@ -120,6 +120,13 @@ impl Tensor {
     /// Matrix product `self · other` for `[..., m, k] · [..., k, n]`; batch dims must match,
     /// or one operand is 2-D and shared across the other's batch.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        if autocast::autocast_dtype().is_some() {
+            return autocast::lower(self)?.matmul_impl(&autocast::lower(other)?);
+        }
+        self.matmul_impl(other)
+    }
+
+    fn matmul_impl(&self, other: &Tensor) -> Result<Tensor> {
         same_dtype("matmul", self, other)?;
         let (p, out_shape) = plan(self.shape(), other.shape())?;
         let out = zip_buffers!("matmul", &*self.data(), &*other.data(), a, b =>

@@ -1,6 +1,7 @@
 //! Differentiable ops. Each file holds one op family: the forward, the backward beside it, and
 //! a `Saves:` line naming what the backward keeps.
 
+pub mod autocast;
 pub mod binary;
 pub mod cast;
 pub mod custom;

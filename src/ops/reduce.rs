@@ -47,12 +47,12 @@ fn total<E: Element>(v: &[E]) -> E {
 impl Tensor {
     /// Sum of all elements (a 0-dim tensor).
     pub fn sum(&self) -> Result<Tensor> {
-        self.sum_mean_all("sum", 1.0)
+        crate::ops::autocast::widen(self)?.sum_mean_all("sum", 1.0)
     }
 
     /// Mean of all elements (NaN for an empty tensor, as in PyTorch).
     pub fn mean(&self) -> Result<Tensor> {
-        self.sum_mean_all("mean", 1.0 / self.numel() as f64)
+        crate::ops::autocast::widen(self)?.sum_mean_all("mean", 1.0 / self.numel() as f64)
     }
 
     fn sum_mean_all(&self, op: &'static str, scale: f64) -> Result<Tensor> {
@@ -71,12 +71,12 @@ impl Tensor {
 
     /// Sum over `dim`, keeping it as size 1 when `keepdim`.
     pub fn sum_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
-        self.sum_mean_dim("sum_dim", dim, keepdim, false)
+        crate::ops::autocast::widen(self)?.sum_mean_dim("sum_dim", dim, keepdim, false)
     }
 
     /// Mean over `dim`, keeping it as size 1 when `keepdim`.
     pub fn mean_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
-        self.sum_mean_dim("mean_dim", dim, keepdim, true)
+        crate::ops::autocast::widen(self)?.sum_mean_dim("mean_dim", dim, keepdim, true)
     }
 
     fn sum_mean_dim(

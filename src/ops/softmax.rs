@@ -71,6 +71,11 @@ impl Tensor {
     }
 
     fn softmax_impl(&self, op: &'static str, dim: isize, log: bool) -> Result<Tensor> {
+        let x = crate::ops::autocast::widen(self)?;
+        x.softmax_kernel(op, dim, log)
+    }
+
+    fn softmax_kernel(&self, op: &'static str, dim: isize, log: bool) -> Result<Tensor> {
         let d = shape::dim(op, dim, self.rank())?;
         let split = if self.rank() == 0 {
             (1, 1, 1)

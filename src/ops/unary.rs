@@ -25,11 +25,20 @@ pub(crate) enum Saves {
 pub(crate) trait Unary: Copy + Send + Sync + 'static {
     const NAME: &'static str;
     const SAVES: Saves;
+    /// Autocast runs this op in f32 (exp, log, pow).
+    const AUTOCAST_F32: bool = false;
     fn f<T: Real>(self, x: T) -> T;
     fn df<T: Real>(self, x: T, y: T) -> T;
 }
 
 pub(crate) fn apply<U: Unary>(x: &Tensor, op: U) -> Result<Tensor> {
+    let widened;
+    let x = if U::AUTOCAST_F32 {
+        widened = crate::ops::autocast::widen(x)?;
+        &widened
+    } else {
+        x
+    };
     let out = with_buffer!(&*x.data(), v => cpu::map(v, |a| op.f(a)).into_buffer());
     Ok(record(
         U::NAME,
@@ -88,12 +97,16 @@ impl<U: Unary> Backward for UnaryBackward<U> {
 
 macro_rules! unary_op {
     ($(#[$doc:meta])* $ty:ident, $name:literal, $saves:ident, |$s:ident, $x:ident| $f:expr, |$s2:ident, $dx:ident, $dy:ident| $df:expr) => {
+        unary_op!($(#[$doc])* $ty, $name, $saves, false, |$s, $x| $f, |$s2, $dx, $dy| $df);
+    };
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $saves:ident, $f32:literal, |$s:ident, $x:ident| $f:expr, |$s2:ident, $dx:ident, $dy:ident| $df:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy)]
         pub(crate) struct $ty(pub f64);
         impl Unary for $ty {
             const NAME: &'static str = $name;
             const SAVES: Saves = Saves::$saves;
+            const AUTOCAST_F32: bool = $f32;
             #[allow(unused_variables)]
             fn f<T: Real>(self, $x: T) -> T {
                 let $s = T::c(self.0);
@@ -115,9 +128,9 @@ unary_op!(/// y = x + s; y' = 1. Saves: nothing.
 unary_op!(/// y = x·s; y' = s. Saves: nothing.
     MulScalar, "mul_scalar", Nothing, |s, x| x * s, |s, _x, _y| s);
 unary_op!(/// y = eˣ; y' = y. Saves: output.
-    Exp, "exp", Output, |_s, x| x.exp(), |_s, _x, y| y);
+    Exp, "exp", Output, true, |_s, x| x.exp(), |_s, _x, y| y);
 unary_op!(/// y = ln x; y' = 1/x. Saves: input.
-    Log, "log", Input, |_s, x| x.ln(), |_s, x, _y| x.recip());
+    Log, "log", Input, true, |_s, x| x.ln(), |_s, x, _y| x.recip());
 unary_op!(/// y = tanh x; y' = 1 − y². Saves: output.
     Tanh, "tanh", Output, |_s, x| x.tanh_k(), |_s, _x, y| T::one() - y * y);
 unary_op!(/// y = 1/(1+e⁻ˣ); y' = y(1 − y). Saves: output.
@@ -127,7 +140,7 @@ unary_op!(/// y = max(x, 0); y' = 1 where y > 0. Saves: output.
 unary_op!(/// y = √x; y' = 1/(2y). Saves: output.
     Sqrt, "sqrt", Output, |_s, x| x.sqrt(), |_s, _x, y| (y + y).recip());
 unary_op!(/// y = xᵖ; y' = p·xᵖ⁻¹. Saves: input.
-    Pow, "pow", Input, |p, x| x.powf(p), |p, x, _y| p * x.powf(p - T::one()));
+    Pow, "pow", Input, true, |p, x| x.powf(p), |p, x, _y| p * x.powf(p - T::one()));
 
 impl Tensor {
     /// −x.

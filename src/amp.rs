@@ -1,0 +1,143 @@
+//! Dynamic loss scaling (PyTorch's `GradScaler`): scale the loss so small fp16 gradients do
+//! not underflow, unscale before the optimizer step, skip steps whose gradients overflowed,
+//! and adapt the scale. Defaults and rules are PyTorch's: init 65536, growth ×2 after 2000
+//! clean steps, backoff ×0.5 on inf/NaN.
+
+use crate::error::{Error, Result};
+use crate::optim::Optimizer;
+use crate::storage::Buffer;
+use crate::tensor::Tensor;
+
+/// PyTorch's error for unscaling fp16 gradients.
+pub const FP16_GRADS_MSG: &str = "Attempting to unscale FP16 gradients.";
+/// PyTorch's error for a second `unscale_` in one step.
+pub const UNSCALE_TWICE_MSG: &str =
+    "unscale_() has already been called on this optimizer since the last update().";
+
+/// The scaler's state, for resuming exactly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScalerState {
+    /// Current scale.
+    pub scale: f32,
+    /// Consecutive clean steps.
+    pub growth_tracker: u32,
+}
+
+/// Dynamic loss scaler.
+#[derive(Debug, Clone)]
+pub struct GradScaler {
+    scale: f32,
+    /// Multiplier after `growth_interval` clean steps.
+    pub growth_factor: f32,
+    /// Multiplier after a step with inf/NaN gradients.
+    pub backoff_factor: f32,
+    /// Clean steps before growing.
+    pub growth_interval: u32,
+    tracker: u32,
+    /// `Some(found_inf)` once `unscale_` ran in this step.
+    unscaled: Option<bool>,
+    found_inf_last: bool,
+}
+
+impl Default for GradScaler {
+    fn default() -> Self {
+        GradScaler {
+            scale: 65536.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+            tracker: 0,
+            unscaled: None,
+            found_inf_last: false,
+        }
+    }
+}
+
+impl GradScaler {
+    /// A scaler with PyTorch's defaults.
+    pub fn new() -> GradScaler {
+        GradScaler::default()
+    }
+
+    /// The current scale.
+    pub fn get_scale(&self) -> f32 {
+        self.scale
+    }
+
+    /// loss × scale (a tape op, so backward produces scaled gradients).
+    pub fn scale(&self, loss: &Tensor) -> Result<Tensor> {
+        loss.mul_scalar(self.scale as f64)
+    }
+
+    /// Multiplies every gradient of `opt`'s parameters by 1/scale in place and records whether
+    /// any value is inf or NaN (unscaling happens either way). At most once per step.
+    pub fn unscale_(&mut self, opt: &dyn Optimizer) -> Result<()> {
+        if self.unscaled.is_some() {
+            return Err(Error::invalid("GradScaler", UNSCALE_TWICE_MSG));
+        }
+        let inv = ((1.0f64 / self.scale as f64) as f32,);
+        let mut found_inf = false;
+        for p in opt.params() {
+            let Some(g) = p.grad() else { continue };
+            let data = match &*g.data() {
+                Buffer::F32(v) => v.iter().map(|x| x * inv.0).collect::<Vec<f32>>(),
+                Buffer::F16(_) => return Err(Error::invalid("GradScaler", FP16_GRADS_MSG)),
+                Buffer::F64(_) => {
+                    return Err(Error::invalid("GradScaler", "expected f32 gradients"));
+                }
+            };
+            found_inf |= data.iter().any(|x| !x.is_finite());
+            p.set_grad(Some(Tensor::from_vec(data, g.shape())?));
+        }
+        self.unscaled = Some(found_inf);
+        Ok(())
+    }
+
+    /// Unscales if not yet done, then runs `opt.step()` unless a gradient was inf/NaN (then
+    /// parameters and optimizer state stay untouched). Returns whether the step ran.
+    pub fn step(&mut self, opt: &mut dyn Optimizer) -> Result<bool> {
+        if self.unscaled.is_none() {
+            self.unscale_(opt)?;
+        }
+        let found_inf = self.unscaled.unwrap_or(false);
+        self.found_inf_last = found_inf;
+        if !found_inf {
+            opt.step()?;
+        }
+        Ok(!found_inf)
+    }
+
+    /// Adapts the scale: ×backoff and reset after an overflow; ×growth after
+    /// `growth_interval` clean steps (only if the result stays finite).
+    pub fn update(&mut self) {
+        let found_inf = self.unscaled.take().unwrap_or(self.found_inf_last);
+        if found_inf {
+            self.scale *= self.backoff_factor;
+            self.tracker = 0;
+        } else {
+            self.tracker += 1;
+            if self.tracker == self.growth_interval {
+                let grown = self.scale * self.growth_factor;
+                if grown.is_finite() {
+                    self.scale = grown;
+                }
+                self.tracker = 0;
+            }
+        }
+        self.found_inf_last = false;
+    }
+
+    /// The state needed to resume.
+    pub fn state_dict(&self) -> ScalerState {
+        ScalerState {
+            scale: self.scale,
+            growth_tracker: self.tracker,
+        }
+    }
+
+    /// Restores a saved state.
+    pub fn load_state_dict(&mut self, s: ScalerState) {
+        self.scale = s.scale;
+        self.tracker = s.growth_tracker;
+    }
+}

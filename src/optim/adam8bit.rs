@@ -1,0 +1,271 @@
+//! Blockwise 8-bit AdamW (Dettmers et al., bitsandbytes ≥ 0.44). Per parameter: m in the signed
+//! dynamic map and v in the unsigned one, one byte each, plus one fp32 absmax per 256-element
+//! block and state; parameters under 4096 elements keep fp32 state. Each step, per element:
+//! dequantize m, v with the block's old absmax; m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g²; new
+//! absmax = block max |m|, max v; the parameter is updated from the unquantized m, v exactly as
+//! fp32 AdamW does (decay first, PyTorch's order: p ← p·(1 − lr·wd), then the Adam step);
+//! m, v are requantized to the nearest code (no stochastic rounding). A non-finite gradient
+//! element zeroes its m and v and leaves its parameter untouched.
+
+use super::adamw::{AdamConfig, StepConsts, adam_update, adamw_elem};
+use super::quant_map::QuantMap;
+use super::{
+    OptimState, Optimizer, ParamGroup, StateBuffer, check_state_len, grad_f32, with_f32_mut,
+};
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+/// Elements per quantization block.
+pub const BLOCK: usize = 256;
+/// Parameters with fewer elements keep fp32 state.
+pub const MIN_8BIT_SIZE: usize = 4096;
+
+/// One parameter's optimizer state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Adam8bitState {
+    /// Small parameters: fp32 m and v.
+    Fp32 {
+        /// First moment.
+        m: Vec<f32>,
+        /// Second moment.
+        v: Vec<f32>,
+    },
+    /// Codes and per-block absmax for m and v.
+    Blockwise {
+        /// Signed-map codes of m.
+        m: Vec<u8>,
+        /// Unsigned-map codes of v.
+        v: Vec<u8>,
+        /// Per-block absmax of m.
+        absmax_m: Vec<f32>,
+        /// Per-block max of v.
+        absmax_v: Vec<f32>,
+    },
+}
+
+impl Adam8bitState {
+    /// Bytes this state occupies.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Adam8bitState::Fp32 { m, v } => 4 * (m.len() + v.len()),
+            Adam8bitState::Blockwise {
+                m,
+                v,
+                absmax_m,
+                absmax_v,
+            } => m.len() + v.len() + 4 * (absmax_m.len() + absmax_v.len()),
+        }
+    }
+}
+
+/// AdamW with blockwise 8-bit state.
+#[derive(Debug, Clone)]
+pub struct AdamW8bit {
+    groups: Vec<ParamGroup>,
+    /// β and ε.
+    pub config: AdamConfig,
+    state: Vec<Option<Adam8bitState>>,
+    step: u64,
+    qm: QuantMap,
+    qv: QuantMap,
+}
+
+impl AdamW8bit {
+    /// 8-bit AdamW over `groups` with PyTorch's β and ε.
+    pub fn new(groups: Vec<ParamGroup>) -> AdamW8bit {
+        let n = groups.iter().map(|g| g.params.len()).sum();
+        AdamW8bit {
+            groups,
+            config: AdamConfig::default(),
+            state: vec![None; n],
+            step: 0,
+            qm: QuantMap::signed(),
+            qv: QuantMap::unsigned(),
+        }
+    }
+
+    /// Bytes of optimizer state held now.
+    pub fn state_bytes(&self) -> usize {
+        self.state.iter().flatten().map(Adam8bitState::bytes).sum()
+    }
+
+    /// The state of parameter `i` (in group order), once it has taken a step.
+    pub fn state(&self, i: usize) -> Option<&Adam8bitState> {
+        self.state.get(i).and_then(Option::as_ref)
+    }
+
+    fn fresh(&self, n: usize) -> Adam8bitState {
+        if n < MIN_8BIT_SIZE {
+            return Adam8bitState::Fp32 {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            };
+        }
+        let blocks = n.div_ceil(BLOCK);
+        Adam8bitState::Blockwise {
+            m: vec![self.qm.zero_code(); n],
+            v: vec![self.qv.zero_code(); n],
+            absmax_m: vec![0.0; blocks],
+            absmax_v: vec![0.0; blocks],
+        }
+    }
+}
+
+/// One 256-element block: dequantize, update moments and parameters, requantize.
+#[allow(clippy::too_many_arguments)]
+fn block_step(
+    w: &mut [f32],
+    g: &[f32],
+    qm: &mut [u8],
+    qv: &mut [u8],
+    am: &mut f32,
+    av: &mut f32,
+    mapm: &QuantMap,
+    mapv: &QuantMap,
+    k: StepConsts,
+) {
+    let n = w.len();
+    let (mut sm, mut sv) = ([0f32; BLOCK], [0f32; BLOCK]);
+    let (mut new_am, mut new_av) = (0f32, 0f32);
+    for j in 0..n {
+        let gj = g[j];
+        if gj.is_finite() {
+            sm[j] = k.b1 * (mapm.value(qm[j]) * *am) + (1.0 - k.b1) * gj;
+            sv[j] = k.b2 * (mapv.value(qv[j]) * *av) + (1.0 - k.b2) * gj * gj;
+        }
+        new_am = new_am.max(sm[j].abs());
+        new_av = new_av.max(sv[j]);
+    }
+    for j in 0..n {
+        if g[j].is_finite() {
+            adam_update(&mut w[j], sm[j], sv[j], k);
+        }
+    }
+    let (im, iv) = (
+        if new_am > 0.0 { 1.0 / new_am } else { 0.0 },
+        if new_av > 0.0 { 1.0 / new_av } else { 0.0 },
+    );
+    for j in 0..n {
+        qm[j] = mapm.quantize(sm[j] * im);
+        qv[j] = mapv.quantize(sv[j] * iv);
+    }
+    *am = new_am;
+    *av = new_av;
+}
+
+impl Optimizer for AdamW8bit {
+    fn step(&mut self) -> Result<()> {
+        self.step += 1;
+        let mut idx = 0;
+        for gi in 0..self.groups.len() {
+            let group = &self.groups[gi];
+            let k = StepConsts::new(self.config, group.lr, group.weight_decay, self.step);
+            for pi in 0..self.groups[gi].params.len() {
+                let p = self.groups[gi].params[pi].clone();
+                let slot = idx;
+                idx += 1;
+                let Some(g) = grad_f32(&p, "AdamW8bit")? else {
+                    continue;
+                };
+                if self.state[slot].is_none() {
+                    self.state[slot] = Some(self.fresh(g.len()));
+                }
+                let (qm, qv) = (&self.qm, &self.qv);
+                let state = self.state[slot].as_mut().expect("initialised above");
+                with_f32_mut(&p, "AdamW8bit", |w| match state {
+                    Adam8bitState::Fp32 { m, v } => {
+                        for (((w, &g), m), v) in
+                            w.iter_mut().zip(&g).zip(m.iter_mut()).zip(v.iter_mut())
+                        {
+                            if g.is_finite() {
+                                adamw_elem(w, g, m, v, k);
+                            } else {
+                                (*m, *v) = (0.0, 0.0);
+                            }
+                        }
+                    }
+                    Adam8bitState::Blockwise {
+                        m,
+                        v,
+                        absmax_m,
+                        absmax_v,
+                    } => {
+                        w.par_chunks_mut(BLOCK)
+                            .zip(g.par_chunks(BLOCK))
+                            .zip(m.par_chunks_mut(BLOCK))
+                            .zip(v.par_chunks_mut(BLOCK))
+                            .zip(absmax_m.par_iter_mut())
+                            .zip(absmax_v.par_iter_mut())
+                            .with_min_len(64)
+                            .for_each(|(((((w, g), m), v), am), av)| {
+                                block_step(w, g, m, v, am, av, qm, qv, k)
+                            });
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+    fn groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+    fn groups_mut(&mut self) -> &mut [ParamGroup] {
+        &mut self.groups
+    }
+    fn state_dict(&self) -> OptimState {
+        let buffers = self
+            .state
+            .iter()
+            .map(|s| match s {
+                None => Vec::new(),
+                Some(Adam8bitState::Fp32 { m, v }) => vec![
+                    ("exp_avg".into(), StateBuffer::F32(m.clone())),
+                    ("exp_avg_sq".into(), StateBuffer::F32(v.clone())),
+                ],
+                Some(Adam8bitState::Blockwise {
+                    m,
+                    v,
+                    absmax_m,
+                    absmax_v,
+                }) => vec![
+                    ("state1".into(), StateBuffer::U8(m.clone())),
+                    ("state2".into(), StateBuffer::U8(v.clone())),
+                    ("absmax1".into(), StateBuffer::F32(absmax_m.clone())),
+                    ("absmax2".into(), StateBuffer::F32(absmax_v.clone())),
+                ],
+            })
+            .collect();
+        OptimState {
+            step: self.step,
+            buffers,
+        }
+    }
+    fn load_state_dict(&mut self, state: OptimState) -> Result<()> {
+        check_state_len("AdamW8bit", state.buffers.len(), self.state.len())?;
+        let mut out = Vec::with_capacity(state.buffers.len());
+        for b in state.buffers {
+            out.push(match &b[..] {
+                [] => None,
+                [(_, StateBuffer::F32(m)), (_, StateBuffer::F32(v))] => Some(Adam8bitState::Fp32 {
+                    m: m.clone(),
+                    v: v.clone(),
+                }),
+                [
+                    (_, StateBuffer::U8(m)),
+                    (_, StateBuffer::U8(v)),
+                    (_, StateBuffer::F32(am)),
+                    (_, StateBuffer::F32(av)),
+                ] => Some(Adam8bitState::Blockwise {
+                    m: m.clone(),
+                    v: v.clone(),
+                    absmax_m: am.clone(),
+                    absmax_v: av.clone(),
+                }),
+                _ => return Err(Error::invalid("AdamW8bit", "unrecognised state layout")),
+            });
+        }
+        self.step = state.step;
+        self.state = out;
+        Ok(())
+    }
+}

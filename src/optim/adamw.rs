@@ -1,0 +1,171 @@
+//! AdamW with PyTorch's defaults (lr 1e-3, β = (0.9, 0.999), ε = 1e-8, weight decay 1e-2) and
+//! update: p ← p·(1 − lr·wd); m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
+//! p ← p − (lr/(1−β₁ᵗ))·m / (√v/√(1−β₂ᵗ) + ε). State: fp32 m and v (8 bytes per parameter).
+
+use super::{
+    OptimState, Optimizer, ParamGroup, StateBuffer, check_state_len, grad_f32, with_f32_mut,
+};
+use crate::error::Result;
+use rayon::prelude::*;
+
+/// Hyperparameters shared by AdamW and its 8-bit variant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamConfig {
+    /// β₁, β₂.
+    pub betas: (f64, f64),
+    /// ε.
+    pub eps: f64,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+        }
+    }
+}
+
+/// Decoupled-weight-decay Adam with fp32 state.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    groups: Vec<ParamGroup>,
+    /// β and ε.
+    pub config: AdamConfig,
+    state: Vec<Option<(Vec<f32>, Vec<f32>)>>,
+    step: u64,
+}
+
+impl AdamW {
+    /// AdamW over `groups` with PyTorch's β and ε.
+    pub fn new(groups: Vec<ParamGroup>) -> AdamW {
+        let n = groups.iter().map(|g| g.params.len()).sum();
+        AdamW {
+            groups,
+            config: AdamConfig::default(),
+            state: vec![None; n],
+            step: 0,
+        }
+    }
+
+    /// Bytes of optimizer state held now.
+    pub fn state_bytes(&self) -> usize {
+        self.state
+            .iter()
+            .flatten()
+            .map(|(m, v)| 4 * (m.len() + v.len()))
+            .sum()
+    }
+}
+
+/// The constants of one AdamW step: β₁, β₂, ε, `c1 = lr/(1−β₁ᵗ)`, `c2 = 1/√(1−β₂ᵗ)` and
+/// `decay = 1 − lr·wd`. Shared with the 8-bit optimizer (and its CUDA kernel's arguments).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepConsts {
+    pub b1: f32,
+    pub b2: f32,
+    pub eps: f32,
+    pub c1: f32,
+    pub c2: f32,
+    pub decay: f32,
+}
+
+impl StepConsts {
+    pub(crate) fn new(config: AdamConfig, lr: f64, weight_decay: f64, t: u64) -> StepConsts {
+        let c1 = lr / (1.0 - config.betas.0.powi(t as i32));
+        let c2 = 1.0 / (1.0 - config.betas.1.powi(t as i32)).sqrt();
+        StepConsts {
+            b1: config.betas.0 as f32,
+            b2: config.betas.1 as f32,
+            eps: config.eps as f32,
+            c1: c1 as f32,
+            c2: c2 as f32,
+            decay: (1.0 - lr * weight_decay) as f32,
+        }
+    }
+}
+
+/// The parameter update from (unquantized) moments: decay first, then the Adam step.
+#[inline]
+pub(crate) fn adam_update(w: &mut f32, m: f32, v: f32, k: StepConsts) {
+    *w *= k.decay;
+    *w -= k.c1 * m / (v.sqrt() * k.c2 + k.eps);
+}
+
+/// The per-element AdamW update: moments, then [`adam_update`].
+#[inline]
+pub(crate) fn adamw_elem(w: &mut f32, g: f32, m: &mut f32, v: &mut f32, k: StepConsts) {
+    *m = k.b1 * *m + (1.0 - k.b1) * g;
+    *v = k.b2 * *v + (1.0 - k.b2) * g * g;
+    adam_update(w, *m, *v, k);
+}
+
+impl Optimizer for AdamW {
+    fn step(&mut self) -> Result<()> {
+        self.step += 1;
+        let mut k = 0;
+        for group in &self.groups {
+            let consts = StepConsts::new(self.config, group.lr, group.weight_decay, self.step);
+            for p in &group.params {
+                let slot = &mut self.state[k];
+                k += 1;
+                let Some(g) = grad_f32(p, "AdamW")? else {
+                    continue;
+                };
+                let (m, v) = slot.get_or_insert_with(|| (vec![0.0; g.len()], vec![0.0; g.len()]));
+                with_f32_mut(p, "AdamW", |w| {
+                    const CH: usize = 1 << 14;
+                    w.par_chunks_mut(CH)
+                        .zip(g.par_chunks(CH))
+                        .zip(m.par_chunks_mut(CH))
+                        .zip(v.par_chunks_mut(CH))
+                        .for_each(|(((w, g), m), v)| {
+                            for (((w, &g), m), v) in
+                                w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                            {
+                                adamw_elem(w, g, m, v, consts);
+                            }
+                        });
+                })?;
+            }
+        }
+        Ok(())
+    }
+    fn groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+    fn groups_mut(&mut self) -> &mut [ParamGroup] {
+        &mut self.groups
+    }
+    fn state_dict(&self) -> OptimState {
+        OptimState {
+            step: self.step,
+            buffers: self
+                .state
+                .iter()
+                .map(|s| match s {
+                    Some((m, v)) => vec![
+                        ("exp_avg".to_string(), StateBuffer::F32(m.clone())),
+                        ("exp_avg_sq".to_string(), StateBuffer::F32(v.clone())),
+                    ],
+                    None => Vec::new(),
+                })
+                .collect(),
+        }
+    }
+    fn load_state_dict(&mut self, state: OptimState) -> Result<()> {
+        check_state_len("AdamW", state.buffers.len(), self.state.len())?;
+        self.step = state.step;
+        self.state = state
+            .buffers
+            .into_iter()
+            .map(|b| match &b[..] {
+                [(_, StateBuffer::F32(m)), (_, StateBuffer::F32(v))] => {
+                    Some((m.clone(), v.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(())
+    }
+}

@@ -1,0 +1,33 @@
+//! `clip_grad_norm_` with PyTorch's semantics: the total L2 norm over all gradients; every
+//! gradient is multiplied by min(1, max_norm / (total + 1e-6)); the total norm is returned.
+
+use crate::error::Result;
+use crate::storage::Buffer;
+use crate::tensor::Tensor;
+
+/// Clips the gradients of `params` in place to a total L2 norm of at most `max_norm`; returns
+/// the norm before clipping. Parameters without a gradient are skipped.
+pub fn clip_grad_norm_(params: &[Tensor], max_norm: f64) -> Result<f64> {
+    let grads: Vec<Tensor> = params.iter().filter_map(Tensor::grad).collect();
+    let total = grads
+        .iter()
+        .map(|g| g.to_vec_f64().iter().map(|x| x * x).sum::<f64>())
+        .sum::<f64>()
+        .sqrt();
+    let coef = (max_norm / (total + 1e-6)).min(1.0);
+    if coef < 1.0 {
+        for (p, g) in params.iter().filter(|p| p.grad().is_some()).zip(&grads) {
+            let scaled = match &*g.data() {
+                Buffer::F32(v) => Buffer::F32(v.iter().map(|x| x * coef as f32).collect()),
+                Buffer::F16(v) => Buffer::F16(
+                    v.iter()
+                        .map(|x| half::f16::from_f32(x.to_f32() * coef as f32))
+                        .collect(),
+                ),
+                Buffer::F64(v) => Buffer::F64(v.iter().map(|x| x * coef).collect()),
+            };
+            p.set_grad(Some(Tensor::from_buffer(scaled, g.shape())?));
+        }
+    }
+    Ok(total)
+}

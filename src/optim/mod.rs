@@ -1,0 +1,125 @@
+//! Optimizers with PyTorch's update rules and defaults: SGD (momentum, Nesterov, weight
+//! decay), AdamW (fp32 state), blockwise 8-bit AdamW (bitsandbytes' algorithm), and
+//! `clip_grad_norm_`. Parameters are updated in place, outside the tape.
+
+mod adam8bit;
+mod adamw;
+mod clip;
+pub mod quant_map;
+mod sgd;
+
+pub use adam8bit::{Adam8bitState, AdamW8bit, BLOCK, MIN_8BIT_SIZE};
+pub use adamw::AdamW;
+pub use clip::clip_grad_norm_;
+pub use sgd::Sgd;
+
+use crate::error::{Error, Result};
+use crate::storage::Buffer;
+use crate::tensor::Tensor;
+
+/// Parameters sharing a learning rate and weight decay (PyTorch's param groups).
+#[derive(Debug, Clone)]
+pub struct ParamGroup {
+    /// The parameters.
+    pub params: Vec<Tensor>,
+    /// Learning rate.
+    pub lr: f64,
+    /// Weight decay (L2 for SGD, decoupled for AdamW).
+    pub weight_decay: f64,
+}
+
+impl ParamGroup {
+    /// A group with the given rates.
+    pub fn new(params: Vec<Tensor>, lr: f64, weight_decay: f64) -> ParamGroup {
+        ParamGroup {
+            params,
+            lr,
+            weight_decay,
+        }
+    }
+}
+
+/// A saved optimizer state: per-parameter buffers and counters, in parameter order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimState {
+    /// Steps taken.
+    pub step: u64,
+    /// Named buffers per parameter (e.g. `exp_avg`), as raw bytes or f32 values.
+    pub buffers: Vec<Vec<(String, StateBuffer)>>,
+}
+
+/// One state buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateBuffer {
+    /// fp32 values.
+    F32(Vec<f32>),
+    /// Quantization codes.
+    U8(Vec<u8>),
+}
+
+/// What every optimizer offers.
+pub trait Optimizer {
+    /// Applies one update from the parameters' `.grad` (parameters without one are skipped).
+    fn step(&mut self) -> Result<()>;
+    /// The parameter groups (learning rates can be changed through them).
+    fn groups(&self) -> &[ParamGroup];
+    /// Mutable groups, for schedulers.
+    fn groups_mut(&mut self) -> &mut [ParamGroup];
+    /// The state needed to resume exactly.
+    fn state_dict(&self) -> OptimState;
+    /// Restores a state saved by [`Optimizer::state_dict`].
+    fn load_state_dict(&mut self, state: OptimState) -> Result<()>;
+    /// Clears every parameter's gradient (PyTorch's `set_to_none=True`).
+    fn zero_grad(&self) {
+        for g in self.groups() {
+            g.params.iter().for_each(Tensor::zero_grad);
+        }
+    }
+    /// Every parameter, in group order.
+    fn params(&self) -> Vec<Tensor> {
+        self.groups()
+            .iter()
+            .flat_map(|g| g.params.iter().cloned())
+            .collect()
+    }
+}
+
+/// The f32 values of a parameter's gradient; optimizers keep fp32 master weights.
+pub(crate) fn grad_f32(p: &Tensor, op: &'static str) -> Result<Option<Vec<f32>>> {
+    let Some(g) = p.grad() else { return Ok(None) };
+    match &*g.data() {
+        Buffer::F32(v) => Ok(Some(v.clone())),
+        b => Err(Error::invalid(
+            op,
+            format!(
+                "expected f32 gradients (fp32 master weights), got {:?}",
+                b.dtype()
+            ),
+        )),
+    }
+}
+
+/// Runs `f` on the parameter's f32 values in place.
+pub(crate) fn with_f32_mut(p: &Tensor, op: &'static str, f: impl FnOnce(&mut [f32])) -> Result<()> {
+    let mut res = Ok(());
+    p.update_data(|b| match b {
+        Buffer::F32(v) => f(v),
+        other => {
+            res = Err(Error::invalid(
+                op,
+                format!("expected f32 parameters, got {:?}", other.dtype()),
+            ))
+        }
+    })?;
+    res
+}
+
+pub(crate) fn check_state_len(op: &'static str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::invalid(
+            op,
+            format!("state has {got} parameters, the optimizer {want}"),
+        ));
+    }
+    Ok(())
+}

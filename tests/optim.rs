@@ -1,0 +1,325 @@
+//! Optimizers: PyTorch's update rules, bitsandbytes' 8-bit maps and quantization, exact state
+//! memory, convergence of 8-bit against fp32, resuming, gradient clipping.
+
+use approx::assert_relative_eq;
+use rewind::Tensor;
+use rewind::optim::quant_map::{QuantMap, dynamic_map};
+use rewind::optim::{
+    Adam8bitState, AdamW, AdamW8bit, BLOCK, Optimizer, ParamGroup, Sgd, clip_grad_norm_,
+};
+
+fn param(v: &[f32]) -> Tensor {
+    Tensor::from_vec(v.to_vec(), &[v.len()])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap()
+}
+
+fn set_grad(p: &Tensor, g: &[f32]) {
+    p.set_grad(Some(Tensor::from_vec(g.to_vec(), p.shape()).unwrap()));
+}
+
+#[test]
+fn sgd_with_momentum_nesterov_and_weight_decay_follows_pytorch() {
+    // w = 1, g = 0.5 each step, lr 0.1, μ 0.9, wd 0.01, Nesterov.
+    // d₁ = g + wd·w; buf₁ = d₁; w ← w − lr(d₁ + μ·buf₁); d₂ = g + wd·w; buf₂ = μ·buf₁ + d₂; ...
+    let p = param(&[1.0]);
+    let mut opt = Sgd::new(vec![ParamGroup::new(vec![p.clone()], 0.1, 0.01)], 0.9, true).unwrap();
+    let (mut w, mut buf) = (1.0f64, 0.0f64);
+    for t in 0..3 {
+        set_grad(&p, &[0.5]);
+        opt.step().unwrap();
+        let d = 0.5 + 0.01 * w;
+        buf = if t == 0 { d } else { 0.9 * buf + d };
+        w -= 0.1 * (d + 0.9 * buf);
+    }
+    assert_relative_eq!(p.to_vec_f64()[0], w, max_relative = 1e-6);
+}
+
+#[test]
+fn adamw_follows_pytorch_formula() {
+    // PyTorch AdamW: w ← w(1 − lr·wd); m, v EMAs; w ← w − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε).
+    let p = param(&[0.5, -1.0]);
+    let mut opt = AdamW::new(vec![ParamGroup::new(vec![p.clone()], 1e-2, 0.1)]);
+    let gs = [[0.1f64, -0.2], [0.3, 0.05], [-0.4, 0.0]];
+    let mut w = [0.5f64, -1.0];
+    let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);
+    for (t, g) in gs.iter().enumerate() {
+        set_grad(&p, &[g[0] as f32, g[1] as f32]);
+        opt.step().unwrap();
+        let t = t as i32 + 1;
+        for i in 0..2 {
+            w[i] *= 1.0 - 1e-2 * 0.1;
+            m[i] = 0.9 * m[i] + 0.1 * g[i];
+            v[i] = 0.999 * v[i] + 0.001 * g[i] * g[i];
+            w[i] -= 1e-2 / (1.0 - 0.9f64.powi(t)) * m[i]
+                / (v[i].sqrt() / (1.0 - 0.999f64.powi(t)).sqrt() + 1e-8);
+        }
+    }
+    assert_relative_eq!(p.to_vec_f64().as_slice(), &w[..], max_relative = 1e-5);
+    assert_eq!(opt.state_bytes(), 2 * 2 * 4);
+}
+
+#[test]
+fn dynamic_maps_have_bitsandbytes_properties() {
+    for signed in [true, false] {
+        let m = dynamic_map(signed);
+        assert!(
+            m.windows(2).all(|w| w[0] < w[1]),
+            "256 strictly sorted values"
+        );
+        assert!(m.contains(&0.0) && m[255] == 1.0);
+        if signed {
+            assert_relative_eq!(m[0], -0.99297, epsilon = 1e-5);
+            // Symmetric but for 1.0: every other positive value has its negative.
+            assert!(
+                m.iter()
+                    .filter(|&&x| x > 0.0 && x < 1.0)
+                    .all(|x| m.contains(&-x))
+            );
+            assert!(!m.contains(&-1.0));
+        } else {
+            assert_eq!(m[0], 0.0);
+            assert!(m.iter().all(|&x| x >= 0.0));
+        }
+    }
+}
+
+#[test]
+fn quantize_picks_the_nearest_code() {
+    for map in [QuantMap::signed(), QuantMap::unsigned()] {
+        rewind::rng::manual_seed(1);
+        for u in rewind::rng::uniform_vec(20_000) {
+            let x = if map.signed {
+                (2.0 * u - 1.0) as f32
+            } else {
+                u as f32
+            };
+            let q = map.nearest(x);
+            let best = map
+                .codes
+                .iter()
+                .map(|c| (c - x).abs())
+                .fold(f32::MAX, f32::min);
+            assert!(
+                (map.value(q) - x).abs() <= best + 1e-7,
+                "x = {x}: code {} is not nearest",
+                map.value(q)
+            );
+            let qs = map.quantize(x);
+            if map.signed && x < 0.0 {
+                assert!(
+                    map.value(qs) < 0.0,
+                    "a negative value never maps to code 0 or above"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn blockwise_quantization_error_is_within_the_map_spacing() {
+    // Dequantize(quantize(x)) differs from x by at most half the gap between the two codes
+    // around x/absmax, times absmax (one more code for the sign rule).
+    let map = QuantMap::signed();
+    rewind::rng::manual_seed(2);
+    let block: Vec<f32> = rewind::rng::normal_vec(BLOCK)
+        .into_iter()
+        .map(|v| (v * 0.01) as f32)
+        .collect();
+    let absmax = block.iter().fold(0f32, |a, x| a.max(x.abs()));
+    for &x in &block {
+        let n = x / absmax;
+        let q = map.quantize(n);
+        let back = map.value(q) * absmax;
+        let i = map.codes.partition_point(|&c| c < n).clamp(1, 255);
+        let gap = (map.codes[i] - map.codes[i - 1]).max(map.codes[(i + 1).min(255)] - map.codes[i]);
+        assert!(
+            (back - x).abs() <= gap * absmax + 1e-9,
+            "x = {x}, back = {back}"
+        );
+    }
+}
+
+#[test]
+fn state_memory_is_two_bytes_per_param_plus_eight_per_block() {
+    let big = param(&vec![0.1; 10_000]);
+    let small = param(&vec![0.1; 4095]);
+    let mut opt = AdamW8bit::new(vec![ParamGroup::new(
+        vec![big.clone(), small.clone()],
+        1e-3,
+        0.0,
+    )]);
+    set_grad(&big, &vec![0.01; 10_000]);
+    set_grad(&small, &vec![0.01; 4095]);
+    opt.step().unwrap();
+    let blocks = 10_000usize.div_ceil(256);
+    assert!(matches!(
+        opt.state(0),
+        Some(Adam8bitState::Blockwise { .. })
+    ));
+    assert!(
+        matches!(opt.state(1), Some(Adam8bitState::Fp32 { .. })),
+        "under 4096 elements: fp32 state"
+    );
+    assert_eq!(opt.state(0).unwrap().bytes(), 2 * 10_000 + 8 * blocks);
+    assert_eq!(opt.state_bytes(), 2 * 10_000 + 8 * blocks + 8 * 4095);
+    // fp32 AdamW would hold 8 bytes per parameter: 8-bit saves ≥ 74% on the big tensor.
+    assert!((opt.state(0).unwrap().bytes() as f64) < 0.26 * (8 * 10_000) as f64);
+}
+
+#[test]
+fn non_finite_gradient_element_zeroes_its_state_and_spares_its_parameter() {
+    let p = param(&vec![1.0; 4096]);
+    let mut opt = AdamW8bit::new(vec![ParamGroup::new(vec![p.clone()], 1e-2, 0.0)]);
+    let mut g = vec![0.5f32; 4096];
+    set_grad(&p, &g);
+    opt.step().unwrap();
+    g[5] = f32::NAN;
+    g[300] = f32::INFINITY;
+    set_grad(&p, &g);
+    let before = p.to_vec_f32();
+    opt.step().unwrap();
+    let after = p.to_vec_f32();
+    assert_eq!((after[5], after[300]), (before[5], before[300]));
+    assert!(after[6] < before[6]);
+    let Some(Adam8bitState::Blockwise { m, v, .. }) = opt.state(0) else {
+        panic!("blockwise state")
+    };
+    let (qm, qv) = (QuantMap::signed(), QuantMap::unsigned());
+    assert_eq!(
+        (
+            qm.value(m[5]),
+            qv.value(v[5]),
+            qm.value(m[300]),
+            qv.value(v[300])
+        ),
+        (0.0, 0.0, 0.0, 0.0)
+    );
+}
+
+/// Noisy least squares y = X·w* + 0.5·ε with 64 features (the best loss is about the noise
+/// variance, not zero): loss curve of an optimizer over `steps`.
+fn fit(make: impl Fn(Vec<ParamGroup>) -> Box<dyn Optimizer>, steps: usize) -> Vec<f64> {
+    rewind::rng::manual_seed(5);
+    let (n, d) = (256, 64);
+    let x = Tensor::from_vec(
+        rewind::rng::normal_vec(n * d)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        &[n, d],
+    )
+    .unwrap();
+    let w_true = Tensor::from_vec(
+        rewind::rng::normal_vec(d * 64)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        &[64, d],
+    )
+    .unwrap();
+    let noise = Tensor::from_vec(
+        rewind::rng::normal_vec(n * 64)
+            .into_iter()
+            .map(|v| (0.5 * v) as f32)
+            .collect(),
+        &[n, 64],
+    )
+    .unwrap();
+    let y = rewind::no_grad(|| x.linear(&w_true, None)?.add(&noise)).unwrap();
+    let w = Tensor::zeros(&[64, d], rewind::DType::F32)
+        .requires_grad_(true)
+        .unwrap();
+    let mut opt = make(vec![ParamGroup::new(vec![w.clone()], 0.05, 0.0)]);
+    (0..steps)
+        .map(|_| {
+            let r = x.linear(&w, None).unwrap().sub(&y).unwrap();
+            let loss = r.mul(&r).unwrap().mean().unwrap();
+            loss.backward().unwrap();
+            opt.step().unwrap();
+            opt.zero_grad();
+            loss.item().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn eight_bit_adamw_tracks_fp32_adamw_and_both_converge() {
+    let fp32 = fit(|g| Box::new(AdamW::new(g)), 300);
+    let q8 = fit(|g| Box::new(AdamW8bit::new(g)), 300);
+    assert!(
+        fp32[299] < 0.01 * fp32[0] && q8[299] < 0.01 * q8[0],
+        "both converge: {} → {}, {} → {}",
+        fp32[0],
+        fp32[299],
+        q8[0],
+        q8[299]
+    );
+    // Along the way the losses stay within a few percent of each other.
+    for t in [0, 10, 25, 50, 100, 150, 200, 250, 299] {
+        eprintln!("t={t}: fp32 {:.5} 8bit {:.5}", fp32[t], q8[t]);
+    }
+    for t in [50, 100, 200, 299] {
+        assert_relative_eq!(q8[t], fp32[t], max_relative = 0.05);
+    }
+}
+
+#[test]
+fn resuming_from_a_state_dict_is_bit_exact() {
+    let run = |split: bool| {
+        let p = param(
+            &(0..5000)
+                .map(|i| (i as f32 * 0.001).sin())
+                .collect::<Vec<_>>(),
+        );
+        let mut opt = AdamW8bit::new(vec![ParamGroup::new(vec![p.clone()], 1e-2, 0.01)]);
+        for t in 0..6 {
+            if split && t == 3 {
+                let state = opt.state_dict();
+                opt = AdamW8bit::new(vec![ParamGroup::new(vec![p.clone()], 1e-2, 0.01)]);
+                opt.load_state_dict(state).unwrap();
+            }
+            set_grad(
+                &p,
+                &(0..5000)
+                    .map(|i| ((i + t) as f32 * 0.01).cos())
+                    .collect::<Vec<_>>(),
+            );
+            opt.step().unwrap();
+        }
+        p.to_vec_f32()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(false), run(true));
+}
+
+#[test]
+fn clip_grad_norm_scales_to_max_norm_and_returns_the_total() {
+    // grads (3, 4) and (12): total norm 13; max 6.5 → every grad × 0.5.
+    let a = param(&[0.0, 0.0]);
+    let b = param(&[0.0]);
+    set_grad(&a, &[3.0, 4.0]);
+    set_grad(&b, &[12.0]);
+    let total = clip_grad_norm_(&[a.clone(), b.clone()], 6.5).unwrap();
+    let clipped = a.grad().unwrap().to_vec_f32();
+    assert_relative_eq!(total, 13.0);
+    assert_relative_eq!(
+        a.grad().unwrap().to_vec_f32().as_slice(),
+        &[1.5f32, 2.0][..],
+        max_relative = 1e-6
+    );
+    assert_relative_eq!(b.grad().unwrap().to_vec_f32()[0], 6.0, max_relative = 1e-6);
+    assert_relative_eq!(
+        clip_grad_norm_(std::slice::from_ref(&a), 100.0).unwrap(),
+        2.5,
+        max_relative = 1e-6
+    );
+    assert_eq!(
+        a.grad().unwrap().to_vec_f32(),
+        clipped,
+        "under the limit nothing changes"
+    );
+}
