@@ -51,7 +51,9 @@ pub struct SweepRow {
     pub segmentation: String,
     /// Median seconds per SGD step.
     pub step_secs: f64,
-    /// Peak saved bytes over a step, from the tape.
+    /// Bytes saved for backward when the forward ended (what PyTorch's saved-tensor hooks see).
+    pub forward_saved: usize,
+    /// Peak saved bytes over a step, from the tape (recomputation included).
     pub peak_saved: usize,
     /// The planner's prediction of that peak.
     pub predicted_peak: usize,
@@ -63,8 +65,10 @@ pub struct SweepRow {
     pub budget: Option<usize>,
 }
 
-fn step(m: &ResidualMlp, params: &[Tensor], x: &Tensor, seg: &Segmentation) -> Result<()> {
+/// One SGD step; returns the bytes saved for backward when the forward ended.
+fn step(m: &ResidualMlp, params: &[Tensor], x: &Tensor, seg: &Segmentation) -> Result<usize> {
     let y = run_blocks(&m.modules(), x, seg, CheckpointMode::NonReentrant, "blocks")?;
+    let after_forward = tape::saved_bytes();
     y.mean()?.backward()?;
     for p in params {
         if let Some(g) = p.grad() {
@@ -77,7 +81,7 @@ fn step(m: &ResidualMlp, params: &[Tensor], x: &Tensor, seg: &Segmentation) -> R
         }
         p.zero_grad();
     }
-    Ok(())
+    Ok(after_forward)
 }
 
 /// Runs the sweep, calling `progress` after each point.
@@ -115,12 +119,13 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
         for (label, p) in plans {
             let seg = plan::segment(p, depth, Some(&costs))?;
             let mut err = Ok(());
-            let (mut peak_saved, mut peak_heap) = (0, None);
+            let (mut peak_saved, mut peak_heap, mut forward_saved) = (0, None, 0);
             let secs = median_secs(cfg.reps, || {
                 tape::reset_peak_saved_bytes();
                 alloc_counter::reset_peak();
-                if let Err(e) = step(&m, &params, &x, &seg) {
-                    err = Err(e);
+                match step(&m, &params, &x, &seg) {
+                    Ok(saved) => forward_saved = saved,
+                    Err(e) => err = Err(e),
                 }
                 peak_saved = peak_saved.max(tape::peak_saved_bytes());
                 peak_heap = alloc_counter::peak_bytes().max(peak_heap);
@@ -131,6 +136,7 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
                 plan: label,
                 segmentation: seg.describe(),
                 step_secs: secs,
+                forward_saved,
                 peak_saved,
                 predicted_peak: seg.predicted_peak(&costs),
                 peak_heap,
@@ -155,7 +161,7 @@ fn mib(b: usize) -> f64 {
 /// marks a budget below the least any segmentation needs, raised to that least.
 pub fn table(rows: &[SweepRow]) -> String {
     let mut s = String::from(
-        "   L  plan       step s   ×store  saved MiB  ×store  predicted MiB  heap MiB  recomputed  segments\n",
+        "   L  plan        step s  ×store  fwd-saved MiB  ×store  peak-saved MiB  ×store  predicted MiB  heap MiB  recomputed  segments\n",
     );
     for r in rows {
         let base = rows
@@ -164,11 +170,13 @@ pub fn table(rows: &[SweepRow]) -> String {
             .unwrap_or(r);
         let _ = writeln!(
             s,
-            "{:>4}  {:<9} {:>7.3}  {:>6.2}  {:>9.1}  {:>6.3}  {:>13.1}  {:>8}  {:>10}  {}",
+            "{:>4}  {:<10} {:>7.3}  {:>6.2}  {:>13.1}  {:>6.3}  {:>14.1}  {:>6.3}  {:>13.1}  {:>8}  {:>10}  {}",
             r.depth,
             r.plan,
             r.step_secs,
             r.step_secs / base.step_secs,
+            mib(r.forward_saved),
+            r.forward_saved as f64 / base.forward_saved.max(1) as f64,
             mib(r.peak_saved),
             r.peak_saved as f64 / base.peak_saved.max(1) as f64,
             mib(r.predicted_peak),
@@ -188,15 +196,16 @@ pub fn table(rows: &[SweepRow]) -> String {
 /// CSV of every row.
 pub fn csv(rows: &[SweepRow]) -> String {
     let mut s = String::from(
-        "depth,plan,step_secs,peak_saved_bytes,predicted_peak_bytes,peak_heap_bytes,recomputed_blocks,budget_bytes,segments\n",
+        "depth,plan,step_secs,forward_saved_bytes,peak_saved_bytes,predicted_peak_bytes,peak_heap_bytes,recomputed_blocks,budget_bytes,segments\n",
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{:.6},{},{},{},{},{},\"{}\"",
+            "{},{},{:.6},{},{},{},{},{},{},\"{}\"",
             r.depth,
             r.plan,
             r.step_secs,
+            r.forward_saved,
             r.peak_saved,
             r.predicted_peak,
             r.peak_heap.map_or(String::new(), |h| h.to_string()),
