@@ -29,6 +29,8 @@ pub mod autograd;
 pub mod bench;
 pub mod checkpoint;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod dtype;
 pub mod error;
 pub mod gradcheck;
