@@ -2,7 +2,13 @@
 //! device and launched through `cudarc`. cudarc panics when a CUDA library is missing, so every
 //! entry point first checks that the library is there and returns a typed error instead.
 
+pub mod adam8bit;
+pub mod device;
+pub mod hgemm;
 pub mod kernels;
+pub mod loss_scale;
+
+pub use device::Gpu;
 
 use crate::error::{Error, Result};
 

@@ -1,0 +1,73 @@
+//! One CUDA device: context, stream, and the kernel modules compiled for it (once each).
+
+use super::kernels::{KernelSource, compile_ptx};
+use super::{require_driver, require_nvrtc};
+use crate::error::{Error, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+fn driver_err(e: cudarc::driver::DriverError) -> Error {
+    Error::invalid("cuda", format!("{e:?}"))
+}
+
+/// A device with its stream and module cache.
+pub struct Gpu {
+    /// The context.
+    pub ctx: Arc<CudaContext>,
+    /// The stream every launch goes to.
+    pub stream: Arc<CudaStream>,
+    arch: &'static str,
+    modules: RefCell<HashMap<&'static str, Arc<CudaModule>>>,
+}
+
+impl Gpu {
+    /// Opens device `ordinal`: a typed error when the driver, NVRTC or a device is missing.
+    pub fn new(ordinal: usize) -> Result<Gpu> {
+        require_driver()?;
+        require_nvrtc()?;
+        let count = CudaContext::device_count().map_err(driver_err)?;
+        if count as usize <= ordinal {
+            return Err(Error::invalid("cuda", "no CUDA device"));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver_err)?;
+        let (major, _) = ctx.compute_capability().map_err(driver_err)?;
+        let arch = if major >= 9 { "sm_90" } else { "sm_80" };
+        Ok(Gpu {
+            stream: ctx.default_stream(),
+            ctx,
+            arch,
+            modules: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The architecture kernels are compiled for.
+    pub fn arch(&self) -> &'static str {
+        self.arch
+    }
+
+    /// Entry point `name` of kernel family `k`, compiling the family on first use.
+    pub fn function(&self, k: &KernelSource, name: &str) -> Result<CudaFunction> {
+        let module = match self.modules.borrow().get(k.file) {
+            Some(m) => m.clone(),
+            None => {
+                let ptx = compile_ptx(k, self.arch)?;
+                self.ctx
+                    .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+                    .map_err(driver_err)?
+            }
+        };
+        self.modules.borrow_mut().insert(k.file, module.clone());
+        module.load_function(name).map_err(driver_err)
+    }
+
+    /// Waits for the stream.
+    pub fn sync(&self) -> Result<()> {
+        self.stream.synchronize().map_err(driver_err)
+    }
+}
+
+pub(crate) fn cuda_err(e: cudarc::driver::DriverError) -> Error {
+    driver_err(e)
+}

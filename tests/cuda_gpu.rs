@@ -1,0 +1,139 @@
+//! GPU tests: every kernel against its CPU reference on random data with odd sizes. They need a
+//! CUDA device, so they are `#[ignore]`d (reported as ignored, never as passed) and run by
+//! `scripts/gpu-check.sh` with `--include-ignored`; without a device they fail saying so.
+#![cfg(feature = "cuda")]
+
+use half::f16;
+use rewind::cuda::Gpu;
+use rewind::cuda::hgemm::{Layout, hgemm_host};
+
+fn gpu() -> Gpu {
+    Gpu::new(0).unwrap_or_else(|e| panic!("skipped: no CUDA device ({e})"))
+}
+
+fn rand(n: usize, seed: u64) -> Vec<f32> {
+    rewind::rng::manual_seed(seed);
+    rewind::rng::uniform_vec(n)
+        .into_iter()
+        .map(|u| (2.0 * u - 1.0) as f32)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs a CUDA device: run scripts/gpu-check.sh"]
+fn hgemm_matches_the_f32_cpu_matmul_on_odd_sizes() {
+    let g = gpu();
+    for (m, n, k) in [
+        (1, 1, 1),
+        (17, 33, 65),
+        (128, 128, 32),
+        (300, 129, 77),
+        (1000, 513, 256),
+    ] {
+        let (a, b) = (rand(m * k, 1), rand(k * n, 2));
+        let (ah, bh): (Vec<f16>, Vec<f16>) = (
+            a.iter().map(|&x| f16::from_f32(x)).collect(),
+            b.iter().map(|&x| f16::from_f32(x)).collect(),
+        );
+        // CPU reference on the same f16-rounded inputs, f32 accumulation.
+        let ta =
+            rewind::Tensor::from_vec(ah.iter().map(|x| x.to_f32()).collect::<Vec<f32>>(), &[m, k])
+                .unwrap();
+        let tb =
+            rewind::Tensor::from_vec(bh.iter().map(|x| x.to_f32()).collect::<Vec<f32>>(), &[k, n])
+                .unwrap();
+        let want = ta.matmul(&tb).unwrap().to_vec_f32();
+        let got = hgemm_host(&g, &ah, &bh, m, n, k, Layout::Nn).unwrap();
+        for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-3 * (k as f32).sqrt() + 1e-3 * y.abs(),
+                "{m}×{n}×{k} at {i}: gpu {x} cpu {y}"
+            );
+        }
+        // The transposed layouts backward uses: B stored [N,K], A stored [K,M].
+        let bt: Vec<f16> = (0..n * k).map(|i| bh[(i % k) * n + i / k]).collect();
+        let got_nt = hgemm_host(&g, &ah, &bt, m, n, k, Layout::Nt).unwrap();
+        let at: Vec<f16> = (0..k * m).map(|i| ah[(i % m) * k + i / m]).collect();
+        let got_tn = hgemm_host(&g, &at, &bh, m, n, k, Layout::Tn).unwrap();
+        assert_eq!(got_nt, got, "{m}×{n}×{k} Nt");
+        assert_eq!(got_tn, got, "{m}×{n}×{k} Tn");
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device: run scripts/gpu-check.sh"]
+fn adam8bit_kernel_matches_the_cpu_reference_bit_for_bit() {
+    use rewind::optim::{Adam8bitState, AdamW8bit, Optimizer, ParamGroup};
+    let g = gpu();
+    let n = 10_000 + 77;
+    let (p0, grads) = (
+        rand(n, 3),
+        rand(n, 4)
+            .into_iter()
+            .map(|x| x * 0.01)
+            .collect::<Vec<f32>>(),
+    );
+    let p = rewind::Tensor::from_vec(p0.clone(), &[n])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let mut cpu = AdamW8bit::new(vec![ParamGroup::new(vec![p.clone()], 1e-3, 0.01)]);
+    let mut dev = rewind::cuda::adam8bit::DeviceAdam8bit::new(&g, &p0, &grads).unwrap();
+    for t in 1..=3u64 {
+        p.set_grad(Some(rewind::Tensor::from_vec(grads.clone(), &[n]).unwrap()));
+        cpu.step().unwrap();
+        let c1 = (1e-3 / (1.0 - 0.9f64.powi(t as i32))) as f32;
+        let c2 = (1.0 / (1.0 - 0.999f64.powi(t as i32)).sqrt()) as f32;
+        dev.step(&g, 0.9, 0.999, 1e-8, c1, c2, (1.0 - 1e-3 * 0.01) as f32)
+            .unwrap();
+    }
+    let st = &g.stream;
+    let Some(Adam8bitState::Blockwise {
+        m,
+        v,
+        absmax_m,
+        absmax_v,
+    }) = cpu.state(0)
+    else {
+        panic!("blockwise")
+    };
+    assert_eq!(&st.clone_dtoh(&dev.qm).unwrap(), m);
+    assert_eq!(&st.clone_dtoh(&dev.qv).unwrap(), v);
+    assert_eq!(&st.clone_dtoh(&dev.absmax_m).unwrap(), absmax_m);
+    assert_eq!(&st.clone_dtoh(&dev.absmax_v).unwrap(), absmax_v);
+    assert_eq!(st.clone_dtoh(&dev.p).unwrap(), p.to_vec_f32());
+}
+
+#[test]
+#[ignore = "needs a CUDA device: run scripts/gpu-check.sh"]
+fn loss_scale_kernels_match_the_cpu_scaler() {
+    use rewind::cuda::loss_scale::{DeviceScaler, unscale, update};
+    let g = gpu();
+    let st = &g.stream;
+    let host: Vec<Vec<f32>> = vec![rand(1000, 5), rand(3, 6), rand(70_000, 7)];
+    let mut grads: Vec<_> = host.iter().map(|h| st.clone_htod(h).unwrap()).collect();
+    let mut s = DeviceScaler {
+        scale: st.clone_htod(&[65536.0f32]).unwrap(),
+        inv_scale: st.alloc_zeros::<f32>(1).unwrap(),
+        growth_tracker: st.clone_htod(&[0i32]).unwrap(),
+        found_inf: st.alloc_zeros::<i32>(1).unwrap(),
+    };
+    assert!(!unscale(&g, &mut grads, &mut s, 65536.0).unwrap());
+    let inv = (1.0f64 / 65536.0) as f32;
+    for (d, h) in grads.iter().zip(&host) {
+        assert_eq!(
+            st.clone_dtoh(d).unwrap(),
+            h.iter().map(|x| x * inv).collect::<Vec<f32>>(),
+            "bit-exact unscale"
+        );
+    }
+    update(&g, &mut s, 2.0, 0.5, 2000).unwrap();
+    assert_eq!(st.clone_dtoh(&s.growth_tracker).unwrap(), vec![1]);
+    let mut bad = host[1].clone();
+    bad[2] = f32::INFINITY;
+    grads[1] = st.clone_htod(&bad).unwrap();
+    assert!(unscale(&g, &mut grads, &mut s, 65536.0).unwrap());
+    update(&g, &mut s, 2.0, 0.5, 2000).unwrap();
+    assert_eq!(st.clone_dtoh(&s.scale).unwrap(), vec![32768.0]);
+    assert_eq!(st.clone_dtoh(&s.growth_tracker).unwrap(), vec![0]);
+}
