@@ -118,6 +118,40 @@ fn quantize_picks_the_nearest_code() {
 }
 
 #[test]
+fn table_lookup_quantizes_exactly_like_the_search() {
+    // Every code boundary (each midpoint ± a few ulps), every table bucket edge, and random
+    // values: the lookup and bitsandbytes' search agree.
+    for map in [QuantMap::signed(), QuantMap::unsigned()] {
+        let mut xs: Vec<f32> = Vec::new();
+        for w in map.codes.windows(2) {
+            let mid = (w[0] + w[1]) * 0.5;
+            for d in -3i32..=3 {
+                xs.push(f32::from_bits((mid.to_bits() as i32 + d) as u32));
+            }
+        }
+        for b in 0..=u16::MAX as u32 {
+            xs.push(f32::from_bits(b << 16));
+            xs.push(f32::from_bits((b << 16) | 0xFFFF));
+        }
+        rewind::rng::manual_seed(9);
+        xs.extend(
+            rewind::rng::uniform_vec(100_000)
+                .into_iter()
+                .map(|u| (2.0 * u - 1.0) as f32),
+        );
+        xs.extend([0.0, -0.0, 1.0, -1.0, f32::MIN_POSITIVE, -f32::MIN_POSITIVE]);
+        for x in xs.into_iter().filter(|x| !x.is_nan()) {
+            assert_eq!(
+                map.quantize(x),
+                map.quantize_search(x),
+                "x = {x:e} ({:#x})",
+                x.to_bits()
+            );
+        }
+    }
+}
+
+#[test]
 fn blockwise_quantization_error_is_within_the_map_spacing() {
     // Dequantize(quantize(x)) differs from x by at most half the gap between the two codes
     // around x/absmax, times absmax (one more code for the sign rule).

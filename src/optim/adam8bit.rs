@@ -9,9 +9,7 @@
 
 use super::adamw::{AdamConfig, StepConsts, adam_update, adamw_elem};
 use super::quant_map::QuantMap;
-use super::{
-    OptimState, Optimizer, ParamGroup, StateBuffer, check_state_len, grad_f32, with_f32_mut,
-};
+use super::{OptimState, Optimizer, ParamGroup, StateBuffer, check_state_len, with_grad};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
@@ -164,18 +162,18 @@ impl Optimizer for AdamW8bit {
                 let p = self.groups[gi].params[pi].clone();
                 let slot = idx;
                 idx += 1;
-                let Some(g) = grad_f32(&p, "AdamW8bit")? else {
+                if p.grad().is_none() {
                     continue;
-                };
+                }
                 if self.state[slot].is_none() {
-                    self.state[slot] = Some(self.fresh(g.len()));
+                    self.state[slot] = Some(self.fresh(p.numel()));
                 }
                 let (qm, qv) = (&self.qm, &self.qv);
                 let state = self.state[slot].as_mut().expect("initialised above");
-                with_f32_mut(&p, "AdamW8bit", |w| match state {
+                with_grad(&p, "AdamW8bit", |w, g| match state {
                     Adam8bitState::Fp32 { m, v } => {
                         for (((w, &g), m), v) in
-                            w.iter_mut().zip(&g).zip(m.iter_mut()).zip(v.iter_mut())
+                            w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
                         {
                             if g.is_finite() {
                                 adamw_elem(w, g, m, v, k);

@@ -2,9 +2,7 @@
 //! update: p ← p·(1 − lr·wd); m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
 //! p ← p − (lr/(1−β₁ᵗ))·m / (√v/√(1−β₂ᵗ) + ε). State: fp32 m and v (8 bytes per parameter).
 
-use super::{
-    OptimState, Optimizer, ParamGroup, StateBuffer, check_state_len, grad_f32, with_f32_mut,
-};
+use super::{OptimState, Optimizer, ParamGroup, StateBuffer, check_state_len, with_grad};
 use crate::error::Result;
 use rayon::prelude::*;
 
@@ -109,11 +107,12 @@ impl Optimizer for AdamW {
             for p in &group.params {
                 let slot = &mut self.state[k];
                 k += 1;
-                let Some(g) = grad_f32(p, "AdamW")? else {
+                if p.grad().is_none() {
                     continue;
-                };
-                let (m, v) = slot.get_or_insert_with(|| (vec![0.0; g.len()], vec![0.0; g.len()]));
-                with_f32_mut(p, "AdamW", |w| {
+                }
+                let n = p.numel();
+                let (m, v) = slot.get_or_insert_with(|| (vec![0.0; n], vec![0.0; n]));
+                with_grad(p, "AdamW", |w, g| {
                     const CH: usize = 1 << 14;
                     w.par_chunks_mut(CH)
                         .zip(g.par_chunks(CH))

@@ -84,19 +84,34 @@ pub trait Optimizer {
     }
 }
 
-/// The f32 values of a parameter's gradient; optimizers keep fp32 master weights.
-pub(crate) fn grad_f32(p: &Tensor, op: &'static str) -> Result<Option<Vec<f32>>> {
-    let Some(g) = p.grad() else { return Ok(None) };
-    match &*g.data() {
-        Buffer::F32(v) => Ok(Some(v.clone())),
-        b => Err(Error::invalid(
+/// Runs `f(weights, gradient)` on a parameter with an f32 gradient (optimizers keep fp32
+/// master weights), without copying the gradient; returns false when it has no gradient.
+pub(crate) fn with_grad(
+    p: &Tensor,
+    op: &'static str,
+    f: impl FnOnce(&mut [f32], &[f32]),
+) -> Result<bool> {
+    let Some(g) = p.grad() else { return Ok(false) };
+    let g = if g.same_storage(p) { g.deep_clone() } else { g };
+    let data = g.data();
+    let gs = data.typed::<f32>().ok_or_else(|| {
+        Error::invalid(
             op,
             format!(
                 "expected f32 gradients (fp32 master weights), got {:?}",
-                b.dtype()
+                data.dtype()
             ),
-        )),
+        )
+    })?;
+    if gs.len() != p.numel() {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: p.shape().to_vec(),
+            rhs: g.shape().to_vec(),
+        });
     }
+    with_f32_mut(p, op, |w| f(w, gs))?;
+    Ok(true)
 }
 
 /// Runs `f` on the parameter's f32 values in place.

@@ -45,23 +45,47 @@ pub struct QuantMap {
     pub codes: [f32; CODES],
     /// Signed maps hold negative values.
     pub signed: bool,
+    /// The code of every f32 whose top 16 bits select a range that maps to one code, else
+    /// [`AMBIGUOUS`]: a table lookup replaces the search for most values, with identical results.
+    lut: Vec<u16>,
 }
+
+const AMBIGUOUS: u16 = u16::MAX;
 
 impl QuantMap {
     /// The signed map (Adam's first moment).
     pub fn signed() -> QuantMap {
-        QuantMap {
-            codes: dynamic_map(true),
-            signed: true,
-        }
+        QuantMap::with_codes(dynamic_map(true), true)
     }
 
     /// The unsigned map (Adam's second moment).
     pub fn unsigned() -> QuantMap {
-        QuantMap {
-            codes: dynamic_map(false),
-            signed: false,
-        }
+        QuantMap::with_codes(dynamic_map(false), false)
+    }
+
+    /// A map over `codes`, with its lookup table. Quantization is monotone in x, so a range of
+    /// floats whose two ends get the same code maps entirely to it.
+    fn with_codes(codes: [f32; CODES], signed: bool) -> QuantMap {
+        let mut m = QuantMap {
+            codes,
+            signed,
+            lut: Vec::new(),
+        };
+        m.lut = (0..=u16::MAX as u32)
+            .map(|b| {
+                let (lo, hi) = (f32::from_bits(b << 16), f32::from_bits((b << 16) | 0xFFFF));
+                if lo.is_nan() || hi.is_nan() {
+                    return AMBIGUOUS;
+                }
+                let q = m.quantize_search(lo);
+                if q == m.quantize_search(hi) {
+                    q as u16
+                } else {
+                    AMBIGUOUS
+                }
+            })
+            .collect();
+        m
     }
 
     /// The code whose value is 0.
@@ -122,8 +146,17 @@ impl QuantMap {
 
     /// [`QuantMap::nearest`] plus bitsandbytes' sign rule for signed maps: a code whose value
     /// has the other sign than `x` (a negative x rounded to 0) moves one code towards x.
-    #[inline]
+    #[inline(always)]
     pub fn quantize(&self, x: f32) -> u8 {
+        match self.lut[(x.to_bits() >> 16) as usize] {
+            AMBIGUOUS => self.quantize_search(x),
+            q => q as u8,
+        }
+    }
+
+    /// [`QuantMap::quantize`] by search alone (what the CUDA kernel does).
+    #[inline(never)]
+    pub fn quantize_search(&self, x: f32) -> u8 {
         let q = self.nearest(x);
         if self.signed && self.codes[q as usize].is_sign_negative() != x.is_sign_negative() {
             if x > 0.0 {

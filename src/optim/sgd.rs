@@ -1,9 +1,7 @@
 //! SGD with PyTorch's rule: d = g + wd·p; buf = d (first step) or μ·buf + (1−dampening)·d;
 //! d = d + μ·buf (Nesterov) or buf; p ← p − lr·d.
 
-use super::{
-    OptimState, Optimizer, ParamGroup, StateBuffer, check_state_len, grad_f32, with_f32_mut,
-};
+use super::{OptimState, Optimizer, ParamGroup, StateBuffer, check_state_len, with_grad};
 use crate::error::{Error, Result};
 
 /// Stochastic gradient descent.
@@ -50,10 +48,7 @@ impl Optimizer for Sgd {
             for p in &group.params {
                 let slot = &mut self.buffers[k];
                 k += 1;
-                let Some(g) = grad_f32(p, "Sgd")? else {
-                    continue;
-                };
-                with_f32_mut(p, "Sgd", |w| {
+                with_grad(p, "Sgd", |w, g| {
                     let first = slot.is_none();
                     let buf = slot.get_or_insert_with(|| {
                         if mu != 0.0 {
@@ -62,7 +57,7 @@ impl Optimizer for Sgd {
                             Vec::new()
                         }
                     });
-                    for (i, (w, &g)) in w.iter_mut().zip(&g).enumerate() {
+                    for (i, (w, &g)) in w.iter_mut().zip(g).enumerate() {
                         let mut d = if wd != 0.0 { g + wd * *w } else { g };
                         if mu != 0.0 {
                             buf[i] = if first {
