@@ -124,20 +124,23 @@ fn block_step(
 ) {
     let n = w.len();
     let (mut sm, mut sv) = ([0f32; BLOCK], [0f32; BLOCK]);
-    let (mut new_am, mut new_av) = (0f32, 0f32);
+    // Branch-free loops (selects, not ifs) so the arithmetic vectorises; the operations and
+    // their order are those of the CUDA kernel.
+    let (a, b) = (*am, *av);
     for j in 0..n {
         let gj = g[j];
-        if gj.is_finite() {
-            sm[j] = k.b1 * (mapm.value(qm[j]) * *am) + (1.0 - k.b1) * gj;
-            sv[j] = k.b2 * (mapv.value(qv[j]) * *av) + (1.0 - k.b2) * gj * gj;
-        }
-        new_am = new_am.max(sm[j].abs());
-        new_av = new_av.max(sv[j]);
+        let m = k.b1 * (mapm.value(qm[j]) * a) + (1.0 - k.b1) * gj;
+        let v = k.b2 * (mapv.value(qv[j]) * b) + (1.0 - k.b2) * gj * gj;
+        let finite = gj.is_finite();
+        sm[j] = if finite { m } else { 0.0 };
+        sv[j] = if finite { v } else { 0.0 };
     }
+    let new_am = sm[..n].iter().fold(0f32, |acc, x| acc.max(x.abs()));
+    let new_av = sv[..n].iter().fold(0f32, |acc, &x| acc.max(x));
     for j in 0..n {
-        if g[j].is_finite() {
-            adam_update(&mut w[j], sm[j], sv[j], k);
-        }
+        let mut updated = w[j];
+        adam_update(&mut updated, sm[j], sv[j], k);
+        w[j] = if g[j].is_finite() { updated } else { w[j] };
     }
     let (im, iv) = (
         if new_am > 0.0 { 1.0 / new_am } else { 0.0 },
