@@ -268,20 +268,23 @@ fn mlp_grads(
         .collect()
 }
 
+/// A seeded `[rows, d]` input that requires grad (so segment inputs carry gradients too).
+fn input(rows: usize, d: usize) -> Tensor {
+    let v: Vec<f32> = rewind::rng::normal_vec(rows * d)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    Tensor::from_vec(v, &[rows, d])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap()
+}
+
 #[test]
 fn checkpointed_grads_are_bit_identical_to_stored() {
     rewind::rng::manual_seed(3);
     let mlp = ResidualMlp::new(9, 16, 32).unwrap();
-    let x = Tensor::from_vec(
-        rewind::rng::normal_vec(8 * 16)
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-        &[8, 16],
-    )
-    .unwrap()
-    .requires_grad_(true)
-    .unwrap();
+    let x = input(8, 16);
     let costs = BlockCosts::measure(&mlp.modules(), &x).unwrap();
     let store = mlp_grads(&mlp, &x, &Segmentation::store_all(9), MODE_NR);
     let full = Segmentation::store_all(9).predicted_peak(&costs);
@@ -327,16 +330,7 @@ fn checkpointed_grads_are_bit_identical_to_stored() {
 fn nested_segments_recompute_correctly() {
     rewind::rng::manual_seed(5);
     let mlp = ResidualMlp::new(4, 8, 16).unwrap();
-    let x = Tensor::from_vec(
-        rewind::rng::normal_vec(4 * 8)
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-        &[4, 8],
-    )
-    .unwrap()
-    .requires_grad_(true)
-    .unwrap();
+    let x = input(4, 8);
     let store = mlp_grads(&mlp, &x, &Segmentation::store_all(4), MODE_NR);
     let mods = mlp.modules();
     for mode in [MODE_R, MODE_NR] {

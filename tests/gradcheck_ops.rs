@@ -242,59 +242,37 @@ fn embedding_layer_norm_dropout_masked_fill_cast() {
     assert!(r.passed, "cast f64→f32→f64: {:?}", r.worst);
 }
 
+/// y = sin x as a custom op whose backward multiplies by `derivative(x)`.
+fn sin_with(t: &[Tensor], derivative: fn(f64) -> f64) -> Result<Tensor> {
+    let map = |x: &Tensor, f: fn(f64) -> f64| {
+        Tensor::from_vec(
+            x.to_vec_f64().into_iter().map(f).collect::<Vec<f64>>(),
+            x.shape(),
+        )
+    };
+    custom_op(
+        "sin",
+        &[&t[0]],
+        |x| Ok((map(x[0], f64::sin)?, vec![x[0].clone()])),
+        move |g, saved, _| Ok(vec![Some(g.mul(&map(&saved[0], derivative)?)?)]),
+    )
+}
+
 #[test]
 fn custom_op_with_correct_derivative_passes() {
     // y = sin x, y' = cos x.
-    let sin = |t: &[Tensor]| {
-        custom_op(
-            "sin",
-            &[&t[0]],
-            |x| {
-                Ok((
-                    Tensor::from_vec(
-                        x[0].to_vec_f64().iter().map(|v| v.sin()).collect(),
-                        x[0].shape(),
-                    )?,
-                    vec![x[0].clone()],
-                ))
-            },
-            |g, saved, _| {
-                Ok(vec![Some(g.mul(&Tensor::from_vec(
-                    saved[0].to_vec_f64().iter().map(|v| v.cos()).collect(),
-                    saved[0].shape(),
-                )?)?)])
-            },
-        )
-    };
-    check("custom sin", sin, &[rand(&[4], -3.0, 3.0, 1)]);
+    check(
+        "custom sin",
+        |t| sin_with(t, f64::cos),
+        &[rand(&[4], -3.0, 3.0, 1)],
+    );
 }
 
 #[test]
 fn gradcheck_catches_a_wrong_derivative() {
     // y = sin x with the derivative deliberately given as −cos x.
-    let wrong = |t: &[Tensor]| {
-        custom_op(
-            "wrong_sin",
-            &[&t[0]],
-            |x| {
-                Ok((
-                    Tensor::from_vec(
-                        x[0].to_vec_f64().iter().map(|v| v.sin()).collect(),
-                        x[0].shape(),
-                    )?,
-                    vec![x[0].clone()],
-                ))
-            },
-            |g, saved, _| {
-                Ok(vec![Some(g.mul(&Tensor::from_vec(
-                    saved[0].to_vec_f64().iter().map(|v| -v.cos()).collect(),
-                    saved[0].shape(),
-                )?)?)])
-            },
-        )
-    };
     let r = gradcheck(
-        wrong,
+        |t| sin_with(t, |x| -x.cos()),
         &[rand(&[4], -1.0, 1.0, 1)],
         GradcheckOptions::default(),
     )

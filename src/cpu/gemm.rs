@@ -37,86 +37,54 @@ fn strides(rows: usize, cols: usize, l: Layout) -> (isize, isize) {
     }
 }
 
-impl Gemm for f32 {
-    fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f32],
-        la: Layout,
-        b: &[f32],
-        lb: Layout,
-        beta: bool,
-        c: &mut [f32],
-    ) {
-        assert!(
-            a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-            "gemm: operand too short"
-        );
-        let (rsa, csa) = strides(m, k, la);
-        let (rsb, csb) = strides(k, n, lb);
-        // SAFETY: the lengths were checked above; strides describe row-major m×k, k×n and m×n
-        // matrices inside those slices, and `c` does not alias `a` or `b` (distinct borrows).
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                rsa,
-                csa,
-                b.as_ptr(),
-                rsb,
-                csb,
-                if beta { 1.0 } else { 0.0 },
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            );
+macro_rules! gemm_via {
+    ($t:ty, $f:path) => {
+        impl Gemm for $t {
+            fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: &[$t],
+                la: Layout,
+                b: &[$t],
+                lb: Layout,
+                beta: bool,
+                c: &mut [$t],
+            ) {
+                assert!(
+                    a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+                    "gemm: operand too short"
+                );
+                let (rsa, csa) = strides(m, k, la);
+                let (rsb, csb) = strides(k, n, lb);
+                // SAFETY: the lengths were checked above; the strides describe row-major m×k,
+                // k×n and m×n matrices inside those slices, and `c` does not alias `a` or `b`
+                // (a mutable and two shared borrows).
+                unsafe {
+                    $f(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        rsa,
+                        csa,
+                        b.as_ptr(),
+                        rsb,
+                        csb,
+                        if beta { 1.0 } else { 0.0 },
+                        c.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    );
+                }
+            }
         }
-    }
+    };
 }
 
-impl Gemm for f64 {
-    fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f64],
-        la: Layout,
-        b: &[f64],
-        lb: Layout,
-        beta: bool,
-        c: &mut [f64],
-    ) {
-        assert!(
-            a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-            "gemm: operand too short"
-        );
-        let (rsa, csa) = strides(m, k, la);
-        let (rsb, csb) = strides(k, n, lb);
-        // SAFETY: as for f32.
-        unsafe {
-            matrixmultiply::dgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                rsa,
-                csa,
-                b.as_ptr(),
-                rsb,
-                csb,
-                if beta { 1.0 } else { 0.0 },
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            );
-        }
-    }
-}
+gemm_via!(f32, matrixmultiply::sgemm);
+gemm_via!(f64, matrixmultiply::dgemm);
 
 impl Gemm for f16 {
     fn gemm(
