@@ -13,14 +13,7 @@ fn frozen(c: &mut Criterion) {
     rewind::rng::manual_seed(0);
     let (depth, rows) = (16, 1024);
     let m = ResidualMlp::new(depth, 256, 1024).unwrap();
-    let x = Tensor::from_vec(
-        rewind::rng::normal_vec(rows * 256)
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-        &[rows, 256],
-    )
-    .unwrap();
+    let x = Tensor::randn(&[rows, 256]);
     let named = m.named_parameters();
     let mut g = c.benchmark_group("freezing_fwd_bwd_L16");
     g.sample_size(10);

@@ -2,9 +2,10 @@
 //! with residual, 2048 rows, f32. Throughput is counted in FLOPs (3 × forward matmul FLOPs).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rewind::Tensor;
 use rewind::models::ResidualMlp;
 use rewind::nn::{Module, Parameters};
-use rewind::{Buffer, Tensor};
+use rewind::optim::{Optimizer, ParamGroup, Sgd};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -13,15 +14,13 @@ fn step(c: &mut Criterion) {
     rewind::rng::manual_seed(0);
     let model = ResidualMlp::new(16, 256, 1024).unwrap();
     let rows = 2048;
-    let x = Tensor::from_vec(
-        rewind::rng::normal_vec(rows * 256)
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-        &[rows, 256],
+    let x = Tensor::randn(&[rows, 256]);
+    let mut opt = Sgd::new(
+        vec![ParamGroup::new(model.parameters(), 1e-3, 0.0)],
+        0.0,
+        false,
     )
     .unwrap();
-    let params = model.parameters();
     let mut g = c.benchmark_group("mlp_step");
     g.sample_size(10);
     g.throughput(Throughput::Elements(
@@ -31,16 +30,8 @@ fn step(c: &mut Criterion) {
         bench.iter(|| {
             let y = model.forward(&x).unwrap();
             y.mul(&y).unwrap().mean().unwrap().backward().unwrap();
-            for p in &params {
-                let grad = p.grad().unwrap().to_vec_f32();
-                p.update_data(|b| {
-                    if let Buffer::F32(v) = b {
-                        v.iter_mut().zip(&grad).for_each(|(w, g)| *w -= 1e-3 * g);
-                    }
-                })
-                .unwrap();
-                p.zero_grad();
-            }
+            opt.step().unwrap();
+            opt.zero_grad();
         })
     });
     g.finish();

@@ -83,6 +83,19 @@ impl Tensor {
         Tensor::full(shape, 0.0, dtype)
     }
 
+    /// Standard-normal f32 values from the engine generator ([`crate::rng`]), as a leaf.
+    pub fn randn(shape: &[usize]) -> Tensor {
+        let v: Vec<f32> = crate::rng::normal_vec(shape::numel(shape))
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        Tensor::from_parts(
+            Rc::new(Storage::new(Buffer::F32(v), false)),
+            shape.into(),
+            false,
+        )
+    }
+
     /// A tensor of ones.
     pub fn ones(shape: &[usize], dtype: DType) -> Tensor {
         Tensor::full(shape, 1.0, dtype)

@@ -9,14 +9,7 @@ use rewind::{Tensor, tape};
 fn setup() -> (ResidualMlp, Tensor) {
     rewind::rng::manual_seed(4);
     let m = ResidualMlp::new(4, 8, 16).unwrap();
-    let x = Tensor::from_vec(
-        rewind::rng::normal_vec(32 * 8)
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-        &[32, 8],
-    )
-    .unwrap();
+    let x = Tensor::randn(&[32, 8]);
     (m, x)
 }
 

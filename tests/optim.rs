@@ -237,22 +237,8 @@ fn non_finite_gradient_element_zeroes_its_state_and_spares_its_parameter() {
 fn fit(make: impl Fn(Vec<ParamGroup>) -> Box<dyn Optimizer>, steps: usize) -> Vec<f64> {
     rewind::rng::manual_seed(5);
     let (n, d) = (256, 64);
-    let x = Tensor::from_vec(
-        rewind::rng::normal_vec(n * d)
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-        &[n, d],
-    )
-    .unwrap();
-    let w_true = Tensor::from_vec(
-        rewind::rng::normal_vec(d * 64)
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-        &[64, d],
-    )
-    .unwrap();
+    let x = Tensor::randn(&[n, d]);
+    let w_true = Tensor::randn(&[64, d]);
     let noise = Tensor::from_vec(
         rewind::rng::normal_vec(n * 64)
             .into_iter()

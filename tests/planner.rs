@@ -11,14 +11,7 @@ use rewind::{Tensor, tape};
 fn mlp(depth: usize) -> (ResidualMlp, Tensor) {
     rewind::rng::manual_seed(11);
     let m = ResidualMlp::new(depth, 16, 48).unwrap();
-    let x = Tensor::from_vec(
-        rewind::rng::normal_vec(8 * 16)
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-        &[8, 16],
-    )
-    .unwrap();
+    let x = Tensor::randn(&[8, 16]);
     (m, x)
 }
 

@@ -7,8 +7,8 @@ use crate::checkpoint::{BlockCosts, CheckpointMode, Plan, Segmentation, plan, ru
 use crate::error::Result;
 use crate::models::ResidualMlp;
 use crate::nn::Parameters;
+use crate::optim::{Optimizer, ParamGroup, Sgd};
 use crate::rng;
-use crate::storage::Buffer;
 use crate::tape;
 use crate::tensor::Tensor;
 use std::fmt::Write as _;
@@ -66,21 +66,12 @@ pub struct SweepRow {
 }
 
 /// One SGD step; returns the bytes saved for backward when the forward ended.
-fn step(m: &ResidualMlp, params: &[Tensor], x: &Tensor, seg: &Segmentation) -> Result<usize> {
+fn step(m: &ResidualMlp, opt: &mut Sgd, x: &Tensor, seg: &Segmentation) -> Result<usize> {
     let y = run_blocks(&m.modules(), x, seg, CheckpointMode::NonReentrant, "blocks")?;
     let after_forward = tape::saved_bytes();
     y.mean()?.backward()?;
-    for p in params {
-        if let Some(g) = p.grad() {
-            let g = g.to_vec_f32();
-            p.update_data(|b| {
-                if let Buffer::F32(v) = b {
-                    v.iter_mut().zip(&g).for_each(|(w, g)| *w -= 1e-4 * g);
-                }
-            })?;
-        }
-        p.zero_grad();
-    }
+    opt.step()?;
+    opt.zero_grad();
     Ok(after_forward)
 }
 
@@ -90,14 +81,8 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
     for &depth in &cfg.depths {
         rng::manual_seed(0);
         let m = ResidualMlp::new(depth, cfg.d, cfg.hidden)?;
-        let x = Tensor::from_vec(
-            rng::normal_vec(cfg.rows * cfg.d)
-                .into_iter()
-                .map(|v| v as f32)
-                .collect(),
-            &[cfg.rows, cfg.d],
-        )?;
-        let params = m.parameters();
+        let x = Tensor::randn(&[cfg.rows, cfg.d]);
+        let mut opt = Sgd::new(vec![ParamGroup::new(m.parameters(), 1e-4, 0.0)], 0.0, false)?;
         let costs = BlockCosts::measure(&m.modules(), &x)?;
         let store = Segmentation::store_all(depth).predicted_peak(&costs);
         let least = costs.least_peak();
@@ -123,7 +108,7 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
             let secs = median_secs(cfg.reps, || {
                 tape::reset_peak_saved_bytes();
                 alloc_counter::reset_peak();
-                match step(&m, &params, &x, &seg) {
+                match step(&m, &mut opt, &x, &seg) {
                     Ok(saved) => forward_saved = saved,
                     Err(e) => err = Err(e),
                 }

@@ -6,8 +6,8 @@ use crate::dtype::DType;
 use crate::error::Result;
 use crate::models::ResidualMlp;
 use crate::nn::{Module, Parameters};
+use crate::optim::{Optimizer, ParamGroup, Sgd};
 use crate::rng;
-use crate::storage::Buffer;
 use crate::tensor::Tensor;
 
 /// Which elementwise chain to time.
@@ -108,17 +108,15 @@ impl Default for MlpConfig {
 pub fn mlp_step(cfg: MlpConfig, reps: usize) -> Result<(f64, f64)> {
     rng::manual_seed(0);
     let model = ResidualMlp::new(cfg.depth, cfg.d, cfg.hidden)?;
-    let x = Tensor::from_vec(
-        rng::normal_vec(cfg.rows * cfg.d)
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-        &[cfg.rows, cfg.d],
+    let x = Tensor::randn(&[cfg.rows, cfg.d]);
+    let mut opt = Sgd::new(
+        vec![ParamGroup::new(model.parameters(), 1e-3, 0.0)],
+        0.0,
+        false,
     )?;
-    let params = model.parameters();
     let mut out = Ok(());
     let secs = median_secs(reps, || {
-        if let Err(e) = sgd_step(&model, &params, &x, 1e-3) {
+        if let Err(e) = sgd_step(&model, &mut opt, &x) {
             out = Err(e);
         }
     });
@@ -126,21 +124,11 @@ pub fn mlp_step(cfg: MlpConfig, reps: usize) -> Result<(f64, f64)> {
     Ok((secs, 3.0 * model.forward_flops(cfg.rows) / secs / 1e9))
 }
 
-/// loss = mean(model(x)²); backward; p ← p − lr·∇p; clear grads.
-fn sgd_step(model: &ResidualMlp, params: &[Tensor], x: &Tensor, lr: f32) -> Result<()> {
+/// loss = mean(model(x)²); backward; an SGD step; clear grads.
+fn sgd_step(model: &ResidualMlp, opt: &mut Sgd, x: &Tensor) -> Result<()> {
     let y = model.forward(x)?;
-    let loss = y.mul(&y)?.mean()?;
-    loss.backward()?;
-    for p in params {
-        if let Some(g) = p.grad() {
-            let g = g.to_vec_f32();
-            p.update_data(|b| {
-                if let Buffer::F32(v) = b {
-                    v.iter_mut().zip(&g).for_each(|(w, g)| *w -= lr * g);
-                }
-            })?;
-        }
-        p.zero_grad();
-    }
+    y.mul(&y)?.mean()?.backward()?;
+    opt.step()?;
+    opt.zero_grad();
     Ok(())
 }

@@ -102,13 +102,7 @@ pub fn measure(depth: usize, d: usize, rows: usize, reps: usize) -> Result<Vec<M
 fn measure_one(s: Setup, depth: usize, d: usize, rows: usize, reps: usize) -> Result<MemoryRow> {
     rng::manual_seed(0);
     let m = ResidualMlp::new(depth, d, 4 * d)?;
-    let x = crate::tensor::Tensor::from_vec(
-        rng::normal_vec(rows * d)
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-        &[rows, d],
-    )?;
+    let x = crate::tensor::Tensor::randn(&[rows, d]);
     let named = m.named_parameters();
     if s.freeze_half {
         for i in 0..depth / 2 {

@@ -17,11 +17,7 @@ pub struct Embedding {
 impl Embedding {
     /// A table drawn from the engine generator.
     pub fn new(num: usize, dim: usize) -> Result<Embedding> {
-        let v: Vec<f32> = crate::rng::normal_vec(num * dim)
-            .into_iter()
-            .map(|x| x as f32)
-            .collect();
-        let weight = Tensor::from_vec(v, &[num, dim])?.requires_grad_(true)?;
+        let weight = Tensor::randn(&[num, dim]).requires_grad_(true)?;
         Ok(Embedding {
             weight,
             hooks: ForwardHooks::default(),
