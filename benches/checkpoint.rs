@@ -7,10 +7,11 @@ use rewind::checkpoint::{CheckpointMode, Plan, plan, run_blocks};
 use rewind::models::ResidualMlp;
 use rewind::nn::Parameters;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "alloc.rs"]
+mod alloc;
 
 fn plans(c: &mut Criterion) {
+    alloc::keep_freed_memory();
     rewind::rng::manual_seed(0);
     let (depth, rows) = (16, 2048);
     let m = ResidualMlp::new(depth, 256, 1024).unwrap();

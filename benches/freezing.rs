@@ -6,10 +6,11 @@ use rewind::Tensor;
 use rewind::models::ResidualMlp;
 use rewind::nn::{Module, Parameters, freeze, unfreeze};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "alloc.rs"]
+mod alloc;
 
 fn frozen(c: &mut Criterion) {
+    alloc::keep_freed_memory();
     rewind::rng::manual_seed(0);
     let (depth, rows) = (16, 1024);
     let m = ResidualMlp::new(depth, 256, 1024).unwrap();

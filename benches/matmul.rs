@@ -3,10 +3,11 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rewind::Tensor;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "alloc.rs"]
+mod alloc;
 
 fn matmul(c: &mut Criterion) {
+    alloc::keep_freed_memory();
     let mut g = c.benchmark_group("matmul_f32");
     g.sample_size(20);
     for n in [256usize, 1024] {

@@ -7,10 +7,11 @@ use rewind::models::ResidualMlp;
 use rewind::nn::{Module, Parameters};
 use rewind::optim::{Optimizer, ParamGroup, Sgd};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "alloc.rs"]
+mod alloc;
 
 fn step(c: &mut Criterion) {
+    alloc::keep_freed_memory();
     rewind::rng::manual_seed(0);
     let model = ResidualMlp::new(16, 256, 1024).unwrap();
     let rows = 2048;

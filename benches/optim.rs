@@ -5,8 +5,8 @@ use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_mai
 use rewind::Tensor;
 use rewind::optim::{AdamW, AdamW8bit, Optimizer, ParamGroup};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "alloc.rs"]
+mod alloc;
 
 const N: usize = 1 << 24;
 
@@ -28,6 +28,7 @@ fn setup() -> (Tensor, Vec<ParamGroup>) {
 }
 
 fn optimizers(c: &mut Criterion) {
+    alloc::keep_freed_memory();
     let mut g = c.benchmark_group("optimizer_step_16M");
     g.sample_size(10);
     g.throughput(Throughput::Elements(N as u64));

@@ -4,10 +4,11 @@
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use rewind::{DType, Tensor};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "alloc.rs"]
+mod alloc;
 
 fn chains(c: &mut Criterion) {
+    alloc::keep_freed_memory();
     let x = Tensor::full(&[8], 0.5, DType::F32)
         .requires_grad_(true)
         .unwrap();

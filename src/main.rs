@@ -74,7 +74,14 @@ enum Command {
     },
 }
 
+unsafe extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
 fn main() {
+    // SAFETY: mimalloc's documented option setter; 15 is v2's `purge_delay`: keep freed memory
+    // in the process so large activation buffers are reused without page faults.
+    unsafe { mi_option_set(15, -1) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Repro { reps, blocks } => repro(reps, blocks),
