@@ -1,5 +1,5 @@
 //! Where a tensor's numbers live. CPU vectors today; a device variant can join `Buffer` later
-//! without touching the ops' maths, which only see slices through [`with_buffer!`].
+//! without touching the ops' maths, which only see slices through `with_buffer!`.
 
 use crate::dtype::{DType, Element};
 use half::f16;

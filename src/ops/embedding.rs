@@ -1,5 +1,5 @@
 //! Embedding lookup: row `ids[j]` of the weight. Backward scatter-adds the output gradient
-//! into the rows that were read: dW[ids[j]] += g[j]. Saves: the ids (not a tensor).
+//! into the rows that were read: `dW[ids[j]] += g[j]`. Saves: the ids (not a tensor).
 
 use crate::autograd::{Backward, Grads};
 use crate::dtype::Element;

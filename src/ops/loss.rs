@@ -1,5 +1,5 @@
 //! Cross-entropy over class logits with PyTorch's `ignore_index` and mean reduction:
-//! L = −(1/n) Σ_{i: tᵢ≠ignore} log softmax(zᵢ)[tᵢ], n = number of non-ignored rows.
+//! `L = −(1/n) Σ_{i: tᵢ≠ignore} log softmax(zᵢ)[tᵢ]`, n = number of non-ignored rows.
 //! dL/dzᵢ = (softmax(zᵢ) − onehot(tᵢ))·g/n on non-ignored rows, 0 on ignored ones.
 //! Saves: the log-probabilities (as PyTorch's log_softmax + nll_loss does) and the targets.
 
