@@ -31,6 +31,7 @@ pub mod checkpoint;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod data;
 pub mod dtype;
 pub mod error;
 pub mod gradcheck;
