@@ -29,7 +29,10 @@ impl Default for CorpusConfig {
 }
 
 const KEYS: [&str; 8] = ["k", "x", "y", "val", "cnt", "idx", "acc", "tmp"];
-const OPS: [(&str, fn(i64, i64) -> i64); 3] = [
+/// An operator's word and what it computes.
+type Op = (&'static str, fn(i64, i64) -> i64);
+
+const OPS: [Op; 3] = [
     ("plus", |a, b| a + b),
     ("minus", |a, b| a - b),
     ("times", |a, b| a * b),
