@@ -157,7 +157,14 @@ pub(crate) fn sweep(
         {
             out.accumulate_grad(g.clone())?;
         }
-        let grads = backward.backward(&g, &needs)?;
+        let grads = match backward.backward(&g, &needs) {
+            Ok(grads) => grads,
+            Err(e) => {
+                // Put the backward back so clearing the tape still releases what it saved.
+                let _ = tape::with_tape(tape_id, |t| t.entries[i].backward = Some(backward));
+                return Err(e);
+            }
+        };
         drop(g);
         pending = Some((i, backward, grads));
     }

@@ -414,7 +414,11 @@ fn recomputation_that_differs_is_a_clear_error() {
         .unwrap()
         .requires_grad_(true)
         .unwrap();
-    let x = Tensor::from_vec(vec![1.0f32; 4], &[4]).unwrap();
+    // An activation (the output of an op), so the segment's saved input counts as saved bytes.
+    let x = Tensor::from_vec(vec![1.0f32; 4], &[4])
+        .unwrap()
+        .tanh()
+        .unwrap();
     let calls = Rc::new(std::cell::Cell::new(0));
     let (w2, c2) = (w.clone(), calls.clone());
     let body: rewind::checkpoint::Body = Rc::new(move |xs: &[Tensor]| {
@@ -425,6 +429,12 @@ fn recomputation_that_differs_is_a_clear_error() {
     let y = checkpoint("flaky", MODE_NR, &[&x], body).unwrap();
     let err = y.sum().unwrap().backward().unwrap_err();
     assert!(matches!(err, Error::Checkpoint(_)));
+    rewind::tape::clear();
+    assert_eq!(
+        rewind::tape::saved_bytes(),
+        0,
+        "a failed backward leaves nothing saved behind once the tape is cleared"
+    );
     assert!(
         err.to_string()
             .starts_with("torch.utils.checkpoint: A different number of tensors was saved"),

@@ -58,13 +58,12 @@ pub fn unfreeze(params: &[(String, Tensor)], prefix: &str) -> Result<usize> {
 }
 
 fn set_trainable(params: &[(String, Tensor)], prefix: &str, on: bool) -> Result<usize> {
-    let mut n = 0;
-    for (name, p) in params.iter().filter(|(n, _)| n.starts_with(prefix)) {
+    let mut count = 0;
+    for (_, p) in params.iter().filter(|(name, _)| name.starts_with(prefix)) {
         p.requires_grad_(on)?;
-        let _ = name;
-        n += 1;
+        count += 1;
     }
-    Ok(n)
+    Ok(count)
 }
 
 /// A tensor of uniform draws in [−bound, bound) from the engine generator, as a parameter.
