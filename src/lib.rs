@@ -48,6 +48,7 @@ pub mod storage;
 pub mod tape;
 pub mod tensor;
 pub mod warnings;
+pub mod weights;
 
 pub use autograd::BackwardOptions;
 pub use dtype::DType;
