@@ -5,7 +5,7 @@
 use crate::checkpoint::{CheckpointMode, Segmentation, run_blocks};
 use crate::error::Result;
 use crate::indices::Indices;
-use crate::nn::{Embedding, LayerNorm, Linear, LoraLinear, Module, Parameters, prefixed};
+use crate::nn::{Embedding, LayerNorm, Linear, Module, Parameters, Projection, prefixed};
 use crate::tensor::Tensor;
 use std::rc::Rc;
 
@@ -39,36 +39,12 @@ impl Default for ReproConfig {
     }
 }
 
-/// One projection: trainable, or frozen with LoRA adapters.
-#[derive(Debug)]
-enum Proj {
-    Plain(Linear),
-    Lora(LoraLinear),
-}
-
-impl Proj {
-    fn new(inp: usize, out: usize, rank: usize) -> Result<Proj> {
-        let base = Linear::new(inp, out, true)?;
-        Ok(if rank == 0 {
-            Proj::Plain(base)
-        } else {
-            Proj::Lora(LoraLinear::new(base, rank, 2.0 * rank as f64)?)
-        })
-    }
-    fn module(&self) -> &dyn Module {
-        match self {
-            Proj::Plain(l) => l,
-            Proj::Lora(l) => l,
-        }
-    }
-}
-
 /// x ↦ x + fc2(dropout(gelu(fc1(ln(x))))).
 #[derive(Debug)]
 pub struct ReproBlock {
     ln: LayerNorm,
-    fc1: Proj,
-    fc2: Proj,
+    fc1: Projection,
+    fc2: Projection,
     dropout: f64,
 }
 
@@ -113,8 +89,8 @@ impl ReproModel {
             .map(|_| {
                 Ok(Rc::new(ReproBlock {
                     ln: LayerNorm::new(cfg.d)?,
-                    fc1: Proj::new(cfg.d, cfg.hidden, cfg.lora_rank)?,
-                    fc2: Proj::new(cfg.hidden, cfg.d, cfg.lora_rank)?,
+                    fc1: Projection::new(cfg.d, cfg.hidden, cfg.lora_rank)?,
+                    fc2: Projection::new(cfg.hidden, cfg.d, cfg.lora_rank)?,
                     dropout: cfg.dropout,
                 }))
             })

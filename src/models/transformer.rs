@@ -7,7 +7,7 @@
 use crate::checkpoint::{CheckpointMode, Segmentation, run_blocks};
 use crate::data::Batch;
 use crate::error::{Error, Result};
-use crate::nn::{Embedding, LayerNorm, Linear, LoraLinear, Module, Parameters, prefixed};
+use crate::nn::{Embedding, LayerNorm, Linear, Module, Parameters, Projection, prefixed};
 use crate::ops::loss::IGNORE_INDEX;
 use crate::tensor::Tensor;
 use std::rc::Rc;
@@ -29,41 +29,17 @@ pub struct TransformerConfig {
     pub lora_rank: usize,
 }
 
-/// A projection: trainable linear, or frozen base + LoRA adapters.
-#[derive(Debug)]
-enum Proj {
-    Plain(Linear),
-    Lora(LoraLinear),
-}
-
-impl Proj {
-    fn new(d_in: usize, d_out: usize, lora_rank: usize) -> Result<Proj> {
-        let base = Linear::new(d_in, d_out, true)?;
-        Ok(if lora_rank == 0 {
-            Proj::Plain(base)
-        } else {
-            Proj::Lora(LoraLinear::new(base, lora_rank, 2.0 * lora_rank as f64)?)
-        })
-    }
-    fn module(&self) -> &dyn Module {
-        match self {
-            Proj::Plain(l) => l,
-            Proj::Lora(l) => l,
-        }
-    }
-}
-
 /// One pre-norm block: x + attn(ln1(x)), then + mlp(ln2(·)).
 #[derive(Debug)]
 pub struct TransformerBlock {
     ln1: LayerNorm,
-    q: Proj,
-    k: Proj,
-    v: Proj,
-    o: Proj,
+    q: Projection,
+    k: Projection,
+    v: Projection,
+    o: Projection,
     ln2: LayerNorm,
-    fc1: Proj,
-    fc2: Proj,
+    fc1: Projection,
+    fc2: Projection,
     heads: usize,
 }
 
@@ -71,7 +47,7 @@ impl TransformerBlock {
     fn new(cfg: &TransformerConfig) -> Result<TransformerBlock> {
         let (d, r) = (cfg.d, cfg.lora_rank);
         // LoRA goes on q and v; everything else is frozen (or all trainable without LoRA).
-        let frozen = |p: Proj| -> Result<Proj> {
+        let frozen = |p: Projection| -> Result<Projection> {
             if r > 0 {
                 for t in p.module().parameters() {
                     t.requires_grad_(false)?;
@@ -90,13 +66,13 @@ impl TransformerBlock {
         };
         Ok(TransformerBlock {
             ln1: norm()?,
-            q: Proj::new(d, d, r)?,
-            k: frozen(Proj::new(d, d, 0)?)?,
-            v: Proj::new(d, d, r)?,
-            o: frozen(Proj::new(d, d, 0)?)?,
+            q: Projection::new(d, d, r)?,
+            k: frozen(Projection::new(d, d, 0)?)?,
+            v: Projection::new(d, d, r)?,
+            o: frozen(Projection::new(d, d, 0)?)?,
             ln2: norm()?,
-            fc1: frozen(Proj::new(d, 4 * d, 0)?)?,
-            fc2: frozen(Proj::new(4 * d, d, 0)?)?,
+            fc1: frozen(Projection::new(d, 4 * d, 0)?)?,
+            fc2: frozen(Projection::new(4 * d, d, 0)?)?,
             heads: cfg.heads,
         })
     }

@@ -61,3 +61,33 @@ impl Module for LoraLinear {
         Ok(y)
     }
 }
+
+/// A projection that is either a plain trainable linear layer or, with a LoRA rank, a frozen
+/// base layer with rank-r adapters (α = 2r) — how the models switch LoRA on.
+#[derive(Debug)]
+pub enum Projection {
+    /// Trainable `Linear`.
+    Plain(Linear),
+    /// Frozen base with adapters.
+    Lora(LoraLinear),
+}
+
+impl Projection {
+    /// `Linear(d_in, d_out)` with a bias, wrapped in LoRA when `lora_rank > 0`.
+    pub fn new(d_in: usize, d_out: usize, lora_rank: usize) -> Result<Projection> {
+        let base = Linear::new(d_in, d_out, true)?;
+        Ok(if lora_rank == 0 {
+            Projection::Plain(base)
+        } else {
+            Projection::Lora(LoraLinear::new(base, lora_rank, 2.0 * lora_rank as f64)?)
+        })
+    }
+
+    /// The layer as a module.
+    pub fn module(&self) -> &dyn Module {
+        match self {
+            Projection::Plain(l) => l,
+            Projection::Lora(l) => l,
+        }
+    }
+}

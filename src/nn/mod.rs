@@ -13,7 +13,7 @@ pub use embedding::Embedding;
 pub use hooks::{ForwardHooks, HookHandle};
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
-pub use lora::LoraLinear;
+pub use lora::{LoraLinear, Projection};
 
 use crate::error::Result;
 use crate::tensor::Tensor;
