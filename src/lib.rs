@@ -47,6 +47,7 @@ pub mod shape;
 pub mod storage;
 pub mod tape;
 pub mod tensor;
+pub mod train;
 pub mod warnings;
 pub mod weights;
 

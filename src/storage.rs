@@ -100,6 +100,17 @@ impl Buffer {
         }
         match (self, dtype) {
             (b, d) if b.dtype() == d => b.clone(),
+            // f16 ↔ f32 through half's vectorised slice conversions (F16C where present).
+            (Buffer::F16(v), DType::F32) => {
+                let mut out = vec![0.0f32; v.len()];
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[..], &mut out);
+                Buffer::F32(out)
+            }
+            (Buffer::F32(v), DType::F16) => {
+                let mut out = vec![f16::ZERO; v.len()];
+                half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut out[..], v);
+                Buffer::F16(out)
+            }
             // Direct roundings: going through f32 first would round twice.
             (Buffer::F64(v), DType::F16) => {
                 Buffer::F16(v.iter().map(|&x| f16::from_f64(x)).collect())

@@ -10,7 +10,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors, serialize};
 use std::path::Path;
 
-fn st_dtype(d: DType) -> Dtype {
+pub(crate) fn st_dtype(d: DType) -> Dtype {
     match d {
         DType::F16 => Dtype::F16,
         DType::F32 => Dtype::F32,
@@ -18,35 +18,65 @@ fn st_dtype(d: DType) -> Dtype {
     }
 }
 
-fn err(msg: impl Into<String>) -> Error {
+pub(crate) fn err(msg: impl Into<String>) -> Error {
     Error::invalid("safetensors", msg)
+}
+
+/// One tensor as the file stores it.
+pub(crate) struct Raw {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// `params` as raw little-endian bytes.
+pub(crate) fn raw_params(params: &[(String, Tensor)]) -> Vec<Raw> {
+    params
+        .iter()
+        .map(|(n, t)| Raw {
+            name: n.clone(),
+            dtype: st_dtype(t.dtype()),
+            shape: t.shape().to_vec(),
+            bytes: match &*t.data() {
+                Buffer::F16(v) => bytemuck::cast_slice(v).to_vec(),
+                Buffer::F32(v) => bytemuck::cast_slice(v).to_vec(),
+                Buffer::F64(v) => bytemuck::cast_slice(v).to_vec(),
+            },
+        })
+        .collect()
+}
+
+/// The safetensors bytes of `raw` with optional header metadata.
+pub(crate) fn serialize_raw(
+    raw: &[Raw],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let views = raw
+        .iter()
+        .map(|r| TensorView::new(r.dtype, r.shape.clone(), &r.bytes).map(|v| (r.name.clone(), v)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| err(format!("{e}")))?;
+    serialize(views, metadata).map_err(|e| err(format!("{e}")))
 }
 
 /// The safetensors bytes of `params`.
 pub fn to_bytes(params: &[(String, Tensor)]) -> Result<Vec<u8>> {
-    let raw: Vec<(String, DType, Vec<usize>, Vec<u8>)> = params
-        .iter()
-        .map(|(n, t)| {
-            let bytes = match &*t.data() {
-                Buffer::F16(v) => bytemuck::cast_slice(v).to_vec(),
-                Buffer::F32(v) => bytemuck::cast_slice(v).to_vec(),
-                Buffer::F64(v) => bytemuck::cast_slice(v).to_vec(),
-            };
-            (n.clone(), t.dtype(), t.shape().to_vec(), bytes)
-        })
-        .collect();
-    let views = raw
-        .iter()
-        .map(|(n, d, s, b)| TensorView::new(st_dtype(*d), s.clone(), b).map(|v| (n.clone(), v)))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| err(format!("{e}")))?;
-    serialize(views, None).map_err(|e| err(format!("{e}")))
+    serialize_raw(&raw_params(params), None)
+}
+
+/// Parses safetensors bytes; a corrupt or truncated file is an error.
+pub(crate) fn parse(bytes: &[u8]) -> Result<SafeTensors<'_>> {
+    SafeTensors::deserialize(bytes).map_err(|e| err(format!("corrupt or truncated file: {e}")))
 }
 
 /// Copies the tensors of a safetensors file's bytes into `params`, by name.
 pub fn from_bytes(bytes: &[u8], params: &[(String, Tensor)]) -> Result<()> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| err(format!("corrupt or truncated file: {e}")))?;
+    copy_into(&parse(bytes)?, params)
+}
+
+/// Copies the tensors of a parsed file into `params`, by name, checking dtype and shape.
+pub(crate) fn copy_into(st: &SafeTensors<'_>, params: &[(String, Tensor)]) -> Result<()> {
     for (name, p) in params {
         let view = st
             .tensor(name)

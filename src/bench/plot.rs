@@ -119,3 +119,76 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_x
     s.push_str("</svg>\n");
     s
 }
+
+/// One panel of horizontal bars: a title and (label, value) pairs.
+pub struct BarPanel {
+    /// Panel title (with its unit).
+    pub title: String,
+    /// One bar per label.
+    pub bars: Vec<(String, f64)>,
+}
+
+/// An SVG of `panels` side by side, each with its own scale; labels on the left of the first.
+pub fn bar_panels(title: &str, panels: &[BarPanel]) -> String {
+    let rows = panels.iter().map(|p| p.bars.len()).max().unwrap_or(0);
+    let (label_w, panel_w, bar_h, top) = (150.0, 220.0, 22.0, 56.0);
+    let w = label_w + panel_w * panels.len() as f64 + 20.0;
+    let h = top + bar_h * rows as f64 + 20.0;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="22" text-anchor="middle" font-size="15">{title}</text>"#,
+        w / 2.0
+    );
+    if let Some(first) = panels.first() {
+        for (i, (label, _)) in first.bars.iter().enumerate() {
+            let _ = write!(
+                s,
+                r#"<text x="{}" y="{:.1}" text-anchor="end">{label}</text>"#,
+                label_w - 8.0,
+                top + bar_h * i as f64 + 15.0
+            );
+        }
+    }
+    for (k, p) in panels.iter().enumerate() {
+        let x0 = label_w + panel_w * k as f64;
+        let max = p.bars.iter().map(|b| b.1).fold(0.0f64, f64::max);
+        let scale = if max > 0.0 {
+            (panel_w - 70.0) / max
+        } else {
+            0.0
+        };
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="44" text-anchor="middle">{}</text>"#,
+            x0 + (panel_w - 20.0) / 2.0,
+            p.title
+        );
+        for (i, (_, v)) in p.bars.iter().enumerate() {
+            let y = top + bar_h * i as f64;
+            let len = (v * scale).max(0.0);
+            let _ = write!(
+                s,
+                r#"<rect x="{x0:.1}" y="{:.1}" width="{len:.1}" height="{}" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+                y + 3.0,
+                bar_h - 6.0,
+                COLORS[k % COLORS.len()],
+                x0 + len + 4.0,
+                y + 15.0,
+                short(*v)
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn short(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}

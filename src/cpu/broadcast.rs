@@ -1,9 +1,8 @@
 //! Broadcasting elementwise kernels and their adjoint, summing a gradient back to a shape.
 
-use super::{CHUNK, zip};
+use super::zip;
 use crate::dtype::Element;
 use crate::shape::{broadcast_strides, numel};
-use rayon::prelude::*;
 
 /// `f` applied elementwise after broadcasting `a` and `b` to `out_shape`.
 pub fn binary<E: Element>(
@@ -48,52 +47,22 @@ pub fn binary<E: Element>(
         });
         return out;
     }
+    // General case, one output row (last dim) at a time: each operand's row start comes from
+    // its broadcast strides, then a strided inner loop (stride 0 or 1 for broadcast dims).
     let sa = broadcast_strides(a_shape, out_shape);
     let sb = broadcast_strides(b_shape, out_shape);
-    let run = |start: usize, chunk: &mut [E]| {
-        let mut idx = unravel(start, out_shape);
-        for o in chunk.iter_mut() {
-            let (ia, ib) = offsets(&idx, &sa, &sb);
-            *o = E::from_c(f(a[ia].to_c(), b[ib].to_c()));
-            increment(&mut idx, out_shape);
+    let w = out_shape[out_shape.len() - 1];
+    let (la, lb) = (sa[sa.len() - 1], sb[sb.len() - 1]);
+    super::rows_mut(&mut out, w, |r, row| {
+        let (oa, ob) = (
+            super::row_base(r, out_shape, &sa),
+            super::row_base(r, out_shape, &sb),
+        );
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = E::from_c(f(a[oa + j * la].to_c(), b[ob + j * lb].to_c()));
         }
-    };
-    if n <= CHUNK {
-        run(0, &mut out);
-    } else {
-        out.par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(c, ch)| run(c * CHUNK, ch));
-    }
+    });
     out
-}
-
-fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        if shape[d] > 0 {
-            idx[d] = flat % shape[d];
-            flat /= shape[d];
-        }
-    }
-    idx
-}
-
-fn offsets(idx: &[usize], sa: &[usize], sb: &[usize]) -> (usize, usize) {
-    idx.iter()
-        .zip(sa)
-        .zip(sb)
-        .fold((0, 0), |(x, y), ((&i, &a), &b)| (x + i * a, y + i * b))
-}
-
-fn increment(idx: &mut [usize], shape: &[usize]) {
-    for d in (0..shape.len()).rev() {
-        idx[d] += 1;
-        if idx[d] < shape[d] {
-            return;
-        }
-        idx[d] = 0;
-    }
 }
 
 /// Sums `g` (of shape `g_shape`) over the dims that broadcasting expanded, giving `shape`.
@@ -110,14 +79,15 @@ pub fn sum_to<E: Element>(g: &[E], g_shape: &[usize], shape: &[usize]) -> Vec<E>
                 *a += x.to_c();
             }
         }
-    } else {
+    } else if !g_shape.is_empty() {
         let st = broadcast_strides(shape, g_shape);
-        let zeros = vec![0; g_shape.len()];
-        let mut idx = vec![0; g_shape.len()];
-        for &x in g {
-            let (o, _) = offsets(&idx, &st, &zeros);
-            acc[o] += x.to_c();
-            increment(&mut idx, g_shape);
+        let w = g_shape[g_shape.len() - 1].max(1);
+        let ls = st[st.len() - 1];
+        for (r, row) in g.chunks(w).enumerate() {
+            let o = super::row_base(r, g_shape, &st);
+            for (j, &x) in row.iter().enumerate() {
+                acc[o + j * ls] += x.to_c();
+            }
         }
     }
     acc.into_iter().map(E::from_c).collect()

@@ -3,6 +3,7 @@
 
 use crate::dtype::Element;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// How an operand is laid out in memory relative to the product it enters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,16 +99,14 @@ impl Gemm for f16 {
         beta: bool,
         c: &mut [f16],
     ) {
-        let wa: Vec<f32> = a.iter().map(|x| x.to_f32()).collect();
-        let wb: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
-        let mut wc: Vec<f32> = if beta {
-            c.iter().map(|x| x.to_f32()).collect()
-        } else {
-            vec![0.0; m * n]
+        let widen = |x: &[f16]| {
+            let mut w = vec![0.0f32; x.len()];
+            x.convert_to_f32_slice(&mut w);
+            w
         };
+        let (wa, wb) = (widen(a), widen(b));
+        let mut wc = if beta { widen(c) } else { vec![0.0; m * n] };
         f32::gemm(m, k, n, &wa, la, &wb, lb, beta, &mut wc);
-        for (o, v) in c.iter_mut().zip(wc) {
-            *o = f16::from_f32(v);
-        }
+        c.convert_from_f32_slice(&wc);
     }
 }

@@ -85,3 +85,14 @@ pub fn rows_mut<E: Send>(out: &mut [E], width: usize, f: impl Fn(usize, &mut [E]
             });
     }
 }
+
+/// The offset of the first element of row `r` (rows run along the last dim of `shape`) in a
+/// buffer laid out with `strides` (one per dim of `shape`; 0 where broadcast).
+pub(crate) fn row_base(mut r: usize, shape: &[usize], strides: &[usize]) -> usize {
+    let mut off = 0;
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        off += (r % shape[d]) * strides[d];
+        r /= shape[d];
+    }
+    off
+}

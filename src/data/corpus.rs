@@ -5,7 +5,7 @@
 use super::DataRng;
 
 /// Corpus size and shape.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CorpusConfig {
     /// Number of samples.
     pub samples: usize,

@@ -4,7 +4,7 @@
 //! carry trainable LoRA adapters — the fine-tuning setting where the checkpointing failure
 //! occurs. Blocks run under a checkpoint plan like the other models.
 
-use crate::checkpoint::{CheckpointMode, Segmentation, run_blocks};
+use crate::checkpoint::{BlockCosts, CheckpointMode, Segmentation, run_blocks};
 use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::nn::{Embedding, LayerNorm, Linear, Module, Parameters, Projection, prefixed};
@@ -218,8 +218,8 @@ impl Transformer {
         Ok(m)
     }
 
-    /// Mean next-token cross-entropy of `batch` (labels −100 ignored), blocks under `seg`.
-    pub fn loss(&self, batch: &Batch, seg: &Segmentation, mode: CheckpointMode) -> Result<Tensor> {
+    /// The embedded batch and the blocks bound to its key mask: what the block chain runs on.
+    fn embed(&self, batch: &Batch) -> Result<(Tensor, Vec<Rc<dyn Module>>)> {
         let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
         if t > self.cfg.max_len {
             return Err(Error::IndexOutOfRange {
@@ -235,7 +235,7 @@ impl Transformer {
             .forward(&batch.ids)?
             .add(&self.pos.forward(&positions)?)?;
         let mask = batch.key_pad_mask.reshape(&[b, 1, 1, t])?;
-        let modules: Vec<Rc<dyn Module>> = self
+        let modules = self
             .blocks
             .iter()
             .map(|blk| {
@@ -245,11 +245,29 @@ impl Transformer {
                 }) as Rc<dyn Module>
             })
             .collect();
+        Ok((h, modules))
+    }
+
+    /// Mean next-token cross-entropy of `batch` (labels −100 ignored), blocks under `seg`.
+    pub fn loss(&self, batch: &Batch, seg: &Segmentation, mode: CheckpointMode) -> Result<Tensor> {
+        let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
+        let (h, modules) = self.embed(batch)?;
         let h = run_blocks(&modules, &h, seg, mode, "model.layers")?;
         let logits = self.head.forward(&self.ln_f.forward(&h)?)?;
         logits
             .reshape(&[b * t, self.cfg.vocab])?
             .cross_entropy(&batch.labels, IGNORE_INDEX)
+    }
+
+    /// Per-block saved bytes and boundary sizes on `batch` (one probe forward that keeps
+    /// nothing), for the memory-budget planner.
+    pub fn block_costs(&self, batch: &Batch) -> Result<BlockCosts> {
+        let child = crate::tape::push_child_tape(false, false);
+        let costs = self
+            .embed(batch)
+            .and_then(|(h, modules)| BlockCosts::measure(&modules, &h));
+        crate::tape::pop_child_tape(child);
+        costs
     }
 }
 

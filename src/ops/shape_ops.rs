@@ -198,21 +198,22 @@ fn permute_buffer(data: &Buffer, shape: &[usize], dims: &[usize]) -> Buffer {
     let in_strides = strides(shape);
     let out_shape: Vec<usize> = dims.iter().map(|&d| shape[d]).collect();
     let src_strides: Vec<usize> = dims.iter().map(|&d| in_strides[d]).collect();
+    // One output row (last dim) at a time: a slice copy when the last dim stays innermost,
+    // else a strided gather.
+    let w = out_shape.last().copied().unwrap_or(1).max(1);
+    let step = src_strides.last().copied().unwrap_or(1);
     with_buffer!(data, v => {
-        let n = v.len();
-        let mut out = Vec::with_capacity(n);
-        let mut idx = vec![0usize; out_shape.len()];
-        for _ in 0..n {
-            let off: usize = idx.iter().zip(&src_strides).map(|(i, s)| i * s).sum();
-            out.push(v[off]);
-            for d in (0..idx.len()).rev() {
-                idx[d] += 1;
-                if idx[d] < out_shape[d] {
-                    break;
+        let mut out = vec![Default::default(); v.len()];
+        crate::cpu::rows_mut(&mut out, w, |r, row| {
+            let base = crate::cpu::row_base(r, &out_shape, &src_strides);
+            if step == 1 {
+                row.copy_from_slice(&v[base..base + row.len()]);
+            } else {
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = v[base + j * step];
                 }
-                idx[d] = 0;
             }
-        }
+        });
         out.into_buffer()
     })
 }

@@ -13,46 +13,103 @@ use crate::{with_buffer, zip_buffers};
 use num_traits::{Float, Zero};
 use smallvec::smallvec;
 
+/// Rows up to this long keep their exponentials on the stack (computed once).
+const STACK_ROW: usize = 1024;
+
+/// One contiguous row: y = e^(x−m) / Σ, or x − m − log Σ.
+fn forward_row<E: Element>(x: &[E], out: &mut [E], log: bool) {
+    let m = x
+        .iter()
+        .map(|v| v.to_c())
+        .fold(E::C::neg_infinity(), |m, v| {
+            if v > m || v.is_nan() { v } else { m }
+        });
+    let mut col = [E::C::zero(); STACK_ROW];
+    let keep = x.len() <= STACK_ROW;
+    let mut s = E::C::zero();
+    for (k, v) in x.iter().enumerate() {
+        let e = (v.to_c() - m).exp();
+        if keep {
+            col[k] = e;
+        }
+        s += e;
+    }
+    let ls = s.ln();
+    for (k, (o, v)) in out.iter_mut().zip(x).enumerate() {
+        let z = v.to_c() - m;
+        *o = E::from_c(if log {
+            z - ls
+        } else if keep {
+            col[k] / s
+        } else {
+            z.exp() / s
+        });
+    }
+}
+
 fn forward<E: Element>(x: &[E], o: usize, a: usize, i: usize, log: bool) -> Vec<E> {
     let mut out = vec![E::default(); x.len()];
-    let mut col = vec![E::C::zero(); a];
+    if i == 1 {
+        crate::cpu::rows_mut(&mut out, a, |r, row| {
+            forward_row(&x[r * a..(r + 1) * a], row, log)
+        });
+        return out;
+    }
+    let (mut col, mut res) = (vec![E::default(); a], vec![E::default(); a]);
     for r in 0..o {
         for c in 0..i {
             let at = |k: usize| (r * a + k) * i + c;
-            let m = (0..a)
-                .map(|k| x[at(k)].to_c())
-                .fold(E::C::neg_infinity(), |m, v| {
-                    if v > m || v.is_nan() { v } else { m }
-                });
-            let mut s = E::C::zero();
             for (k, slot) in col.iter_mut().enumerate() {
-                *slot = x[at(k)].to_c() - m;
-                s += slot.exp();
+                *slot = x[at(k)];
             }
-            let ls = s.ln();
-            for (k, &z) in col.iter().enumerate() {
-                out[at(k)] = E::from_c(if log { z - ls } else { z.exp() / s });
+            forward_row(&col, &mut res, log);
+            for (k, &v) in res.iter().enumerate() {
+                out[at(k)] = v;
             }
         }
     }
     out
 }
 
+/// One row of the adjoint (`g`, `y` and `out` read with stride `i`).
+fn backward_row<E: Element>(g: &[E], y: &[E], out: &mut [E], log: bool) {
+    if log {
+        let s: E::C = g.iter().map(|v| v.to_c()).sum();
+        for ((o, &g), &y) in out.iter_mut().zip(g).zip(y) {
+            *o = E::from_c(g.to_c() - y.to_c().exp() * s);
+        }
+    } else {
+        let s: E::C = g.iter().zip(y).map(|(g, y)| g.to_c() * y.to_c()).sum();
+        for ((o, &g), &y) in out.iter_mut().zip(g).zip(y) {
+            *o = E::from_c(y.to_c() * (g.to_c() - s));
+        }
+    }
+}
+
 fn backward<E: Element>(g: &[E], y: &[E], o: usize, a: usize, i: usize, log: bool) -> Vec<E> {
     let mut out = vec![E::default(); g.len()];
+    if i == 1 {
+        crate::cpu::rows_mut(&mut out, a, |r, row| {
+            let span = r * a..(r + 1) * a;
+            backward_row(&g[span.clone()], &y[span], row, log)
+        });
+        return out;
+    }
+    let (mut gc, mut yc, mut res) = (
+        vec![E::default(); a],
+        vec![E::default(); a],
+        vec![E::default(); a],
+    );
     for r in 0..o {
         for c in 0..i {
             let at = |k: usize| (r * a + k) * i + c;
-            if log {
-                let s: E::C = (0..a).map(|k| g[at(k)].to_c()).sum();
-                for k in 0..a {
-                    out[at(k)] = E::from_c(g[at(k)].to_c() - y[at(k)].to_c().exp() * s);
-                }
-            } else {
-                let s: E::C = (0..a).map(|k| g[at(k)].to_c() * y[at(k)].to_c()).sum();
-                for k in 0..a {
-                    out[at(k)] = E::from_c(y[at(k)].to_c() * (g[at(k)].to_c() - s));
-                }
+            for k in 0..a {
+                gc[k] = g[at(k)];
+                yc[k] = y[at(k)];
+            }
+            backward_row(&gc, &yc, &mut res, log);
+            for (k, &v) in res.iter().enumerate() {
+                out[at(k)] = v;
             }
         }
     }

@@ -9,7 +9,9 @@
 
 use super::adamw::{AdamConfig, StepConsts, adam_update, adamw_elem};
 use super::quant_map::QuantMap;
-use super::{OptimState, Optimizer, ParamGroup, StateBuffer, check_state_len, with_grad};
+use super::{
+    OptimState, Optimizer, ParamGroup, StateBuffer, check_buffer_len, check_state_len, with_grad,
+};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
@@ -243,25 +245,37 @@ impl Optimizer for AdamW8bit {
     }
     fn load_state_dict(&mut self, state: OptimState) -> Result<()> {
         check_state_len("AdamW8bit", state.buffers.len(), self.state.len())?;
+        let sizes: Vec<usize> = self.params().iter().map(|p| p.numel()).collect();
         let mut out = Vec::with_capacity(state.buffers.len());
-        for b in state.buffers {
+        for (i, (b, &n)) in state.buffers.into_iter().zip(&sizes).enumerate() {
+            let check = |got: usize, want: usize| check_buffer_len("AdamW8bit", i, got, want);
             out.push(match &b[..] {
                 [] => None,
-                [(_, StateBuffer::F32(m)), (_, StateBuffer::F32(v))] => Some(Adam8bitState::Fp32 {
-                    m: m.clone(),
-                    v: v.clone(),
-                }),
+                [(_, StateBuffer::F32(m)), (_, StateBuffer::F32(v))] => {
+                    check(m.len(), n)?;
+                    check(v.len(), n)?;
+                    Some(Adam8bitState::Fp32 {
+                        m: m.clone(),
+                        v: v.clone(),
+                    })
+                }
                 [
                     (_, StateBuffer::U8(m)),
                     (_, StateBuffer::U8(v)),
                     (_, StateBuffer::F32(am)),
                     (_, StateBuffer::F32(av)),
-                ] => Some(Adam8bitState::Blockwise {
-                    m: m.clone(),
-                    v: v.clone(),
-                    absmax_m: am.clone(),
-                    absmax_v: av.clone(),
-                }),
+                ] => {
+                    check(m.len(), n)?;
+                    check(v.len(), n)?;
+                    check(am.len(), n.div_ceil(BLOCK))?;
+                    check(av.len(), n.div_ceil(BLOCK))?;
+                    Some(Adam8bitState::Blockwise {
+                        m: m.clone(),
+                        v: v.clone(),
+                        absmax_m: am.clone(),
+                        absmax_v: av.clone(),
+                    })
+                }
                 _ => return Err(Error::invalid("AdamW8bit", "unrecognised state layout")),
             });
         }

@@ -138,3 +138,22 @@ pub(crate) fn check_state_len(op: &'static str, got: usize, want: usize) -> Resu
     }
     Ok(())
 }
+
+/// A state buffer of `got` elements for a parameter of `want` is an error (a corrupt or
+/// mismatched save), never a silent truncation.
+pub(crate) fn check_buffer_len(
+    op: &'static str,
+    param: usize,
+    got: usize,
+    want: usize,
+) -> Result<()> {
+    if got != want {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "state buffer of parameter {param} holds {got} values, the parameter needs {want}"
+            ),
+        ));
+    }
+    Ok(())
+}

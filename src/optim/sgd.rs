@@ -1,7 +1,9 @@
 //! SGD with PyTorch's rule: d = g + wd·p; buf = d (first step) or μ·buf + (1−dampening)·d;
 //! d = d + μ·buf (Nesterov) or buf; p ← p − lr·d.
 
-use super::{OptimState, Optimizer, ParamGroup, StateBuffer, check_state_len, with_grad};
+use super::{
+    OptimState, Optimizer, ParamGroup, StateBuffer, check_buffer_len, check_state_len, with_grad,
+};
 use crate::error::{Error, Result};
 
 /// Stochastic gradient descent.
@@ -100,15 +102,20 @@ impl Optimizer for Sgd {
     }
     fn load_state_dict(&mut self, state: OptimState) -> Result<()> {
         check_state_len("Sgd", state.buffers.len(), self.buffers.len())?;
+        let sizes: Vec<usize> = self.params().iter().map(|p| p.numel()).collect();
+        let mut out = Vec::with_capacity(sizes.len());
+        for (i, (b, &n)) in state.buffers.into_iter().zip(&sizes).enumerate() {
+            out.push(match &b[..] {
+                [] => None,
+                [(_, StateBuffer::F32(v))] => {
+                    check_buffer_len("Sgd", i, v.len(), n)?;
+                    Some(v.clone())
+                }
+                _ => return Err(Error::invalid("Sgd", "unrecognised state layout")),
+            });
+        }
         self.steps = state.step;
-        self.buffers = state
-            .buffers
-            .into_iter()
-            .map(|b| match b.into_iter().next() {
-                Some((_, StateBuffer::F32(v))) => Some(v),
-                _ => None,
-            })
-            .collect();
+        self.buffers = out;
         Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! The `rewind` command line: a thin shell over library functions that tests call too.
 
+mod train;
+
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
@@ -63,6 +65,13 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
+    /// Fine-tune the small transformer on the synthetic corpus with any mix of checkpointing,
+    /// AMP, 8-bit AdamW, accumulation, freezing, LoRA and padding; prints a JSON summary.
+    Train(train::TrainArgs),
+    /// Run the baseline, then checkpointing, accumulation, freezing, AMP, 8-bit AdamW, dynamic
+    /// and grouped padding one at a time, then all together, on the same model and data;
+    /// prints one table and the targets, writes CSV and SVG.
+    Compare(train::CompareArgs),
     /// The core engine's figures: per-op tape overhead, matmul GFLOP/s, a 16-block MLP step.
     BenchCore {
         /// Repetitions per measurement (the median is reported).
@@ -91,6 +100,8 @@ fn main() {
             rows,
             out,
         } => bench(reps, depths, rows, &out),
+        Command::Train(args) => train::run(&args),
+        Command::Compare(args) => train::compare(&args),
         Command::BenchCore { reps, depth } => bench_core(reps, depth).map(|_| true),
         Command::Memory {
             depth,

@@ -1,0 +1,125 @@
+//! The `rewind` binary: `train` prints a JSON summary, saves and resumes, and fails the
+//! reentrant + frozen-embedding configuration with PyTorch's message and the fix.
+
+use std::process::Command;
+
+const TINY: &[&str] = &[
+    "--d",
+    "16",
+    "--heads",
+    "2",
+    "--layers",
+    "2",
+    "--max-len",
+    "32",
+    "--vocab",
+    "300",
+    "--samples",
+    "40",
+    "--batch-size",
+    "4",
+    "--quiet",
+];
+
+fn rewind(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn train_prints_a_json_summary_and_resumes_from_its_save() {
+    let dir = std::env::temp_dir().join(format!("rewind-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let save = dir.join("run.safetensors");
+    let save = save.to_str().unwrap();
+    let mut args = vec![
+        "train",
+        "--steps",
+        "2",
+        "--optimizer",
+        "adamw8bit",
+        "--save",
+        save,
+    ];
+    args.extend_from_slice(TINY);
+    let out = rewind(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["total_steps"], 2);
+    assert_eq!(v["config"]["optimizer"], "adamw8bit");
+    assert!(v["eval_loss"].as_f64().unwrap().is_finite());
+
+    let mut resume = vec![
+        "train",
+        "--steps",
+        "1",
+        "--optimizer",
+        "adamw8bit",
+        "--resume",
+        save,
+    ];
+    resume.extend_from_slice(TINY);
+    let out = rewind(&resume);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total_steps"], 3);
+
+    // Resuming with other flags names the difference.
+    let mut wrong = vec!["train", "--steps", "1", "--resume", save];
+    wrong.extend_from_slice(TINY);
+    let out = rewind(&wrong);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("optimizer: saved adamw8bit, now adamw"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn reentrant_lora_run_fails_with_pytorchs_message_and_suggests_the_fix() {
+    let mut args = vec![
+        "train",
+        "--steps",
+        "1",
+        "--lora-rank",
+        "4",
+        "--checkpoint",
+        "every",
+        "--checkpoint-mode",
+        "reentrant",
+    ];
+    args.extend_from_slice(TINY);
+    let out = rewind(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: None of the inputs have requires_grad=True. Gradients will be None")
+    );
+    assert!(
+        err.contains(
+            "error: element 0 of tensors does not require grad and does not have a grad_fn"
+        )
+    );
+    assert!(err.contains("reentrant segment `model.layers.0`"), "{err}");
+    assert!(
+        err.contains("fix: rerun with --enable-input-require-grads"),
+        "{err}"
+    );
+
+    args.push("--enable-input-require-grads");
+    let out = rewind(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
