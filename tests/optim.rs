@@ -343,3 +343,73 @@ fn clip_grad_norm_scales_to_max_norm_and_returns_the_total() {
         "under the limit nothing changes"
     );
 }
+
+#[test]
+fn step_table_quantizes_like_the_search_across_every_range() {
+    // Every 16-bit prefix range of [−1.0078, 1.0078], swept with a stride of 61 low values
+    // (both ends included), plus non-finite and out-of-range values, which take the search.
+    for map in [QuantMap::signed(), QuantMap::unsigned()] {
+        for sign in [0u32, 0x8000] {
+            for prefix in 0..=0x3F80u32 {
+                for low in (0..=0xFFFFu32).step_by(61).chain([0xFFFF]) {
+                    let x = f32::from_bits(((sign | prefix) << 16) | low);
+                    assert_eq!(map.quantize(x), map.quantize_search(x), "x = {x:e}");
+                }
+            }
+        }
+        for x in [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1.5,
+            -3.0,
+            1.0000001,
+        ] {
+            assert_eq!(map.quantize(x), map.quantize_search(x), "x = {x:e}");
+        }
+    }
+}
+
+#[test]
+fn vectorised_8bit_step_is_bit_identical_to_the_scalar_reference() {
+    // 5,000 elements: 19 full blocks and a 136-element tail; gradients span 12 decades and
+    // include zeros, ±inf, NaN and values whose square overflows (v = inf, a NaN ratio).
+    #[cfg(target_arch = "x86_64")]
+    if !std::is_x86_feature_detected!("avx2") {
+        eprintln!("skipped: this CPU has no AVX2, so both runs would take the scalar path");
+        return;
+    }
+    let n = 5_000;
+    let run = |vectorised: bool| {
+        rewind::rng::manual_seed(31);
+        let init: Vec<f32> = rewind::rng::normal_vec(n)
+            .iter()
+            .map(|&x| x as f32)
+            .collect();
+        let w = rewind::Tensor::from_vec(init, &[n])
+            .unwrap()
+            .requires_grad_(true)
+            .unwrap();
+        let mut opt = AdamW8bit::new(vec![ParamGroup::new(vec![w.clone()], 1e-2, 0.1)]);
+        opt.vectorised = vectorised;
+        for step in 0..6 {
+            let mut g: Vec<f32> = rewind::rng::normal_vec(n)
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (x * 10f64.powi((i % 13) as i32 - 8)) as f32)
+                .collect();
+            g[7 * step] = 0.0;
+            g[100 + step] = f32::INFINITY;
+            g[200] = f32::NAN;
+            g[300 + step] = if step == 2 { 3e19 } else { -1e-30 };
+            w.set_grad(Some(rewind::Tensor::from_vec(g, &[n]).unwrap()));
+            opt.step().unwrap();
+        }
+        let bits: Vec<u32> = w.to_vec_f32().iter().map(|v| v.to_bits()).collect();
+        (bits, opt.state_dict())
+    };
+    let (fast, fast_state) = run(true);
+    let (reference, reference_state) = run(false);
+    assert!(fast == reference, "parameters differ");
+    assert!(fast_state == reference_state, "codes or absmax differ");
+}

@@ -68,6 +68,9 @@ pub struct AdamW8bit {
     step: u64,
     qm: QuantMap,
     qv: QuantMap,
+    /// Use the AVX2 block step where the CPU has it (default); false runs the scalar
+    /// reference, which gives bit-identical results more slowly.
+    pub vectorised: bool,
 }
 
 impl AdamW8bit {
@@ -81,6 +84,7 @@ impl AdamW8bit {
             step: 0,
             qm: QuantMap::signed(),
             qv: QuantMap::unsigned(),
+            vectorised: true,
         }
     }
 
@@ -109,6 +113,30 @@ impl AdamW8bit {
             absmax_v: vec![0.0; blocks],
         }
     }
+}
+
+/// [`block_step`], vectorised where the CPU has AVX2 (bit-identical results).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn block_step_fastest(
+    w: &mut [f32],
+    g: &[f32],
+    qm: &mut [u8],
+    qv: &mut [u8],
+    am: &mut f32,
+    av: &mut f32,
+    mapm: &QuantMap,
+    mapv: &QuantMap,
+    k: StepConsts,
+    vectorised: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if vectorised && w.len().is_multiple_of(8) && super::adam8bit_avx2::available() {
+        // SAFETY: the CPU has AVX2 (checked at run time).
+        unsafe { super::adam8bit_avx2::block_step(w, g, qm, qv, am, av, mapm, mapv, k) };
+        return;
+    }
+    block_step(w, g, qm, qv, am, av, mapm, mapv, k)
 }
 
 /// One 256-element block: dequantize, update moments and parameters, requantize.
@@ -173,7 +201,7 @@ impl Optimizer for AdamW8bit {
                 if self.state[slot].is_none() {
                     self.state[slot] = Some(self.fresh(p.numel()));
                 }
-                let (qm, qv) = (&self.qm, &self.qv);
+                let (qm, qv, vectorised) = (&self.qm, &self.qv, self.vectorised);
                 let state = self.state[slot].as_mut().expect("initialised above");
                 with_grad(&p, "AdamW8bit", |w, g| match state {
                     Adam8bitState::Fp32 { m, v } => {
@@ -201,7 +229,7 @@ impl Optimizer for AdamW8bit {
                             .zip(absmax_v.par_iter_mut())
                             .with_min_len(64)
                             .for_each(|(((((w, g), m), v), am), av)| {
-                                block_step(w, g, m, v, am, av, qm, qv, k)
+                                block_step_fastest(w, g, m, v, am, av, qm, qv, k, vectorised)
                             });
                     }
                 })?;

@@ -3,6 +3,8 @@
 //! `clip_grad_norm_`. Parameters are updated in place, outside the tape.
 
 mod adam8bit;
+#[cfg(target_arch = "x86_64")]
+mod adam8bit_avx2;
 mod adamw;
 mod clip;
 pub mod quant_map;

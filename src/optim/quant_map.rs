@@ -45,12 +45,28 @@ pub struct QuantMap {
     pub codes: [f32; CODES],
     /// Signed maps hold negative values.
     pub signed: bool,
-    /// The code of every f32 whose top 16 bits select a range that maps to one code, else
-    /// [`AMBIGUOUS`]: a table lookup replaces the search for most values, with identical results.
-    lut: Vec<u16>,
+    /// One entry per range of f32s sharing their top 16 bits, for |x| < 1.0078 (see [`Entry`]):
+    /// the code at the range's start and the low 16 bits where the search's answer steps by
+    /// one code. Quantization is monotone in x, so this reproduces the search exactly.
+    lut: Vec<u32>,
 }
 
-const AMBIGUOUS: u16 = u16::MAX;
+/// Top-16-bit prefixes of |x| covered by the table: up to 1.0 and its range (`0x3F80_xxxx`).
+const MAX_PREFIX: u32 = 0x3F80;
+/// Offset of the negative half of the table.
+const NEG: u32 = MAX_PREFIX + 1;
+
+/// Layout of a table entry: bits 0–7 the code at the range's start; bits 8–24 the first low-16
+/// value at which the code steps (0x10000: never); bit 25 set when the step goes down (negative
+/// x: larger low bits are further from zero); bit 26 set when the range needs the search (two
+/// or more steps, which no range of these maps has, kept for safety).
+struct Entry;
+
+impl Entry {
+    const NO_STEP: u32 = 0x1_0000;
+    const DOWN: u32 = 1 << 25;
+    const SEARCH: u32 = 1 << 26;
+}
 
 impl QuantMap {
     /// The signed map (Adam's first moment).
@@ -63,29 +79,57 @@ impl QuantMap {
         QuantMap::with_codes(dynamic_map(false), false)
     }
 
-    /// A map over `codes`, with its lookup table. Quantization is monotone in x, so a range of
-    /// floats whose two ends get the same code maps entirely to it.
+    /// A map over `codes`, with its step table.
     fn with_codes(codes: [f32; CODES], signed: bool) -> QuantMap {
         let mut m = QuantMap {
             codes,
             signed,
             lut: Vec::new(),
         };
-        m.lut = (0..=u16::MAX as u32)
-            .map(|b| {
-                let (lo, hi) = (f32::from_bits(b << 16), f32::from_bits((b << 16) | 0xFFFF));
-                if lo.is_nan() || hi.is_nan() {
-                    return AMBIGUOUS;
-                }
-                let q = m.quantize_search(lo);
-                if q == m.quantize_search(hi) {
-                    q as u16
-                } else {
-                    AMBIGUOUS
-                }
+        m.lut = (0..2 * NEG)
+            .map(|i| {
+                let prefix = if i < NEG { i } else { 0x8000 | (i - NEG) };
+                m.entry(prefix)
             })
             .collect();
         m
+    }
+
+    fn entry(&self, prefix: u32) -> u32 {
+        let at = |low: u32| self.quantize_search(f32::from_bits((prefix << 16) | low)) as i32;
+        let (first, last) = (at(0), at(0xFFFF));
+        match last - first {
+            0 => first as u32 | (Entry::NO_STEP << 8),
+            1 | -1 => {
+                // The first low value whose code is `last`.
+                let (mut lo, mut hi) = (0u32, 0xFFFFu32);
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    if at(mid) == last {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                let down = if last < first { Entry::DOWN } else { 0 };
+                first as u32 | (lo << 8) | down
+            }
+            _ => first as u32 | Entry::SEARCH,
+        }
+    }
+
+    /// The table index of `x`'s bits and whether `x` lies outside the table (|x| ≥ 1.0078,
+    /// inf, NaN: those take the search).
+    #[inline(always)]
+    fn index(bits: u32) -> (usize, bool) {
+        let mag = (bits >> 16) & 0x7FFF;
+        let idx = mag.min(MAX_PREFIX) + if bits >> 31 == 1 { NEG } else { 0 };
+        (idx as usize, mag > MAX_PREFIX)
+    }
+
+    /// The raw table (for the vectorised quantizer).
+    pub(crate) fn table(&self) -> &[u32] {
+        &self.lut
     }
 
     /// The code whose value is 0.
@@ -146,11 +190,21 @@ impl QuantMap {
 
     /// [`QuantMap::nearest`] plus bitsandbytes' sign rule for signed maps: a code whose value
     /// has the other sign than `x` (a negative x rounded to 0) moves one code towards x.
+    /// Computed from the step table; identical to [`QuantMap::quantize_search`] for every x.
     #[inline(always)]
     pub fn quantize(&self, x: f32) -> u8 {
-        match self.lut[(x.to_bits() >> 16) as usize] {
-            AMBIGUOUS => self.quantize_search(x),
-            q => q as u8,
+        let bits = x.to_bits();
+        let (idx, outside) = Self::index(bits);
+        let e = self.lut[idx];
+        if outside || e & Entry::SEARCH != 0 {
+            return self.quantize_search(x);
+        }
+        let stepped = (bits & 0xFFFF) >= (e >> 8) & 0x1_FFFF;
+        let base = (e & 0xFF) as u8;
+        match (stepped, e & Entry::DOWN != 0) {
+            (false, _) => base,
+            (true, false) => base + 1,
+            (true, true) => base - 1,
         }
     }
 
@@ -166,6 +220,18 @@ impl QuantMap {
             }
         } else {
             q
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_range_of_either_map_holds_two_code_steps() {
+        for map in [QuantMap::signed(), QuantMap::unsigned()] {
+            assert!(map.table().iter().all(|e| e & Entry::SEARCH == 0));
         }
     }
 }
