@@ -1,26 +1,65 @@
 #!/usr/bin/env bash
-# Runs every GPU test on a machine with a CUDA device, from test binaries built elsewhere
-# (the borrowed GPU machines have no Rust toolchain). Build here first:
-#   cargo test --release --features cuda --no-run --message-format=json \
-#     | python3 -c 'import json,sys; [print(m["executable"]) for l in sys.stdin for m in [json.loads(l)] if m.get("executable") and "cuda_gpu" in m["executable"]]' > target/gpu-tests.txt
-# then copy target/gpu-tests.txt and the listed binaries to the GPU machine and run this script.
-# CUDA 12 or 13 libraries are found through LD_LIBRARY_PATH (libcuda.so.1, libnvrtc.so).
+# GPU checks, in two halves (the borrowed GPU machines have no Rust toolchain and no network):
+#   scripts/gpu-check.sh build       here: builds the GPU test binary, the GPU bench binary and
+#                                    the `rewind` binary with --features cuda into target/gpu-bundle/
+#                                    (stripped; carry that folder to the GPU machine)
+#   scripts/gpu-check.sh run [DIR]   there: runs every GPU test (each kernel against its CPU
+#                                    reference), `rewind bench --cuda` and the criterion GPU bench;
+#                                    writes gpu.txt, gpu-tests.log, bench-cuda.txt, criterion.txt and
+#                                    summary.txt under $OUT (default /tmp/rewind-gpu). < 5 minutes.
+# CUDA 12 or 13 libraries are found under /usr/local/cuda (libcuda.so.1, libnvrtc, libcublas).
 set -uo pipefail
+mode="${1:-run}"
+bundle="${2:-target/gpu-bundle}"
+
+if [ "$mode" = build ]; then
+  set -e
+  mkdir -p "$bundle"
+  list() { python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("executable") and any(k in m["executable"] for k in sys.argv[1:]): print(m["executable"])' "$@"; }
+  cargo test --release --features cuda --test cuda_gpu --no-run --message-format=json | list cuda_gpu > "$bundle/tests.txt"
+  cargo bench --features cuda --bench cuda --no-run --message-format=json | list deps/cuda- > "$bundle/benches.txt"
+  cargo build --release --features cuda --bin rewind
+  for f in $(cat "$bundle/tests.txt" "$bundle/benches.txt") target/release/rewind; do
+    cp "$f" "$bundle/" && strip "$bundle/$(basename "$f")"
+  done
+  (cd "$bundle" && for f in tests.txt benches.txt; do sed -i 's#.*/##' "$f"; done)
+  du -sh "$bundle"
+  exit 0
+fi
+
 out="${OUT:-/tmp/rewind-gpu}"
 mkdir -p "$out"
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/nvidia/lib64; do
   [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 done
-# cudarc opens libnvrtc.so; give it one when only a versioned name exists (CUDA 13).
-if ! ls /usr/local/cuda/lib64/libnvrtc.so >/dev/null 2>&1; then
-  lib=$(ls /usr/local/cuda/lib64/libnvrtc.so.* 2>/dev/null | head -1)
-  if [ -n "$lib" ]; then mkdir -p /tmp/rewind-libs && ln -sf "$lib" /tmp/rewind-libs/libnvrtc.so && export LD_LIBRARY_PATH="/tmp/rewind-libs:$LD_LIBRARY_PATH"; fi
-fi
+# cudarc opens libnvrtc.so / libcublas.so (or .so.12); CUDA 13 may ship only .so.13.
+mkdir -p /tmp/rewind-libs
+for lib in nvrtc cublas cublasLt; do
+  if ! ls /usr/local/cuda/lib64/lib$lib.so >/dev/null 2>&1; then
+    v=$(ls /usr/local/cuda/lib64/lib$lib.so.* 2>/dev/null | head -1)
+    [ -n "$v" ] && ln -sf "$v" /tmp/rewind-libs/lib$lib.so
+  fi
+done
+export LD_LIBRARY_PATH="/tmp/rewind-libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export REWIND_CUDA_INCLUDE="${REWIND_CUDA_INCLUDE:-/usr/local/cuda/include}"
-nvidia-smi --query-gpu=name,driver_version --format=csv | tee "$out/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 status=0
 while read -r bin; do
-  timeout 240 "$bin" --include-ignored --test-threads=1 2>&1 | tee -a "$out/gpu-tests.log" || status=1
-done < "${1:-target/gpu-tests.txt}"
-echo "GPU tests exit status: $status" | tee -a "$out/gpu-tests.log"
+  timeout 240 "$bundle/$bin" --include-ignored --test-threads=1 2>&1 | tee -a "$out/gpu-tests.log" || status=1
+done < "$bundle/tests.txt"
+timeout 120 "$bundle/rewind" bench --cuda 2>&1 | tee "$out/bench-cuda.txt" || status=1
+while read -r bin; do
+  timeout 120 "$bundle/$bin" --bench 2>&1 | tee -a "$out/criterion.txt" || status=1
+done < "$bundle/benches.txt"
+{
+  echo "GPU: $(tail -1 "$out/gpu.txt")"
+  grep -E "^test result" "$out/gpu-tests.log"
+  cat "$out/bench-cuda.txt"
+  grep -E "^(hgemm|bandwidth)|time:|thrpt:" "$out/criterion.txt"
+  echo "exit status: $status"
+} > "$out/summary.txt"
+cat "$out/summary.txt"
 exit $status

@@ -3,6 +3,7 @@
 //! entry point first checks that the library is there and returns a typed error instead.
 
 pub mod adam8bit;
+pub mod bench;
 pub mod device;
 pub mod hgemm;
 pub mod kernels;

@@ -48,6 +48,10 @@ enum Command {
         /// Output folder for bench.csv and the plots.
         #[arg(long, default_value = "out/bench")]
         out: std::path::PathBuf,
+        /// Instead: the GPU table (hgemm vs cuBLAS, 8-bit AdamW and loss scaling vs a device
+        /// copy); needs the `cuda` feature and a CUDA device.
+        #[arg(long)]
+        cuda: bool,
     },
     /// Fitting training into memory: parameter, gradient, optimizer-state and activation bytes
     /// for fp32 vs 8-bit AdamW, with and without AMP, freezing and checkpointing.
@@ -95,10 +99,14 @@ fn main() {
     let result = match cli.command {
         Command::Repro { reps, blocks } => repro(reps, blocks),
         Command::Bench {
+            reps, cuda: true, ..
+        } => cuda_bench(reps),
+        Command::Bench {
             reps,
             depths,
             rows,
             out,
+            cuda: false,
         } => bench(reps, depths, rows, &out),
         Command::Train(args) => train::run(&args),
         Command::Compare(args) => train::compare(&args),
@@ -192,6 +200,29 @@ fn bench(
         out.display()
     );
     Ok(true)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_bench(reps: usize) -> rewind::Result<bool> {
+    let gpu = rewind::cuda::Gpu::new(0)?;
+    println!(
+        "rewind bench --cuda: device 0 ({}), median of {} runs each, stream synchronised",
+        gpu.arch(),
+        reps.max(10)
+    );
+    print!(
+        "{}",
+        rewind::cuda::bench::report(&gpu, reps.max(10), 1 << 28)?
+    );
+    Ok(true)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_bench(_reps: usize) -> rewind::Result<bool> {
+    Err(rewind::Error::InvalidArgument {
+        op: "bench",
+        msg: "this binary was built without the `cuda` feature: cargo run --release --features cuda -- bench --cuda".into(),
+    })
 }
 
 fn memory(depth: usize, width: usize, rows: usize, reps: usize) -> rewind::Result<bool> {
