@@ -314,3 +314,37 @@ fn flags_parse_from_their_cli_words_and_reject_others() {
             .contains("3 heads")
     );
 }
+
+#[test]
+fn a_users_text_file_trains_one_sample_per_paragraph_and_bad_files_are_errors() {
+    let dir = std::env::temp_dir().join(format!("rewind-text-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notes.txt");
+    let paragraphs: Vec<String> = (0..12)
+        .map(|i| format!("paragraph {i} says hello\nand continues on line two, item {i}."))
+        .collect();
+    std::fs::write(&path, paragraphs.join("\n\n\n")).unwrap();
+    let cfg = TrainConfig {
+        text_file: Some(path.clone()),
+        ..tiny()
+    };
+    let mut t = Trainer::new(cfg).unwrap();
+    assert_eq!(t.data.train.len() + t.data.eval.len(), 12);
+    let decoded = t.data.tokenizer.decode(&t.data.train[0]);
+    assert!(paragraphs[0].starts_with(&decoded), "{decoded:?}");
+    steps(&mut t, 1);
+
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    for (file, msg) in [
+        (empty, "at least 2 are needed"),
+        (dir.join("missing.txt"), "reading"),
+    ] {
+        let cfg = TrainConfig {
+            text_file: Some(file),
+            ..tiny()
+        };
+        assert!(Trainer::new(cfg).unwrap_err().to_string().contains(msg));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -70,6 +70,9 @@ pub struct TrainConfig {
     pub vocab: usize,
     /// The synthetic corpus.
     pub corpus: CorpusConfig,
+    /// Train on this UTF-8 text file instead (one sample per paragraph: blocks of text
+    /// separated by blank lines).
+    pub text_file: Option<std::path::PathBuf>,
     /// Fraction of samples held out for the final evaluation loss.
     pub eval_fraction: f64,
     /// Checkpoint plan.
@@ -113,6 +116,7 @@ impl Default for TrainConfig {
                 max_statements: 48,
                 alpha: 1.5,
             },
+            text_file: None,
             eval_fraction: 0.1,
             plan: PlanChoice::None,
             mode: CheckpointMode::NonReentrant,
@@ -297,6 +301,12 @@ impl TrainConfig {
             ("corpus_seed", c.seed.to_string()),
             ("corpus_max_statements", c.max_statements.to_string()),
             ("corpus_alpha", c.alpha.to_string()),
+            (
+                "text_file",
+                self.text_file
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.display().to_string()),
+            ),
             ("eval_fraction", self.eval_fraction.to_string()),
             ("checkpoint", self.plan.to_string()),
             ("checkpoint_mode", mode_name(self.mode).to_string()),

@@ -28,9 +28,22 @@ pub struct Data {
 }
 
 impl Data {
-    /// Generates, tokenizes and splits the corpus of `cfg` (the last `eval_fraction` held out).
-    pub fn build(cfg: &TrainConfig) -> Data {
-        let texts = synthetic_corpus(cfg.corpus);
+    /// Generates (or reads), tokenizes and splits the corpus of `cfg` (the last
+    /// `eval_fraction` held out).
+    pub fn build(cfg: &TrainConfig) -> Result<Data> {
+        let texts = match &cfg.text_file {
+            None => synthetic_corpus(cfg.corpus),
+            Some(path) => read_paragraphs(path)?,
+        };
+        if texts.len() < 2 {
+            return Err(Error::invalid(
+                "train",
+                format!(
+                    "the corpus holds {} samples; at least 2 are needed",
+                    texts.len()
+                ),
+            ));
+        }
         let tokenizer = Tokenizer::train(&texts, cfg.vocab);
         let mut samples: Vec<Vec<u32>> = texts
             .iter()
@@ -41,14 +54,44 @@ impl Data {
             })
             .filter(|ids| ids.len() >= 2)
             .collect();
+        if samples.len() < 2 {
+            return Err(Error::invalid(
+                "train",
+                "fewer than 2 samples have 2 or more tokens",
+            ));
+        }
         let n_eval = ((samples.len() as f64 * cfg.eval_fraction) as usize).min(samples.len() - 1);
         let eval = samples.split_off(samples.len() - n_eval);
-        Data {
+        Ok(Data {
             tokenizer,
             train: samples,
             eval,
+        })
+    }
+}
+
+/// The paragraphs of a UTF-8 text file (blocks separated by blank lines).
+fn read_paragraphs(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid("train", format!("reading {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+        } else {
+            if !cur.is_empty() {
+                cur.push('\n');
+            }
+            cur.push_str(line);
         }
     }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
 }
 
 /// Where the data stream stands: epoch and micro-batch within it (saved for exact resume).
@@ -145,7 +188,7 @@ impl Trainer {
     /// A fresh run: model and data drawn from `cfg.seed`.
     pub fn new(cfg: TrainConfig) -> Result<Trainer> {
         cfg.validate()?;
-        let data = Data::build(&cfg);
+        let data = Data::build(&cfg)?;
         crate::rng::manual_seed(cfg.seed);
         let model = Transformer::new(TransformerConfig {
             vocab: data.tokenizer.vocab_size(),

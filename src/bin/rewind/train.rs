@@ -40,6 +40,9 @@ pub struct ModelArgs {
     /// Learning rate.
     #[arg(long, default_value_t = 3e-3)]
     pub lr: f64,
+    /// Train on this UTF-8 text file (one sample per paragraph) instead of the synthetic corpus.
+    #[arg(long)]
+    pub text_file: Option<PathBuf>,
 }
 
 /// `rewind train` flags.
@@ -105,6 +108,7 @@ impl ModelArgs {
             batch_size: self.batch_size,
             lr: self.lr,
             seed: self.seed,
+            text_file: self.text_file.clone(),
             ..TrainConfig::default()
         };
         cfg.corpus.samples = self.samples;
