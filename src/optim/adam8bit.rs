@@ -115,43 +115,46 @@ impl AdamW8bit {
     }
 }
 
+/// One quantization block's slices: weights, gradients, the codes of m and v and their absmax.
+pub(super) struct Block<'a> {
+    pub w: &'a mut [f32],
+    pub g: &'a [f32],
+    pub qm: &'a mut [u8],
+    pub qv: &'a mut [u8],
+    pub am: &'a mut f32,
+    pub av: &'a mut f32,
+}
+
+/// What every block of one step shares: the two maps and the step's constants.
+pub(super) struct Step<'a> {
+    pub m: &'a QuantMap,
+    pub v: &'a QuantMap,
+    pub k: StepConsts,
+}
+
 /// [`block_step`], vectorised where the CPU has AVX2 (bit-identical results).
-#[allow(clippy::too_many_arguments)]
 #[inline]
-fn block_step_fastest(
-    w: &mut [f32],
-    g: &[f32],
-    qm: &mut [u8],
-    qv: &mut [u8],
-    am: &mut f32,
-    av: &mut f32,
-    mapm: &QuantMap,
-    mapv: &QuantMap,
-    k: StepConsts,
-    vectorised: bool,
-) {
+fn block_step_fastest(b: Block<'_>, step: &Step<'_>, vectorised: bool) {
     #[cfg(target_arch = "x86_64")]
-    if vectorised && w.len().is_multiple_of(8) && super::adam8bit_avx2::available() {
+    if vectorised && b.w.len().is_multiple_of(8) && super::adam8bit_avx2::available() {
         // SAFETY: the CPU has AVX2 (checked at run time).
-        unsafe { super::adam8bit_avx2::block_step(w, g, qm, qv, am, av, mapm, mapv, k) };
+        unsafe { super::adam8bit_avx2::block_step(b, step) };
         return;
     }
-    block_step(w, g, qm, qv, am, av, mapm, mapv, k)
+    block_step(b, step)
 }
 
 /// One 256-element block: dequantize, update moments and parameters, requantize.
-#[allow(clippy::too_many_arguments)]
-fn block_step(
-    w: &mut [f32],
-    g: &[f32],
-    qm: &mut [u8],
-    qv: &mut [u8],
-    am: &mut f32,
-    av: &mut f32,
-    mapm: &QuantMap,
-    mapv: &QuantMap,
-    k: StepConsts,
-) {
+fn block_step(b: Block<'_>, step: &Step<'_>) {
+    let Block {
+        w,
+        g,
+        qm,
+        qv,
+        am,
+        av,
+    } = b;
+    let (mapm, mapv, k) = (step.m, step.v, step.k);
     let n = w.len();
     let (mut sm, mut sv) = ([0f32; BLOCK], [0f32; BLOCK]);
     // Branch-free loops (selects, not ifs) so the arithmetic vectorises; the operations and
@@ -201,7 +204,12 @@ impl Optimizer for AdamW8bit {
                 if self.state[slot].is_none() {
                     self.state[slot] = Some(self.fresh(p.numel()));
                 }
-                let (qm, qv, vectorised) = (&self.qm, &self.qv, self.vectorised);
+                let vectorised = self.vectorised;
+                let step = Step {
+                    m: &self.qm,
+                    v: &self.qv,
+                    k,
+                };
                 let state = self.state[slot].as_mut().expect("initialised above");
                 with_grad(&p, "AdamW8bit", |w, g| match state {
                     Adam8bitState::Fp32 { m, v } => {
@@ -228,8 +236,16 @@ impl Optimizer for AdamW8bit {
                             .zip(absmax_m.par_iter_mut())
                             .zip(absmax_v.par_iter_mut())
                             .with_min_len(64)
-                            .for_each(|(((((w, g), m), v), am), av)| {
-                                block_step_fastest(w, g, m, v, am, av, qm, qv, k, vectorised)
+                            .for_each(|(((((w, g), qm), qv), am), av)| {
+                                let b = Block {
+                                    w,
+                                    g,
+                                    qm,
+                                    qv,
+                                    am,
+                                    av,
+                                };
+                                block_step_fastest(b, &step, vectorised)
                             });
                     }
                 })?;

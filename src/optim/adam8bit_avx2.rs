@@ -4,7 +4,7 @@
 //! multiply-adds, so parameters, codes and absmax are bit-identical to it (tested).
 
 use super::BLOCK;
-use super::adamw::StepConsts;
+use super::adam8bit::{Block, Step};
 use super::quant_map::QuantMap;
 use std::arch::x86_64::*;
 
@@ -25,6 +25,7 @@ fn lookup(codes: &[f32; 256], q: &[u8]) -> __m256 {
 /// Codes of eight values through `map`'s step table; lanes outside it take the search.
 #[target_feature(enable = "avx2")]
 fn quantize8(map: &QuantMap, x: __m256, out: &mut [u8]) {
+    assert!(out.len() >= 8);
     let table = map.table();
     let bits = _mm256_castps_si256(x);
     let mag = _mm256_and_si256(_mm256_srli_epi32::<16>(bits), _mm256_set1_epi32(0x7FFF));
@@ -49,12 +50,17 @@ fn quantize8(map: &QuantMap, x: __m256, out: &mut [u8]) {
     let up = _mm256_sub_epi32(_mm256_setzero_si256(), stepped); // 1 where stepped
     let delta = _mm256_sub_epi32(_mm256_xor_si256(up, down), down); // ±1 or 0
     let code = _mm256_add_epi32(base, delta);
-    let mut lanes = [0i32; 8];
-    // SAFETY: `lanes` holds eight i32.
-    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, code) };
-    for (o, &c) in out.iter_mut().zip(&lanes) {
-        *o = c as u8;
-    }
+    // Eight 32-bit codes (each < 256) to eight bytes: pack to 16 then 8 bits per 128-bit half,
+    // then gather the two halves' low dwords.
+    let bytes = _mm256_packus_epi16(_mm256_packus_epi32(code, code), _mm256_setzero_si256());
+    let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
+    // SAFETY: `out` holds eight bytes (callers pass 8-element chunks).
+    unsafe {
+        _mm_storel_epi64(
+            out.as_mut_ptr() as *mut __m128i,
+            _mm256_castsi256_si128(bytes),
+        )
+    };
     let slow = _mm256_or_si256(outside, _mm256_cmpeq_epi32(search, _mm256_set1_epi32(1)));
     let slow = _mm256_movemask_ps(_mm256_castsi256_ps(slow));
     if slow != 0 {
@@ -68,19 +74,17 @@ fn quantize8(map: &QuantMap, x: __m256, out: &mut [u8]) {
 }
 
 /// One block (length a multiple of 8, at most [`BLOCK`]): the scalar `block_step`'s result.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
-pub(super) fn block_step(
-    w: &mut [f32],
-    g: &[f32],
-    qm: &mut [u8],
-    qv: &mut [u8],
-    am: &mut f32,
-    av: &mut f32,
-    mapm: &QuantMap,
-    mapv: &QuantMap,
-    k: StepConsts,
-) {
+pub(super) fn block_step(b: Block<'_>, step: &Step<'_>) {
+    let Block {
+        w,
+        g,
+        qm,
+        qv,
+        am,
+        av,
+    } = b;
+    let (mapm, mapv, k) = (step.m, step.v, step.k);
     let n = w.len();
     assert!(n.is_multiple_of(8) && n <= BLOCK && g.len() == n && qm.len() == n && qv.len() == n);
     let (mut sm, mut sv) = ([0f32; BLOCK], [0f32; BLOCK]);
