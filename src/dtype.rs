@@ -123,6 +123,21 @@ pub trait Element: Copy + Send + Sync + Default + 'static {
     fn to_c(self) -> Self::C;
     /// Rounds from the compute type.
     fn from_c(c: Self::C) -> Self;
+    /// Whether the element type differs from its compute type (kernels then convert whole
+    /// chunks at once rather than element by element).
+    const WIDENS: bool = false;
+    /// [`Element::to_c`] over a slice (`dst` as long as `src`).
+    fn widen_slice(src: &[Self], dst: &mut [Self::C]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_c();
+        }
+    }
+    /// [`Element::from_c`] over a slice (`dst` as long as `src`).
+    fn narrow_slice(src: &[Self::C], dst: &mut [Self]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = Self::from_c(s);
+        }
+    }
 }
 
 impl Element for f16 {
@@ -133,6 +148,15 @@ impl Element for f16 {
     }
     fn from_c(c: f32) -> Self {
         f16::from_f32(c)
+    }
+    const WIDENS: bool = true;
+    // half's slice conversions use F16C eight at a time where the CPU has it; rounding is the
+    // same round-to-nearest-even as the scalar path.
+    fn widen_slice(src: &[f16], dst: &mut [f32]) {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+    }
+    fn narrow_slice(src: &[f32], dst: &mut [f16]) {
+        half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
     }
 }
 

@@ -30,20 +30,14 @@ pub fn binary<E: Element>(
     if a.len() == n && out_shape.ends_with(b_shape) {
         let w = b.len();
         super::rows_mut(&mut out, w, |r, row| {
-            let ar = &a[r * w..(r + 1) * w];
-            for ((o, &x), &y) in row.iter_mut().zip(ar).zip(b) {
-                *o = E::from_c(f(x.to_c(), y.to_c()));
-            }
+            super::zip_into(row, &a[r * w..(r + 1) * w], b, &f);
         });
         return out;
     }
     if b.len() == n && out_shape.ends_with(a_shape) {
         let w = a.len();
         super::rows_mut(&mut out, w, |r, row| {
-            let br = &b[r * w..(r + 1) * w];
-            for ((o, &x), &y) in row.iter_mut().zip(a).zip(br) {
-                *o = E::from_c(f(x.to_c(), y.to_c()));
-            }
+            super::zip_into(row, a, &b[r * w..(r + 1) * w], &f);
         });
         return out;
     }
@@ -58,6 +52,10 @@ pub fn binary<E: Element>(
             super::row_base(r, out_shape, &sa),
             super::row_base(r, out_shape, &sb),
         );
+        if la == 1 && lb == 1 {
+            super::zip_into(row, &a[oa..oa + w], &b[ob..ob + w], &f);
+            return;
+        }
         for (j, o) in row.iter_mut().enumerate() {
             *o = E::from_c(f(a[oa + j * la].to_c(), b[ob + j * lb].to_c()));
         }

@@ -12,10 +12,23 @@ use rayon::prelude::*;
 /// Elements per parallel chunk; also the size below which kernels stay on one thread.
 pub const CHUNK: usize = 1 << 14;
 
+/// Elements converted at once when an element type widens (f16 → f32).
+const WIDE: usize = 256;
+
 /// `out[i] = f(x[i])`.
 pub fn map<E: Element>(x: &[E], f: impl Fn(E::C) -> E::C + Sync) -> Vec<E> {
     let mut out = vec![E::default(); x.len()];
     let run = |(o, i): (&mut [E], &[E])| {
+        if E::WIDENS {
+            let mut buf = [<E::C as num_traits::Zero>::zero(); WIDE];
+            for (o, i) in o.chunks_mut(WIDE).zip(i.chunks(WIDE)) {
+                let b = &mut buf[..i.len()];
+                E::widen_slice(i, b);
+                b.iter_mut().for_each(|v| *v = f(*v));
+                E::narrow_slice(b, o);
+            }
+            return;
+        }
         for (o, &i) in o.iter_mut().zip(i) {
             *o = E::from_c(f(i.to_c()));
         }
@@ -30,14 +43,29 @@ pub fn map<E: Element>(x: &[E], f: impl Fn(E::C) -> E::C + Sync) -> Vec<E> {
     out
 }
 
-/// `out[i] = f(a[i], b[i])` for equal-length slices.
-pub fn zip<E: Element>(a: &[E], b: &[E], f: impl Fn(E::C, E::C) -> E::C + Sync) -> Vec<E> {
-    let mut out = vec![E::default(); a.len()];
-    let run = |((o, a), b): ((&mut [E], &[E]), &[E])| {
+/// `o[i] = f(a[i], b[i])` on equal-length slices, converting f16 in chunks.
+pub(crate) fn zip_into<E: Element>(o: &mut [E], a: &[E], b: &[E], f: &impl Fn(E::C, E::C) -> E::C) {
+    if !E::WIDENS {
         for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
             *o = E::from_c(f(a.to_c(), b.to_c()));
         }
-    };
+        return;
+    }
+    let zero = <E::C as num_traits::Zero>::zero();
+    let (mut wa, mut wb) = ([zero; WIDE], [zero; WIDE]);
+    for ((o, a), b) in o.chunks_mut(WIDE).zip(a.chunks(WIDE)).zip(b.chunks(WIDE)) {
+        let (x, y) = (&mut wa[..a.len()], &mut wb[..a.len()]);
+        E::widen_slice(a, x);
+        E::widen_slice(b, y);
+        x.iter_mut().zip(y.iter()).for_each(|(x, &y)| *x = f(*x, y));
+        E::narrow_slice(x, o);
+    }
+}
+
+/// `out[i] = f(a[i], b[i])` for equal-length slices.
+pub fn zip<E: Element>(a: &[E], b: &[E], f: impl Fn(E::C, E::C) -> E::C + Sync) -> Vec<E> {
+    let mut out = vec![E::default(); a.len()];
+    let run = |((o, a), b): ((&mut [E], &[E]), &[E])| zip_into(o, a, b, &f);
     if a.len() <= CHUNK {
         run(((&mut out, a), b));
     } else {
