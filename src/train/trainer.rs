@@ -152,7 +152,7 @@ impl std::fmt::Debug for Trainer {
     }
 }
 
-/// The named parameters that train: everything LoRA and `cfg.freeze` leave trainable.
+/// Freezes what `cfg.freeze` names (LoRA has already frozen the base weights).
 fn apply_freezing(model: &Transformer, cfg: &TrainConfig) -> Result<()> {
     let named = model.named_parameters();
     if cfg.freeze.embeddings {
@@ -266,11 +266,6 @@ impl Trainer {
         let b = self.epoch_batches[self.position.batch].clone();
         self.position.batch += 1;
         Ok(b)
-    }
-
-    /// Fraction of token slots that are padding over one epoch of this run's batches.
-    pub fn padded_fraction(&self) -> f64 {
-        crate::data::collate::padded_fraction(&self.epoch_batches)
     }
 
     /// One optimizer step over `accumulation` micro-batches.
