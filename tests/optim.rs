@@ -413,3 +413,64 @@ fn vectorised_8bit_step_is_bit_identical_to_the_scalar_reference() {
     assert!(fast == reference, "parameters differ");
     assert!(fast_state == reference_state, "codes or absmax differ");
 }
+
+#[test]
+fn loading_a_state_of_the_wrong_shape_is_an_error_not_a_truncation() {
+    use rewind::optim::{OptimState, StateBuffer};
+    let p = param(&[1.0; 5000]);
+    p.set_grad(Some(Tensor::from_vec(vec![0.1f32; 5000], &[5000]).unwrap()));
+    let opts: Vec<Box<dyn Optimizer>> = vec![
+        Box::new(AdamW::new(vec![ParamGroup::new(
+            vec![p.clone()],
+            1e-3,
+            0.0,
+        )])),
+        Box::new(AdamW8bit::new(vec![ParamGroup::new(
+            vec![p.clone()],
+            1e-3,
+            0.0,
+        )])),
+        Box::new(
+            Sgd::new(
+                vec![ParamGroup::new(vec![p.clone()], 1e-3, 0.0)],
+                0.9,
+                false,
+            )
+            .unwrap(),
+        ),
+    ];
+    for mut opt in opts {
+        opt.step().unwrap();
+        let good = opt.state_dict();
+        let mut short = good.clone();
+        match &mut short.buffers[0][0].1 {
+            StateBuffer::F32(v) => {
+                v.pop();
+            }
+            StateBuffer::U8(v) => {
+                v.pop();
+            }
+        }
+        let err = opt.load_state_dict(short).unwrap_err().to_string();
+        assert!(
+            err.contains("holds 4999 values, the parameter needs 5000"),
+            "{err}"
+        );
+        let mut odd = good.clone();
+        odd.buffers[0].truncate(1);
+        if odd.buffers[0].len() != good.buffers[0].len() {
+            let err = opt.load_state_dict(odd).unwrap_err().to_string();
+            assert!(err.contains("unrecognised state layout"), "{err}");
+        }
+        let two = OptimState {
+            step: 1,
+            buffers: vec![Vec::new(), Vec::new()],
+        };
+        let err = opt.load_state_dict(two).unwrap_err().to_string();
+        assert!(
+            err.contains("state has 2 parameters, the optimizer 1"),
+            "{err}"
+        );
+        opt.load_state_dict(good).unwrap();
+    }
+}

@@ -9,10 +9,8 @@
 
 use super::adamw::{AdamConfig, StepConsts, adam_update, adamw_elem};
 use super::quant_map::QuantMap;
-use super::{
-    OptimState, Optimizer, ParamGroup, StateBuffer, check_buffer_len, check_state_len, with_grad,
-};
-use crate::error::{Error, Result};
+use super::{OptimState, Optimizer, ParamGroup, StateBuffer, decode_state, with_grad};
+use crate::error::Result;
 use rayon::prelude::*;
 
 /// Elements per quantization block.
@@ -288,43 +286,39 @@ impl Optimizer for AdamW8bit {
         }
     }
     fn load_state_dict(&mut self, state: OptimState) -> Result<()> {
-        check_state_len("AdamW8bit", state.buffers.len(), self.state.len())?;
-        let sizes: Vec<usize> = self.params().iter().map(|p| p.numel()).collect();
-        let mut out = Vec::with_capacity(state.buffers.len());
-        for (i, (b, &n)) in state.buffers.into_iter().zip(&sizes).enumerate() {
-            let check = |got: usize, want: usize| check_buffer_len("AdamW8bit", i, got, want);
-            out.push(match &b[..] {
-                [] => None,
-                [(_, StateBuffer::F32(m)), (_, StateBuffer::F32(v))] => {
-                    check(m.len(), n)?;
-                    check(v.len(), n)?;
-                    Some(Adam8bitState::Fp32 {
-                        m: m.clone(),
-                        v: v.clone(),
-                    })
-                }
-                [
-                    (_, StateBuffer::U8(m)),
-                    (_, StateBuffer::U8(v)),
-                    (_, StateBuffer::F32(am)),
-                    (_, StateBuffer::F32(av)),
-                ] => {
-                    check(m.len(), n)?;
-                    check(v.len(), n)?;
-                    check(am.len(), n.div_ceil(BLOCK))?;
-                    check(av.len(), n.div_ceil(BLOCK))?;
-                    Some(Adam8bitState::Blockwise {
-                        m: m.clone(),
-                        v: v.clone(),
-                        absmax_m: am.clone(),
-                        absmax_v: av.clone(),
-                    })
-                }
-                _ => return Err(Error::invalid("AdamW8bit", "unrecognised state layout")),
-            });
-        }
+        let decoded = decode_state(
+            "AdamW8bit",
+            &self.params(),
+            &state.buffers,
+            |b, n, check| {
+                Some(match b {
+                    [(_, StateBuffer::F32(m)), (_, StateBuffer::F32(v))] => check(m.len(), n)
+                        .and(check(v.len(), n))
+                        .map(|_| Adam8bitState::Fp32 {
+                            m: m.clone(),
+                            v: v.clone(),
+                        }),
+                    [
+                        (_, StateBuffer::U8(m)),
+                        (_, StateBuffer::U8(v)),
+                        (_, StateBuffer::F32(am)),
+                        (_, StateBuffer::F32(av)),
+                    ] => check(m.len(), n)
+                        .and(check(v.len(), n))
+                        .and(check(am.len(), n.div_ceil(BLOCK)))
+                        .and(check(av.len(), n.div_ceil(BLOCK)))
+                        .map(|_| Adam8bitState::Blockwise {
+                            m: m.clone(),
+                            v: v.clone(),
+                            absmax_m: am.clone(),
+                            absmax_v: av.clone(),
+                        }),
+                    _ => return None,
+                })
+            },
+        )?;
         self.step = state.step;
-        self.state = out;
+        self.state = decoded;
         Ok(())
     }
 }

@@ -2,10 +2,8 @@
 //! update: p ← p·(1 − lr·wd); m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
 //! p ← p − (lr/(1−β₁ᵗ))·m / (√v/√(1−β₂ᵗ) + ε). State: fp32 m and v (8 bytes per parameter).
 
-use super::{
-    OptimState, Optimizer, ParamGroup, StateBuffer, check_buffer_len, check_state_len, with_grad,
-};
-use crate::error::{Error, Result};
+use super::{OptimState, Optimizer, ParamGroup, StateBuffer, decode_state, with_grad};
+use crate::error::Result;
 use rayon::prelude::*;
 
 /// Hyperparameters shared by AdamW and its 8-bit variant.
@@ -155,22 +153,18 @@ impl Optimizer for AdamW {
         }
     }
     fn load_state_dict(&mut self, state: OptimState) -> Result<()> {
-        check_state_len("AdamW", state.buffers.len(), self.state.len())?;
-        let sizes: Vec<usize> = self.params().iter().map(|p| p.numel()).collect();
-        let mut out = Vec::with_capacity(sizes.len());
-        for (i, (b, &n)) in state.buffers.into_iter().zip(&sizes).enumerate() {
-            out.push(match &b[..] {
-                [] => None,
-                [(_, StateBuffer::F32(m)), (_, StateBuffer::F32(v))] => {
-                    check_buffer_len("AdamW", i, m.len(), n)?;
-                    check_buffer_len("AdamW", i, v.len(), n)?;
-                    Some((m.clone(), v.clone()))
-                }
-                _ => return Err(Error::invalid("AdamW", "unrecognised state layout")),
-            });
-        }
+        let decoded = decode_state("AdamW", &self.params(), &state.buffers, |b, n, check| {
+            let [(_, StateBuffer::F32(m)), (_, StateBuffer::F32(v))] = b else {
+                return None;
+            };
+            Some(
+                check(m.len(), n)
+                    .and(check(v.len(), n))
+                    .map(|_| (m.clone(), v.clone())),
+            )
+        })?;
         self.step = state.step;
-        self.state = out;
+        self.state = decoded;
         Ok(())
     }
 }

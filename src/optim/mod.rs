@@ -131,31 +131,56 @@ pub(crate) fn with_f32_mut(p: &Tensor, op: &'static str, f: impl FnOnce(&mut [f3
     res
 }
 
-pub(crate) fn check_state_len(op: &'static str, got: usize, want: usize) -> Result<()> {
-    if got != want {
-        return Err(Error::invalid(
-            op,
-            format!("state has {got} parameters, the optimizer {want}"),
-        ));
-    }
-    Ok(())
-}
+/// One parameter's saved buffers, as [`Optimizer::state_dict`] lists them.
+pub(crate) type SavedBuffers = [(String, StateBuffer)];
 
-/// A state buffer of `got` elements for a parameter of `want` is an error (a corrupt or
+/// Checks a buffer's length against what its parameter needs (`check(got, want)`).
+pub(crate) type LenCheck<'a> = &'a dyn Fn(usize, usize) -> Result<()>;
+
+/// Decodes a saved state, shared by every optimizer's `load_state_dict`: one entry per
+/// parameter (else an error), `[]` for a parameter with no state yet, otherwise
+/// `decode(buffers, numel, check)`, which returns `None` for a layout it does not know. A
+/// buffer whose length differs from what its parameter needs is an error (a corrupt or
 /// mismatched save), never a silent truncation.
-pub(crate) fn check_buffer_len(
+pub(crate) fn decode_state<T>(
     op: &'static str,
-    param: usize,
-    got: usize,
-    want: usize,
-) -> Result<()> {
-    if got != want {
+    params: &[Tensor],
+    buffers: &[Vec<(String, StateBuffer)>],
+    decode: impl Fn(&SavedBuffers, usize, LenCheck<'_>) -> Option<Result<T>>,
+) -> Result<Vec<Option<T>>> {
+    if buffers.len() != params.len() {
         return Err(Error::invalid(
             op,
             format!(
-                "state buffer of parameter {param} holds {got} values, the parameter needs {want}"
+                "state has {} parameters, the optimizer {}",
+                buffers.len(),
+                params.len()
             ),
         ));
     }
-    Ok(())
+    params
+        .iter()
+        .zip(buffers)
+        .enumerate()
+        .map(|(i, (p, b))| {
+            if b.is_empty() {
+                return Ok(None);
+            }
+            let check = |got: usize, want: usize| -> Result<()> {
+                if got == want {
+                    return Ok(());
+                }
+                Err(Error::invalid(
+                    op,
+                    format!(
+                        "state buffer of parameter {i} holds {got} values, the parameter needs {want}"
+                    ),
+                ))
+            };
+            match decode(b, p.numel(), &check) {
+                Some(state) => state.map(Some),
+                None => Err(Error::invalid(op, "unrecognised state layout")),
+            }
+        })
+        .collect()
 }

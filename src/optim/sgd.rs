@@ -1,9 +1,7 @@
 //! SGD with PyTorch's rule: d = g + wd·p; buf = d (first step) or μ·buf + (1−dampening)·d;
 //! d = d + μ·buf (Nesterov) or buf; p ← p − lr·d.
 
-use super::{
-    OptimState, Optimizer, ParamGroup, StateBuffer, check_buffer_len, check_state_len, with_grad,
-};
+use super::{OptimState, Optimizer, ParamGroup, StateBuffer, decode_state, with_grad};
 use crate::error::{Error, Result};
 
 /// Stochastic gradient descent.
@@ -101,21 +99,14 @@ impl Optimizer for Sgd {
         }
     }
     fn load_state_dict(&mut self, state: OptimState) -> Result<()> {
-        check_state_len("Sgd", state.buffers.len(), self.buffers.len())?;
-        let sizes: Vec<usize> = self.params().iter().map(|p| p.numel()).collect();
-        let mut out = Vec::with_capacity(sizes.len());
-        for (i, (b, &n)) in state.buffers.into_iter().zip(&sizes).enumerate() {
-            out.push(match &b[..] {
-                [] => None,
-                [(_, StateBuffer::F32(v))] => {
-                    check_buffer_len("Sgd", i, v.len(), n)?;
-                    Some(v.clone())
-                }
-                _ => return Err(Error::invalid("Sgd", "unrecognised state layout")),
-            });
-        }
+        let decoded = decode_state("Sgd", &self.params(), &state.buffers, |b, n, check| {
+            let [(_, StateBuffer::F32(v))] = b else {
+                return None;
+            };
+            Some(check(v.len(), n).map(|_| v.clone()))
+        })?;
         self.steps = state.step;
-        self.buffers = out;
+        self.buffers = decoded;
         Ok(())
     }
 }
