@@ -415,6 +415,69 @@ fn vectorised_8bit_step_is_bit_identical_to_the_scalar_reference() {
 }
 
 #[test]
+fn lookup_free_quantizer_agrees_with_the_step_table_on_every_f32() {
+    // All 2³² bit patterns (±0, subnormals, every normal, ±inf, every NaN): the vector path
+    // computes codes arithmetically and sends lanes near a boundary to the table, so any flaw
+    // in its constants or its boundary margin shows up as a differing code. Every 4,099th
+    // value is also checked against the search itself.
+    use rayon::prelude::*;
+    for map in [QuantMap::signed(), QuantMap::unsigned()] {
+        if !map.vectorised() {
+            eprintln!("skipped: no AVX2+FMA here, so quantize_slice is the step table itself");
+            return;
+        }
+        let bad = (0u32..1 << 16)
+            .into_par_iter()
+            .map_init(
+                || (vec![0f32; 1 << 16], vec![0u8; 1 << 16]),
+                |(xs, codes), hi| {
+                    for (low, x) in xs.iter_mut().enumerate() {
+                        *x = f32::from_bits(hi << 16 | low as u32);
+                    }
+                    map.quantize_slice(xs, codes);
+                    let mut wrong = 0;
+                    for (i, (&x, &q)) in xs.iter().zip(codes.iter()).enumerate() {
+                        let expected = map.quantize(x);
+                        if (hi as usize * 65_536 + i) % 4_099 == 0 {
+                            assert_eq!(expected, map.quantize_search(x), "x = {x:e}");
+                        }
+                        wrong += usize::from(q != expected);
+                    }
+                    wrong
+                },
+            )
+            .sum::<usize>();
+        assert_eq!(bad, 0, "signed = {}: codes differ", map.signed);
+    }
+}
+
+#[test]
+fn lookup_free_dequantizer_reproduces_every_code_value() {
+    // value = (18j − 16p + 9) / D, one correctly rounded division: bit-identical to the map.
+    for map in [QuantMap::signed(), QuantMap::unsigned()] {
+        let codes: Vec<u8> = (0..=255).collect();
+        let mut values = vec![f32::NAN; 256];
+        map.dequantize_slice(&codes, &mut values);
+        for (c, v) in values.iter().enumerate() {
+            assert_eq!(v.to_bits(), map.codes[c].to_bits(), "code {c}");
+        }
+    }
+}
+
+#[test]
+fn slice_quantizer_handles_lengths_that_are_not_multiples_of_eight() {
+    let map = QuantMap::signed();
+    let xs: Vec<f32> = (0..21).map(|i| (i as f32 - 10.0) / 10.0).collect();
+    let mut codes = vec![0u8; 21];
+    map.quantize_slice(&xs, &mut codes);
+    let expected: Vec<u8> = xs.iter().map(|&x| map.quantize_search(x)).collect();
+    assert_eq!(codes, expected);
+    let mut back = vec![0f32; 21];
+    map.dequantize_slice(&codes, &mut back);
+    assert_eq!(back, codes.iter().map(|&c| map.value(c)).collect::<Vec<_>>());
+}
+
+#[test]
 fn loading_a_state_of_the_wrong_shape_is_an_error_not_a_truncation() {
     use rewind::optim::{OptimState, StateBuffer};
     let p = param(&[1.0; 5000]);

@@ -130,14 +130,16 @@ pub(super) struct Step<'a> {
     pub k: StepConsts,
 }
 
-/// [`block_step`], vectorised where the CPU has AVX2 (bit-identical results).
+/// [`block_step`], vectorised where the CPU has AVX2 and FMA (bit-identical results).
 #[inline]
 fn block_step_fastest(b: Block<'_>, step: &Step<'_>, vectorised: bool) {
     #[cfg(target_arch = "x86_64")]
-    if vectorised && b.w.len().is_multiple_of(8) && super::adam8bit_avx2::available() {
-        // SAFETY: the CPU has AVX2 (checked at run time).
-        unsafe { super::adam8bit_avx2::block_step(b, step) };
-        return;
+    if vectorised && b.w.len().is_multiple_of(8) {
+        if let Some(maps) = super::adam8bit_avx2::arith(step) {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time by `arith`).
+            unsafe { super::adam8bit_avx2::block_step(b, step, maps) };
+            return;
+        }
     }
     block_step(b, step)
 }

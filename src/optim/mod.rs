@@ -7,6 +7,7 @@ mod adam8bit;
 mod adam8bit_avx2;
 mod adamw;
 mod clip;
+mod quant_arith;
 pub mod quant_map;
 mod sgd;
 

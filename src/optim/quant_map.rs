@@ -1,6 +1,8 @@
 //! bitsandbytes' dynamic (tree) quantization maps and its nearest-code search. The CUDA
 //! kernel uses the same maps and the same search, so CPU and GPU pick identical codes.
 
+use super::quant_arith::Arith;
+
 /// Number of codes.
 pub const CODES: usize = 256;
 
@@ -49,6 +51,11 @@ pub struct QuantMap {
     /// the code at the range's start and the low 16 bits where the search's answer steps by
     /// one code. Quantization is monotone in x, so this reproduces the search exactly.
     lut: Vec<u32>,
+    /// The lookup-free form the vectorised paths use (always derived for these maps).
+    pub(crate) arith: Option<Arith>,
+    /// The search's answer beyond the table (|x| ≥ 1.0078, ±inf, NaN), by NaN-ness and sign:
+    /// there every comparison the search makes has the same outcome as for ±inf or NaN.
+    saturated: [u8; 4],
 }
 
 /// Top-16-bit prefixes of |x| covered by the table: up to 1.0 and its range (`0x3F80_xxxx`).
@@ -85,14 +92,90 @@ impl QuantMap {
             codes,
             signed,
             lut: Vec::new(),
+            arith: None,
+            saturated: [0; 4],
         };
+        m.saturated = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN]
+            .map(|x| m.quantize_search(x));
         m.lut = (0..2 * NEG)
             .map(|i| {
                 let prefix = if i < NEG { i } else { 0x8000 | (i - NEG) };
                 m.entry(prefix)
             })
             .collect();
+        m.arith = Arith::derive(&m);
         m
+    }
+
+    /// Whether the vectorised, lookup-free quantizer runs on this CPU (AVX2 and FMA) for
+    /// this map; otherwise the slice functions use the step table, with the same results.
+    pub fn vectorised(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self.arith.is_some() && super::quant_arith::avx2::available() {
+            return true;
+        }
+        false
+    }
+
+    /// The codes of `xs` into `out` (same length): [`QuantMap::quantize`] for each, eight at a
+    /// time without table lookups where the CPU allows.
+    pub fn quantize_slice(&self, xs: &[f32], out: &mut [u8]) {
+        assert_eq!(xs.len(), out.len(), "quantize_slice: lengths differ");
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(ar), true) = (&self.arith, self.vectorised()) {
+            // SAFETY: AVX2 and FMA are present (checked by `vectorised`).
+            done = unsafe { self.quantize_slice_avx2(ar, xs, out) };
+        }
+        for (x, q) in xs[done..].iter().zip(&mut out[done..]) {
+            *q = self.quantize(*x);
+        }
+    }
+
+    /// The whole groups of eight of [`QuantMap::quantize_slice`]; returns how many it did.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn quantize_slice_avx2(&self, ar: &Arith, xs: &[f32], out: &mut [u8]) -> usize {
+        use super::quant_arith::avx2;
+        let c = avx2::Consts::new(ar, self.signed);
+        let mut spare = [0u8; 8];
+        for (x, q) in xs.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
+            // SAFETY: `x` holds eight f32.
+            let x = unsafe { std::arch::x86_64::_mm256_loadu_ps(x.as_ptr()) };
+            let (code, slow) = avx2::quantize8(&c, x);
+            avx2::store_codes(code, code, q, &mut spare);
+            if slow != 0 {
+                avx2::fix_lanes(self, x, slow, q);
+            }
+        }
+        xs.len() / 8 * 8
+    }
+
+    /// The values of `codes` into `out` (same length), bit-identical to [`QuantMap::value`].
+    pub fn dequantize_slice(&self, codes: &[u8], out: &mut [f32]) {
+        assert_eq!(codes.len(), out.len(), "dequantize_slice: lengths differ");
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(ar), true) = (&self.arith, self.vectorised()) {
+            // SAFETY: AVX2 and FMA are present (checked by `vectorised`).
+            done = unsafe { self.dequantize_slice_avx2(ar, codes, out) };
+        }
+        for (c, v) in codes[done..].iter().zip(&mut out[done..]) {
+            *v = self.value(*c);
+        }
+    }
+
+    /// The whole groups of eight of [`QuantMap::dequantize_slice`]; returns how many it did.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn dequantize_slice_avx2(&self, ar: &Arith, codes: &[u8], out: &mut [f32]) -> usize {
+        use super::quant_arith::avx2;
+        let c = avx2::Consts::new(ar, self.signed);
+        for (q, v) in codes.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
+            // SAFETY: `v` holds eight f32.
+            unsafe { std::arch::x86_64::_mm256_storeu_ps(v.as_mut_ptr(), avx2::dequantize8(&c, q)) };
+        }
+        codes.len() / 8 * 8
     }
 
     fn entry(&self, prefix: u32) -> u32 {
@@ -125,11 +208,6 @@ impl QuantMap {
         let mag = (bits >> 16) & 0x7FFF;
         let idx = mag.min(MAX_PREFIX) + if bits >> 31 == 1 { NEG } else { 0 };
         (idx as usize, mag > MAX_PREFIX)
-    }
-
-    /// The raw table (for the vectorised quantizer).
-    pub(crate) fn table(&self) -> &[u32] {
-        &self.lut
     }
 
     /// The code whose value is 0.
@@ -196,7 +274,10 @@ impl QuantMap {
         let bits = x.to_bits();
         let (idx, outside) = Self::index(bits);
         let e = self.lut[idx];
-        if outside || e & Entry::SEARCH != 0 {
+        if outside {
+            return self.saturated[usize::from(x.is_nan()) << 1 | (bits >> 31) as usize];
+        }
+        if e & Entry::SEARCH != 0 {
             return self.quantize_search(x);
         }
         let stepped = (bits & 0xFFFF) >= (e >> 8) & 0x1_FFFF;
@@ -231,7 +312,7 @@ mod tests {
     #[test]
     fn no_range_of_either_map_holds_two_code_steps() {
         for map in [QuantMap::signed(), QuantMap::unsigned()] {
-            assert!(map.table().iter().all(|e| e & Entry::SEARCH == 0));
+            assert!(map.lut.iter().all(|e| e & Entry::SEARCH == 0));
         }
     }
 }

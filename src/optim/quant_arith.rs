@@ -1,0 +1,334 @@
+//! The dynamic maps without lookups: the 8-bit AdamW step's hot loop computes each code's
+//! value and each value's code with arithmetic, because on CPUs without in-register 256-entry
+//! permutes a gather costs more than the whole fp32 AdamW update of the same elements.
+//!
+//! Values: decade d of a map holds the midpoints of `linspace(0.1, 1, count + 1)` scaled by
+//! 10^(d−6), so code j of the decade's positive half (j counted so that its top bit p = count)
+//! is exactly (18j − 16p + 9) / D_d with D_d = 10^(7−d)·2p, all small integers. IEEE division
+//! rounds correctly, so one division reproduces the table; [`Arith::derive`] checks every code.
+//!
+//! Codes: the region of |x| (below the first code, decade 0…6, or the code 1.0) comes from a
+//! Mitchell log₂ estimate (the float's bits as an integer) corrected by one comparison with the
+//! region's exact first value, found by bisection with the search; inside a decade the codes
+//! are evenly spaced, so the nearest is `round(x·D/18 + offset)`. Lanes within 2⁻¹¹ of a
+//! rounding boundary, non-finite or beyond the table are flagged and take the exact step table.
+//! Negative x mirror the positive codes (the signed map is symmetric but for 1.0), with
+//! bitsandbytes' sign rule. `tests/optim.rs` compares this with the search for every f32.
+
+use super::quant_map::{CODES, QuantMap};
+
+/// Distance from a rounding boundary (in code units) below which a lane takes the step table:
+/// the arithmetic's error is under 1e-4 code units, the boundaries' own rounding similar.
+pub(crate) const NEAR: f32 = 0.5 - 1.0 / 2048.0;
+/// Largest |x| handled without the table (as in the step table).
+pub(crate) const LIMIT: f32 = 1.0078125;
+
+/// Region estimate `floor(bits·K1 + K0)`: one region per 3.1 binades, the first step at
+/// 2^−16.5 (between decades 1 and 2's first values); checked against the exact region starts.
+const REGION_WIDTH: f64 = 3.1;
+const FIRST_STEP_LOG2: f64 = -16.5;
+
+/// Constants of one map's arithmetic form; all tables have eight entries, for `vpermps`.
+#[derive(Debug, Clone)]
+pub(crate) struct Arith {
+    /// j = code − `j_offset` (signed: distance from the zero code; unsigned: code + 1).
+    pub j_offset: i32,
+    /// j of the zero code (whose value is masked to 0).
+    pub zero_j: f32,
+    /// Denominator by the low three exponent bits of j as f32.
+    pub den: [f32; 8],
+    /// `start[a]` = the first x of region a + 1 (∞ for a = 7).
+    pub start: [f32; 8],
+    /// The first x above the zero code.
+    pub first: f32,
+    /// Per region: s = x·scale + offset is the code with its boundaries at half-integers.
+    pub scale: [f32; 8],
+    pub offset: [f32; 8],
+    /// Per region: the codes it holds.
+    pub lo: [f32; 8],
+    pub hi: [f32; 8],
+    /// Region estimate constants.
+    pub k1: f32,
+    pub k0: f32,
+}
+
+/// The map's decades: (first code of the positive half, number of codes) for d = 0..6.
+fn decades(signed: bool) -> [(usize, usize); 7] {
+    std::array::from_fn(|d| {
+        if signed {
+            (127 + (1 << d), 1 << d)
+        } else {
+            ((2 << d) - 1, 2 << d)
+        }
+    })
+}
+
+impl Arith {
+    /// The constants for `map`, or `None` when any check fails (then the table is used).
+    pub(crate) fn derive(map: &QuantMap) -> Option<Arith> {
+        let signed = map.signed;
+        let (j_offset, zero_j) = if signed { (127, 0.0) } else { (-1, 1.0) };
+        let decades = decades(signed);
+        let one = CODES - 1;
+        // Denominators: D_d for every decade, the numerator of 1.0 for the code 1.0.
+        let mut den = [f32::NAN; 8];
+        let mut put = |code: usize, d: f32| -> Option<()> {
+            let j = code as i32 - j_offset;
+            let e = (((j as f32).to_bits() >> 23) & 7) as usize;
+            if den[e].is_nan() || den[e] == d {
+                den[e] = d;
+                Some(())
+            } else {
+                None
+            }
+        };
+        for (d, &(first, count)) in decades.iter().enumerate() {
+            put(first, (10f64.powi(7 - d as i32) * 2.0 * count as f64) as f32)?;
+        }
+        put(one, numerator(one as i32 - j_offset))?;
+        let den = den.map(|d| if d.is_nan() { f32::INFINITY } else { d });
+        let mut ar = Arith {
+            j_offset,
+            zero_j,
+            den,
+            start: [f32::INFINITY; 8],
+            first: 0.0,
+            scale: [0.0; 8],
+            offset: [0.0; 8],
+            lo: [0.0; 8],
+            hi: [0.0; 8],
+            k1: (2f64.powi(-23) / REGION_WIDTH) as f32,
+            k0: ((-127.0 - FIRST_STEP_LOG2) / REGION_WIDTH + 1.0) as f32,
+        };
+        for code in 0..CODES {
+            if ar.value(code as u8).to_bits() != map.codes[code].to_bits() {
+                return None;
+            }
+        }
+        // Regions: decades 0..6, then the code 1.0; each starts where the search first
+        // answers its first code.
+        let zero = map.zero_code() as usize;
+        ar.first = first_x(map, zero + 1);
+        for (d, &(first, count)) in decades.iter().enumerate() {
+            let p = count as f64;
+            let den = ar.den_of(first) as f64;
+            ar.scale[d] = (den / 18.0) as f32;
+            ar.offset[d] = (first as f64 - (2.0 * p + 9.0) / 18.0) as f32;
+            ar.lo[d] = first as f32;
+            ar.hi[d] = (first + count - 1) as f32;
+            if d > 0 {
+                ar.start[d - 1] = first_x(map, first);
+            }
+        }
+        ar.start[6] = first_x(map, one);
+        (ar.offset[7], ar.lo[7], ar.hi[7]) = (one as f32, one as f32, one as f32);
+        // The estimate is never above the region nor more than one below it.
+        let starts = [ar.first, ar.start[0], ar.start[1], ar.start[2], ar.start[3]];
+        let starts = starts.iter().chain(&ar.start[4..7]).copied().collect::<Vec<_>>();
+        for (i, &s) in starts.iter().enumerate().skip(1) {
+            let below = f32::from_bits(s.to_bits() - 1);
+            if ar.estimate(below) > i as i32 - 1 || ar.estimate(s) < i as i32 - 1 {
+                return None;
+            }
+        }
+        Some(ar)
+    }
+
+    /// The denominator used for `code`.
+    fn den_of(&self, code: usize) -> f32 {
+        let j = code as i32 - self.j_offset;
+        self.den[(((j.unsigned_abs() as f32).to_bits() >> 23) & 7) as usize]
+    }
+
+    /// A code's value by the closed form (what the vector code computes per lane).
+    pub(crate) fn value(&self, code: u8) -> f32 {
+        let sj = (code as i32 - self.j_offset) as f32;
+        if sj == self.zero_j {
+            return 0.0;
+        }
+        let v = numerator_f(sj.abs()) / self.den_of(code as usize);
+        if sj < 0.0 { -v } else { v }
+    }
+
+    /// The region estimate for |x| = `ax` (what the vector code computes per lane).
+    pub(crate) fn estimate(&self, ax: f32) -> i32 {
+        (ax.to_bits() as i32 as f32)
+            .mul_add(self.k1, self.k0)
+            .clamp(0.0, 7.0) as i32
+    }
+}
+
+/// 18j − 16p + 9 with p the top bit of j, exactly (small integers).
+fn numerator_f(j: f32) -> f32 {
+    let p = f32::from_bits(j.to_bits() & 0xFF80_0000);
+    (-16.0f32).mul_add(p, j.mul_add(18.0, 9.0))
+}
+
+fn numerator(j: i32) -> f32 {
+    numerator_f(j as f32)
+}
+
+/// The smallest x ≥ 0 whose code (by the search) is at least `code`.
+fn first_x(map: &QuantMap, code: usize) -> f32 {
+    let (mut lo, mut hi) = (0u32, LIMIT.to_bits());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if map.quantize_search(f32::from_bits(mid)) as usize >= code {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    f32::from_bits(lo)
+}
+
+/// The arithmetic form with AVX2 and FMA, eight lanes at a time.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use super::{Arith, LIMIT, NEAR};
+    use crate::optim::quant_map::QuantMap;
+    use std::arch::x86_64::*;
+
+    /// Whether this CPU runs these kernels (checked once).
+    pub(crate) fn available() -> bool {
+        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OK.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+
+    #[inline(always)]
+    fn table(t: &[f32; 8]) -> __m256 {
+        // SAFETY: `t` holds eight f32.
+        unsafe { _mm256_loadu_ps(t.as_ptr()) }
+    }
+
+    /// One map's constants in registers (loaded once per block, not per eight elements).
+    #[derive(Clone, Copy)]
+    pub(crate) struct Consts {
+        signed: bool,
+        j_offset: __m256i,
+        zero_j: __m256,
+        den: __m256,
+        start: __m256,
+        first: __m256,
+        scale: __m256,
+        offset: __m256,
+        lo: __m256,
+        hi: __m256,
+        k1: __m256,
+        k0: __m256,
+    }
+
+    impl Consts {
+        #[inline(always)]
+        pub(crate) fn new(ar: &Arith, signed: bool) -> Consts {
+            // SAFETY: only register moves and loads of eight-f32 arrays.
+            unsafe {
+                Consts {
+                    signed,
+                    j_offset: _mm256_set1_epi32(ar.j_offset),
+                    zero_j: _mm256_set1_ps(ar.zero_j),
+                    den: table(&ar.den),
+                    start: table(&ar.start),
+                    first: _mm256_set1_ps(ar.first),
+                    scale: table(&ar.scale),
+                    offset: table(&ar.offset),
+                    lo: table(&ar.lo),
+                    hi: table(&ar.hi),
+                    k1: _mm256_set1_ps(ar.k1),
+                    k0: _mm256_set1_ps(ar.k0),
+                }
+            }
+        }
+    }
+
+    /// The values of eight codes (`codes` holds at least eight bytes), bit-identical to the map.
+    #[inline(always)]
+    pub(crate) fn dequantize8(c: &Consts, codes: &[u8]) -> __m256 {
+        assert!(codes.len() >= 8);
+        // SAFETY: eight bytes are readable (asserted); the callers enable AVX2 and FMA.
+        unsafe {
+            let raw = _mm_loadl_epi64(codes.as_ptr() as *const __m128i);
+            let idx = _mm256_cvtepu8_epi32(raw);
+            let sj = _mm256_cvtepi32_ps(_mm256_sub_epi32(idx, c.j_offset));
+            let sign = _mm256_set1_ps(-0.0);
+            let j = if c.signed { _mm256_andnot_ps(sign, sj) } else { sj };
+            let top = _mm256_castsi256_ps(_mm256_set1_epi32(0xFF80_0000u32 as i32));
+            let p = _mm256_and_ps(j, top);
+            let e = _mm256_srli_epi32::<23>(_mm256_castps_si256(j));
+            let den = _mm256_permutevar8x32_ps(c.den, e);
+            let n = _mm256_fmadd_ps(j, _mm256_set1_ps(18.0), _mm256_set1_ps(9.0));
+            let n = _mm256_fnmadd_ps(p, _mm256_set1_ps(16.0), n);
+            let mut v = _mm256_div_ps(n, den);
+            if c.signed {
+                v = _mm256_xor_ps(v, _mm256_and_ps(sj, sign));
+            }
+            _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_NEQ_OQ>(sj, c.zero_j))
+        }
+    }
+
+    /// Codes of eight values as i32 lanes, and a bit mask of the lanes the arithmetic cannot
+    /// decide (near a boundary, non-finite, beyond the table, or negative for unsigned maps).
+    #[inline(always)]
+    pub(crate) fn quantize8(c: &Consts, x: __m256) -> (__m256i, i32) {
+        // SAFETY: register operations only; the callers enable AVX2 and FMA.
+        unsafe {
+            // Unsigned maps: negative lanes are flagged below, so x serves as |x|.
+            let ax = if c.signed { _mm256_andnot_ps(_mm256_set1_ps(-0.0), x) } else { x };
+            // The region estimate; above 7 only beyond LIMIT (flagged), so no upper clamp.
+            let y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_castps_si256(ax)), c.k1, c.k0);
+            let a = _mm256_cvttps_epi32(_mm256_max_ps(y, _mm256_setzero_ps()));
+            let ge = _mm256_cmp_ps::<_CMP_GE_OQ>(ax, _mm256_permutevar8x32_ps(c.start, a));
+            let r = _mm256_sub_epi32(a, _mm256_castps_si256(ge));
+            let at = |t: __m256| _mm256_permutevar8x32_ps(t, r);
+            let s = _mm256_fmadd_ps(ax, at(c.scale), at(c.offset));
+            let s = _mm256_min_ps(_mm256_max_ps(s, at(c.lo)), at(c.hi));
+            let q = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(s);
+            let dist = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(s, q));
+            let near = _mm256_cmp_ps::<_CMP_GT_OQ>(dist, _mm256_set1_ps(NEAR));
+            let below = _mm256_cmp_ps::<_CMP_LT_OQ>(ax, c.first);
+            let q = _mm256_add_ps(q, _mm256_and_ps(below, _mm256_set1_ps(-1.0)));
+            let mut code = _mm256_cvtps_epi32(q);
+            let bad = _mm256_cmp_ps::<_CMP_NLE_UQ>(ax, _mm256_set1_ps(LIMIT));
+            let mut slow = _mm256_movemask_ps(_mm256_or_ps(near, bad));
+            if c.signed {
+                // Negative x: the mirrored code, never the zero code (the sign rule).
+                let neg = _mm256_srai_epi32::<31>(_mm256_castps_si256(x));
+                let mirrored = _mm256_sub_epi32(_mm256_set1_epi32(254), code);
+                let mirrored = _mm256_max_epi32(
+                    _mm256_min_epi32(mirrored, _mm256_set1_epi32(126)),
+                    _mm256_setzero_si256(),
+                );
+                code = _mm256_blendv_epi8(code, mirrored, neg);
+            } else {
+                slow |= _mm256_movemask_ps(x);
+            }
+            (code, slow)
+        }
+    }
+
+    /// Stores eight i32 codes (< 256) of m and of v as bytes.
+    #[inline(always)]
+    pub(crate) fn store_codes(cm: __m256i, cv: __m256i, qm: &mut [u8], qv: &mut [u8]) {
+        assert!(qm.len() >= 8 && qv.len() >= 8);
+        // SAFETY: both outputs hold eight bytes (asserted); the callers enable AVX2.
+        unsafe {
+            // Per 128-bit half: m0-3 v0-3 as u16, then as bytes; gather m's and v's dwords.
+            let b = _mm256_packus_epi16(_mm256_packus_epi32(cm, cv), _mm256_setzero_si256());
+            let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
+            let lo = _mm256_castsi256_si128(b);
+            _mm_storel_epi64(qm.as_mut_ptr() as *mut __m128i, lo);
+            _mm_storel_epi64(qv.as_mut_ptr() as *mut __m128i, _mm_unpackhi_epi64(lo, lo));
+        }
+    }
+
+    /// Redoes the flagged lanes of `x` with the exact step table.
+    #[cold]
+    pub(crate) fn fix_lanes(map: &QuantMap, x: __m256, slow: i32, out: &mut [u8]) {
+        let mut xs = [0f32; 8];
+        // SAFETY: `xs` holds eight f32.
+        unsafe { _mm256_storeu_ps(xs.as_mut_ptr(), x) };
+        for l in (0..8).filter(|l| slow >> l & 1 == 1) {
+            out[l] = map.quantize(xs[l]);
+        }
+    }
+}
