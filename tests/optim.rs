@@ -474,7 +474,10 @@ fn slice_quantizer_handles_lengths_that_are_not_multiples_of_eight() {
     assert_eq!(codes, expected);
     let mut back = vec![0f32; 21];
     map.dequantize_slice(&codes, &mut back);
-    assert_eq!(back, codes.iter().map(|&c| map.value(c)).collect::<Vec<_>>());
+    assert_eq!(
+        back,
+        codes.iter().map(|&c| map.value(c)).collect::<Vec<_>>()
+    );
 }
 
 #[test]

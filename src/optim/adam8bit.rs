@@ -6,6 +6,10 @@
 //! fp32 AdamW does (decay first, PyTorch's order: p ← p·(1 − lr·wd), then the Adam step);
 //! m, v are requantized to the nearest code (no stochastic rounding). A non-finite gradient
 //! element zeroes its m and v and leaves its parameter untouched.
+//!
+//! Two implementations with bit-identical results: the scalar reference below (the step table
+//! of [`QuantMap::quantize`]), and an AVX2+FMA block step that computes code values and codes
+//! without any table lookup (`quant_arith`), because gathers cost more than the whole update.
 
 use super::adamw::{AdamConfig, StepConsts, adam_update, adamw_elem};
 use super::quant_map::QuantMap;
@@ -66,7 +70,7 @@ pub struct AdamW8bit {
     step: u64,
     qm: QuantMap,
     qv: QuantMap,
-    /// Use the AVX2 block step where the CPU has it (default); false runs the scalar
+    /// Use the AVX2+FMA block step where the CPU has both (default); false runs the scalar
     /// reference, which gives bit-identical results more slowly.
     pub vectorised: bool,
 }

@@ -7,13 +7,15 @@
 //! is exactly (18j − 16p + 9) / D_d with D_d = 10^(7−d)·2p, all small integers. IEEE division
 //! rounds correctly, so one division reproduces the table; [`Arith::derive`] checks every code.
 //!
-//! Codes: the region of |x| (below the first code, decade 0…6, or the code 1.0) comes from a
-//! Mitchell log₂ estimate (the float's bits as an integer) corrected by one comparison with the
-//! region's exact first value, found by bisection with the search; inside a decade the codes
-//! are evenly spaced, so the nearest is `round(x·D/18 + offset)`. Lanes within 2⁻¹¹ of a
-//! rounding boundary, non-finite or beyond the table are flagged and take the exact step table.
-//! Negative x mirror the positive codes (the signed map is symmetric but for 1.0), with
-//! bitsandbytes' sign rule. `tests/optim.rs` compares this with the search for every f32.
+//! Codes: the region of |x| (the zero code with decade 0, decades 1…6, or the code 1.0) comes
+//! from a Mitchell log₂ estimate (the float's top bits as an integer) corrected by one
+//! comparison with the region's exact first value, found by bisection with the search. Inside
+//! a region the boundaries between codes are evenly spaced, so the nearest code is
+//! `round(x·scale + offset)` with the line fitted through the region's exact boundaries. Lanes
+//! within 2⁻¹¹ of a rounding boundary, non-finite or beyond the table are flagged and take the
+//! exact step table. Negative x mirror the positive codes (the signed map is symmetric but for
+//! 1.0), with bitsandbytes' sign rule. `tests/optim.rs` compares this with the step table for
+//! every f32.
 
 use super::quant_map::{CODES, QuantMap};
 
@@ -23,10 +25,11 @@ pub(crate) const NEAR: f32 = 0.5 - 1.0 / 2048.0;
 /// Largest |x| handled without the table (as in the step table).
 pub(crate) const LIMIT: f32 = 1.0078125;
 
-/// Region estimate `floor(bits·K1 + K0)`: one region per 3.1 binades, the first step at
-/// 2^−16.5 (between decades 1 and 2's first values); checked against the exact region starts.
-const REGION_WIDTH: f64 = 3.1;
-const FIRST_STEP_LOG2: f64 = -16.5;
+/// Region estimate from t = the float's top 12 bits (sign, exponent, 3 mantissa bits):
+/// `((t − C)₊ · M) >> 16`, one region per 3.1 binades with the first step at 2^−16.5
+/// (between decades 1 and 2's first values); checked against the exact region starts.
+const ESTIMATE_C: u32 = 859;
+const ESTIMATE_M: u32 = 2643;
 
 /// Constants of one map's arithmetic form; all tables have eight entries, for `vpermps`.
 #[derive(Debug, Clone)]
@@ -39,17 +42,11 @@ pub(crate) struct Arith {
     pub den: [f32; 8],
     /// `start[a]` = the first x of region a + 1 (∞ for a = 7).
     pub start: [f32; 8],
-    /// The first x above the zero code.
-    pub first: f32,
-    /// Per region: s = x·scale + offset is the code with its boundaries at half-integers.
+    /// Per region: s = x·scale + offset puts the region's code boundaries at half-integers.
     pub scale: [f32; 8],
     pub offset: [f32; 8],
-    /// Per region: the codes it holds.
-    pub lo: [f32; 8],
+    /// Per region: its last code.
     pub hi: [f32; 8],
-    /// Region estimate constants.
-    pub k1: f32,
-    pub k0: f32,
 }
 
 /// The map's decades: (first code of the positive half, number of codes) for d = 0..6.
@@ -83,7 +80,10 @@ impl Arith {
             }
         };
         for (d, &(first, count)) in decades.iter().enumerate() {
-            put(first, (10f64.powi(7 - d as i32) * 2.0 * count as f64) as f32)?;
+            put(
+                first,
+                (10f64.powi(7 - d as i32) * 2.0 * count as f64) as f32,
+            )?;
         }
         put(one, numerator(one as i32 - j_offset))?;
         let den = den.map(|d| if d.is_nan() { f32::INFINITY } else { d });
@@ -92,42 +92,59 @@ impl Arith {
             zero_j,
             den,
             start: [f32::INFINITY; 8],
-            first: 0.0,
             scale: [0.0; 8],
             offset: [0.0; 8],
-            lo: [0.0; 8],
             hi: [0.0; 8],
-            k1: (2f64.powi(-23) / REGION_WIDTH) as f32,
-            k0: ((-127.0 - FIRST_STEP_LOG2) / REGION_WIDTH + 1.0) as f32,
         };
         for code in 0..CODES {
             if ar.value(code as u8).to_bits() != map.codes[code].to_bits() {
                 return None;
             }
         }
-        // Regions: decades 0..6, then the code 1.0; each starts where the search first
-        // answers its first code.
+        // Regions by code: the zero code with decade 0, decades 1..6, the code 1.0.
         let zero = map.zero_code() as usize;
-        ar.first = first_x(map, zero + 1);
-        for (d, &(first, count)) in decades.iter().enumerate() {
-            let p = count as f64;
-            let den = ar.den_of(first) as f64;
-            ar.scale[d] = (den / 18.0) as f32;
-            ar.offset[d] = (first as f64 - (2.0 * p + 9.0) / 18.0) as f32;
-            ar.lo[d] = first as f32;
-            ar.hi[d] = (first + count - 1) as f32;
-            if d > 0 {
-                ar.start[d - 1] = first_x(map, first);
+        let mut regions = [(0, 0); 8];
+        regions[0] = (zero, decades[0].0 + decades[0].1 - 1);
+        for d in 1..7 {
+            regions[d] = (decades[d].0, decades[d].0 + decades[d].1 - 1);
+        }
+        regions[7] = (one, one);
+        for (r, &(lo, hi)) in regions.iter().enumerate() {
+            // Boundaries: the first x of each code after the region's first.
+            let b: Vec<f64> = (lo + 1..=hi).map(|c| first_x(map, c) as f64).collect();
+            let (lo_f, hi_f) = (lo as f64, hi as f64);
+            let scale = match b.len() {
+                0 => 0.0,
+                1 => ar.den_of(hi) as f64 / 18.0, // one boundary: its decade's slope
+                n => (n - 1) as f64 / (b[n - 1] - b[0]),
+            };
+            let offset = if b.is_empty() {
+                lo_f
+            } else {
+                lo_f + 0.5 - b[0] * scale
+            };
+            (ar.scale[r], ar.offset[r], ar.hi[r]) = (scale as f32, offset as f32, hi_f as f32);
+            // Every boundary sits within a fifth of the margin of its half-integer.
+            let s = |x: f32| x.mul_add(ar.scale[r], ar.offset[r]);
+            for (c, &x) in (lo + 1..).zip(&b) {
+                if (s(x as f32) - (c as f32 - 0.5)).abs() > (0.5 - NEAR) / 5.0 {
+                    return None;
+                }
+            }
+            if r > 0 {
+                let start = first_x(map, lo);
+                ar.start[r - 1] = start;
+                // The region's first value rounds to its first code (or is flagged).
+                if s(start) < lo as f32 - NEAR {
+                    return None;
+                }
             }
         }
-        ar.start[6] = first_x(map, one);
-        (ar.offset[7], ar.lo[7], ar.hi[7]) = (one as f32, one as f32, one as f32);
         // The estimate is never above the region nor more than one below it.
-        let starts = [ar.first, ar.start[0], ar.start[1], ar.start[2], ar.start[3]];
-        let starts = starts.iter().chain(&ar.start[4..7]).copied().collect::<Vec<_>>();
-        for (i, &s) in starts.iter().enumerate().skip(1) {
+        for i in 1..8 {
+            let s = ar.start[i - 1];
             let below = f32::from_bits(s.to_bits() - 1);
-            if ar.estimate(below) > i as i32 - 1 || ar.estimate(s) < i as i32 - 1 {
+            if estimate(below) > i as u32 - 1 || estimate(s) < i as u32 - 1 {
                 return None;
             }
         }
@@ -149,13 +166,11 @@ impl Arith {
         let v = numerator_f(sj.abs()) / self.den_of(code as usize);
         if sj < 0.0 { -v } else { v }
     }
+}
 
-    /// The region estimate for |x| = `ax` (what the vector code computes per lane).
-    pub(crate) fn estimate(&self, ax: f32) -> i32 {
-        (ax.to_bits() as i32 as f32)
-            .mul_add(self.k1, self.k0)
-            .clamp(0.0, 7.0) as i32
-    }
+/// The region estimate for |x| = `ax` (what the vector code computes per lane).
+fn estimate(ax: f32) -> u32 {
+    ((ax.to_bits() >> 20).saturating_sub(ESTIMATE_C) * ESTIMATE_M) >> 16
 }
 
 /// 18j − 16p + 9 with p the top bit of j, exactly (small integers).
@@ -185,7 +200,7 @@ fn first_x(map: &QuantMap, code: usize) -> f32 {
 /// The arithmetic form with AVX2 and FMA, eight lanes at a time.
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
-    use super::{Arith, LIMIT, NEAR};
+    use super::{Arith, ESTIMATE_C, ESTIMATE_M, LIMIT, NEAR};
     use crate::optim::quant_map::QuantMap;
     use std::arch::x86_64::*;
 
@@ -209,13 +224,9 @@ pub(crate) mod avx2 {
         zero_j: __m256,
         den: __m256,
         start: __m256,
-        first: __m256,
         scale: __m256,
         offset: __m256,
-        lo: __m256,
         hi: __m256,
-        k1: __m256,
-        k0: __m256,
     }
 
     impl Consts {
@@ -229,13 +240,9 @@ pub(crate) mod avx2 {
                     zero_j: _mm256_set1_ps(ar.zero_j),
                     den: table(&ar.den),
                     start: table(&ar.start),
-                    first: _mm256_set1_ps(ar.first),
                     scale: table(&ar.scale),
                     offset: table(&ar.offset),
-                    lo: table(&ar.lo),
                     hi: table(&ar.hi),
-                    k1: _mm256_set1_ps(ar.k1),
-                    k0: _mm256_set1_ps(ar.k0),
                 }
             }
         }
@@ -251,7 +258,11 @@ pub(crate) mod avx2 {
             let idx = _mm256_cvtepu8_epi32(raw);
             let sj = _mm256_cvtepi32_ps(_mm256_sub_epi32(idx, c.j_offset));
             let sign = _mm256_set1_ps(-0.0);
-            let j = if c.signed { _mm256_andnot_ps(sign, sj) } else { sj };
+            let j = if c.signed {
+                _mm256_andnot_ps(sign, sj)
+            } else {
+                sj
+            };
             let top = _mm256_castsi256_ps(_mm256_set1_epi32(0xFF80_0000u32 as i32));
             let p = _mm256_and_ps(j, top);
             let e = _mm256_srli_epi32::<23>(_mm256_castps_si256(j));
@@ -266,43 +277,65 @@ pub(crate) mod avx2 {
         }
     }
 
-    /// Codes of eight values as i32 lanes, and a bit mask of the lanes the arithmetic cannot
-    /// decide (near a boundary, non-finite, beyond the table, or negative for unsigned maps).
+    /// Codes of N×8 values as i32 lanes, and per vector a bit mask of the lanes the arithmetic
+    /// cannot decide (near a boundary, non-finite, beyond the table, or negative for unsigned
+    /// maps). The N vectors go through each step together: their chains overlap.
     #[inline(always)]
-    pub(crate) fn quantize8(c: &Consts, x: __m256) -> (__m256i, i32) {
+    pub(crate) fn quantize<const N: usize>(c: &Consts, x: [__m256; N]) -> [(__m256i, i32); N] {
+        // Plain loops over the N vectors (closures here would not be inlined).
         // SAFETY: register operations only; the callers enable AVX2 and FMA.
         unsafe {
-            // Unsigned maps: negative lanes are flagged below, so x serves as |x|.
-            let ax = if c.signed { _mm256_andnot_ps(_mm256_set1_ps(-0.0), x) } else { x };
-            // The region estimate; above 7 only beyond LIMIT (flagged), so no upper clamp.
-            let y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_castps_si256(ax)), c.k1, c.k0);
-            let a = _mm256_cvttps_epi32(_mm256_max_ps(y, _mm256_setzero_ps()));
-            let ge = _mm256_cmp_ps::<_CMP_GE_OQ>(ax, _mm256_permutevar8x32_ps(c.start, a));
-            let r = _mm256_sub_epi32(a, _mm256_castps_si256(ge));
-            let at = |t: __m256| _mm256_permutevar8x32_ps(t, r);
-            let s = _mm256_fmadd_ps(ax, at(c.scale), at(c.offset));
-            let s = _mm256_min_ps(_mm256_max_ps(s, at(c.lo)), at(c.hi));
-            let q = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(s);
-            let dist = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(s, q));
-            let near = _mm256_cmp_ps::<_CMP_GT_OQ>(dist, _mm256_set1_ps(NEAR));
-            let below = _mm256_cmp_ps::<_CMP_LT_OQ>(ax, c.first);
-            let q = _mm256_add_ps(q, _mm256_and_ps(below, _mm256_set1_ps(-1.0)));
-            let mut code = _mm256_cvtps_epi32(q);
-            let bad = _mm256_cmp_ps::<_CMP_NLE_UQ>(ax, _mm256_set1_ps(LIMIT));
-            let mut slow = _mm256_movemask_ps(_mm256_or_ps(near, bad));
-            if c.signed {
-                // Negative x: the mirrored code, never the zero code (the sign rule).
-                let neg = _mm256_srai_epi32::<31>(_mm256_castps_si256(x));
-                let mirrored = _mm256_sub_epi32(_mm256_set1_epi32(254), code);
-                let mirrored = _mm256_max_epi32(
-                    _mm256_min_epi32(mirrored, _mm256_set1_epi32(126)),
-                    _mm256_setzero_si256(),
-                );
-                code = _mm256_blendv_epi8(code, mirrored, neg);
-            } else {
-                slow |= _mm256_movemask_ps(x);
+            let sign = _mm256_set1_ps(-0.0);
+            let (mut ax, mut s, mut q) = (x, x, x);
+            let mut r = [_mm256_setzero_si256(); N];
+            for i in 0..N {
+                // Unsigned maps: negative lanes are flagged below, so x serves as |x|.
+                if c.signed {
+                    ax[i] = _mm256_andnot_ps(sign, x[i]);
+                }
             }
-            (code, slow)
+            for i in 0..N {
+                // The region estimate; beyond 7 only past LIMIT (flagged; vpermps wraps).
+                let t = _mm256_srli_epi32::<20>(_mm256_castps_si256(ax[i]));
+                let t = _mm256_subs_epu16(t, _mm256_set1_epi32(ESTIMATE_C as i32));
+                r[i] = _mm256_mulhi_epu16(t, _mm256_set1_epi32(ESTIMATE_M as i32));
+            }
+            for i in 0..N {
+                let start = _mm256_permutevar8x32_ps(c.start, r[i]);
+                let ge = _mm256_cmp_ps::<_CMP_GE_OQ>(ax[i], start);
+                r[i] = _mm256_sub_epi32(r[i], _mm256_castps_si256(ge));
+            }
+            for i in 0..N {
+                let scale = _mm256_permutevar8x32_ps(c.scale, r[i]);
+                let offset = _mm256_permutevar8x32_ps(c.offset, r[i]);
+                s[i] = _mm256_fmadd_ps(ax[i], scale, offset);
+            }
+            for i in 0..N {
+                s[i] = _mm256_min_ps(s[i], _mm256_permutevar8x32_ps(c.hi, r[i]));
+                q[i] = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(s[i]);
+            }
+            let mut out = [(_mm256_setzero_si256(), 0); N];
+            for i in 0..N {
+                let dist = _mm256_andnot_ps(sign, _mm256_sub_ps(s[i], q[i]));
+                let near = _mm256_cmp_ps::<_CMP_GT_OQ>(dist, _mm256_set1_ps(NEAR));
+                let bad = _mm256_cmp_ps::<_CMP_NLE_UQ>(ax[i], _mm256_set1_ps(LIMIT));
+                let mut slow = _mm256_movemask_ps(_mm256_or_ps(near, bad));
+                let mut code = _mm256_cvtps_epi32(q[i]);
+                if c.signed {
+                    // Negative x: the mirrored code, never the zero code (the sign rule).
+                    let neg = _mm256_srai_epi32::<31>(_mm256_castps_si256(x[i]));
+                    let mirrored = _mm256_sub_epi32(_mm256_set1_epi32(254), code);
+                    let mirrored = _mm256_max_epi32(
+                        _mm256_min_epi32(mirrored, _mm256_set1_epi32(126)),
+                        _mm256_setzero_si256(),
+                    );
+                    code = _mm256_blendv_epi8(code, mirrored, neg);
+                } else {
+                    slow |= _mm256_movemask_ps(x[i]);
+                }
+                out[i] = (code, slow);
+            }
+            out
         }
     }
 

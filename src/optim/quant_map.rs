@@ -95,8 +95,8 @@ impl QuantMap {
             arith: None,
             saturated: [0; 4],
         };
-        m.saturated = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN]
-            .map(|x| m.quantize_search(x));
+        m.saturated =
+            [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN].map(|x| m.quantize_search(x));
         m.lut = (0..2 * NEG)
             .map(|i| {
                 let prefix = if i < NEG { i } else { 0x8000 | (i - NEG) };
@@ -142,7 +142,7 @@ impl QuantMap {
         for (x, q) in xs.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
             // SAFETY: `x` holds eight f32.
             let x = unsafe { std::arch::x86_64::_mm256_loadu_ps(x.as_ptr()) };
-            let (code, slow) = avx2::quantize8(&c, x);
+            let [(code, slow)] = avx2::quantize(&c, [x]);
             avx2::store_codes(code, code, q, &mut spare);
             if slow != 0 {
                 avx2::fix_lanes(self, x, slow, q);
@@ -173,7 +173,9 @@ impl QuantMap {
         let c = avx2::Consts::new(ar, self.signed);
         for (q, v) in codes.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
             // SAFETY: `v` holds eight f32.
-            unsafe { std::arch::x86_64::_mm256_storeu_ps(v.as_mut_ptr(), avx2::dequantize8(&c, q)) };
+            unsafe {
+                std::arch::x86_64::_mm256_storeu_ps(v.as_mut_ptr(), avx2::dequantize8(&c, q))
+            };
         }
         codes.len() / 8 * 8
     }
