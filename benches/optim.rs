@@ -2,10 +2,11 @@
 //! bytes (the bandwidth floor), in one run. Criterion reports GB/s of the bytes each step must
 //! move (fp32 AdamW: p, g, m, v read and p, m, v written, 28 B/param; 8-bit: p, g and two codes
 //! read, p and two codes written, 16 B/param plus 16 B per 256-block); parameters/s is
-//! 16,777,216 / time.
+//! 16,777,216 / time. Then the signed map's quantizer alone, three ways (single thread).
 
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use rewind::Tensor;
+use rewind::optim::quant_map::QuantMap;
 use rewind::optim::{AdamW, AdamW8bit, Optimizer, ParamGroup};
 
 #[path = "alloc.rs"]
@@ -55,5 +56,42 @@ fn optimizers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, optimizers);
+/// Quantizing 16M values (m/absmax-like: normal, scaled into [−1, 1]) three ways with the same
+/// result: the lookup-free vector path, the step table (one lookup per value), the search.
+fn quantizers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("quantize_16M_signed");
+    g.sample_size(10);
+    rewind::rng::manual_seed(5);
+    let xs: Vec<f32> = rewind::rng::normal_vec(N)
+        .iter()
+        .map(|&x| (x / 4.0).clamp(-1.0, 1.0) as f32)
+        .collect();
+    let map = QuantMap::signed();
+    let mut codes = vec![0u8; N];
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("lookup_free", |b| {
+        b.iter(|| map.quantize_slice(black_box(&xs), &mut codes))
+    });
+    g.bench_function("step_table", |b| {
+        b.iter(|| {
+            for (q, &x) in codes.iter_mut().zip(black_box(&xs)) {
+                *q = map.quantize(x);
+            }
+        })
+    });
+    g.bench_function("search", |b| {
+        b.iter(|| {
+            for (q, &x) in codes.iter_mut().zip(black_box(&xs)) {
+                *q = map.quantize_search(x);
+            }
+        })
+    });
+    g.bench_function("dequantize_lookup_free", |b| {
+        let mut out = vec![0f32; N];
+        b.iter(|| map.dequantize_slice(black_box(&codes), &mut out))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, optimizers, quantizers);
 criterion_main!(benches);
