@@ -438,7 +438,7 @@ fn lookup_free_quantizer_agrees_with_the_step_table_on_every_f32() {
                     let mut wrong = 0;
                     for (i, (&x, &q)) in xs.iter().zip(codes.iter()).enumerate() {
                         let expected = map.quantize(x);
-                        if (hi as usize * 65_536 + i) % 4_099 == 0 {
+                        if (hi as usize * 65_536 + i).is_multiple_of(4_099) {
                             assert_eq!(expected, map.quantize_search(x), "x = {x:e}");
                         }
                         wrong += usize::from(q != expected);

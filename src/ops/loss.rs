@@ -73,7 +73,7 @@ impl Tensor {
     }
 }
 
-/// −(1/n) Σ log p[target] over the non-ignored rows.
+/// −(1/n) Σ log p\[target\] over the non-ignored rows.
 fn nll<E: Element>(lp: &[E], targets: &[i64], ignore: i64, count: usize) -> Vec<E> {
     let c = lp.len() / targets.len().max(1);
     let mut s = E::C::zero();

@@ -79,7 +79,7 @@ fn plan(a: &[usize], b: &[usize]) -> Result<(Plan, Shape)> {
     ))
 }
 
-/// C[i] = op(A[i])·op(B[i]) over the batch; a shared C (`c_shared`) accumulates all of them.
+/// C\[i\] = op(A\[i\])·op(B\[i\]) over the batch; a shared C (`c_shared`) accumulates all of them.
 #[allow(clippy::too_many_arguments)]
 fn batched<E: Gemm>(
     batch: usize,
