@@ -92,7 +92,7 @@ fn quantizers(c: &mut Criterion) {
     let mut codes = vec![0u8; N];
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("lookup_free", |b| {
-        b.iter(|| map.quantize_slice(black_box(&xs), &mut codes))
+        b.iter(|| map.quantize_slice(black_box(&xs), &mut codes).unwrap())
     });
     g.bench_function("step_table", |b| {
         b.iter(|| {
@@ -110,7 +110,7 @@ fn quantizers(c: &mut Criterion) {
     });
     g.bench_function("dequantize_lookup_free", |b| {
         let mut out = vec![0f32; N];
-        b.iter(|| map.dequantize_slice(black_box(&codes), &mut out))
+        b.iter(|| map.dequantize_slice(black_box(&codes), &mut out).unwrap())
     });
     g.finish();
 }

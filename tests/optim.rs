@@ -434,7 +434,7 @@ fn lookup_free_quantizer_agrees_with_the_step_table_on_every_f32() {
                     for (low, x) in xs.iter_mut().enumerate() {
                         *x = f32::from_bits(hi << 16 | low as u32);
                     }
-                    map.quantize_slice(xs, codes);
+                    map.quantize_slice(xs, codes).unwrap();
                     let mut wrong = 0;
                     for (i, (&x, &q)) in xs.iter().zip(codes.iter()).enumerate() {
                         let expected = map.quantize(x);
@@ -457,7 +457,7 @@ fn lookup_free_dequantizer_reproduces_every_code_value() {
     for map in [QuantMap::signed(), QuantMap::unsigned()] {
         let codes: Vec<u8> = (0..=255).collect();
         let mut values = vec![f32::NAN; 256];
-        map.dequantize_slice(&codes, &mut values);
+        map.dequantize_slice(&codes, &mut values).unwrap();
         for (c, v) in values.iter().enumerate() {
             assert_eq!(v.to_bits(), map.codes[c].to_bits(), "code {c}");
         }
@@ -465,19 +465,35 @@ fn lookup_free_dequantizer_reproduces_every_code_value() {
 }
 
 #[test]
-fn slice_quantizer_handles_lengths_that_are_not_multiples_of_eight() {
+fn slice_quantizer_handles_any_length_and_refuses_mismatched_buffers() {
     let map = QuantMap::signed();
     let xs: Vec<f32> = (0..21).map(|i| (i as f32 - 10.0) / 10.0).collect();
     let mut codes = vec![0u8; 21];
-    map.quantize_slice(&xs, &mut codes);
+    map.quantize_slice(&xs, &mut codes).unwrap();
     let expected: Vec<u8> = xs.iter().map(|&x| map.quantize_search(x)).collect();
     assert_eq!(codes, expected);
     let mut back = vec![0f32; 21];
-    map.dequantize_slice(&codes, &mut back);
+    map.dequantize_slice(&codes, &mut back).unwrap();
     assert_eq!(
         back,
         codes.iter().map(|&c| map.value(c)).collect::<Vec<_>>()
     );
+    let err = map.quantize_slice(&xs, &mut codes[..20]).unwrap_err();
+    assert!(matches!(
+        err,
+        rewind::Error::ShapeMismatch {
+            op: "quantize_slice",
+            ..
+        }
+    ));
+    let err = map.dequantize_slice(&codes, &mut back[..3]).unwrap_err();
+    assert!(matches!(
+        err,
+        rewind::Error::ShapeMismatch {
+            op: "dequantize_slice",
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -2,6 +2,20 @@
 //! kernel uses the same maps and the same search, so CPU and GPU pick identical codes.
 
 use super::quant_arith::Arith;
+use crate::error::{Error, Result};
+
+/// The error for buffers of different lengths.
+fn lengths(op: &'static str, a: usize, b: usize) -> Result<()> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            op,
+            lhs: vec![a],
+            rhs: vec![b],
+        })
+    }
+}
 
 /// Number of codes.
 pub const CODES: usize = 256;
@@ -117,10 +131,11 @@ impl QuantMap {
         false
     }
 
-    /// The codes of `xs` into `out` (same length): [`QuantMap::quantize`] for each, eight at a
-    /// time without table lookups where the CPU allows.
-    pub fn quantize_slice(&self, xs: &[f32], out: &mut [u8]) {
-        assert_eq!(xs.len(), out.len(), "quantize_slice: lengths differ");
+    /// The codes of `xs` into `out` (same length, else a `ShapeMismatch`):
+    /// [`QuantMap::quantize`] for each, eight at a time without table lookups where the CPU
+    /// allows.
+    pub fn quantize_slice(&self, xs: &[f32], out: &mut [u8]) -> Result<()> {
+        lengths("quantize_slice", xs.len(), out.len())?;
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if let (Some(ar), true) = (&self.arith, self.vectorised()) {
@@ -130,6 +145,7 @@ impl QuantMap {
         for (x, q) in xs[done..].iter().zip(&mut out[done..]) {
             *q = self.quantize(*x);
         }
+        Ok(())
     }
 
     /// The whole groups of eight of [`QuantMap::quantize_slice`]; returns how many it did.
@@ -151,9 +167,10 @@ impl QuantMap {
         xs.len() / 8 * 8
     }
 
-    /// The values of `codes` into `out` (same length), bit-identical to [`QuantMap::value`].
-    pub fn dequantize_slice(&self, codes: &[u8], out: &mut [f32]) {
-        assert_eq!(codes.len(), out.len(), "dequantize_slice: lengths differ");
+    /// The values of `codes` into `out` (same length, else a `ShapeMismatch`), bit-identical
+    /// to [`QuantMap::value`].
+    pub fn dequantize_slice(&self, codes: &[u8], out: &mut [f32]) -> Result<()> {
+        lengths("dequantize_slice", codes.len(), out.len())?;
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if let (Some(ar), true) = (&self.arith, self.vectorised()) {
@@ -163,6 +180,7 @@ impl QuantMap {
         for (c, v) in codes[done..].iter().zip(&mut out[done..]) {
             *v = self.value(*c);
         }
+        Ok(())
     }
 
     /// The whole groups of eight of [`QuantMap::dequantize_slice`]; returns how many it did.
