@@ -129,7 +129,7 @@ fn run(
 }
 
 fn mib(b: usize) -> String {
-    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+    format!("{:.1} MiB", crate::storage::mib(b))
 }
 
 /// Tells the story through `out`, one line at a time, checking each claim.

@@ -374,9 +374,8 @@ fn step_table_quantizes_like_the_search_across_every_range() {
 fn vectorised_8bit_step_is_bit_identical_to_the_scalar_reference() {
     // 5,000 elements: 19 full blocks and a 136-element tail; gradients span 12 decades and
     // include zeros, ±inf, NaN and values whose square overflows (v = inf, a NaN ratio).
-    #[cfg(target_arch = "x86_64")]
-    if !std::is_x86_feature_detected!("avx2") {
-        eprintln!("skipped: this CPU has no AVX2, so both runs would take the scalar path");
+    if !QuantMap::signed().vectorised() {
+        eprintln!("skipped: this CPU has no AVX2+FMA, so both runs would take the scalar path");
         return;
     }
     let n = 5_000;

@@ -9,6 +9,7 @@ use crate::models::ResidualMlp;
 use crate::nn::Parameters;
 use crate::optim::{Optimizer, ParamGroup, Sgd};
 use crate::rng;
+use crate::storage::mib;
 use crate::tape;
 use crate::tensor::Tensor;
 use std::fmt::Write as _;
@@ -136,10 +137,6 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
         }
     }
     Ok(rows)
-}
-
-fn mib(b: usize) -> f64 {
-    b as f64 / (1024.0 * 1024.0)
 }
 
 /// The table: per row, time and memory with ratios to the same depth's store plan. A `*`

@@ -10,6 +10,7 @@ use crate::models::ResidualMlp;
 use crate::nn::{Parameters, freeze};
 use crate::ops::autocast::autocast;
 use crate::optim::{AdamW, AdamW8bit, Optimizer, ParamGroup};
+use crate::storage::mib;
 use crate::{rng, tape};
 use std::fmt::Write as _;
 
@@ -190,7 +191,6 @@ fn measure_one(s: Setup, depth: usize, d: usize, rows: usize, reps: usize) -> Re
 
 /// The table in MiB, with the total.
 pub fn table(rows: &[MemoryRow]) -> String {
-    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     let mut s = String::from(
         "| setup | params MiB | grads MiB | optimizer MiB | saved activations MiB | total MiB | step s |\n|---|---|---|---|---|---|---|\n",
     );

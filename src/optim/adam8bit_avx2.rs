@@ -10,10 +10,7 @@ use std::arch::x86_64::*;
 
 /// The arithmetic forms of both maps where this CPU runs the vector step.
 pub(super) fn arith<'a>(step: &Step<'a>) -> Option<(&'a Arith, &'a Arith)> {
-    match (&step.m.arith, &step.v.arith) {
-        (Some(m), Some(v)) if avx2::available() => Some((m, v)),
-        _ => None,
-    }
+    Some((step.m.arith_here()?, step.v.arith_here()?))
 }
 
 /// Runs `$body` for every 8-element offset `$j` below `$n`, two per iteration so that the

@@ -17,13 +17,13 @@
 //! 1.0), with bitsandbytes' sign rule. `tests/optim.rs` compares this with the step table for
 //! every f32.
 
-use super::quant_map::{CODES, QuantMap};
+use super::quant_map::{CODES, MAX_PREFIX, QuantMap};
 
 /// Distance from a rounding boundary (in code units) below which a lane takes the step table:
 /// the arithmetic's error is under 1e-4 code units, the boundaries' own rounding similar.
 pub(crate) const NEAR: f32 = 0.5 - 1.0 / 2048.0;
-/// Largest |x| handled without the table (as in the step table).
-pub(crate) const LIMIT: f32 = 1.0078125;
+/// Largest |x| handled without the table: the end of the step table's range (1.0078125).
+pub(crate) const LIMIT: f32 = f32::from_bits((MAX_PREFIX + 1) << 16);
 
 /// Region estimate from t = the float's top 12 bits (sign, exponent, 3 mantissa bits):
 /// `((t − C)₊ · M) >> 16`, one region per 3.1 binades with the first step at 2^−16.5
@@ -85,7 +85,7 @@ impl Arith {
                 (10f64.powi(7 - d as i32) * 2.0 * count as f64) as f32,
             )?;
         }
-        put(one, numerator(one as i32 - j_offset))?;
+        put(one, numerator_f((one as i32 - j_offset) as f32))?;
         let den = den.map(|d| if d.is_nan() { f32::INFINITY } else { d });
         let mut ar = Arith {
             j_offset,
@@ -177,10 +177,6 @@ fn estimate(ax: f32) -> u32 {
 fn numerator_f(j: f32) -> f32 {
     let p = f32::from_bits(j.to_bits() & 0xFF80_0000);
     (-16.0f32).mul_add(p, j.mul_add(18.0, 9.0))
-}
-
-fn numerator(j: i32) -> f32 {
-    numerator_f(j as f32)
 }
 
 /// The smallest x ≥ 0 whose code (by the search) is at least `code`.

@@ -66,14 +66,14 @@ pub struct QuantMap {
     /// one code. Quantization is monotone in x, so this reproduces the search exactly.
     lut: Vec<u32>,
     /// The lookup-free form the vectorised paths use (always derived for these maps).
-    pub(crate) arith: Option<Arith>,
+    arith: Option<Arith>,
     /// The search's answer beyond the table (|x| ≥ 1.0078, ±inf, NaN), by NaN-ness and sign:
     /// there every comparison the search makes has the same outcome as for ±inf or NaN.
     saturated: [u8; 4],
 }
 
 /// Top-16-bit prefixes of |x| covered by the table: up to 1.0 and its range (`0x3F80_xxxx`).
-const MAX_PREFIX: u32 = 0x3F80;
+pub(crate) const MAX_PREFIX: u32 = 0x3F80;
 /// Offset of the negative half of the table.
 const NEG: u32 = MAX_PREFIX + 1;
 
@@ -124,11 +124,16 @@ impl QuantMap {
     /// Whether the vectorised, lookup-free quantizer runs on this CPU (AVX2 and FMA) for
     /// this map; otherwise the slice functions use the step table, with the same results.
     pub fn vectorised(&self) -> bool {
+        self.arith_here().is_some()
+    }
+
+    /// The lookup-free form, when this CPU runs it.
+    pub(crate) fn arith_here(&self) -> Option<&Arith> {
         #[cfg(target_arch = "x86_64")]
-        if self.arith.is_some() && super::quant_arith::avx2::available() {
-            return true;
+        if super::quant_arith::avx2::available() {
+            return self.arith.as_ref();
         }
-        false
+        None
     }
 
     /// The codes of `xs` into `out` (same length, else a `ShapeMismatch`):
@@ -138,8 +143,8 @@ impl QuantMap {
         lengths("quantize_slice", xs.len(), out.len())?;
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if let (Some(ar), true) = (&self.arith, self.vectorised()) {
-            // SAFETY: AVX2 and FMA are present (checked by `vectorised`).
+        if let Some(ar) = self.arith_here() {
+            // SAFETY: AVX2 and FMA are present (checked by `arith_here`).
             done = unsafe { self.quantize_slice_avx2(ar, xs, out) };
         }
         for (x, q) in xs[done..].iter().zip(&mut out[done..]) {
@@ -173,8 +178,8 @@ impl QuantMap {
         lengths("dequantize_slice", codes.len(), out.len())?;
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if let (Some(ar), true) = (&self.arith, self.vectorised()) {
-            // SAFETY: AVX2 and FMA are present (checked by `vectorised`).
+        if let Some(ar) = self.arith_here() {
+            // SAFETY: AVX2 and FMA are present (checked by `arith_here`).
             done = unsafe { self.dequantize_slice_avx2(ar, codes, out) };
         }
         for (c, v) in codes[done..].iter().zip(&mut out[done..]) {

@@ -7,6 +7,7 @@ use super::config::{FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, TrainC
 use super::{RunSummary, Trainer, run};
 use crate::bench::plot::{BarPanel, bar_panels};
 use crate::error::Result;
+use crate::storage::mib;
 
 /// One configuration of the comparison.
 #[derive(Debug, Clone)]
@@ -92,10 +93,6 @@ pub fn compare(
             Ok(row)
         })
         .collect()
-}
-
-fn mib(b: usize) -> f64 {
-    b as f64 / (1u64 << 20) as f64
 }
 
 /// The comparison as a Markdown table.

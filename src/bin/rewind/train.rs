@@ -135,7 +135,7 @@ impl TrainArgs {
 }
 
 fn mib(b: usize) -> String {
-    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+    format!("{:.1} MiB", rewind::storage::mib(b))
 }
 
 fn io_err(what: &std::path::Path, e: std::io::Error) -> rewind::Error {
