@@ -4,8 +4,8 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rewind::Tensor;
 use rewind::checkpoint::{CheckpointMode, Plan, plan, run_blocks};
-use rewind::models::ResidualMlp;
 use rewind::nn::Parameters;
+use rewind::nn::ResidualMlp;
 
 #[path = "alloc.rs"]
 mod alloc;

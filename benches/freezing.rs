@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rewind::Tensor;
-use rewind::models::ResidualMlp;
+use rewind::nn::ResidualMlp;
 use rewind::nn::{Module, Parameters, freeze, unfreeze};
 
 #[path = "alloc.rs"]

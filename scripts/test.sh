@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The test command: every test (unit, integration, property, doc, and the CUDA kernel build
-# checks: NVRTC + ptxas for sm_80 and sm_90) in release mode, and a build of the benches.
+# The test command: every test of both packages (unit, integration, property, doc, and the CUDA
+# kernel build checks: NVRTC + ptxas for sm_80 and sm_90) in release mode, a build of the
+# benches, and the guard that keeps the engine's dependency tree lean.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/engine-deps.sh
 . scripts/cuda-tools.sh
-cargo test --release --all-features
-cargo bench --no-run --quiet --all-features
+cargo test --release --workspace --all-features
+cargo bench --no-run --quiet --workspace --all-features

@@ -2,25 +2,12 @@
 //! intermediate gradient as soon as they have been used.
 
 use crate::error::{Error, Result};
-use crate::tape::{self, Input, NoGradGuard, NodeId};
-use crate::tensor::Tensor;
+use crate::tape::{self, Input, NoGradGuard};
+use crate::tensor::{NodeId, Tensor};
+use crate::{cpu, zip_buffers};
 use smallvec::SmallVec;
 
-/// Gradients for an op's inputs, in input order (`None` where not needed).
-pub type Grads = SmallVec<[Option<Tensor>; 2]>;
-
-/// The backward half of an op, holding exactly what its forward saved.
-pub trait Backward {
-    /// Given dL/d(output), returns dL/d(input) for every input whose `needs` flag is set.
-    fn backward(&self, grad: &Tensor, needs: &[bool]) -> Result<Grads>;
-    /// Calls `f` on every tensor saved for backward (memory accounting and the tape dump).
-    fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
-    /// Leaves that get gradients through this op without being its inputs (the parameters a
-    /// checkpoint segment's body captures).
-    fn captured(&self) -> &[Tensor] {
-        &[]
-    }
-}
+pub use crate::tape::{Backward, Grads};
 
 /// Options of a backward call.
 #[derive(Debug, Clone, Copy, Default)]
@@ -38,10 +25,9 @@ impl Tensor {
 
     /// Backward with an explicit output gradient and options.
     pub fn backward_with(&self, grad: Option<&Tensor>, opts: BackwardOptions) -> Result<()> {
-        let cuts = crate::checkpoint::diagnose::take_cuts();
         if !self.requires_grad() {
             return Err(Error::NoGradFn {
-                explanation: crate::checkpoint::diagnose::explain(&cuts),
+                explanation: crate::cuts::explain(self.cuts()),
             });
         }
         let seed = match grad {
@@ -80,6 +66,25 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// Adds `g` into this tensor's `.grad` (first contribution is stored as is).
+    pub(crate) fn accumulate_grad(&self, g: Tensor) -> Result<()> {
+        let mut slot = self.0.grad.borrow_mut();
+        *slot = Some(match slot.take() {
+            None => g,
+            Some(acc) => add_grads(acc, g)?,
+        });
+        Ok(())
+    }
+}
+
+/// `acc += g` in place (same shape and dtype).
+fn add_assign(acc: &Tensor, g: &Tensor) -> Result<()> {
+    let src = g.data();
+    let mut dst = acc.storage().borrow_mut();
+    zip_buffers!("accumulate_grad", &mut *dst, &*src, d, s => cpu::zip_assign(d, s, |x, y| x + y))
+}
+
 /// Sums two gradients, in place when nothing else can observe `acc`.
 pub(crate) fn add_grads(acc: Tensor, g: Tensor) -> Result<Tensor> {
     if acc.shape() != g.shape() {
@@ -91,7 +96,7 @@ pub(crate) fn add_grads(acc: Tensor, g: Tensor) -> Result<Tensor> {
     }
     let _ng = NoGradGuard::new();
     if acc.is_exclusive() {
-        crate::ops::binary::add_assign(&acc, &g)?;
+        add_assign(&acc, &g)?;
         Ok(acc)
     } else {
         acc.add(&g)

@@ -2,6 +2,8 @@
 
 use crate::dtype::DType;
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Result alias used by every fallible function in rewind.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -16,8 +18,21 @@ pub const NON_SCALAR_MSG: &str = "grad can be implicitly created only for scalar
 /// PyTorch's text for `requires_grad_(false)` on a non-leaf.
 pub const NOT_LEAF_MSG: &str = "you can only change requires_grad flags of leaf variables. If you want to use a computed variable in a subgraph that doesn't require differentiation use var_no_grad = var.detach().";
 
-/// Everything that can go wrong in rewind, with the data needed to explain it.
+/// The underlying error of an [`Error::Io`] or [`Error::Cuda`], shared so `Error` stays `Clone`.
+/// Two sources are equal when they print the same.
+#[derive(Debug, Clone)]
+pub struct Source(pub Arc<dyn std::error::Error + Send + Sync>);
+
+impl PartialEq for Source {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+/// Everything that can go wrong in rewind, with the data needed to explain it. New variants
+/// may be added, so a `match` needs a wildcard arm.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Error {
     /// Two shapes that an op cannot combine.
     ShapeMismatch {
@@ -75,6 +90,24 @@ pub enum Error {
     NotALeaf,
     /// A checkpoint segment misbehaved (e.g. recomputation differs from the forward).
     Checkpoint(String),
+    /// Reading or writing a file failed.
+    Io {
+        /// What was being done (`"save"`, `"load"`, …).
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: Source,
+    },
+    /// A CUDA library is missing, or a driver, NVRTC or cuBLAS call failed.
+    Cuda {
+        /// The library or call that failed (`"driver"`, `"nvrtc"`, `"cublas"`, …).
+        op: &'static str,
+        /// What went wrong.
+        msg: String,
+        /// The library's own error, when there is one.
+        source: Option<Source>,
+    },
 }
 
 impl Error {
@@ -86,10 +119,29 @@ impl Error {
         }
     }
 
-    pub(crate) fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
+    /// An [`Error::InvalidArgument`] from `op` saying `msg`.
+    pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
         Error::InvalidArgument {
             op,
             msg: msg.into(),
+        }
+    }
+
+    /// An [`Error::Io`]: `op` on `path` failed with `source`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source: Source(Arc::new(source)),
+        }
+    }
+
+    /// An [`Error::Cuda`] from `op`, keeping the library's error as its source.
+    pub fn cuda<E: std::error::Error + Send + Sync + 'static>(op: &'static str, source: E) -> Self {
+        Error::Cuda {
+            op,
+            msg: format!("{source:?}"),
+            source: Some(Source(Arc::new(source))),
         }
     }
 }
@@ -127,8 +179,23 @@ impl fmt::Display for Error {
             Error::GraphFreed => f.write_str(GRAPH_FREED_MSG),
             Error::NotALeaf => f.write_str(NOT_LEAF_MSG),
             Error::Checkpoint(msg) => f.write_str(msg),
+            Error::Io { op, path, source } => {
+                write!(f, "{op}: {}: {}", path.display(), source.0)
+            }
+            Error::Cuda { op, msg, .. } => write!(f, "{op}: {msg}"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. }
+            | Error::Cuda {
+                source: Some(source),
+                ..
+            } => Some(source.0.as_ref()),
+            _ => None,
+        }
+    }
+}

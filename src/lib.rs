@@ -23,32 +23,28 @@
 //! [`ops`]) → [`nn`] → the CLI.
 #![warn(missing_docs)]
 
-pub mod alloc_counter;
 pub mod amp;
 pub mod autograd;
-pub mod bench;
 pub mod checkpoint;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
-pub mod data;
+mod cuts;
 pub mod dtype;
 pub mod error;
 pub mod gradcheck;
 pub mod indices;
-pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
 mod overloads;
-pub mod repro;
 pub mod rng;
 pub mod shape;
 pub mod storage;
 pub mod tape;
 pub mod tensor;
-pub mod train;
 pub mod warnings;
+#[cfg(feature = "safetensors")]
 pub mod weights;
 
 pub use autograd::BackwardOptions;

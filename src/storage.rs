@@ -5,11 +5,6 @@ use crate::dtype::{DType, Element};
 use half::f16;
 use std::cell::{Cell, Ref, RefCell, RefMut};
 
-/// Bytes in MiB (2²⁰ bytes), the unit every report and table prints.
-pub fn mib(bytes: usize) -> f64 {
-    bytes as f64 / (1u64 << 20) as f64
-}
-
 /// A typed, contiguous block of elements.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Buffer {

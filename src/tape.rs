@@ -6,21 +6,32 @@
 //! inputs, its output and exactly what its backward saved; the bytes saved are accounted for
 //! as entries are pushed and freed.
 
-use crate::autograd::Backward;
 use crate::error::{Error, Result};
 use crate::shape::Shape;
-use crate::tensor::{Tensor, TensorImpl};
+use crate::tensor::{NodeId, Tensor, TensorImpl};
 use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::rc::Weak;
 
-/// Where an entry lives: which tape, which generation of it, which slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct NodeId {
-    pub tape: u32,
-    pub generation: u32,
-    pub index: u32,
+/// Gradients for an op's inputs, in input order (`None` where not needed).
+pub type Grads = SmallVec<[Option<Tensor>; 2]>;
+
+/// The backward half of an op, holding exactly what its forward saved. What it saves is stated
+/// by two required methods, so no op can leave its memory out of the tape's accounting.
+pub trait Backward {
+    /// Given dL/d(output), returns dL/d(input) for every input whose `needs` flag is set.
+    fn backward(&self, grad: &Tensor, needs: &[bool]) -> Result<Grads>;
+    /// Calls `f` on every tensor saved for backward: the tape counts their bytes, dumps them
+    /// and checks a recomputation against them.
+    fn visit_saved(&self, f: &mut dyn FnMut(&Tensor));
+    /// Bytes of saved state that is not a tensor (argmax positions, token ids, masks).
+    fn saved_other_bytes(&self) -> usize;
+    /// Leaves that get gradients through this op without being its inputs (the parameters a
+    /// checkpoint segment's body captures).
+    fn captured(&self) -> &[Tensor] {
+        &[]
+    }
 }
 
 /// Where an input's gradient goes.
@@ -51,10 +62,10 @@ pub(crate) struct Tape {
     pub entries: Vec<Entry>,
     live: usize,
     gc_at: usize,
-    /// A probe tape records nothing: ops only learn whether their output requires grad.
-    probe: bool,
-    /// When set, what every recorded op saves (checkpoint recomputation is checked with it).
-    meta: Option<Vec<SavedMeta>>,
+    /// What the tape is for: whether it records, and whether it lists what ops save.
+    kind: ChildKind,
+    /// What every op saved, for [`ChildKind::Probe`] and [`ChildKind::RecordAndList`].
+    meta: Vec<SavedMeta>,
     /// Leaves that require grad used by ops on a probe tape (parameters a body captures).
     touched: Vec<Tensor>,
 }
@@ -68,6 +79,19 @@ pub struct SavedMeta {
     pub shape: Vec<usize>,
     /// Its dtype.
     pub dtype: crate::dtype::DType,
+}
+
+/// What a tape on the stack is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChildKind {
+    /// Records as usual (the root tape, a reentrant recomputation, a [`scratch`] scope).
+    Record,
+    /// Records, and lists what every op saved (a non-reentrant recomputation, checked against
+    /// the list its forward made).
+    RecordAndList,
+    /// Records nothing: ops only learn whether their output requires grad, and the tape lists
+    /// what they would save and which trainable leaves they use (a segment's forward).
+    Probe,
 }
 
 /// What a child tape learned while it was on the stack.
@@ -86,8 +110,8 @@ impl Tape {
             entries: Vec::new(),
             live: 0,
             gc_at: GC_MIN,
-            probe: false,
-            meta: None,
+            kind: ChildKind::Record,
+            meta: Vec::new(),
             touched: Vec::new(),
         }
     }
@@ -144,6 +168,7 @@ fn release_saved(bw: &dyn Backward) {
             memory_sub(t.storage().release_saved());
         }
     });
+    memory_sub(bw.saved_other_bytes());
 }
 
 struct Stack {
@@ -172,19 +197,32 @@ pub(crate) fn with_tape<R>(id: u32, f: impl FnOnce(&mut Tape) -> R) -> Result<R>
     })
 }
 
-/// Pushes a fresh child tape; ops record there until [`pop_child_tape`]. A `probe` tape keeps
-/// nothing; `collect_meta` lists what every op saves.
-pub(crate) fn push_child_tape(probe: bool, collect_meta: bool) -> u32 {
+/// Pushes a fresh child tape of `kind`; ops record there until [`pop_child_tape`].
+pub(crate) fn push_child_tape(kind: ChildKind) -> u32 {
     STACK.with(|s| {
         let mut s = s.borrow_mut();
         let id = s.next_id;
         s.next_id += 1;
         let mut tape = Tape::new(id);
-        tape.probe = probe;
-        tape.meta = collect_meta.then(Vec::new);
+        tape.kind = kind;
         s.tapes.push(tape);
         id
     })
+}
+
+/// Runs `f` on a fresh child tape and frees everything recorded there when `f` returns (or
+/// panics): a scope for a forward that is measured but never backwarded, such as the planner's
+/// probe of a model's blocks. Values `f` returns stay valid; backward through them fails with
+/// [`Error::GraphFreed`].
+pub fn scratch<R>(f: impl FnOnce() -> R) -> R {
+    struct Pop(u32);
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            pop_child_tape(self.0);
+        }
+    }
+    let _pop = Pop(push_child_tape(ChildKind::Record));
+    f()
 }
 
 /// Pops the child tape `id` (which must be on top), freeing everything it still holds.
@@ -206,14 +244,14 @@ pub(crate) fn pop_child_tape(id: u32) -> ChildReport {
         tape.free(i);
     }
     ChildReport {
-        meta: tape.meta.take().unwrap_or_default(),
+        meta: std::mem::take(&mut tape.meta),
         touched: std::mem::take(&mut tape.touched),
     }
 }
 
 /// What the ops on child tape `id` saved so far.
 pub(crate) fn child_meta(id: u32) -> Result<Vec<SavedMeta>> {
-    with_tape(id, |t| t.meta.clone().unwrap_or_default())
+    with_tape(id, |t| t.meta.clone())
 }
 
 /// Every leaf that requires grad and that backward from `t` would reach, including the
@@ -379,6 +417,7 @@ pub(crate) fn record_if<B: Backward + 'static>(
     output: Tensor,
     make_backward: impl FnOnce(&Tensor) -> B,
 ) -> Tensor {
+    output.set_cuts(crate::cuts::merge(inputs.iter().copied()));
     if !needed {
         return output;
     }
@@ -395,16 +434,16 @@ pub(crate) fn record_if<B: Backward + 'static>(
     let id = STACK.with(|s| {
         let mut s = s.borrow_mut();
         let tape = s.tapes.last_mut().expect("the root tape is never popped");
-        if let Some(meta) = &mut tape.meta {
+        if tape.kind != ChildKind::Record {
             backward.visit_saved(&mut |t| {
-                meta.push(SavedMeta {
+                tape.meta.push(SavedMeta {
                     op,
                     shape: t.shape().to_vec(),
                     dtype: t.dtype(),
                 })
             });
         }
-        if tape.probe {
+        if tape.kind == ChildKind::Probe {
             for input in &inputs {
                 if let Input::Leaf(t) = input
                     && !tape.touched.iter().any(|u| u.same_handle(t))
@@ -418,7 +457,9 @@ pub(crate) fn record_if<B: Backward + 'static>(
                 index: u32::MAX,
             };
         }
-        let mut saved = 0;
+        let other = backward.saved_other_bytes();
+        memory_add(other);
+        let mut saved = other;
         backward.visit_saved(&mut |t| {
             if t.storage().is_activation() {
                 memory_add(t.storage().retain_saved());

@@ -4,10 +4,18 @@ use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::shape::{self, Shape};
 use crate::storage::{Buffer, IntoBuffer, Storage};
-use crate::tape::NodeId;
-use std::cell::{Cell, Ref, RefCell};
+use std::cell::{Cell, OnceCell, Ref, RefCell};
 use std::fmt;
 use std::rc::Rc;
+
+/// Where the tape entry that produced a tensor lives: which tape, which generation of it,
+/// which slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NodeId {
+    pub tape: u32,
+    pub generation: u32,
+    pub index: u32,
+}
 
 /// A tensor: shape, dtype, contiguous storage, and the autograd state PyTorch gives a tensor
 /// (`requires_grad`, the tape entry that made it, its `.grad`). Cloning clones the handle.
@@ -21,6 +29,8 @@ pub(crate) struct TensorImpl {
     pub(crate) node: Cell<Option<NodeId>>,
     pub(crate) grad: RefCell<Option<Tensor>>,
     pub(crate) retains_grad: Cell<bool>,
+    /// The reentrant segments upstream that cut this tensor's grad path ([`crate::cuts`]).
+    pub(crate) cuts: OnceCell<crate::cuts::Cuts>,
 }
 
 impl Tensor {
@@ -32,6 +42,7 @@ impl Tensor {
             node: Cell::new(None),
             grad: RefCell::new(None),
             retains_grad: Cell::new(false),
+            cuts: OnceCell::new(),
         }))
     }
 
@@ -249,6 +260,18 @@ impl Tensor {
         Rc::ptr_eq(&self.0.storage, &other.0.storage)
     }
 
+    /// The cuts upstream of this tensor, oldest first.
+    pub(crate) fn cuts(&self) -> &[Rc<crate::cuts::Cut>] {
+        self.0.cuts.get().map_or(&[], |c| c)
+    }
+
+    /// Marks a fresh tensor as downstream of `cuts`.
+    pub(crate) fn set_cuts(&self, cuts: Option<crate::cuts::Cuts>) {
+        if let Some(c) = cuts {
+            let _ = self.0.cuts.set(c);
+        }
+    }
+
     pub(crate) fn storage(&self) -> &Rc<Storage> {
         &self.0.storage
     }
@@ -256,16 +279,6 @@ impl Tensor {
     /// True when no other handle or view can observe this tensor's storage.
     pub(crate) fn is_exclusive(&self) -> bool {
         Rc::strong_count(&self.0) == 1 && Rc::strong_count(&self.0.storage) == 1
-    }
-
-    /// Adds `g` into this tensor's `.grad` (first contribution is stored as is).
-    pub(crate) fn accumulate_grad(&self, g: Tensor) -> Result<()> {
-        let mut slot = self.0.grad.borrow_mut();
-        *slot = Some(match slot.take() {
-            None => g,
-            Some(acc) => crate::autograd::add_grads(acc, g)?,
-        });
-        Ok(())
     }
 }
 

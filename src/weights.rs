@@ -6,11 +6,13 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::storage::Buffer;
 use crate::tensor::Tensor;
+use safetensors::serialize;
 use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors, serialize};
+pub use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 
-pub(crate) fn st_dtype(d: DType) -> Dtype {
+/// The safetensors dtype of a rewind dtype.
+pub fn st_dtype(d: DType) -> Dtype {
     match d {
         DType::F16 => Dtype::F16,
         DType::F32 => Dtype::F32,
@@ -18,20 +20,26 @@ pub(crate) fn st_dtype(d: DType) -> Dtype {
     }
 }
 
-pub(crate) fn err(msg: impl Into<String>) -> Error {
+fn err(msg: impl Into<String>) -> Error {
     Error::invalid("safetensors", msg)
 }
 
-/// One tensor as the file stores it.
-pub(crate) struct Raw {
+/// One tensor as the file stores it: for callers that add their own tensors (optimizer state,
+/// say) beside the parameters before [`serialize_raw`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raw {
+    /// Its name in the file.
     pub name: String,
+    /// Its dtype in the file.
     pub dtype: Dtype,
+    /// Its shape.
     pub shape: Vec<usize>,
+    /// Its elements as little-endian bytes.
     pub bytes: Vec<u8>,
 }
 
 /// `params` as raw little-endian bytes.
-pub(crate) fn raw_params(params: &[(String, Tensor)]) -> Vec<Raw> {
+pub fn raw_params(params: &[(String, Tensor)]) -> Vec<Raw> {
     params
         .iter()
         .map(|(n, t)| Raw {
@@ -48,7 +56,7 @@ pub(crate) fn raw_params(params: &[(String, Tensor)]) -> Vec<Raw> {
 }
 
 /// The safetensors bytes of `raw` with optional header metadata.
-pub(crate) fn serialize_raw(
+pub fn serialize_raw(
     raw: &[Raw],
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
@@ -66,7 +74,7 @@ pub fn to_bytes(params: &[(String, Tensor)]) -> Result<Vec<u8>> {
 }
 
 /// Parses safetensors bytes; a corrupt or truncated file is an error.
-pub(crate) fn parse(bytes: &[u8]) -> Result<SafeTensors<'_>> {
+pub fn parse(bytes: &[u8]) -> Result<SafeTensors<'_>> {
     SafeTensors::deserialize(bytes).map_err(|e| err(format!("corrupt or truncated file: {e}")))
 }
 
@@ -76,7 +84,7 @@ pub fn from_bytes(bytes: &[u8], params: &[(String, Tensor)]) -> Result<()> {
 }
 
 /// Copies the tensors of a parsed file into `params`, by name, checking dtype and shape.
-pub(crate) fn copy_into(st: &SafeTensors<'_>, params: &[(String, Tensor)]) -> Result<()> {
+pub fn copy_into(st: &SafeTensors<'_>, params: &[(String, Tensor)]) -> Result<()> {
     for (name, p) in params {
         let view = st
             .tensor(name)
@@ -102,12 +110,11 @@ pub(crate) fn copy_into(st: &SafeTensors<'_>, params: &[(String, Tensor)]) -> Re
 
 /// Writes `params` to `path`.
 pub fn save(path: &Path, params: &[(String, Tensor)]) -> Result<()> {
-    std::fs::write(path, to_bytes(params)?)
-        .map_err(|e| err(format!("writing {}: {e}", path.display())))
+    std::fs::write(path, to_bytes(params)?).map_err(|e| Error::io("save", path, e))
 }
 
 /// Reads `path` into `params`.
 pub fn load(path: &Path, params: &[(String, Tensor)]) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| err(format!("reading {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io("load", path, e))?;
     from_bytes(&bytes, params)
 }

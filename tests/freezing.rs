@@ -2,7 +2,7 @@
 //! accumulation works by construction.
 
 use approx::assert_relative_eq;
-use rewind::models::ResidualMlp;
+use rewind::nn::ResidualMlp;
 use rewind::nn::{Module, Parameters, freeze, unfreeze};
 use rewind::{Tensor, tape};
 

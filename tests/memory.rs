@@ -121,3 +121,29 @@ fn retain_graph_keeps_saved_bytes_until_the_last_backward() {
     loss.backward().unwrap();
     assert_eq!(tape::saved_bytes(), 0);
 }
+
+#[test]
+fn index_state_an_op_keeps_counts_as_saved_bytes() {
+    // embedding keeps its token ids (i64) to scatter dW; max_dim keeps the argmax positions
+    // (usize); cross_entropy keeps its labels (i64) beside log-softmax. None is a tensor, all
+    // are memory the tape holds until backward.
+    tape::clear();
+    let w = Tensor::from_vec(vec![0.5f32; 10 * 4], &[10, 4])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let ids = rewind::Indices::from_slice(&[1, 3, 3, 7, 0, 9]);
+    let e = w.embedding(&ids).unwrap();
+    assert_eq!(tape::saved_bytes(), 6 * 8, "six i64 ids");
+    let (m, _) = e.max_dim(1, false).unwrap();
+    assert_eq!(tape::saved_bytes(), 6 * 8 + 6 * size_of::<usize>());
+    let labels = rewind::Indices::from_slice(&[0, 1, 2, 3, 0, 1]);
+    let loss = e.cross_entropy(&labels, -100).unwrap();
+    // cross_entropy also saves log-softmax [6, 4] f32.
+    assert_eq!(
+        tape::saved_bytes(),
+        6 * 8 + 6 * size_of::<usize>() + 6 * 4 * F32 + 6 * 8
+    );
+    loss.add(&m.sum().unwrap()).unwrap().backward().unwrap();
+    assert_eq!(tape::saved_bytes(), 0, "backward released all of it");
+}

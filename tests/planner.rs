@@ -5,7 +5,7 @@ use rewind::checkpoint::{
     BlockCosts, CheckpointMode, Plan, Segment, Segmentation, plan, revolve_forward_steps,
     run_blocks,
 };
-use rewind::models::ResidualMlp;
+use rewind::nn::ResidualMlp;
 use rewind::{Tensor, tape};
 
 fn mlp(depth: usize) -> (ResidualMlp, Tensor) {

@@ -122,8 +122,7 @@ pub struct BlockCosts {
 impl BlockCosts {
     /// Runs the blocks once on `x`, recording on a scratch tape, and reads the saved bytes.
     pub fn measure(blocks: &[Rc<dyn Module>], x: &Tensor) -> Result<BlockCosts> {
-        let child = tape::push_child_tape(false, false);
-        let result = (|| {
+        tape::scratch(|| {
             let mut costs = BlockCosts {
                 stored: Vec::new(),
                 boundary: Vec::new(),
@@ -140,9 +139,7 @@ impl BlockCosts {
                 costs.stored.push(tape::saved_bytes() - before);
             }
             Ok(costs)
-        })();
-        tape::pop_child_tape(child);
-        result
+        })
     }
 }
 

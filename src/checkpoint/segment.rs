@@ -3,14 +3,15 @@
 //! grad on, backpropagates through it (parameters used inside get their gradients there) and
 //! frees everything it recomputed. Saves: the explicit inputs.
 
-use super::diagnose;
 use crate::autograd::{Backward, Grads, sweep};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::{autocast, save};
 use crate::rng::{self, GeneratorState};
 use crate::shape::Shape;
-use crate::tape::{self, EnableGradGuard, NoGradGuard, SavedMeta, is_grad_enabled, record_if};
+use crate::tape::{
+    self, ChildKind, EnableGradGuard, NoGradGuard, SavedMeta, is_grad_enabled, record_if,
+};
 use crate::tensor::Tensor;
 use crate::warnings;
 use std::rc::Rc;
@@ -52,7 +53,7 @@ pub fn checkpoint(
     let any_input = inputs.iter().any(|t| t.requires_grad());
     // A probe tape runs the body with grad on but keeps nothing: it tells whether the output
     // requires grad, which parameters the body captures, and what its ops save.
-    let probe = tape::push_child_tape(true, true);
+    let probe = tape::push_child_tape(ChildKind::Probe);
     let out = body(&args);
     let report = tape::pop_child_tape(probe);
     let out = out?;
@@ -66,11 +67,15 @@ pub fn checkpoint(
         CheckpointMode::NonReentrant => out.requires_grad(),
     };
     if !output_requires_grad {
+        let upstream = crate::cuts::merge(inputs.iter().copied().chain([&out]));
+        let detached = out.detach();
         if mode == CheckpointMode::Reentrant {
             warnings::warn(NO_INPUT_REQUIRES_GRAD_WARNING);
-            diagnose::record_cut(name, captured);
+            detached.set_cuts(Some(crate::cuts::extend(upstream, name, &captured)));
+        } else {
+            detached.set_cuts(upstream);
         }
-        return Ok(out.detach());
+        return Ok(detached);
     }
     let output = Tensor::from_parts(out.storage().clone(), out.shape().into(), false);
     let requires: Vec<bool> = inputs.iter().map(|t| t.requires_grad()).collect();
@@ -174,7 +179,10 @@ impl Backward for SegmentBackward {
         let _grad_on = EnableGradGuard::new();
         let now = rng::get_state();
         rng::set_state(self.rng_state);
-        let child = tape::push_child_tape(false, self.mode == CheckpointMode::NonReentrant);
+        let child = tape::push_child_tape(match self.mode {
+            CheckpointMode::NonReentrant => ChildKind::RecordAndList,
+            CheckpointMode::Reentrant => ChildKind::Record,
+        });
         let stand_ins = {
             let _ac = autocast::autocast(self.autocast);
             self.recompute(g, child)
@@ -190,6 +198,9 @@ impl Backward for SegmentBackward {
     }
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
         self.inputs.iter().for_each(f);
+    }
+    fn saved_other_bytes(&self) -> usize {
+        0
     }
     fn captured(&self) -> &[Tensor] {
         &self.captured

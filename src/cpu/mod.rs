@@ -12,6 +12,11 @@ use rayon::prelude::*;
 /// Elements per parallel chunk; also the size below which kernels stay on one thread.
 pub const CHUNK: usize = 1 << 14;
 
+/// Worker threads the kernels split large inputs over (rayon's pool; `RAYON_NUM_THREADS` sets it).
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
 /// Elements converted at once when an element type widens (f16 → f32).
 const WIDE: usize = 256;
 

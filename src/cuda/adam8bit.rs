@@ -1,8 +1,8 @@
 //! Launching `kernels/adam8bit.cu`: one thread block per 256-element quantization block.
 
-use super::device::{Gpu, cuda_err};
+use super::device::Gpu;
 use super::kernels::SOURCES;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::optim::BLOCK;
 use crate::optim::quant_map::QuantMap;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -43,18 +43,18 @@ impl DeviceAdam8bit {
         let (qmap, vmap) = (QuantMap::signed(), QuantMap::unsigned());
         let blocks = p.len().div_ceil(BLOCK);
         Ok(DeviceAdam8bit {
-            p: st.clone_htod(p).map_err(cuda_err)?,
-            g: st.clone_htod(g).map_err(cuda_err)?,
+            p: st.clone_htod(p).map_err(Error::from)?,
+            g: st.clone_htod(g).map_err(Error::from)?,
             qm: st
                 .clone_htod(&vec![qmap.zero_code(); p.len()])
-                .map_err(cuda_err)?,
+                .map_err(Error::from)?,
             qv: st
                 .clone_htod(&vec![vmap.zero_code(); p.len()])
-                .map_err(cuda_err)?,
-            absmax_m: st.alloc_zeros::<f32>(blocks).map_err(cuda_err)?,
-            absmax_v: st.alloc_zeros::<f32>(blocks).map_err(cuda_err)?,
-            code_m: st.clone_htod(&qmap.codes).map_err(cuda_err)?,
-            code_v: st.clone_htod(&vmap.codes).map_err(cuda_err)?,
+                .map_err(Error::from)?,
+            absmax_m: st.alloc_zeros::<f32>(blocks).map_err(Error::from)?,
+            absmax_v: st.alloc_zeros::<f32>(blocks).map_err(Error::from)?,
+            code_m: st.clone_htod(&qmap.codes).map_err(Error::from)?,
+            code_v: st.clone_htod(&vmap.codes).map_err(Error::from)?,
         })
     }
 
@@ -91,7 +91,7 @@ impl DeviceAdam8bit {
         let cfg = grid(n as usize);
         // SAFETY: matches adam8bit_step_f32's signature; p, g, qm, qv hold n elements, the absmax
         // buffers one per 256-element block, the maps 256 codes; one block per quantization block.
-        unsafe { l.launch(cfg) }.map_err(cuda_err)?;
+        unsafe { l.launch(cfg) }.map_err(Error::from)?;
         Ok(())
     }
 }

@@ -8,8 +8,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-fn driver_err(e: cudarc::driver::DriverError) -> Error {
-    Error::invalid("cuda", format!("{e:?}"))
+impl From<cudarc::driver::DriverError> for Error {
+    fn from(e: cudarc::driver::DriverError) -> Error {
+        Error::cuda("driver", e)
+    }
 }
 
 /// A device with its stream and module cache.
@@ -27,12 +29,16 @@ impl Gpu {
     pub fn new(ordinal: usize) -> Result<Gpu> {
         require_driver()?;
         require_nvrtc()?;
-        let count = CudaContext::device_count().map_err(driver_err)?;
+        let count = CudaContext::device_count().map_err(Error::from)?;
         if count as usize <= ordinal {
-            return Err(Error::invalid("cuda", "no CUDA device"));
+            return Err(Error::Cuda {
+                op: "driver",
+                msg: "no CUDA device".into(),
+                source: None,
+            });
         }
-        let ctx = CudaContext::new(ordinal).map_err(driver_err)?;
-        let (major, _) = ctx.compute_capability().map_err(driver_err)?;
+        let ctx = CudaContext::new(ordinal).map_err(Error::from)?;
+        let (major, _) = ctx.compute_capability().map_err(Error::from)?;
         let arch = if major >= 9 { "sm_90" } else { "sm_80" };
         Ok(Gpu {
             stream: ctx.default_stream(),
@@ -55,19 +61,15 @@ impl Gpu {
                 let ptx = compile_ptx(k, self.arch)?;
                 self.ctx
                     .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
-                    .map_err(driver_err)?
+                    .map_err(Error::from)?
             }
         };
         self.modules.borrow_mut().insert(k.file, module.clone());
-        module.load_function(name).map_err(driver_err)
+        module.load_function(name).map_err(Error::from)
     }
 
     /// Waits for the stream.
     pub fn sync(&self) -> Result<()> {
-        self.stream.synchronize().map_err(driver_err)
+        self.stream.synchronize().map_err(Error::from)
     }
-}
-
-pub(crate) fn cuda_err(e: cudarc::driver::DriverError) -> Error {
-    driver_err(e)
 }

@@ -1,6 +1,6 @@
 //! Launching `kernels/hgemm.cu`: C = op(A)·op(B), f16 in, f32 accumulate, f32 or f16 out.
 
-use super::device::{Gpu, cuda_err};
+use super::device::Gpu;
 use super::kernels::SOURCES;
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -74,14 +74,14 @@ pub fn hgemm_f32(
         cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
         SMEM_BYTES as i32,
     )
-    .map_err(cuda_err)?;
+    .map_err(Error::from)?;
     let (mi, ni, ki) = (m as i32, n as i32, k as i32);
     let mut launch = gpu.stream.launch_builder(&f);
     launch.arg(a).arg(b).arg(c).arg(&mi).arg(&ni).arg(&ki);
     // SAFETY: the argument list matches hgemm_*_f32(const half*, const half*, float*, int, int,
     // int); the buffers hold at least M·K, K·N and M·N elements (checked above), and the grid
     // covers C exactly once.
-    unsafe { launch.launch(grid(m, n)) }.map_err(cuda_err)?;
+    unsafe { launch.launch(grid(m, n)) }.map_err(Error::from)?;
     Ok(())
 }
 
@@ -97,12 +97,12 @@ pub fn hgemm_host(
 ) -> Result<Vec<f32>> {
     let s = &gpu.stream;
     let (da, db) = (
-        s.clone_htod(a).map_err(cuda_err)?,
-        s.clone_htod(b).map_err(cuda_err)?,
+        s.clone_htod(a).map_err(Error::from)?,
+        s.clone_htod(b).map_err(Error::from)?,
     );
-    let mut dc = s.alloc_zeros::<f32>(m * n).map_err(cuda_err)?;
+    let mut dc = s.alloc_zeros::<f32>(m * n).map_err(Error::from)?;
     hgemm_f32(gpu, &da, &db, &mut dc, m, n, k, layout)?;
-    s.clone_dtoh(&dc).map_err(cuda_err)
+    s.clone_dtoh(&dc).map_err(Error::from)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Kernel sources (embedded) and their NVRTC compilation.
 
 use super::require_nvrtc;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Source};
 
 /// The shared header, inlined into each source (NVRTC gets no file system at run time).
 const COMMON: &str = include_str!("../../kernels/common.cuh");
@@ -87,7 +87,11 @@ pub fn compile_ptx(k: &KernelSource, arch: &'static str) -> Result<String> {
         name: Some(k.file.to_string()),
         ..Default::default()
     };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(full_source(k), opts)
-        .map_err(|e| Error::invalid("nvrtc", format!("{}: {e:?}", k.file)))?;
+    let ptx =
+        cudarc::nvrtc::compile_ptx_with_opts(full_source(k), opts).map_err(|e| Error::Cuda {
+            op: "nvrtc",
+            msg: format!("{}: {e:?}", k.file),
+            source: Some(Source(std::sync::Arc::new(e))),
+        })?;
     Ok(ptx.to_src())
 }

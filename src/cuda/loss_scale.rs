@@ -1,9 +1,9 @@
 //! Launching `kernels/loss_scale.cu`: fused multi-tensor unscale with a found-inf flag, and the
 //! scale update with its growth tracker on the device.
 
-use super::device::{Gpu, cuda_err};
+use super::device::Gpu;
 use super::kernels::SOURCES;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 /// Element offsets of each tensor in the concatenated index space (prefix sums), and the total.
@@ -52,9 +52,10 @@ pub fn unscale(
 ) -> Result<bool> {
     let st = &gpu.stream;
     let inv = (1.0f64 / scale_host as f64) as f32;
-    st.memcpy_htod(&[inv], &mut s.inv_scale).map_err(cuda_err)?;
+    st.memcpy_htod(&[inv], &mut s.inv_scale)
+        .map_err(Error::from)?;
     st.memcpy_htod(&[0i32], &mut s.found_inf)
-        .map_err(cuda_err)?;
+        .map_err(Error::from)?;
     let lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
     let (offs, total) = offsets(&lens);
     let ptrs: Vec<u64> = grads
@@ -65,8 +66,8 @@ pub fn unscale(
             p
         })
         .collect();
-    let dptrs = st.clone_htod(&ptrs).map_err(cuda_err)?;
-    let doffs = st.clone_htod(&offs).map_err(cuda_err)?;
+    let dptrs = st.clone_htod(&ptrs).map_err(Error::from)?;
+    let doffs = st.clone_htod(&offs).map_err(Error::from)?;
     let f = gpu.function(&SOURCES[1], "unscale_found_inf_f32")?;
     let n = grads.len() as i32;
     let mut l = st.launch_builder(&f);
@@ -79,8 +80,8 @@ pub fn unscale(
     // SAFETY: matches unscale_found_inf_f32(float* const*, const long long*, int, long long,
     // const float*, int*); every pointer addresses a live gradient buffer of the length its
     // offset range says, and the kernel's grid-stride loop stays below `total`.
-    unsafe { l.launch(grid(total)) }.map_err(cuda_err)?;
-    let found = st.clone_dtoh(&s.found_inf).map_err(cuda_err)?;
+    unsafe { l.launch(grid(total)) }.map_err(Error::from)?;
+    let found = st.clone_dtoh(&s.found_inf).map_err(Error::from)?;
     Ok(found[0] != 0)
 }
 
@@ -109,7 +110,7 @@ pub fn update(
             shared_mem_bytes: 0,
         })
     }
-    .map_err(cuda_err)?;
+    .map_err(Error::from)?;
     Ok(())
 }
 

@@ -3,7 +3,6 @@
 //! entry point first checks that the library is there and returns a typed error instead.
 
 pub mod adam8bit;
-pub mod bench;
 pub mod device;
 pub mod hgemm;
 pub mod kernels;
@@ -19,10 +18,11 @@ pub fn require_nvrtc() -> Result<()> {
     if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         Ok(())
     } else {
-        Err(Error::invalid(
-            "cuda",
-            "NVRTC not found: install the CUDA toolkit or run scripts/cuda-tools.sh and put its lib folder on LD_LIBRARY_PATH",
-        ))
+        Err(Error::Cuda {
+            op: "nvrtc",
+            msg: "NVRTC not found: install the CUDA toolkit or run scripts/cuda-tools.sh and put its lib folder on LD_LIBRARY_PATH".into(),
+            source: None,
+        })
     }
 }
 
@@ -32,6 +32,10 @@ pub fn require_driver() -> Result<()> {
     if unsafe { cudarc::driver::sys::is_culib_present() } {
         Ok(())
     } else {
-        Err(Error::invalid("cuda", "no CUDA driver found"))
+        Err(Error::Cuda {
+            op: "driver",
+            msg: "no CUDA driver found".into(),
+            source: None,
+        })
     }
 }

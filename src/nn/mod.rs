@@ -1,5 +1,6 @@
-//! Layers built on the ops: Linear, Embedding, LayerNorm, Dropout, with parameters collected
-//! by dotted name and forward hooks on outputs.
+//! Layers built on the ops: Linear, Embedding, LayerNorm, Dropout, LoRA, and a residual MLP
+//! stack (the checkpointing benchmarks' workload), with parameters collected by dotted name and
+//! forward hooks on outputs.
 
 mod dropout;
 mod embedding;
@@ -7,6 +8,7 @@ mod hooks;
 mod layer_norm;
 mod linear;
 mod lora;
+mod residual_mlp;
 
 pub use dropout::Dropout;
 pub use embedding::Embedding;
@@ -14,6 +16,7 @@ pub use hooks::{ForwardHooks, HookHandle};
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use lora::{LoraLinear, Projection};
+pub use residual_mlp::{MlpBlock, ResidualMlp};
 
 use crate::error::Result;
 use crate::tensor::Tensor;

@@ -145,6 +145,9 @@ impl Backward for BinaryBackward {
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
         self.a.iter().chain(self.b.iter()).for_each(f);
     }
+    fn saved_other_bytes(&self) -> usize {
+        0
+    }
 }
 
 fn mul_reduce(g: &Tensor, t: &Tensor, to: &[usize]) -> Result<Tensor> {
@@ -185,11 +188,4 @@ impl Tensor {
     pub fn div(&self, other: &Tensor) -> Result<Tensor> {
         forward(Kind::Div, self, other)
     }
-}
-
-/// `acc += g` in place (same shape and dtype), for gradient accumulation.
-pub(crate) fn add_assign(acc: &Tensor, g: &Tensor) -> Result<()> {
-    let src = g.data();
-    let mut dst = acc.storage().borrow_mut();
-    zip_buffers!("accumulate_grad", &mut *dst, &*src, d, s => cpu::zip_assign(d, s, |x, y| x + y))
 }

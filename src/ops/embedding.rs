@@ -79,4 +79,8 @@ impl Backward for EmbeddingBackward {
             self.weight_shape.clone()
         ))])
     }
+    fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
+    fn saved_other_bytes(&self) -> usize {
+        std::mem::size_of_val(self.ids.as_slice())
+    }
 }

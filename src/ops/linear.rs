@@ -150,4 +150,7 @@ impl Backward for LinearBackward {
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
         self.x.iter().chain(self.w.iter()).for_each(f);
     }
+    fn saved_other_bytes(&self) -> usize {
+        0
+    }
 }

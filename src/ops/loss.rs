@@ -125,4 +125,7 @@ impl Backward for CrossEntropyBackward {
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
         f(&self.logp);
     }
+    fn saved_other_bytes(&self) -> usize {
+        std::mem::size_of_val(self.targets.as_slice())
+    }
 }

@@ -55,4 +55,7 @@ impl Backward for MaskedFillBackward {
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
         f(&self.mask);
     }
+    fn saved_other_bytes(&self) -> usize {
+        0
+    }
 }

@@ -188,4 +188,7 @@ impl Backward for MatmulBackward {
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
         self.a.iter().chain(self.b.iter()).for_each(f);
     }
+    fn saved_other_bytes(&self) -> usize {
+        0
+    }
 }

@@ -180,6 +180,10 @@ impl Backward for SumBackward {
             self.axis.shape.clone()
         ))])
     }
+    fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
+    fn saved_other_bytes(&self) -> usize {
+        0
+    }
 }
 
 struct MaxBackward {
@@ -202,6 +206,10 @@ impl Backward for MaxBackward {
             out,
             self.axis.shape.clone()
         ))])
+    }
+    fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
+    fn saved_other_bytes(&self) -> usize {
+        std::mem::size_of_val(self.argmax.as_slice())
     }
 }
 

@@ -230,6 +230,10 @@ impl Backward for ReshapeBackward {
             false
         ))])
     }
+    fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
+    fn saved_other_bytes(&self) -> usize {
+        0
+    }
 }
 
 struct PermuteBackward {
@@ -241,6 +245,10 @@ impl Backward for PermuteBackward {
         let out = permute_buffer(&g.data(), g.shape(), &self.inverse);
         let shape: Shape = self.inverse.iter().map(|&d| g.shape()[d]).collect();
         Ok(smallvec![Some(Tensor::activation(out, shape))])
+    }
+    fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
+    fn saved_other_bytes(&self) -> usize {
+        0
     }
 }
 
@@ -265,6 +273,10 @@ impl Backward for NarrowBackward {
         );
         Ok(smallvec![Some(Tensor::activation(out, self.shape.clone()))])
     }
+    fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
+    fn saved_other_bytes(&self) -> usize {
+        0
+    }
 }
 
 struct CatBackward {
@@ -285,5 +297,9 @@ impl Backward for CatBackward {
             start += len;
         }
         Ok(grads)
+    }
+    fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
+    fn saved_other_bytes(&self) -> usize {
+        0
     }
 }

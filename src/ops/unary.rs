@@ -93,6 +93,9 @@ impl<U: Unary> Backward for UnaryBackward<U> {
             f(s);
         }
     }
+    fn saved_other_bytes(&self) -> usize {
+        0
+    }
 }
 
 macro_rules! unary_op {

@@ -1,0 +1,270 @@
+//! Recompute vs store: the residual-MLP stack at several depths under several plans, with step
+//! time, exact peak saved bytes from the tape, predicted peak, peak heap and recomputation.
+
+use super::median_secs;
+use crate::alloc_counter;
+use crate::mib;
+use rewind::checkpoint::{BlockCosts, CheckpointMode, Plan, Segmentation, plan, run_blocks};
+use rewind::error::Result;
+use rewind::nn::Parameters;
+use rewind::nn::ResidualMlp;
+use rewind::optim::{Optimizer, ParamGroup, Sgd};
+use rewind::rng;
+use rewind::tape;
+use rewind::tensor::Tensor;
+use std::fmt::Write as _;
+
+/// Sizes of the swept model.
+#[derive(Debug, Clone)]
+pub struct SweepConfig {
+    /// Depths L to sweep.
+    pub depths: Vec<usize>,
+    /// Width.
+    pub d: usize,
+    /// Hidden width.
+    pub hidden: usize,
+    /// Batch rows.
+    pub rows: usize,
+    /// Timed steps per plan (median reported), after one warm-up.
+    pub reps: usize,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        SweepConfig {
+            depths: vec![4, 8, 16, 32, 64],
+            d: 256,
+            hidden: 1024,
+            rows: 2048,
+            reps: 5,
+        }
+    }
+}
+
+/// One measured (depth, plan) point.
+#[derive(Debug, Clone)]
+pub struct SweepRow {
+    /// Number of blocks.
+    pub depth: usize,
+    /// Plan label.
+    pub plan: String,
+    /// The segmentation the plan chose.
+    pub segmentation: String,
+    /// Median seconds per SGD step.
+    pub step_secs: f64,
+    /// Bytes saved for backward when the forward ended (what PyTorch's saved-tensor hooks see).
+    pub forward_saved: usize,
+    /// Peak saved bytes over a step, from the tape (recomputation included).
+    pub peak_saved: usize,
+    /// The planner's prediction of that peak.
+    pub predicted_peak: usize,
+    /// Peak heap bytes over a step, when the counting allocator is installed.
+    pub peak_heap: Option<usize>,
+    /// Blocks recomputed per step.
+    pub recompute: usize,
+    /// The budget, for budget plans.
+    pub budget: Option<usize>,
+}
+
+/// One SGD step; returns the bytes saved for backward when the forward ended.
+fn step(m: &ResidualMlp, opt: &mut Sgd, x: &Tensor, seg: &Segmentation) -> Result<usize> {
+    let y = run_blocks(&m.modules(), x, seg, CheckpointMode::NonReentrant, "blocks")?;
+    let after_forward = tape::saved_bytes();
+    y.mean()?.backward()?;
+    opt.step()?;
+    opt.zero_grad();
+    Ok(after_forward)
+}
+
+/// Runs the sweep, calling `progress` after each point.
+pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<Vec<SweepRow>> {
+    let mut rows = Vec::new();
+    for &depth in &cfg.depths {
+        rng::manual_seed(0);
+        let m = ResidualMlp::new(depth, cfg.d, cfg.hidden)?;
+        let x = Tensor::randn(&[cfg.rows, cfg.d]);
+        let mut opt = Sgd::new(vec![ParamGroup::new(m.parameters(), 1e-4, 0.0)], 0.0, false)?;
+        let costs = BlockCosts::measure(&m.modules(), &x)?;
+        let store = Segmentation::store_all(depth).predicted_peak(&costs);
+        let least = costs.least_peak();
+        // A budget below what any segmentation needs is raised to that least (marked `*`).
+        let budget = |label: &str, b: usize| {
+            if b >= least {
+                (label.to_string(), Plan::Budget(b))
+            } else {
+                (format!("{label}*"), Plan::Budget(least))
+            }
+        };
+        let plans = [
+            ("store".to_string(), Plan::None),
+            ("every".to_string(), Plan::EveryBlock),
+            ("sqrt".to_string(), Plan::Sqrt),
+            budget("budget/2", store / 2),
+            budget("budget/4", store / 4),
+        ];
+        for (label, p) in plans {
+            let seg = plan::segment(p, depth, Some(&costs))?;
+            let mut err = Ok(());
+            let (mut peak_saved, mut peak_heap, mut forward_saved) = (0, None, 0);
+            let secs = median_secs(cfg.reps, || {
+                tape::reset_peak_saved_bytes();
+                alloc_counter::reset_peak();
+                match step(&m, &mut opt, &x, &seg) {
+                    Ok(saved) => forward_saved = saved,
+                    Err(e) => err = Err(e),
+                }
+                peak_saved = peak_saved.max(tape::peak_saved_bytes());
+                peak_heap = alloc_counter::peak_bytes().max(peak_heap);
+            });
+            err?;
+            let row = SweepRow {
+                depth,
+                plan: label,
+                segmentation: seg.describe(),
+                step_secs: secs,
+                forward_saved,
+                peak_saved,
+                predicted_peak: seg.predicted_peak(&costs),
+                peak_heap,
+                recompute: seg.recompute_count(),
+                budget: match p {
+                    Plan::Budget(b) => Some(b),
+                    _ => None,
+                },
+            };
+            progress(&row);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// The table: per row, time and memory with ratios to the same depth's store plan. A `*`
+/// marks a budget below the least any segmentation needs, raised to that least.
+pub fn table(rows: &[SweepRow]) -> String {
+    let mut s = String::from(
+        "   L  plan        step s  ×store  fwd-saved MiB  ×store  peak-saved MiB  ×store  predicted MiB  heap MiB  recomputed  segments\n",
+    );
+    for r in rows {
+        let base = rows
+            .iter()
+            .find(|b| b.depth == r.depth && b.plan == "store")
+            .unwrap_or(r);
+        let _ = writeln!(
+            s,
+            "{:>4}  {:<10} {:>7.3}  {:>6.2}  {:>13.1}  {:>6.3}  {:>14.1}  {:>6.3}  {:>13.1}  {:>8}  {:>10}  {}",
+            r.depth,
+            r.plan,
+            r.step_secs,
+            r.step_secs / base.step_secs,
+            mib(r.forward_saved),
+            r.forward_saved as f64 / base.forward_saved.max(1) as f64,
+            mib(r.peak_saved),
+            r.peak_saved as f64 / base.peak_saved.max(1) as f64,
+            mib(r.predicted_peak),
+            r.peak_heap
+                .map_or("n/a".to_string(), |h| format!("{:.0}", mib(h))),
+            r.recompute,
+            if r.segmentation.len() > 40 {
+                format!("{}…", &r.segmentation[..40])
+            } else {
+                r.segmentation.clone()
+            }
+        );
+    }
+    s
+}
+
+/// CSV of every row.
+pub fn csv(rows: &[SweepRow]) -> String {
+    let mut s = String::from(
+        "depth,plan,step_secs,forward_saved_bytes,peak_saved_bytes,predicted_peak_bytes,peak_heap_bytes,recomputed_blocks,budget_bytes,segments\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{:.6},{},{},{},{},{},{},\"{}\"",
+            r.depth,
+            r.plan,
+            r.step_secs,
+            r.forward_saved,
+            r.peak_saved,
+            r.predicted_peak,
+            r.peak_heap.map_or(String::new(), |h| h.to_string()),
+            r.recompute,
+            r.budget.map_or(String::new(), |b| b.to_string()),
+            r.segmentation
+        );
+    }
+    s
+}
+
+/// Two SVG charts: memory vs time at one depth, and memory vs depth with the √L curve.
+pub fn plots(rows: &[SweepRow], at_depth: usize) -> (String, String) {
+    use super::plot::{Series, chart};
+    let base = |p: &str| p.trim_end_matches('*').to_string();
+    let plans: Vec<String> = rows
+        .iter()
+        .map(|r| base(&r.plan))
+        .fold(Vec::new(), |mut v, p| {
+            if !v.contains(&p) {
+                v.push(p);
+            }
+            v
+        });
+    let at: Vec<Series> = rows
+        .iter()
+        .filter(|r| r.depth == at_depth)
+        .map(|r| Series {
+            name: r.plan.clone(),
+            points: vec![(r.step_secs, mib(r.peak_saved))],
+            line: false,
+        })
+        .collect();
+    let tradeoff = chart(
+        &format!("Recompute vs store, L = {at_depth}"),
+        "step time (s)",
+        "peak saved MiB",
+        &at,
+        false,
+    );
+    let mut by_depth: Vec<Series> = plans
+        .iter()
+        .map(|p| Series {
+            name: p.clone(),
+            points: rows
+                .iter()
+                .filter(|r| &base(&r.plan) == p)
+                .map(|r| (r.depth as f64, mib(r.peak_saved)))
+                .collect(),
+            line: true,
+        })
+        .collect();
+    // √L theory, scaled to the store plan at the smallest depth: memory ∝ 2√L blocks.
+    if let Some(base) = rows.iter().find(|r| r.plan == "store") {
+        let per_block = mib(base.peak_saved) / base.depth as f64;
+        let depths: Vec<usize> = rows
+            .iter()
+            .filter(|r| r.plan == "store")
+            .map(|r| r.depth)
+            .collect();
+        by_depth.push(Series {
+            name: "2√L blocks (theory)".to_string(),
+            points: depths
+                .iter()
+                .map(|&l| (l as f64, 2.0 * (l as f64).sqrt() * per_block))
+                .collect(),
+            line: true,
+        });
+    }
+    (
+        tradeoff,
+        chart(
+            "Peak saved memory vs depth",
+            "depth L",
+            "peak saved MiB",
+            &by_depth,
+            true,
+        ),
+    )
+}

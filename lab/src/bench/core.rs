@@ -1,0 +1,134 @@
+//! The core engine's headline figures: per-op tape overhead, GEMM throughput, and a training
+//! step of the residual MLP.
+
+use super::median_secs;
+use rewind::dtype::DType;
+use rewind::error::Result;
+use rewind::nn::ResidualMlp;
+use rewind::nn::{Module, Parameters};
+use rewind::optim::{Optimizer, ParamGroup, Sgd};
+use rewind::rng;
+use rewind::tensor::Tensor;
+
+/// Which elementwise chain to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    /// y ← tanh(y).
+    Tanh,
+    /// y ← y·a + b.
+    MulAdd,
+}
+
+/// Microseconds per op of a chain of `n` ops on 8-element tensors, forward + backward (median).
+pub fn tape_overhead_us(chain: Chain, n: usize, reps: usize) -> Result<f64> {
+    let x = Tensor::full(&[8], 0.5, DType::F32).requires_grad_(true)?;
+    let a = Tensor::full(&[8], 0.999, DType::F32);
+    let b = Tensor::full(&[8], 0.001, DType::F32);
+    let mut err = None;
+    let secs = median_secs(reps, || {
+        let run = || -> Result<()> {
+            let mut y = x.clone();
+            for _ in 0..n {
+                y = match chain {
+                    Chain::Tanh => y.tanh()?,
+                    Chain::MulAdd => y.mul(&a)?.add(&b)?,
+                };
+            }
+            y.sum()?.backward()?;
+            x.zero_grad();
+            Ok(())
+        };
+        if let Err(e) = run() {
+            err = Some(e);
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let ops = match chain {
+        Chain::Tanh => n,
+        Chain::MulAdd => 2 * n,
+    };
+    Ok(secs * 1e6 / ops as f64)
+}
+
+/// GFLOP/s of an n×n×n f32 matmul (median).
+pub fn matmul_gflops(n: usize, reps: usize) -> Result<f64> {
+    rng::manual_seed(1);
+    let a = Tensor::from_vec(
+        rng::uniform_vec(n * n)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        &[n, n],
+    )?;
+    let b = Tensor::from_vec(
+        rng::uniform_vec(n * n)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        &[n, n],
+    )?;
+    let mut out = Ok(());
+    let secs = median_secs(reps, || {
+        if let Err(e) = a.matmul(&b) {
+            out = Err(e);
+        }
+    });
+    out?;
+    Ok(2.0 * (n * n * n) as f64 / secs / 1e9)
+}
+
+/// Shape of the residual-MLP training step.
+#[derive(Debug, Clone, Copy)]
+pub struct MlpConfig {
+    /// Number of blocks.
+    pub depth: usize,
+    /// Width.
+    pub d: usize,
+    /// Hidden width.
+    pub hidden: usize,
+    /// Rows in the batch.
+    pub rows: usize,
+}
+
+impl Default for MlpConfig {
+    fn default() -> Self {
+        MlpConfig {
+            depth: 16,
+            d: 256,
+            hidden: 1024,
+            rows: 2048,
+        }
+    }
+}
+
+/// Median seconds of one SGD training step and the step's effective GFLOP/s
+/// (3 × forward matmul FLOPs / time).
+pub fn mlp_step(cfg: MlpConfig, reps: usize) -> Result<(f64, f64)> {
+    rng::manual_seed(0);
+    let model = ResidualMlp::new(cfg.depth, cfg.d, cfg.hidden)?;
+    let x = Tensor::randn(&[cfg.rows, cfg.d]);
+    let mut opt = Sgd::new(
+        vec![ParamGroup::new(model.parameters(), 1e-3, 0.0)],
+        0.0,
+        false,
+    )?;
+    let mut out = Ok(());
+    let secs = median_secs(reps, || {
+        if let Err(e) = sgd_step(&model, &mut opt, &x) {
+            out = Err(e);
+        }
+    });
+    out?;
+    Ok((secs, 3.0 * model.forward_flops(cfg.rows) / secs / 1e9))
+}
+
+/// loss = mean(model(x)²); backward; an SGD step; clear grads.
+fn sgd_step(model: &ResidualMlp, opt: &mut Sgd, x: &Tensor) -> Result<()> {
+    let y = model.forward(x)?;
+    y.mul(&y)?.mean()?.backward()?;
+    opt.step()?;
+    opt.zero_grad();
+    Ok(())
+}

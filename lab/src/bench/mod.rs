@@ -1,0 +1,25 @@
+//! Measurements behind `rewind bench`: medians of repeated runs, reported with the work done.
+//! Timings live here and in `benches/`, never in pass/fail tests.
+
+pub mod checkpoint;
+pub mod core;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod memory;
+pub mod plot;
+
+use std::time::Instant;
+
+/// Median wall time in seconds of `reps` runs of `f` (after one warm-up run).
+pub fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}

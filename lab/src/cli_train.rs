@@ -1,0 +1,263 @@
+//! `rewind train` and `rewind compare`: flags → [`TrainConfig`], a progress bar, the summary.
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rewind_lab::fmt_mib;
+use rewind_lab::train::{
+    self, FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, StepStats, TrainConfig, Trainer,
+};
+use std::path::PathBuf;
+
+/// Flags shared by `train` and `compare`: the model, the data and the run length.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 40)]
+    pub steps: u64,
+    /// Seed of the model, data order and generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Width.
+    #[arg(long, default_value_t = 64)]
+    pub d: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    /// Transformer blocks.
+    #[arg(long, default_value_t = 8)]
+    pub layers: usize,
+    /// Longest sequence (position table); longer samples are truncated.
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
+    /// BPE vocabulary size.
+    #[arg(long, default_value_t = 512)]
+    pub vocab: usize,
+    /// Samples in the synthetic corpus (10% held out for the evaluation loss).
+    #[arg(long, default_value_t = 2000)]
+    pub samples: usize,
+    /// Samples per micro-batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    pub lr: f64,
+    /// Train on this UTF-8 text file (one sample per paragraph) instead of the synthetic corpus.
+    #[arg(long)]
+    pub text_file: Option<PathBuf>,
+}
+
+/// `rewind train` flags.
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Checkpoint plan: none, every (every block), sqrt (√L segments), budget:<bytes> (e.g.
+    /// budget:8MiB: least recomputation within that many saved bytes).
+    #[arg(long, default_value = "none")]
+    pub checkpoint: PlanChoice,
+    /// Checkpoint mode: reentrant (PyTorch's use_reentrant=True) or non-reentrant.
+    #[arg(long, default_value = "non-reentrant", value_parser = train::config::parse_mode)]
+    pub checkpoint_mode: rewind::checkpoint::CheckpointMode,
+    /// Make the token embedding's output require grad (HF's enable_input_require_grads), the
+    /// fix that keeps reentrant checkpointing working with frozen embeddings.
+    #[arg(long)]
+    pub enable_input_require_grads: bool,
+    /// fp16 autocast with dynamic loss scaling (GradScaler).
+    #[arg(long)]
+    pub amp: bool,
+    /// Optimizer: sgd (momentum 0.9), adamw (fp32 state), adamw8bit (blockwise 8-bit state).
+    #[arg(long, default_value = "adamw")]
+    pub optimizer: OptimChoice,
+    /// Weight decay (decoupled for AdamW).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Micro-batches per optimizer step (gradient accumulation).
+    #[arg(long, default_value_t = 1)]
+    pub accumulation: usize,
+    /// Freeze: none, embeddings, lower:N (the first N blocks), or embeddings+lower:N.
+    #[arg(long, default_value = "none")]
+    pub freeze: FreezeChoice,
+    /// LoRA rank on the attention q/v projections; base weights, embeddings and head frozen (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub lora_rank: usize,
+    /// Padding: fixed (to --max-len), dynamic (to the batch's longest), grouped (length-grouped batches).
+    #[arg(long, default_value = "dynamic")]
+    pub padding: PaddingChoice,
+    /// Save the run (weights, optimizer, scaler, generator, data position) here at the end.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Continue the run saved here (pass the same training flags; --steps more steps).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Also write the JSON summary to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl ModelArgs {
+    /// The configuration these flags describe, other choices at their defaults.
+    pub fn config(&self) -> TrainConfig {
+        let mut cfg = TrainConfig {
+            d: self.d,
+            heads: self.heads,
+            layers: self.layers,
+            max_len: self.max_len,
+            vocab: self.vocab,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            seed: self.seed,
+            text_file: self.text_file.clone(),
+            ..TrainConfig::default()
+        };
+        cfg.corpus.samples = self.samples;
+        cfg
+    }
+}
+
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            plan: self.checkpoint,
+            mode: self.checkpoint_mode,
+            enable_input_require_grads: self.enable_input_require_grads,
+            amp: self.amp,
+            optimizer: self.optimizer,
+            weight_decay: self.weight_decay,
+            accumulation: self.accumulation,
+            freeze: self.freeze,
+            lora_rank: self.lora_rank,
+            padding: self.padding,
+            ..self.model.config()
+        }
+    }
+}
+
+fn io_err(what: &std::path::Path, e: std::io::Error) -> rewind::Error {
+    rewind::Error::io("train", what, e)
+}
+
+/// Runs `rewind train`; prints the JSON summary last. Returns false (exit 2) never: errors
+/// are errors.
+pub fn run(args: &TrainArgs) -> rewind::Result<bool> {
+    let cfg = args.config();
+    let mut trainer = match &args.resume {
+        Some(p) => Trainer::resume(cfg.clone(), p)?,
+        None => Trainer::new(cfg.clone())?,
+    };
+    eprintln!(
+        "training {} blocks d={} ({} trainable parameters), plan {} [{}], {} steps from step {}",
+        cfg.layers,
+        cfg.d,
+        trainer.trainable_params(),
+        trainer.segmentation().describe(),
+        train::config::mode_name(cfg.mode),
+        args.model.steps,
+        trainer.steps_done()
+    );
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(args.model.steps)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .expect("static template is valid"),
+    );
+    let (mut tokens, mut secs) = (0usize, 0.0f64);
+    let mut on_step = |s: &StepStats| {
+        tokens += s.real_tokens;
+        secs += s.seconds;
+        bar.set_message(format!(
+            "loss {:.4}  {:.0} tok/s  peak saved {}",
+            s.loss,
+            tokens as f64 / secs.max(1e-9),
+            fmt_mib(s.peak_saved_bytes)
+        ));
+        bar.inc(1);
+    };
+    let result = train::run(&mut trainer, args.model.steps, &mut on_step);
+    bar.finish();
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            for w in rewind::warnings::take() {
+                eprintln!("warning: {w}");
+            }
+            if let Some(fix) = train::suggest_fix(&cfg, &e) {
+                eprintln!("error: {e:#}\n{fix}");
+                std::process::exit(1);
+            }
+            return Err(e);
+        }
+    };
+    if let Some(p) = &args.save {
+        trainer.save(p)?;
+        eprintln!("saved the run to {}", p.display());
+    }
+    let json = summary.to_json();
+    if let Some(p) = &args.json {
+        std::fs::write(p, &json).map_err(|e| io_err(p, e))?;
+    }
+    println!("{json}");
+    Ok(true)
+}
+
+/// `rewind compare` flags.
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output folder for compare.csv and compare.svg.
+    #[arg(long, default_value = "out/compare")]
+    pub out: PathBuf,
+}
+
+/// Runs `rewind compare`: the table, the targets, CSV and SVG.
+pub fn compare(args: &CompareArgs) -> rewind::Result<bool> {
+    use rewind_lab::train::compare as cmp;
+    let base = args.model.config();
+    let variants = cmp::variants(&base);
+    println!(
+        "rewind compare: {} blocks d={} heads={}, vocab {}, max_len {}, batch {}, {} steps each, seed {}; {} threads",
+        base.layers,
+        base.d,
+        base.heads,
+        base.vocab,
+        base.max_len,
+        base.batch_size,
+        args.model.steps,
+        base.seed,
+        rewind::cpu::threads()
+    );
+    let bar = ProgressBar::new(variants.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .expect("static template is valid"),
+    );
+    let rows = cmp::compare(&base, args.model.steps, &mut |r| {
+        bar.set_message(format!("{} done", r.name));
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    print!("{}", cmp::table(&rows));
+    println!("\ntargets:");
+    for t in cmp::targets(&rows) {
+        println!(
+            "  {:<48} {:>7.3}  (target {} {:.2}) {}",
+            t.what,
+            t.measured,
+            if t.at_least { "≥" } else { "≤" },
+            t.threshold,
+            if t.met() { "met" } else { "NOT met" }
+        );
+    }
+    std::fs::create_dir_all(&args.out).map_err(|e| io_err(&args.out, e))?;
+    let (csv, svg) = (args.out.join("compare.csv"), args.out.join("compare.svg"));
+    std::fs::write(&csv, cmp::csv(&rows)).map_err(|e| io_err(&csv, e))?;
+    std::fs::write(&svg, cmp::chart(&rows)).map_err(|e| io_err(&svg, e))?;
+    println!("wrote {} and {}", csv.display(), svg.display());
+    Ok(true)
+}

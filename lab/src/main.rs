@@ -1,0 +1,260 @@
+//! The `rewind` command line: a thin shell over library functions that tests call too.
+
+mod cli_train;
+use cli_train as train;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: rewind_lab::alloc_counter::CountingAlloc<mimalloc::MiMalloc> =
+    rewind_lab::alloc_counter::CountingAlloc(mimalloc::MiMalloc);
+use rewind_lab::bench::core::{self, Chain, MlpConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "rewind",
+    version,
+    about = "A small reverse-mode autodiff engine for studying gradient checkpointing"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reproduce PyTorch's "element 0 of tensors does not require grad" failure of gradient
+    /// checkpointing with frozen embeddings, explain it, fix it three ways; exits non-zero if
+    /// any reproduced behaviour did not hold.
+    Repro {
+        /// Timed steps per fix (median reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Number of blocks.
+        #[arg(long, default_value_t = 8)]
+        blocks: usize,
+    },
+    /// Recompute vs store: sweep depths and checkpoint plans on the residual-MLP stack; writes
+    /// a table, CSV and SVG plots under --out.
+    Bench {
+        /// Timed steps per point (median reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Depths to sweep.
+        #[arg(long, value_delimiter = ',', default_value = "4,8,16,32,64")]
+        depths: Vec<usize>,
+        /// Batch rows.
+        #[arg(long, default_value_t = 2048)]
+        rows: usize,
+        /// Output folder for bench.csv and the plots.
+        #[arg(long, default_value = "out/bench")]
+        out: std::path::PathBuf,
+        /// Instead: the GPU table (hgemm vs cuBLAS, 8-bit AdamW and loss scaling vs a device
+        /// copy); needs the `cuda` feature and a CUDA device.
+        #[arg(long)]
+        cuda: bool,
+    },
+    /// Fitting training into memory: parameter, gradient, optimizer-state and activation bytes
+    /// for fp32 vs 8-bit AdamW, with and without AMP, freezing and checkpointing.
+    Memory {
+        /// Blocks of the residual MLP (width d → 4d → d).
+        #[arg(long, default_value_t = 8)]
+        depth: usize,
+        /// Width d.
+        #[arg(long, default_value_t = 512)]
+        width: usize,
+        /// Batch rows.
+        #[arg(long, default_value_t = 512)]
+        rows: usize,
+        /// Timed steps per setup (median reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
+    /// Fine-tune the small transformer on the synthetic corpus with any mix of checkpointing,
+    /// AMP, 8-bit AdamW, accumulation, freezing, LoRA and padding; prints a JSON summary.
+    Train(train::TrainArgs),
+    /// Run the baseline, then checkpointing, accumulation, freezing, AMP, 8-bit AdamW, dynamic
+    /// and grouped padding one at a time, then all together, on the same model and data;
+    /// prints one table and the targets, writes CSV and SVG.
+    Compare(train::CompareArgs),
+    /// The core engine's figures: per-op tape overhead, matmul GFLOP/s, a 16-block MLP step.
+    BenchCore {
+        /// Repetitions per measurement (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Blocks in the residual MLP.
+        #[arg(long, default_value_t = 16)]
+        depth: usize,
+    },
+}
+
+fn main() {
+    rewind_lab::alloc_counter::keep_freed_memory();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Repro { reps, blocks } => repro(reps, blocks),
+        Command::Bench {
+            reps, cuda: true, ..
+        } => cuda_bench(reps),
+        Command::Bench {
+            reps,
+            depths,
+            rows,
+            out,
+            cuda: false,
+        } => bench(reps, depths, rows, &out),
+        Command::Train(args) => train::run(&args),
+        Command::Compare(args) => train::compare(&args),
+        Command::BenchCore { reps, depth } => bench_core(reps, depth).map(|_| true),
+        Command::Memory {
+            depth,
+            width,
+            rows,
+            reps,
+        } => memory(depth, width, rows, reps),
+    };
+    match result {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(2),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn repro(reps: usize, blocks: usize) -> rewind::Result<bool> {
+    let mut opts = rewind_lab::repro::ReproOptions {
+        reps,
+        ..Default::default()
+    };
+    opts.model.blocks = blocks.max(2);
+    let report = rewind_lab::repro::run_story(&opts, &mut |line| println!("{line}"))?;
+    for w in rewind::warnings::take() {
+        eprintln!("warning: {w}");
+    }
+    let failed: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| !c.held)
+        .map(|c| c.what.as_str())
+        .collect();
+    if failed.is_empty() {
+        println!("\nAll {} reproduced behaviours held.", report.checks.len());
+    } else {
+        println!(
+            "\n{} of {} behaviours did NOT hold:",
+            failed.len(),
+            report.checks.len()
+        );
+        failed.iter().for_each(|f| println!("  - {f}"));
+    }
+    Ok(failed.is_empty())
+}
+
+fn bench(
+    reps: usize,
+    depths: Vec<usize>,
+    rows: usize,
+    out: &std::path::Path,
+) -> rewind::Result<bool> {
+    use rewind_lab::bench::checkpoint as ck;
+    let cfg = ck::SweepConfig {
+        depths,
+        rows,
+        reps,
+        ..Default::default()
+    };
+    println!(
+        "recompute vs store: residual MLP {}→{}→{}, {} rows, f32, SGD; {} threads; median of {} steps",
+        cfg.d,
+        cfg.hidden,
+        cfg.d,
+        cfg.rows,
+        rewind::cpu::threads(),
+        cfg.reps
+    );
+    let rows = ck::sweep(&cfg, |r| eprintln!("  measured L = {} {}", r.depth, r.plan))?;
+    print!("{}", ck::table(&rows));
+    let write = |name: &str, text: String| {
+        let path = out.join(name);
+        std::fs::write(&path, text).map_err(|e| rewind::Error::io("bench", path, e))
+    };
+    std::fs::create_dir_all(out).map_err(|e| rewind::Error::io("bench", out, e))?;
+    write("bench.csv", ck::csv(&rows))?;
+    let at = if cfg.depths.contains(&16) {
+        16
+    } else {
+        cfg.depths[0]
+    };
+    let (tradeoff, by_depth) = ck::plots(&rows, at);
+    write("tradeoff.svg", tradeoff)?;
+    write("memory_vs_depth.svg", by_depth)?;
+    println!(
+        "wrote {}/bench.csv, tradeoff.svg, memory_vs_depth.svg",
+        out.display()
+    );
+    Ok(true)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_bench(reps: usize) -> rewind::Result<bool> {
+    let gpu = rewind::cuda::Gpu::new(0)?;
+    println!(
+        "rewind bench --cuda: device 0 ({}), median of {} runs each, stream synchronised",
+        gpu.arch(),
+        reps.max(10)
+    );
+    print!(
+        "{}",
+        rewind_lab::bench::cuda::report(&gpu, reps.max(10), 1 << 28)?
+    );
+    Ok(true)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_bench(_reps: usize) -> rewind::Result<bool> {
+    Err(rewind::Error::InvalidArgument {
+        op: "bench",
+        msg: "this binary was built without the `cuda` feature: cargo run --release --features cuda -- bench --cuda".into(),
+    })
+}
+
+fn memory(depth: usize, width: usize, rows: usize, reps: usize) -> rewind::Result<bool> {
+    println!(
+        "residual MLP, {depth} blocks {width}→{}→{width}, {rows} rows; one training step each (median of {reps}):",
+        4 * width
+    );
+    let rows = rewind_lab::bench::memory::measure(depth, width, rows, reps)?;
+    print!("{}", rewind_lab::bench::memory::table(&rows));
+    Ok(true)
+}
+
+fn bench_core(reps: usize, depth: usize) -> rewind::Result<()> {
+    let threads = rewind::cpu::threads();
+    println!("rewind core bench ({threads} threads, median of {reps})");
+    let tanh = core::tape_overhead_us(Chain::Tanh, 1000, reps.max(200))?;
+    let muladd = core::tape_overhead_us(Chain::MulAdd, 1000, reps.max(200))?;
+    println!("tape overhead, 1000-op chain on 8 elements, forward+backward:");
+    println!("  tanh     {tanh:.3} µs/op   (PyTorch 2.15 here: ≈ 4.1)");
+    println!("  x*a+b    {muladd:.3} µs/op   (PyTorch 2.15 here: ≈ 5.3 per x*a+b, i.e. two ops)");
+    let gemm = core::matmul_gflops(1024, reps)?;
+    println!("matmul f32 1024³: {gemm:.1} GFLOP/s");
+    let cfg = MlpConfig {
+        depth,
+        ..MlpConfig::default()
+    };
+    let (secs, gflops) = core::mlp_step(cfg, reps)?;
+    println!(
+        "residual MLP step ({} blocks {}→{}→{}, {} rows, f32, SGD): {:.3} s, {:.1} GFLOP/s effective = {:.0}% of the GEMM bench",
+        cfg.depth,
+        cfg.d,
+        cfg.hidden,
+        cfg.d,
+        cfg.rows,
+        secs,
+        gflops,
+        100.0 * gflops / gemm
+    );
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! What a training run does: model size, data, checkpoint plan and mode, precision,
+//! optimizer, accumulation, freezing and padding. Every choice parses from the words the CLI
+//! uses (`FromStr`), so `rewind train --help`, saves and summaries share one vocabulary.
+
+use crate::data::CorpusConfig;
+use rewind::checkpoint::CheckpointMode;
+use rewind::error::{Error, Result};
+use std::fmt;
+use std::str::FromStr;
+
+/// Which blocks are checkpointed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanChoice {
+    /// Store every activation.
+    None,
+    /// Every block is a segment (HF's `gradient_checkpointing_enable`).
+    Every,
+    /// √L segments, the last stored (`checkpoint_sequential`).
+    Sqrt,
+    /// Least recomputation within this many bytes of saved activations, from block costs
+    /// measured on a full-length batch (so every batch fits).
+    Budget(usize),
+}
+
+/// Which optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptimChoice {
+    /// SGD with momentum 0.9.
+    Sgd,
+    /// AdamW, fp32 state.
+    AdamW,
+    /// AdamW with blockwise 8-bit state.
+    AdamW8bit,
+}
+
+/// How batches are padded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaddingChoice {
+    /// Every batch padded to the model's `max_len`.
+    Fixed,
+    /// Each batch padded to its longest sample.
+    Dynamic,
+    /// Length-grouped batches (sorted within chunks of 8 batches, then shuffled), padded dynamically.
+    Grouped,
+}
+
+/// Which parameters are frozen besides what LoRA freezes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FreezeChoice {
+    /// Token and position embeddings.
+    pub embeddings: bool,
+    /// The first this many blocks.
+    pub lower_blocks: usize,
+}
+
+/// One training run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// Width.
+    pub d: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Blocks.
+    pub layers: usize,
+    /// Longest sequence; longer samples are truncated (for every padding strategy alike).
+    pub max_len: usize,
+    /// LoRA rank on q/v (0: full fine-tuning).
+    pub lora_rank: usize,
+    /// BPE vocabulary size.
+    pub vocab: usize,
+    /// The synthetic corpus.
+    pub corpus: CorpusConfig,
+    /// Train on this UTF-8 text file instead (one sample per paragraph: blocks of text
+    /// separated by blank lines).
+    pub text_file: Option<std::path::PathBuf>,
+    /// Fraction of samples held out for the final evaluation loss.
+    pub eval_fraction: f64,
+    /// Checkpoint plan.
+    pub plan: PlanChoice,
+    /// Checkpoint mode.
+    pub mode: CheckpointMode,
+    /// HF's `enable_input_require_grads` on the token embedding.
+    pub enable_input_require_grads: bool,
+    /// fp16 autocast with dynamic loss scaling.
+    pub amp: bool,
+    /// Optimizer.
+    pub optimizer: OptimChoice,
+    /// Learning rate.
+    pub lr: f64,
+    /// Weight decay (decoupled for AdamW).
+    pub weight_decay: f64,
+    /// Micro-batches per optimizer step (the loss of each is divided by this).
+    pub accumulation: usize,
+    /// Freezing.
+    pub freeze: FreezeChoice,
+    /// Padding.
+    pub padding: PaddingChoice,
+    /// Samples per micro-batch.
+    pub batch_size: usize,
+    /// Seed of the model, data order and generator.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            d: 64,
+            heads: 4,
+            layers: 8,
+            max_len: 128,
+            lora_rank: 0,
+            vocab: 512,
+            corpus: CorpusConfig {
+                samples: 2000,
+                seed: 0,
+                max_statements: 48,
+                alpha: 1.5,
+            },
+            text_file: None,
+            eval_fraction: 0.1,
+            plan: PlanChoice::None,
+            mode: CheckpointMode::NonReentrant,
+            enable_input_require_grads: false,
+            amp: false,
+            optimizer: OptimChoice::AdamW,
+            lr: 3e-3,
+            weight_decay: 0.0,
+            accumulation: 1,
+            freeze: FreezeChoice::default(),
+            padding: PaddingChoice::Fixed,
+            batch_size: 8,
+            seed: 0,
+        }
+    }
+}
+
+fn bad(what: &str, got: &str, expected: &str) -> Error {
+    Error::invalid(
+        "train",
+        format!("unknown {what} `{got}`: expected {expected}"),
+    )
+}
+
+impl FromStr for PlanChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "none" => PlanChoice::None,
+            "every" => PlanChoice::Every,
+            "sqrt" => PlanChoice::Sqrt,
+            _ => match s.strip_prefix("budget:").map(parse_bytes) {
+                Some(Some(b)) => PlanChoice::Budget(b),
+                _ => {
+                    return Err(bad(
+                        "checkpoint plan",
+                        s,
+                        "none, every, sqrt or budget:<bytes> (e.g. budget:4MiB)",
+                    ));
+                }
+            },
+        })
+    }
+}
+
+/// `123`, `64KiB`, `4MiB`, `1GiB`.
+fn parse_bytes(s: &str) -> Option<usize> {
+    let (num, mult) = [
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| s.strip_suffix(suffix).map(|n| (n, *m)))
+    .unwrap_or((s, 1));
+    let v: f64 = num.trim().parse().ok()?;
+    (v.is_finite() && v >= 0.0).then_some((v * mult as f64) as usize)
+}
+
+impl fmt::Display for PlanChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanChoice::None => write!(f, "none"),
+            PlanChoice::Every => write!(f, "every"),
+            PlanChoice::Sqrt => write!(f, "sqrt"),
+            PlanChoice::Budget(b) => write!(f, "budget:{b}B"),
+        }
+    }
+}
+
+impl FromStr for OptimChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sgd" => Ok(OptimChoice::Sgd),
+            "adamw" => Ok(OptimChoice::AdamW),
+            "adamw8bit" => Ok(OptimChoice::AdamW8bit),
+            _ => Err(bad("optimizer", s, "sgd, adamw or adamw8bit")),
+        }
+    }
+}
+
+impl fmt::Display for OptimChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OptimChoice::Sgd => "sgd",
+            OptimChoice::AdamW => "adamw",
+            OptimChoice::AdamW8bit => "adamw8bit",
+        })
+    }
+}
+
+impl FromStr for PaddingChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fixed" => Ok(PaddingChoice::Fixed),
+            "dynamic" => Ok(PaddingChoice::Dynamic),
+            "grouped" => Ok(PaddingChoice::Grouped),
+            _ => Err(bad("padding", s, "fixed, dynamic or grouped")),
+        }
+    }
+}
+
+impl fmt::Display for PaddingChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PaddingChoice::Fixed => "fixed",
+            PaddingChoice::Dynamic => "dynamic",
+            PaddingChoice::Grouped => "grouped",
+        })
+    }
+}
+
+/// Parses a checkpoint mode: `reentrant` or `non-reentrant`.
+pub fn parse_mode(s: &str) -> Result<CheckpointMode> {
+    match s {
+        "reentrant" => Ok(CheckpointMode::Reentrant),
+        "non-reentrant" => Ok(CheckpointMode::NonReentrant),
+        _ => Err(bad("checkpoint mode", s, "reentrant or non-reentrant")),
+    }
+}
+
+/// The CLI word for a checkpoint mode.
+pub fn mode_name(m: CheckpointMode) -> &'static str {
+    match m {
+        CheckpointMode::Reentrant => "reentrant",
+        CheckpointMode::NonReentrant => "non-reentrant",
+    }
+}
+
+impl FromStr for FreezeChoice {
+    type Err = Error;
+    /// `none`, `embeddings`, `lower:N`, or both joined by `+` (`embeddings+lower:4`).
+    fn from_str(s: &str) -> Result<Self> {
+        let mut f = FreezeChoice::default();
+        for part in s.split('+') {
+            match part {
+                "none" => {}
+                "embeddings" => f.embeddings = true,
+                _ => match part.strip_prefix("lower:").map(str::parse) {
+                    Some(Ok(n)) => f.lower_blocks = n,
+                    _ => {
+                        return Err(bad(
+                            "freeze choice",
+                            s,
+                            "none, embeddings, lower:N or embeddings+lower:N",
+                        ));
+                    }
+                },
+            }
+        }
+        Ok(f)
+    }
+}
+
+impl fmt::Display for FreezeChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.embeddings, self.lower_blocks) {
+            (false, 0) => write!(f, "none"),
+            (true, 0) => write!(f, "embeddings"),
+            (false, n) => write!(f, "lower:{n}"),
+            (true, n) => write!(f, "embeddings+lower:{n}"),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Every setting as (key, value) words, in a fixed order: what a save records and a
+    /// resume checks, and what the summary prints.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        let c = &self.corpus;
+        vec![
+            ("d", self.d.to_string()),
+            ("heads", self.heads.to_string()),
+            ("layers", self.layers.to_string()),
+            ("max_len", self.max_len.to_string()),
+            ("lora_rank", self.lora_rank.to_string()),
+            ("vocab", self.vocab.to_string()),
+            ("corpus_samples", c.samples.to_string()),
+            ("corpus_seed", c.seed.to_string()),
+            ("corpus_max_statements", c.max_statements.to_string()),
+            ("corpus_alpha", c.alpha.to_string()),
+            (
+                "text_file",
+                self.text_file
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.display().to_string()),
+            ),
+            ("eval_fraction", self.eval_fraction.to_string()),
+            ("checkpoint", self.plan.to_string()),
+            ("checkpoint_mode", mode_name(self.mode).to_string()),
+            (
+                "enable_input_require_grads",
+                self.enable_input_require_grads.to_string(),
+            ),
+            ("amp", self.amp.to_string()),
+            ("optimizer", self.optimizer.to_string()),
+            ("lr", self.lr.to_string()),
+            ("weight_decay", self.weight_decay.to_string()),
+            ("accumulation", self.accumulation.to_string()),
+            ("freeze", self.freeze.to_string()),
+            ("padding", self.padding.to_string()),
+            ("batch_size", self.batch_size.to_string()),
+            ("seed", self.seed.to_string()),
+        ]
+    }
+
+    /// Rejects settings that cannot run.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |msg: String| Err(Error::invalid("train", msg));
+        if self.heads == 0 || !self.d.is_multiple_of(self.heads) {
+            return fail(format!(
+                "{} heads do not divide width {}",
+                self.heads, self.d
+            ));
+        }
+        if self.layers == 0 || self.max_len < 2 || self.batch_size == 0 || self.accumulation == 0 {
+            return fail("layers, batch size and accumulation must be ≥ 1, max_len ≥ 2".into());
+        }
+        if self.freeze.lower_blocks > self.layers {
+            return fail(format!(
+                "cannot freeze the lower {} of {} blocks",
+                self.freeze.lower_blocks, self.layers
+            ));
+        }
+        if self.vocab < 257 {
+            return fail(format!(
+                "vocabulary {} is below the 256 bytes plus padding",
+                self.vocab
+            ));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return fail(format!(
+                "learning rate {} is not a positive number",
+                self.lr
+            ));
+        }
+        if !(0.0..1.0).contains(&self.eval_fraction) || self.corpus.samples < 2 {
+            return fail("eval fraction must be in [0, 1) and the corpus hold ≥ 2 samples".into());
+        }
+        Ok(())
+    }
+}

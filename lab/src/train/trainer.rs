@@ -1,0 +1,439 @@
+//! One training run on the synthetic corpus: builds the tokenizer, model, optimizer and
+//! scaler from a [`TrainConfig`], then takes optimizer steps of `accumulation` micro-batches,
+//! reporting loss, throughput and memory per step.
+
+use super::config::{OptimChoice, PaddingChoice, PlanChoice, TrainConfig};
+use crate::data::{Batch, Padding, Tokenizer, batches, synthetic_corpus};
+use crate::models::{Transformer, TransformerConfig};
+use rewind::amp::GradScaler;
+use rewind::checkpoint::{CheckpointMode, Plan, Segmentation, diagnose, plan};
+use rewind::dtype::DType;
+use rewind::error::{Error, Result};
+use rewind::nn::{HookHandle, Parameters, freeze};
+use rewind::ops::autocast::autocast;
+use rewind::ops::loss::IGNORE_INDEX;
+use rewind::optim::{AdamW, AdamW8bit, Optimizer, ParamGroup, Sgd, StateBuffer};
+use rewind::tape;
+use std::time::Instant;
+
+/// Tokenized samples: the training split and a held-out split for the final loss.
+#[derive(Debug, Clone)]
+pub struct Data {
+    /// The BPE trained on the whole corpus.
+    pub tokenizer: Tokenizer,
+    /// Training samples (truncated to `max_len`).
+    pub train: Vec<Vec<u32>>,
+    /// Held-out samples.
+    pub eval: Vec<Vec<u32>>,
+}
+
+impl Data {
+    /// Generates (or reads), tokenizes and splits the corpus of `cfg` (the last
+    /// `eval_fraction` held out).
+    pub fn build(cfg: &TrainConfig) -> Result<Data> {
+        let texts = match &cfg.text_file {
+            None => synthetic_corpus(cfg.corpus),
+            Some(path) => read_paragraphs(path)?,
+        };
+        if texts.len() < 2 {
+            return Err(Error::invalid(
+                "train",
+                format!(
+                    "the corpus holds {} samples; at least 2 are needed",
+                    texts.len()
+                ),
+            ));
+        }
+        let tokenizer = Tokenizer::train(&texts, cfg.vocab);
+        let mut samples: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| {
+                let mut ids = tokenizer.encode(t);
+                ids.truncate(cfg.max_len);
+                ids
+            })
+            .filter(|ids| ids.len() >= 2)
+            .collect();
+        if samples.len() < 2 {
+            return Err(Error::invalid(
+                "train",
+                "fewer than 2 samples have 2 or more tokens",
+            ));
+        }
+        let n_eval = ((samples.len() as f64 * cfg.eval_fraction) as usize).min(samples.len() - 1);
+        let eval = samples.split_off(samples.len() - n_eval);
+        Ok(Data {
+            tokenizer,
+            train: samples,
+            eval,
+        })
+    }
+}
+
+/// The paragraphs of a UTF-8 text file (blocks separated by blank lines).
+fn read_paragraphs(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid("train", format!("reading {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+        } else {
+            if !cur.is_empty() {
+                cur.push('\n');
+            }
+            cur.push_str(line);
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// Where the data stream stands: epoch and micro-batch within it (saved for exact resume).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DataPosition {
+    /// Completed epochs.
+    pub epoch: u64,
+    /// Next micro-batch of this epoch.
+    pub batch: usize,
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepStats {
+    /// Steps taken so far, this one included.
+    pub step: u64,
+    /// Mean loss of its micro-batches.
+    pub loss: f64,
+    /// Non-padding tokens processed.
+    pub real_tokens: usize,
+    /// Token slots processed, padding included.
+    pub slots: usize,
+    /// Wall time of the step.
+    pub seconds: f64,
+    /// Peak bytes the tape held saved during the step.
+    pub peak_saved_bytes: usize,
+    /// Bytes of gradients held when the optimizer ran.
+    pub grad_bytes: usize,
+    /// False when the scaler skipped the update (non-finite gradients).
+    pub updated: bool,
+}
+
+/// A training run in progress.
+pub struct Trainer {
+    /// Its configuration.
+    pub cfg: TrainConfig,
+    /// Its data.
+    pub data: Data,
+    /// The model.
+    pub model: Transformer,
+    pub(super) opt: Box<dyn Optimizer>,
+    pub(super) scaler: Option<GradScaler>,
+    pub(super) seg: Segmentation,
+    pub(super) position: DataPosition,
+    pub(super) steps_done: u64,
+    epoch_batches: Vec<Batch>,
+    checked_reach: bool,
+    _input_grads: Option<HookHandle>,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("cfg", &self.cfg)
+            .field("steps_done", &self.steps_done)
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Freezes what `cfg.freeze` names (LoRA has already frozen the base weights).
+fn apply_freezing(model: &Transformer, cfg: &TrainConfig) -> Result<()> {
+    let named = model.named_parameters();
+    if cfg.freeze.embeddings {
+        freeze(&named, "model.embed_")?;
+    }
+    for i in 0..cfg.freeze.lower_blocks {
+        freeze(&named, &format!("model.layers.{i}."))?;
+    }
+    Ok(())
+}
+
+fn build_optimizer(cfg: &TrainConfig, model: &Transformer) -> Result<Box<dyn Optimizer>> {
+    let params: Vec<_> = model
+        .parameters()
+        .into_iter()
+        .filter(|p| p.requires_grad())
+        .collect();
+    if params.is_empty() {
+        return Err(Error::invalid(
+            "train",
+            "every parameter is frozen: nothing to train",
+        ));
+    }
+    let groups = vec![ParamGroup::new(params, cfg.lr, cfg.weight_decay)];
+    Ok(match cfg.optimizer {
+        OptimChoice::Sgd => Box::new(Sgd::new(groups, 0.9, false)?),
+        OptimChoice::AdamW => Box::new(AdamW::new(groups)),
+        OptimChoice::AdamW8bit => Box::new(AdamW8bit::new(groups)),
+    })
+}
+
+impl Trainer {
+    /// A fresh run: model and data drawn from `cfg.seed`.
+    pub fn new(cfg: TrainConfig) -> Result<Trainer> {
+        cfg.validate()?;
+        let data = Data::build(&cfg)?;
+        rewind::rng::manual_seed(cfg.seed);
+        let model = Transformer::new(TransformerConfig {
+            vocab: data.tokenizer.vocab_size(),
+            max_len: cfg.max_len,
+            d: cfg.d,
+            heads: cfg.heads,
+            layers: cfg.layers,
+            lora_rank: cfg.lora_rank,
+        })?;
+        apply_freezing(&model, &cfg)?;
+        let opt = build_optimizer(&cfg, &model)?;
+        let input_grads = cfg
+            .enable_input_require_grads
+            .then(|| model.tok.enable_input_require_grads());
+        let seg = segmentation(&cfg, &model, &data)?;
+        let mut t = Trainer {
+            scaler: cfg.amp.then(GradScaler::new),
+            cfg,
+            data,
+            model,
+            opt,
+            seg,
+            position: DataPosition::default(),
+            steps_done: 0,
+            epoch_batches: Vec::new(),
+            checked_reach: false,
+            _input_grads: input_grads,
+        };
+        t.load_epoch()?;
+        Ok(t)
+    }
+
+    /// Optimizer steps taken.
+    pub fn steps_done(&self) -> u64 {
+        self.steps_done
+    }
+
+    /// Where the data stream stands.
+    pub fn position(&self) -> DataPosition {
+        self.position
+    }
+
+    /// The checkpoint segmentation the blocks run under.
+    pub fn segmentation(&self) -> &Segmentation {
+        &self.seg
+    }
+
+    /// The current loss scale, when AMP is on.
+    pub fn loss_scale(&self) -> Option<f32> {
+        self.scaler.as_ref().map(GradScaler::get_scale)
+    }
+
+    pub(super) fn load_epoch(&mut self) -> Result<()> {
+        let padding = match self.cfg.padding {
+            PaddingChoice::Fixed => Padding::Fixed(self.cfg.max_len),
+            PaddingChoice::Dynamic => Padding::Dynamic,
+            PaddingChoice::Grouped => Padding::Grouped { chunk_batches: 8 },
+        };
+        let seed = self
+            .cfg
+            .seed
+            .wrapping_add(self.position.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.epoch_batches = batches(&self.data.train, self.cfg.batch_size, padding, seed)?;
+        Ok(())
+    }
+
+    fn next_batch(&mut self) -> Result<Batch> {
+        if self.position.batch >= self.epoch_batches.len() {
+            self.position = DataPosition {
+                epoch: self.position.epoch + 1,
+                batch: 0,
+            };
+            self.load_epoch()?;
+        }
+        let b = self.epoch_batches[self.position.batch].clone();
+        self.position.batch += 1;
+        Ok(b)
+    }
+
+    /// One optimizer step over `accumulation` micro-batches.
+    pub fn step(&mut self) -> Result<StepStats> {
+        let start = Instant::now();
+        tape::reset_peak_saved_bytes();
+        let accum = self.cfg.accumulation;
+        let (mut loss_sum, mut real, mut slots) = (0.0, 0, 0);
+        for _ in 0..accum {
+            let batch = self.next_batch()?;
+            real += batch.real_tokens();
+            slots += batch.slots();
+            let loss = {
+                let _amp = self.cfg.amp.then(|| autocast(Some(DType::F16)));
+                self.model.loss(&batch, &self.seg, self.cfg.mode)?
+            };
+            self.check_reach(&loss)?;
+            loss_sum += loss.item()?;
+            // loss / N (exact for N = 1 and powers of two).
+            let mut scaled = if accum > 1 {
+                loss.mul_scalar(1.0 / accum as f64)?
+            } else {
+                loss
+            };
+            if let Some(s) = &self.scaler {
+                scaled = s.scale(&scaled)?;
+            }
+            scaled.backward()?;
+        }
+        let grad_bytes = self
+            .opt
+            .params()
+            .iter()
+            .filter_map(|p| p.grad().map(|g| g.nbytes()))
+            .sum();
+        let updated = match &mut self.scaler {
+            Some(s) => {
+                let ran = s.step(self.opt.as_mut())?;
+                s.update();
+                ran
+            }
+            None => {
+                self.opt.step()?;
+                true
+            }
+        };
+        self.opt.zero_grad();
+        self.steps_done += 1;
+        Ok(StepStats {
+            step: self.steps_done,
+            loss: loss_sum / accum as f64,
+            real_tokens: real,
+            slots,
+            seconds: start.elapsed().as_secs_f64(),
+            peak_saved_bytes: tape::peak_saved_bytes(),
+            grad_bytes,
+            updated,
+        })
+    }
+
+    /// Before the first backward under reentrant checkpointing: if the loss still requires
+    /// grad but some trainable parameters are cut off (PyTorch trains on silently, warning
+    /// only), stop with the diagnosis instead.
+    fn check_reach(&mut self, loss: &rewind::tensor::Tensor) -> Result<()> {
+        if self.checked_reach || self.cfg.mode != CheckpointMode::Reentrant {
+            return Ok(());
+        }
+        self.checked_reach = true;
+        if !loss.requires_grad() {
+            return Ok(()); // backward raises PyTorch's error with the explanation
+        }
+        let findings = diagnose(loss, &self.model.named_parameters());
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let mut msg = format!(
+            "{} trainable parameters would get no gradient (PyTorch would train on, leaving them unchanged):",
+            findings.len()
+        );
+        for f in findings.iter().take(3) {
+            msg.push_str(&format!("\n- {}: {}", f.param, f.reason));
+        }
+        tape::clear();
+        Err(Error::invalid("train", msg))
+    }
+
+    /// Token-weighted mean loss on the held-out samples (no grad, f32, stored activations).
+    pub fn eval_loss(&self) -> Result<f64> {
+        let _ng = rewind::tape::NoGradGuard::new();
+        let (mut sum, mut count) = (0.0, 0usize);
+        for b in batches(&self.data.eval, 16, Padding::Dynamic, 0)? {
+            let n = b
+                .labels
+                .data()
+                .iter()
+                .filter(|&&l| l != IGNORE_INDEX)
+                .count();
+            let seg = Segmentation::store_all(self.cfg.layers);
+            let loss = self.model.loss(&b, &seg, CheckpointMode::NonReentrant)?;
+            sum += loss.item()? * n as f64;
+            count += n;
+        }
+        Ok(if count == 0 {
+            f64::NAN
+        } else {
+            sum / count as f64
+        })
+    }
+
+    /// Bytes of all parameters (trainable or not).
+    pub fn param_bytes(&self) -> usize {
+        self.model.parameters().iter().map(|p| p.nbytes()).sum()
+    }
+
+    /// Trainable parameter count.
+    pub fn trainable_params(&self) -> usize {
+        self.opt.params().iter().map(|p| p.numel()).sum()
+    }
+
+    /// Bytes of optimizer state held now.
+    pub fn optimizer_state_bytes(&self) -> usize {
+        self.opt
+            .state_dict()
+            .buffers
+            .iter()
+            .flatten()
+            .map(|(_, b)| match b {
+                StateBuffer::F32(v) => 4 * v.len(),
+                StateBuffer::U8(v) => v.len(),
+            })
+            .sum()
+    }
+}
+
+/// The segmentation of `cfg.plan`; a budget is planned from block costs measured on a
+/// full-length batch, the largest any padding produces, so every batch fits.
+fn segmentation(cfg: &TrainConfig, model: &Transformer, data: &Data) -> Result<Segmentation> {
+    let n = cfg.layers;
+    match cfg.plan {
+        PlanChoice::None => Ok(Segmentation::store_all(n)),
+        PlanChoice::Every => plan::segment(Plan::EveryBlock, n, None),
+        PlanChoice::Sqrt => plan::segment(Plan::Sqrt, n, None),
+        PlanChoice::Budget(bytes) => {
+            let probe: Vec<Vec<u32>> = (0..cfg.batch_size)
+                .map(|i| {
+                    let s = &data.train[i % data.train.len()];
+                    (0..cfg.max_len).map(|j| s[j % s.len()]).collect()
+                })
+                .collect();
+            let b = &batches(&probe, cfg.batch_size, Padding::Dynamic, 0)?[0];
+            let costs = {
+                let _amp = cfg.amp.then(|| autocast(Some(DType::F16)));
+                model.block_costs(b)?
+            };
+            plan::segment(Plan::Budget(bytes), n, Some(&costs))
+        }
+    }
+}
+
+/// For a failed run, the flags that fix it (`None` when the error is not the checkpointing
+/// failure).
+pub fn suggest_fix(cfg: &TrainConfig, err: &Error) -> Option<String> {
+    let cut =
+        matches!(err, Error::NoGradFn { .. }) || err.to_string().contains("would get no gradient");
+    (cut && cfg.mode == CheckpointMode::Reentrant).then(|| {
+        String::from(
+            "fix: rerun with --enable-input-require-grads (HF's model.enable_input_require_grads(), keeps reentrant checkpointing), \
+or with --checkpoint-mode non-reentrant (use_reentrant=False); both keep the memory saving"
+        )
+    })
+}
