@@ -19,9 +19,9 @@ if [ "$mode" = build ]; then
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("executable") and any(k in m["executable"] for k in sys.argv[1:]): print(m["executable"])' "$@"; }
-  cargo test --release --features cuda --test cuda_gpu --no-run --message-format=json | list cuda_gpu > "$bundle/tests.txt"
-  cargo bench --features cuda --bench cuda --no-run --message-format=json | list deps/cuda- > "$bundle/benches.txt"
-  cargo build --release --features cuda --bin rewind
+  cargo test --release -p rewind --features cuda --test cuda_gpu --no-run --message-format=json | list cuda_gpu > "$bundle/tests.txt"
+  cargo bench -p rewind-lab --features cuda --bench cuda --no-run --message-format=json | list deps/cuda- > "$bundle/benches.txt"
+  cargo build --release -p rewind-lab --features cuda --bin rewind
   for f in $(cat "$bundle/tests.txt" "$bundle/benches.txt") target/release/rewind; do
     cp "$f" "$bundle/" && strip "$bundle/$(basename "$f")"
   done

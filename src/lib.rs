@@ -20,7 +20,8 @@
 //! ```
 //!
 //! Layers, each knowing only those below it: the core ([`tensor`], [`tape`], [`autograd`],
-//! [`ops`]) → [`nn`] → the CLI.
+//! [`ops`], [`cpu`]) → [`checkpoint`], [`nn`], [`optim`], [`amp`]. The `rewind` command line
+//! and its tools live in a separate package (`rewind-lab`) that uses only this public API.
 #![warn(missing_docs)]
 
 pub mod amp;

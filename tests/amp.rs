@@ -7,18 +7,8 @@ use rewind::ops::autocast::autocast;
 use rewind::optim::{AdamW, Optimizer, ParamGroup, Sgd};
 use rewind::{DType, Tensor, tape};
 
-fn randn(shape: &[usize], seed: u64, scale: f64) -> Tensor {
-    rewind::rng::manual_seed(seed);
-    let n = shape.iter().product();
-    Tensor::from_vec(
-        rewind::rng::normal_vec(n)
-            .into_iter()
-            .map(|v| (v * scale) as f32)
-            .collect(),
-        shape,
-    )
-    .unwrap()
-}
+mod common;
+use common::randn;
 
 #[test]
 fn autocast_runs_matmul_in_f16_and_reductions_in_f32() {

@@ -10,9 +10,8 @@ use std::rc::Rc;
 const MODE_R: CheckpointMode = CheckpointMode::Reentrant;
 const MODE_NR: CheckpointMode = CheckpointMode::NonReentrant;
 
-fn every(n: usize) -> Segmentation {
-    plan::segment(Plan::EveryBlock, n, None).unwrap()
-}
+mod common;
+use common::every;
 
 fn mlp_grads(
     m: &ResidualMlp,

@@ -5,16 +5,8 @@ use rewind::gradcheck::{GradcheckOptions, gradcheck};
 use rewind::ops::custom::custom_op;
 use rewind::{DType, GeluApprox, Indices, Result, Tensor};
 
-/// Seeded values in [lo, hi).
-fn rand(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Tensor {
-    rewind::rng::manual_seed(seed);
-    let n = shape.iter().product();
-    let v: Vec<f64> = rewind::rng::uniform_vec(n)
-        .into_iter()
-        .map(|u| lo + (hi - lo) * u)
-        .collect();
-    Tensor::from_vec(v, shape).unwrap()
-}
+mod common;
+use common::uniform_f64 as rand;
 
 fn check(name: &str, f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) {
     let r = gradcheck(f, inputs, GradcheckOptions::default()).unwrap();

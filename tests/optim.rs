@@ -8,11 +8,11 @@ use rewind::optim::{
     Adam8bitState, AdamW, AdamW8bit, BLOCK, Optimizer, ParamGroup, Sgd, clip_grad_norm_,
 };
 
+mod common;
+
+/// A 1-D leaf holding `v` that requires grad.
 fn param(v: &[f32]) -> Tensor {
-    Tensor::from_vec(v.to_vec(), &[v.len()])
-        .unwrap()
-        .requires_grad_(true)
-        .unwrap()
+    common::param(v, &[v.len()])
 }
 
 fn set_grad(p: &Tensor, g: &[f32]) {
@@ -371,13 +371,17 @@ fn step_table_quantizes_like_the_search_across_every_range() {
 }
 
 #[test]
+#[cfg_attr(
+    not(host_avx2_fma),
+    ignore = "needs a CPU with AVX2+FMA: without them both runs take the scalar path"
+)]
 fn vectorised_8bit_step_is_bit_identical_to_the_scalar_reference() {
     // 5,000 elements: 19 full blocks and a 136-element tail; gradients span 12 decades and
     // include zeros, ±inf, NaN and values whose square overflows (v = inf, a NaN ratio).
-    if !QuantMap::signed().vectorised() {
-        eprintln!("skipped: this CPU has no AVX2+FMA, so both runs would take the scalar path");
-        return;
-    }
+    assert!(
+        QuantMap::signed().vectorised(),
+        "AVX2+FMA detected at build time but not now"
+    );
     let n = 5_000;
     let run = |vectorised: bool| {
         rewind::rng::manual_seed(31);
@@ -404,7 +408,7 @@ fn vectorised_8bit_step_is_bit_identical_to_the_scalar_reference() {
             w.set_grad(Some(rewind::Tensor::from_vec(g, &[n]).unwrap()));
             opt.step().unwrap();
         }
-        let bits: Vec<u32> = w.to_vec_f32().iter().map(|v| v.to_bits()).collect();
+        let bits = common::bits(&w);
         (bits, opt.state_dict())
     };
     let (fast, fast_state) = run(true);
@@ -414,6 +418,10 @@ fn vectorised_8bit_step_is_bit_identical_to_the_scalar_reference() {
 }
 
 #[test]
+#[cfg_attr(
+    not(host_avx2_fma),
+    ignore = "needs a CPU with AVX2+FMA: without them quantize_slice is the step table itself"
+)]
 fn lookup_free_quantizer_agrees_with_the_step_table_on_every_f32() {
     // All 2³² bit patterns (±0, subnormals, every normal, ±inf, every NaN): the vector path
     // computes codes arithmetically and sends lanes near a boundary to the table, so any flaw
@@ -421,10 +429,10 @@ fn lookup_free_quantizer_agrees_with_the_step_table_on_every_f32() {
     // value is also checked against the search itself.
     use rayon::prelude::*;
     for map in [QuantMap::signed(), QuantMap::unsigned()] {
-        if !map.vectorised() {
-            eprintln!("skipped: no AVX2+FMA here, so quantize_slice is the step table itself");
-            return;
-        }
+        assert!(
+            map.vectorised(),
+            "AVX2+FMA detected at build time but not now"
+        );
         let bad = (0u32..1 << 16)
             .into_par_iter()
             .map_init(

@@ -3,13 +3,8 @@
 use approx::assert_relative_eq;
 use rewind::{BackwardOptions, DType, Error, NoGradGuard, Tensor, tape};
 
-fn t(v: &[f32], shape: &[usize]) -> Tensor {
-    Tensor::from_vec(v.to_vec(), shape).unwrap()
-}
-
-fn param(v: &[f32], shape: &[usize]) -> Tensor {
-    t(v, shape).requires_grad_(true).unwrap()
-}
+mod common;
+use common::{param, t};
 
 #[test]
 fn output_requires_grad_iff_some_input_does() {

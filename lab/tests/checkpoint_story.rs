@@ -27,9 +27,9 @@ fn model(cfg: ReproConfig) -> ReproModel {
     ReproModel::new(cfg).unwrap()
 }
 
-fn every(n: usize) -> Segmentation {
-    plan::segment(Plan::EveryBlock, n, None).unwrap()
-}
+#[path = "../../tests/common/mod.rs"]
+mod common;
+use common::every;
 
 /// Every block checkpointed except the last (the silent variant).
 fn all_but_last(n: usize) -> Segmentation {
@@ -61,13 +61,7 @@ fn grads(
     warnings::take();
     m.named_parameters()
         .into_iter()
-        .map(|(n, p)| {
-            (
-                n,
-                p.grad()
-                    .map(|g| g.to_vec_f32().iter().map(|v| v.to_bits()).collect()),
-            )
-        })
+        .map(|(n, p)| (n, p.grad().map(|g| common::bits(&g))))
         .collect()
 }
 

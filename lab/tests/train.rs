@@ -2,6 +2,9 @@
 //! position), clear errors for corrupt saves, the reentrant + frozen-embedding failure with
 //! its fix, and the flags' vocabulary.
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use rewind::checkpoint::CheckpointMode;
 use rewind::error::NO_GRAD_FN_MSG;
 use rewind::nn::Parameters;
@@ -31,7 +34,7 @@ fn weight_bits(t: &Trainer) -> Vec<(String, Vec<u32>)> {
     t.model
         .named_parameters()
         .into_iter()
-        .map(|(n, p)| (n, p.to_vec_f32().iter().map(|v| v.to_bits()).collect()))
+        .map(|(n, p)| (n, common::bits(&p)))
         .collect()
 }
 

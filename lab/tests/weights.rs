@@ -1,6 +1,9 @@
 //! safetensors save/load: exact round trip by name; truncated, corrupt or mismatched files
 //! are typed errors.
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use rewind::nn::Parameters;
 use rewind::weights::{from_bytes, to_bytes};
 use rewind_lab::models::{Transformer, TransformerConfig};
@@ -19,10 +22,7 @@ fn model(seed: u64, lora_rank: usize) -> Transformer {
 }
 
 fn bits(m: &Transformer) -> Vec<Vec<u32>> {
-    m.parameters()
-        .iter()
-        .map(|p| p.to_vec_f32().iter().map(|v| v.to_bits()).collect())
-        .collect()
+    m.parameters().iter().map(common::bits).collect()
 }
 
 #[test]

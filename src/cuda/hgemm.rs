@@ -15,8 +15,8 @@ pub const THREADS: u32 = 256;
 /// Dynamic shared memory: 3 stages of a 128×40 A tile and a 32×136 B tile of halves.
 pub const SMEM_BYTES: u32 = 3 * (128 * 40 + 32 * 136) * 2;
 
-/// Which operands are stored transposed: `Nn` A[M,K]·B[K,N]; `Nt` B stored [N,K] (dA = G·Bᵀ);
-/// `Tn` A stored [K,M] (dB = Aᵀ·G).
+/// Which operands are stored transposed: `Nn` `A[M,K]·B[K,N]`; `Nt` B stored `[N,K]` (dA = G·Bᵀ);
+/// `Tn` A stored `[K,M]` (dB = Aᵀ·G).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     /// Neither transposed.
