@@ -3,7 +3,7 @@
 //! Everything the `rewind` command line runs, built on the engine's public API alone: the
 //! checkpointing story ([`repro`]), data without a download ([`data`]), a small transformer
 //! and the repro model ([`models`]), the trainer with exact save/resume ([`train`]), and the
-//! measurements behind `rewind bench`, `bench-core` and `memory` ([`bench`]).
+//! measurements behind `rewind bench`, `bench-core` and `memory` ([`mod@bench`]).
 #![warn(missing_docs)]
 
 pub mod alloc_counter;

@@ -51,7 +51,7 @@ fn entry(layout: Layout, f16_out: bool) -> &'static str {
     }
 }
 
-/// C[M,N] (f32) = op(A)·op(B) on device buffers.
+/// `C[M,N]` (f32) = op(A)·op(B) on device buffers.
 #[allow(clippy::too_many_arguments)] // the BLAS signature: device, operands, sizes, layout
 pub fn hgemm_f32(
     gpu: &Gpu,

@@ -66,7 +66,7 @@ pub fn blas(gpu: &Gpu) -> Result<CudaBlas> {
     CudaBlas::new(gpu.stream.clone()).map_err(blas_err)
 }
 
-/// C[M,N] = A[M,K]·B[K,N] (row-major, f16 in, f32 out) through cuBLAS: column-major
+/// `C[M,N] = A[M,K]·B[K,N]` (row-major, f16 in, f32 out) through cuBLAS: column-major
 /// Cᵀ = Bᵀ·Aᵀ, so B is passed first.
 #[allow(clippy::too_many_arguments)]
 pub fn cublas_gemm(
