@@ -57,6 +57,8 @@ pub use storage::Buffer;
 pub use tape::{EnableGradGuard, NoGradGuard, no_grad};
 pub use tensor::Tensor;
 
+pub(crate) use storage::{with_buffer, zip_buffers};
+
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

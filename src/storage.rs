@@ -17,8 +17,6 @@ pub enum Buffer {
 }
 
 /// Runs `$body` with `$v` bound to the buffer's `Vec<E>` for whichever element type it holds.
-#[macro_export]
-#[doc(hidden)]
 macro_rules! with_buffer {
     ($buf:expr, $v:ident => $body:expr) => {
         match $buf {
@@ -28,6 +26,7 @@ macro_rules! with_buffer {
         }
     };
 }
+pub(crate) use with_buffer;
 
 /// Wraps a vector of any element type into a [`Buffer`].
 pub trait IntoBuffer {
@@ -200,8 +199,6 @@ impl Storage {
 
 /// Runs `$body` with `$x`, `$y` bound to two buffers' vectors of one element type; different
 /// element types give `Err(Error::DTypeMismatch)` naming `$op`.
-#[macro_export]
-#[doc(hidden)]
 macro_rules! zip_buffers {
     ($op:expr, $a:expr, $b:expr, $x:ident, $y:ident => $body:expr) => {
         match ($a, $b) {
@@ -216,3 +213,4 @@ macro_rules! zip_buffers {
         }
     };
 }
+pub(crate) use zip_buffers;

@@ -147,3 +147,27 @@ fn index_state_an_op_keeps_counts_as_saved_bytes() {
     loss.add(&m.sum().unwrap()).unwrap().backward().unwrap();
     assert_eq!(tape::saved_bytes(), 0, "backward released all of it");
 }
+
+#[test]
+fn a_scratch_forward_leaves_nothing_on_the_tape() {
+    // tape::scratch runs a forward that is measured but never backwarded (the planner's probe):
+    // what it recorded is freed when it returns, and its outputs cannot be backwarded.
+    tape::clear();
+    let w = Tensor::from_vec(vec![0.5f32; 64], &[8, 8])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let x = Tensor::from_vec(vec![1.0f32; 32], &[4, 8]).unwrap();
+    let (inside, y) = tape::scratch(|| {
+        let y = x.matmul(&w).unwrap().tanh().unwrap().sum().unwrap();
+        (tape::saved_bytes(), y)
+    });
+    assert_eq!(
+        inside,
+        4 * 8 * F32,
+        "tanh saved its output while the scope ran"
+    );
+    assert_eq!(tape::saved_bytes(), 0);
+    assert!(tape::entries().is_empty());
+    assert_eq!(y.backward().unwrap_err(), rewind::Error::GraphFreed);
+}
