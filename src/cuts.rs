@@ -3,68 +3,57 @@
 //! parameters its body captured then never train. The cut is carried by the tensors computed
 //! from that output, so `backward()` on a loss can say which segments cut its path, and a cut
 //! from some other forward can never explain it. Cuts hold parameters weakly: a cut keeps no
-//! parameter alive.
+//! parameter alive. This module knows no tensor type: [`crate::tensor`] carries the cuts.
 
-use crate::tensor::{Tensor, TensorImpl};
 use std::rc::{Rc, Weak};
 
-/// A reentrant segment that cut its output from the graph.
+/// A reentrant segment that cut its output from the graph; `P` is the tensor type.
 #[derive(Debug)]
-pub(crate) struct Cut {
+pub(crate) struct Cut<P> {
     /// The segment's name.
     pub segment: String,
-    /// Trainable parameters its body captured (they get no gradient through it).
-    pub params: Vec<Weak<TensorImpl>>,
+    /// Trainable parameters its body captured (they get no gradient through it), held weakly.
+    pub params: Vec<Weak<P>>,
 }
 
-impl Cut {
-    /// True when `p` is one of the parameters this cut left without a gradient.
-    pub fn holds(&self, p: &Tensor) -> bool {
-        self.params
-            .iter()
-            .any(|w| std::ptr::eq(w.as_ptr(), Rc::as_ptr(&p.0)))
+impl<P> Cut<P> {
+    /// True when the parameter at `p` is one this cut left without a gradient.
+    pub fn holds(&self, p: *const P) -> bool {
+        self.params.iter().any(|w| std::ptr::eq(w.as_ptr(), p))
     }
 }
 
 /// The cuts upstream of a tensor, oldest first.
-pub(crate) type Cuts = Rc<[Rc<Cut>]>;
+pub(crate) type Cuts<P> = Rc<[Rc<Cut<P>>]>;
 
 /// At most this many cuts are carried (the newest are kept).
 const MAX_CUTS: usize = 1024;
 
-/// The union of the cuts carried by `inputs` (shared, not copied, when only one carries any).
-pub(crate) fn merge<'a>(inputs: impl IntoIterator<Item = &'a Tensor>) -> Option<Cuts> {
-    let mut found: Option<Cuts> = None;
-    for t in inputs {
-        let Some(c) = t.0.cuts.get() else { continue };
-        found = Some(match found {
-            None => c.clone(),
-            Some(prev) if Rc::ptr_eq(&prev, c) => prev,
-            Some(prev) => {
-                let mut all: Vec<Rc<Cut>> = prev.to_vec();
-                for cut in c.iter() {
-                    if !all.iter().any(|u| Rc::ptr_eq(u, cut)) {
-                        all.push(cut.clone());
-                    }
-                }
-                newest(all)
-            }
-        });
+/// The cuts of `a` followed by those of `b` that `a` lacks (`a` itself when `b` adds none).
+pub(crate) fn union<P>(a: Cuts<P>, b: &Cuts<P>) -> Cuts<P> {
+    if Rc::ptr_eq(&a, b) || b.iter().all(|c| a.iter().any(|u| Rc::ptr_eq(u, c))) {
+        return a;
     }
-    found
+    let mut all: Vec<Rc<Cut<P>>> = a.to_vec();
+    all.extend(
+        b.iter()
+            .filter(|c| !a.iter().any(|u| Rc::ptr_eq(u, c)))
+            .cloned(),
+    );
+    newest(all)
 }
 
 /// `upstream` followed by a new cut by `segment` of the parameters `params`.
-pub(crate) fn extend(upstream: Option<Cuts>, segment: &str, params: &[Tensor]) -> Cuts {
-    let mut all: Vec<Rc<Cut>> = upstream.map(|c| c.to_vec()).unwrap_or_default();
+pub(crate) fn push<P>(upstream: Option<Cuts<P>>, segment: &str, params: Vec<Weak<P>>) -> Cuts<P> {
+    let mut all: Vec<Rc<Cut<P>>> = upstream.map(|c| c.to_vec()).unwrap_or_default();
     all.push(Rc::new(Cut {
         segment: segment.to_string(),
-        params: params.iter().map(|p| Rc::downgrade(&p.0)).collect(),
+        params,
     }));
     newest(all)
 }
 
-fn newest(mut all: Vec<Rc<Cut>>) -> Cuts {
+fn newest<P>(mut all: Vec<Rc<Cut<P>>>) -> Cuts<P> {
     if all.len() > MAX_CUTS {
         all.drain(..all.len() - MAX_CUTS);
     }
@@ -72,7 +61,7 @@ fn newest(mut all: Vec<Rc<Cut>>) -> Cuts {
 }
 
 /// Why `cut` leaves its parameters without gradients, and how to fix it.
-pub(crate) fn why(cut: &Cut) -> String {
+pub(crate) fn why<P>(cut: &Cut<P>) -> String {
     let n = cut.params.len();
     format!(
         "reentrant segment `{}` has no input that requires grad; its {n} trainable parameter{} {} captured by the body and reentrant segments ignore them; fix: enable_input_require_grads() on the input embeddings, or CheckpointMode::NonReentrant",
@@ -83,8 +72,8 @@ pub(crate) fn why(cut: &Cut) -> String {
 }
 
 /// The explanation attached to `backward()`'s "does not require grad" error.
-pub(crate) fn explain(cuts: &[Rc<Cut>]) -> Option<String> {
-    let with_params: Vec<&Cut> = cuts
+pub(crate) fn explain<P>(cuts: &[Rc<Cut<P>>]) -> Option<String> {
+    let with_params: Vec<&Cut<P>> = cuts
         .iter()
         .map(|c| c.as_ref())
         .filter(|c| !c.params.is_empty())

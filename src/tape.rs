@@ -417,7 +417,7 @@ pub(crate) fn record_if<B: Backward + 'static>(
     output: Tensor,
     make_backward: impl FnOnce(&Tensor) -> B,
 ) -> Tensor {
-    output.set_cuts(crate::cuts::merge(inputs.iter().copied()));
+    output.set_cuts(Tensor::merged_cuts(inputs.iter().copied()));
     if !needed {
         return output;
     }

@@ -1,5 +1,6 @@
 //! The tensor handle: a cheap, clonable reference to shape, dtype, storage and autograd state.
 
+use crate::cuts::{self, Cut, Cuts};
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::shape::{self, Shape};
@@ -30,7 +31,7 @@ pub(crate) struct TensorImpl {
     pub(crate) grad: RefCell<Option<Tensor>>,
     pub(crate) retains_grad: Cell<bool>,
     /// The reentrant segments upstream that cut this tensor's grad path ([`crate::cuts`]).
-    pub(crate) cuts: OnceCell<crate::cuts::Cuts>,
+    pub(crate) cuts: OnceCell<Cuts<TensorImpl>>,
 }
 
 impl Tensor {
@@ -260,13 +261,46 @@ impl Tensor {
         Rc::ptr_eq(&self.0.storage, &other.0.storage)
     }
 
-    /// The cuts upstream of this tensor, oldest first.
-    pub(crate) fn cuts(&self) -> &[Rc<crate::cuts::Cut>] {
+    /// The reentrant cuts upstream of this tensor, oldest first.
+    pub(crate) fn cuts(&self) -> &[Rc<Cut<TensorImpl>>] {
         self.0.cuts.get().map_or(&[], |c| c)
     }
 
+    /// True when one of this tensor's upstream cuts left `param` without a gradient.
+    pub(crate) fn cut_holds(cut: &Cut<TensorImpl>, param: &Tensor) -> bool {
+        cut.holds(Rc::as_ptr(&param.0))
+    }
+
+    /// The union of the cuts `inputs` carry (shared, not copied, when only one carries any).
+    pub(crate) fn merged_cuts<'a>(
+        inputs: impl IntoIterator<Item = &'a Tensor>,
+    ) -> Option<Cuts<TensorImpl>> {
+        inputs
+            .into_iter()
+            .filter_map(|t| t.0.cuts.get())
+            .fold(None, |acc, c| {
+                Some(match acc {
+                    None => c.clone(),
+                    Some(a) => cuts::union(a, c),
+                })
+            })
+    }
+
+    /// `upstream` plus a cut by reentrant segment `segment` of the parameters `params`.
+    pub(crate) fn new_cut(
+        upstream: Option<Cuts<TensorImpl>>,
+        segment: &str,
+        params: &[Tensor],
+    ) -> Cuts<TensorImpl> {
+        cuts::push(
+            upstream,
+            segment,
+            params.iter().map(|p| Rc::downgrade(&p.0)).collect(),
+        )
+    }
+
     /// Marks a fresh tensor as downstream of `cuts`.
-    pub(crate) fn set_cuts(&self, cuts: Option<crate::cuts::Cuts>) {
+    pub(crate) fn set_cuts(&self, cuts: Option<Cuts<TensorImpl>>) {
         if let Some(c) = cuts {
             let _ = self.0.cuts.set(c);
         }

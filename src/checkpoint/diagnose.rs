@@ -27,17 +27,19 @@ pub fn diagnose(loss: &Tensor, params: &[(String, Tensor)]) -> Vec<Finding> {
     params
         .iter()
         .filter(|(_, p)| p.requires_grad() && !reached.iter().any(|r| r.same_handle(p)))
-        .map(|(name, p)| match cuts.iter().rev().find(|c| c.holds(p)) {
-            Some(cut) => Finding {
-                param: name.clone(),
-                segment: Some(cut.segment.clone()),
-                reason: cuts::why(cut),
+        .map(
+            |(name, p)| match cuts.iter().rev().find(|c| Tensor::cut_holds(c, p)) {
+                Some(cut) => Finding {
+                    param: name.clone(),
+                    segment: Some(cut.segment.clone()),
+                    reason: cuts::why(cut),
+                },
+                None => Finding {
+                    param: name.clone(),
+                    segment: None,
+                    reason: "not used by the graph of the loss".to_string(),
+                },
             },
-            None => Finding {
-                param: name.clone(),
-                segment: None,
-                reason: "not used by the graph of the loss".to_string(),
-            },
-        })
+        )
         .collect()
 }

@@ -67,11 +67,11 @@ pub fn checkpoint(
         CheckpointMode::NonReentrant => out.requires_grad(),
     };
     if !output_requires_grad {
-        let upstream = crate::cuts::merge(inputs.iter().copied().chain([&out]));
+        let upstream = Tensor::merged_cuts(inputs.iter().copied().chain([&out]));
         let detached = out.detach();
         if mode == CheckpointMode::Reentrant {
             warnings::warn(NO_INPUT_REQUIRES_GRAD_WARNING);
-            detached.set_cuts(Some(crate::cuts::extend(upstream, name, &captured)));
+            detached.set_cuts(Some(Tensor::new_cut(upstream, name, &captured)));
         } else {
             detached.set_cuts(upstream);
         }
