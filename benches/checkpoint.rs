@@ -15,7 +15,7 @@ fn plans(c: &mut Criterion) {
     rewind::rng::manual_seed(0);
     let (depth, rows) = (16, 2048);
     let m = ResidualMlp::new(depth, 256, 1024).unwrap();
-    let x = Tensor::randn(&[rows, 256]);
+    let x = Tensor::randn(&[rows, 256]).unwrap();
     let params = m.parameters();
     let mut g = c.benchmark_group("checkpoint_plans_L16");
     g.sample_size(10);

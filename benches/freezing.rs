@@ -14,7 +14,7 @@ fn frozen(c: &mut Criterion) {
     rewind::rng::manual_seed(0);
     let (depth, rows) = (16, 1024);
     let m = ResidualMlp::new(depth, 256, 1024).unwrap();
-    let x = Tensor::randn(&[rows, 256]);
+    let x = Tensor::randn(&[rows, 256]).unwrap();
     let named = m.named_parameters();
     let mut g = c.benchmark_group("freezing_fwd_bwd_L16");
     g.sample_size(10);

@@ -15,7 +15,7 @@ fn step(c: &mut Criterion) {
     rewind::rng::manual_seed(0);
     let model = ResidualMlp::new(16, 256, 1024).unwrap();
     let rows = 2048;
-    let x = Tensor::randn(&[rows, 256]);
+    let x = Tensor::randn(&[rows, 256]).unwrap();
     let mut opt = Sgd::new(
         vec![ParamGroup::new(model.parameters(), 1e-3, 0.0)],
         0.0,

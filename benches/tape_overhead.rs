@@ -9,11 +9,11 @@ mod alloc;
 
 fn chains(c: &mut Criterion) {
     alloc::keep_freed_memory();
-    let x = Tensor::full(&[8], 0.5, DType::F32)
+    let x = Tensor::full(&[8], 0.5, DType::F32).unwrap()
         .requires_grad_(true)
         .unwrap();
-    let a = Tensor::full(&[8], 0.999, DType::F32);
-    let b = Tensor::full(&[8], 0.001, DType::F32);
+    let a = Tensor::full(&[8], 0.999, DType::F32).unwrap();
+    let b = Tensor::full(&[8], 0.001, DType::F32).unwrap();
     let mut g = c.benchmark_group("tape_overhead");
     g.throughput(Throughput::Elements(1000));
     g.bench_function("tanh_x1000_fwd_bwd", |bench| {

@@ -47,7 +47,7 @@ impl Tensor {
             }
             Some(g) => g.detach(),
             None if self.numel() != 1 => return Err(Error::NonScalarBackward),
-            None => Tensor::full(self.shape(), 1.0, self.dtype()),
+            None => Tensor::full(self.shape(), 1.0, self.dtype())?,
         };
         match self.node() {
             None => self.accumulate_grad(seed),
@@ -142,6 +142,18 @@ pub(crate) fn sweep(
             }
             while next > 0 {
                 next -= 1;
+                let e = &t.entries[next];
+                if e.grad.is_none() {
+                    continue;
+                }
+                if let Some(bw) = &e.backward {
+                    crate::inplace::check(bw.as_ref(), &e.versions, e.op, |k| match e.inputs.get(k) {
+                        Some(Input::Node(id)) if id.tape == t.id && id.generation == t.generation => {
+                            Some(t.entries[id.index as usize].op)
+                        }
+                        _ => None,
+                    })?;
+                }
                 let e = &mut t.entries[next];
                 let Some(g) = e.grad.take() else { continue };
                 let backward = e.backward.take().ok_or(Error::GraphFreed)?;
@@ -173,9 +185,7 @@ pub(crate) fn sweep(
         drop(g);
         pending = Some((i, backward, grads));
     }
-    if !retain_graph {
-        tape::with_tape(tape_id, |t| t.collect())?;
-    }
+    tape::with_tape(tape_id, |t| t.collect())?;
     Ok(outer)
 }
 
@@ -197,19 +207,10 @@ fn finish(
     retain_graph: bool,
     outer: &mut Vec<(NodeId, Tensor)>,
 ) -> Result<()> {
-    let inputs = if retain_graph {
-        t.entries[i].backward = Some(backward);
-        t.entries[i]
-            .inputs
-            .iter()
-            .map(clone_input)
-            .collect::<SmallVec<[Input; 2]>>()
-    } else {
-        let inputs = std::mem::take(&mut t.entries[i].inputs);
-        t.entries[i].backward = Some(backward);
-        t.free(i);
-        inputs
-    };
+    t.entries[i].backward = Some(backward);
+    // Route the gradients first: freeing the entry releases its inputs, and an input with a
+    // gradient waiting is kept for the sweep.
+    let inputs: SmallVec<[Input; 2]> = t.entries[i].inputs.iter().map(clone_input).collect();
     for (input, g) in inputs.into_iter().zip(grads) {
         let Some(g) = g else { continue };
         match input {
@@ -230,6 +231,9 @@ fn finish(
                 });
             }
         }
+    }
+    if !retain_graph || t.entries[i].refs == 0 {
+        t.free(i);
     }
     Ok(())
 }

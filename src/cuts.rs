@@ -111,7 +111,7 @@ mod tests {
     use std::rc::Rc;
 
     fn cut_output(w: &Tensor) -> Tensor {
-        let x = Tensor::ones(&[2, 3], DType::F32);
+        let x = Tensor::ones(&[2, 3], DType::F32).unwrap();
         let body_w = w.clone();
         let body = Rc::new(move |xs: &[Tensor]| xs[0].mul(&body_w));
         let out = checkpoint("blocks.0", CheckpointMode::Reentrant, &[&x], body).unwrap();
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn a_cut_explains_the_loss_computed_from_it() {
-        let w = Tensor::ones(&[2, 3], DType::F32)
+        let w = Tensor::ones(&[2, 3], DType::F32).unwrap()
             .requires_grad_(true)
             .unwrap();
         let loss = cut_output(&w).sum().unwrap();
@@ -136,18 +136,18 @@ mod tests {
 
     #[test]
     fn a_cut_from_another_forward_never_explains_an_unrelated_error() {
-        let w = Tensor::ones(&[2, 3], DType::F32)
+        let w = Tensor::ones(&[2, 3], DType::F32).unwrap()
             .requires_grad_(true)
             .unwrap();
         let _never_backwarded = cut_output(&w);
-        let unrelated = Tensor::ones(&[3], DType::F32).sum().unwrap();
+        let unrelated = Tensor::ones(&[3], DType::F32).unwrap().sum().unwrap();
         let err = unrelated.backward().unwrap_err();
         assert_eq!(err.explain(), None, "{err:#}");
     }
 
     #[test]
     fn a_cut_keeps_no_parameter_alive() {
-        let w = Tensor::ones(&[2, 3], DType::F32)
+        let w = Tensor::ones(&[2, 3], DType::F32).unwrap()
             .requires_grad_(true)
             .unwrap();
         let out = cut_output(&w);

@@ -114,7 +114,7 @@ pub fn fast_tanh(a: f32) -> f32 {
 }
 
 /// A storage element: how it converts to and from the type its kernels compute in.
-pub trait Element: Copy + Send + Sync + Default + 'static {
+pub trait Element: Copy + Send + Sync + Default + bytemuck::Zeroable + 'static {
     /// The compute type (f16 elements compute in f32, as PyTorch's CPU kernels do).
     type C: Real;
     /// The matching [`DType`].

@@ -18,6 +18,9 @@ pub const NON_SCALAR_MSG: &str = "grad can be implicitly created only for scalar
 /// PyTorch's text for `requires_grad_(false)` on a non-leaf.
 pub const NOT_LEAF_MSG: &str = "you can only change requires_grad flags of leaf variables. If you want to use a computed variable in a subgraph that doesn't require differentiation use var_no_grad = var.detach().";
 
+/// The hint PyTorch appends to its version-counter error.
+pub const INPLACE_HINT: &str = "Hint: enable anomaly detection to find the operation that failed to compute its gradient, with torch.autograd.set_detect_anomaly(True, check_nan=False).";
+
 /// The underlying error of an [`Error::Io`] or [`Error::Cuda`], shared so `Error` stays `Clone`.
 /// Two sources are equal when they print the same.
 #[derive(Debug, Clone)]
@@ -88,6 +91,33 @@ pub enum Error {
     GraphFreed,
     /// `requires_grad_(false)` on a non-leaf (PyTorch's text).
     NotALeaf,
+    /// A shape whose element count does not fit in memory addresses (checked arithmetic
+    /// refused it before anything was allocated).
+    ShapeTooLarge {
+        /// The op that refused.
+        op: &'static str,
+        /// The shape asked for.
+        shape: Vec<usize>,
+    },
+    /// An allocation the allocator refused.
+    OutOfMemory {
+        /// The op that asked.
+        op: &'static str,
+        /// Bytes requested.
+        bytes: usize,
+    },
+    /// A tensor saved for backward was changed in place after it was saved (PyTorch's
+    /// version-counter error, its text byte for byte).
+    ModifiedInplace {
+        /// The saved tensor's PyTorch type and shape, e.g. `torch.FloatTensor [2]`.
+        tensor: String,
+        /// The op whose output it is (PyTorch's name, e.g. `Tanh`); `None` for a leaf.
+        output_of: Option<String>,
+        /// Its version now.
+        version: u32,
+        /// Its version when it was saved.
+        expected: u32,
+    },
     /// A checkpoint segment misbehaved (e.g. recomputation differs from the forward).
     Checkpoint(String),
     /// Reading or writing a file failed.
@@ -178,6 +208,33 @@ impl fmt::Display for Error {
             Error::NonScalarBackward => f.write_str(NON_SCALAR_MSG),
             Error::GraphFreed => f.write_str(GRAPH_FREED_MSG),
             Error::NotALeaf => f.write_str(NOT_LEAF_MSG),
+            Error::ShapeTooLarge { op, shape } => write!(
+                f,
+                "{op}: shape {shape:?} has more elements than a tensor can hold (at most 2^60)"
+            ),
+            Error::OutOfMemory { op, bytes } => write!(
+                f,
+                "{op}: out of memory: the allocator refused {bytes} bytes ({:.1} GiB)",
+                *bytes as f64 / (1u64 << 30) as f64
+            ),
+            Error::ModifiedInplace {
+                tensor,
+                output_of,
+                version,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "one of the variables needed for gradient computation has been modified by an inplace operation: [{tensor}]"
+                )?;
+                if let Some(op) = output_of {
+                    write!(f, ", which is output 0 of {op},")?;
+                }
+                write!(
+                    f,
+                    " is at version {version}; expected version {expected} instead. {INPLACE_HINT}"
+                )
+            }
             Error::Checkpoint(msg) => f.write_str(msg),
             Error::Io { op, path, source } => {
                 write!(f, "{op}: {}: {}", path.display(), source.0)

@@ -2,7 +2,7 @@
 //! never differentiated.
 
 use crate::error::{Error, Result};
-use crate::shape::{Shape, numel};
+use crate::shape::Shape;
 
 /// A shaped array of `i64` indices (PyTorch's `LongTensor`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +14,7 @@ pub struct Indices {
 impl Indices {
     /// Indices with a shape; the element count must match.
     pub fn new(data: Vec<i64>, shape: &[usize]) -> Result<Indices> {
-        if data.len() != numel(shape) {
+        if data.len() != crate::shape::checked_numel("Indices::new", shape)? {
             return Err(Error::invalid(
                 "Indices::new",
                 format!("{} indices cannot have shape {shape:?}", data.len()),

@@ -9,7 +9,7 @@
 //! // y = Σ (w·x + b)²  →  dy/dw = 2(w·x + b)·x, dy/db = 2(w·x + b)
 //! let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3])?;
 //! let w = Tensor::from_vec(vec![0.5f32, -1.0, 2.0], &[3])?.requires_grad_(true)?;
-//! let b = Tensor::full(&[3], 1.0, DType::F32).requires_grad_(true)?;
+//! let b = Tensor::full(&[3], 1.0, DType::F32)?.requires_grad_(true)?;
 //! let y = w.mul(&x)?.add(&b)?.powf(2.0)?.sum()?;
 //! print!("{}", rewind::tape::dump()); // mul, add, pow, sum: what each saved
 //! y.backward()?;
@@ -35,6 +35,7 @@ pub mod dtype;
 pub mod error;
 pub mod gradcheck;
 pub mod indices;
+mod inplace;
 pub mod nn;
 pub mod ops;
 pub mod optim;
@@ -53,7 +54,7 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use indices::Indices;
 pub use ops::gelu::GeluApprox;
-pub use storage::Buffer;
+pub use storage::{Buffer, BufferMut};
 pub use tape::{EnableGradGuard, NoGradGuard, no_grad};
 pub use tensor::Tensor;
 

@@ -68,14 +68,23 @@ pub fn uniform_vec(n: usize) -> Vec<f64> {
     (0..n as u64).map(|i| uniform(st, i)).collect()
 }
 
-/// `n` standard-normal draws (Box–Muller on pairs of uniforms).
+/// The `i`-th standard-normal draw after `state` (Box–Muller on a pair of uniforms).
+fn normal(state: GeneratorState, i: u64) -> f64 {
+    let u1 = 1.0 - uniform(state, 2 * i);
+    let u2 = uniform(state, 2 * i + 1);
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// `n` standard-normal draws.
 pub fn normal_vec(n: usize) -> Vec<f64> {
     let st = reserve(2 * n);
-    (0..n as u64)
-        .map(|i| {
-            let u1 = 1.0 - uniform(st, 2 * i);
-            let u2 = uniform(st, 2 * i + 1);
-            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-        })
-        .collect()
+    (0..n as u64).map(|i| normal(st, i)).collect()
+}
+
+/// Fills `out` with the draws [`normal_vec`] would return, rounded to f32.
+pub fn fill_normal_f32(out: &mut [f32]) {
+    let st = reserve(2 * out.len());
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = normal(st, i as u64) as f32;
+    }
 }

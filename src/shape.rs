@@ -6,9 +6,32 @@ use smallvec::SmallVec;
 /// A tensor's dimensions, stored inline for ranks up to 4.
 pub type Shape = SmallVec<[usize; 4]>;
 
-/// Number of elements of a shape (1 for a scalar).
+/// The most elements a tensor may have: 2^60, so that element counts, strides and byte sizes
+/// (up to 8 bytes an element) of every valid shape fit in `isize` without overflow.
+pub const MAX_ELEMENTS: usize = 1 << 60;
+
+/// Number of elements of a shape (1 for a scalar). Only for shapes already validated by
+/// [`checked_numel`] (every tensor's shape is): on others the product may wrap.
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
+}
+
+/// Number of elements of a shape, refusing shapes whose extent (the product of its non-zero
+/// dims, which bounds every stride) exceeds [`MAX_ELEMENTS`].
+pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    let mut extent = 1usize;
+    let mut zero = false;
+    for &d in shape {
+        zero |= d == 0;
+        extent = extent
+            .checked_mul(d.max(1))
+            .filter(|&e| e <= MAX_ELEMENTS)
+            .ok_or_else(|| Error::ShapeTooLarge {
+                op,
+                shape: shape.to_vec(),
+            })?;
+    }
+    Ok(if zero { 0 } else { extent })
 }
 
 /// Row-major strides of a contiguous tensor.
@@ -48,6 +71,7 @@ pub fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<Shape> {
             }
         };
     }
+    checked_numel(op, &out)?;
     Ok(out)
 }
 

@@ -1,7 +1,9 @@
 //! Where a tensor's numbers live. CPU vectors today; a device variant can join `Buffer` later
 //! without touching the ops' maths, which only see slices through `with_buffer!`.
 
+use crate::cpu;
 use crate::dtype::{DType, Element};
+use crate::error::Result;
 use half::f16;
 use std::cell::{Cell, Ref, RefCell, RefMut};
 
@@ -27,6 +29,29 @@ macro_rules! with_buffer {
     };
 }
 pub(crate) use with_buffer;
+
+/// Mutable access to a buffer's elements that cannot change its length or element type
+/// (what [`crate::Tensor::update_data`] hands out).
+#[derive(Debug)]
+pub enum BufferMut<'a> {
+    /// Half-precision elements.
+    F16(&'a mut [f16]),
+    /// Single-precision elements.
+    F32(&'a mut [f32]),
+    /// Double-precision elements.
+    F64(&'a mut [f64]),
+}
+
+impl Buffer {
+    /// The elements, mutable in place but not resizable.
+    pub fn as_mut(&mut self) -> BufferMut<'_> {
+        match self {
+            Buffer::F16(v) => BufferMut::F16(v),
+            Buffer::F32(v) => BufferMut::F32(v),
+            Buffer::F64(v) => BufferMut::F64(v),
+        }
+    }
+}
 
 /// Wraps a vector of any element type into a [`Buffer`].
 pub trait IntoBuffer {
@@ -69,22 +94,27 @@ impl Buffer {
         self.len() == 0
     }
 
-    /// A buffer of `n` zeros.
-    pub fn zeros(dtype: DType, n: usize) -> Buffer {
-        match dtype {
-            DType::F16 => Buffer::F16(vec![f16::ZERO; n]),
-            DType::F32 => Buffer::F32(vec![0.0; n]),
-            DType::F64 => Buffer::F64(vec![0.0; n]),
-        }
+    /// A buffer of `n` zeros; [`Error::OutOfMemory`](crate::Error::OutOfMemory) naming `op`
+    /// when the allocator refuses.
+    pub fn zeros(op: &'static str, dtype: DType, n: usize) -> Result<Buffer> {
+        Ok(match dtype {
+            DType::F16 => Buffer::F16(cpu::zeroed(op, n)?),
+            DType::F32 => Buffer::F32(cpu::zeroed(op, n)?),
+            DType::F64 => Buffer::F64(cpu::zeroed(op, n)?),
+        })
     }
 
-    /// A buffer of `n` copies of `value` (rounded to the dtype).
-    pub fn full(dtype: DType, n: usize, value: f64) -> Buffer {
-        match dtype {
-            DType::F16 => Buffer::F16(vec![f16::from_f64(value); n]),
-            DType::F32 => Buffer::F32(vec![value as f32; n]),
-            DType::F64 => Buffer::F64(vec![value; n]),
+    /// A buffer of `n` copies of `value` (rounded to the dtype), fallible like [`Buffer::zeros`].
+    pub fn full(op: &'static str, dtype: DType, n: usize, value: f64) -> Result<Buffer> {
+        let mut b = Buffer::zeros(op, dtype, n)?;
+        if value != 0.0 || value.is_sign_negative() {
+            match &mut b {
+                Buffer::F16(v) => v.fill(f16::from_f64(value)),
+                Buffer::F32(v) => v.fill(value as f32),
+                Buffer::F64(v) => v.fill(value),
+            }
         }
+        Ok(b)
     }
 
     /// Converts every element to `dtype` (round to nearest).
@@ -155,6 +185,8 @@ pub(crate) struct Storage {
     saved_refs: Cell<u32>,
     /// True when an op produced it (an activation); false for data the caller created.
     activation: bool,
+    /// In-place changes so far (PyTorch's version counter, shared by every view).
+    version: Cell<u32>,
 }
 
 impl Storage {
@@ -163,13 +195,24 @@ impl Storage {
             data: RefCell::new(data),
             saved_refs: Cell::new(0),
             activation,
+            version: Cell::new(0),
         }
+    }
+    pub(crate) fn version(&self) -> u32 {
+        self.version.get()
+    }
+    pub(crate) fn bump_version(&self) {
+        self.version.set(self.version.get().wrapping_add(1));
     }
     pub(crate) fn borrow(&self) -> Ref<'_, Buffer> {
         self.data.borrow()
     }
     pub(crate) fn borrow_mut(&self) -> RefMut<'_, Buffer> {
         self.data.borrow_mut()
+    }
+    /// A mutable borrow, or `None` while a read guard ([`crate::Tensor::data`]) is alive.
+    pub(crate) fn try_borrow_mut(&self) -> Option<RefMut<'_, Buffer>> {
+        self.data.try_borrow_mut().ok()
     }
     pub(crate) fn is_activation(&self) -> bool {
         self.activation

@@ -51,8 +51,14 @@ pub(crate) struct Entry {
     pub out_shape: Shape,
     pub backward: Option<Box<dyn Backward>>,
     pub saved_bytes: usize,
+    /// The version of each tensor the backward saved, checked before it runs.
+    pub versions: SmallVec<[crate::inplace::SavedVersion; 2]>,
     pub grad: Option<Tensor>,
     pub freed: bool,
+    /// Live references: 1 while the output has a handle, plus one per unfreed entry that takes
+    /// it as input. At 0 (and with no gradient pending) nothing can use the entry again, so it
+    /// is freed at once, as PyTorch frees a graph when its last output dies.
+    pub refs: u32,
 }
 
 /// One tape of the thread's stack.
@@ -61,7 +67,6 @@ pub(crate) struct Tape {
     pub generation: u32,
     pub entries: Vec<Entry>,
     live: usize,
-    gc_at: usize,
     /// What the tape is for: whether it records, and whether it lists what ops save.
     kind: ChildKind,
     /// What every op saved, for [`ChildKind::Probe`] and [`ChildKind::RecordAndList`].
@@ -100,8 +105,6 @@ pub(crate) struct ChildReport {
     pub touched: Vec<Tensor>,
 }
 
-const GC_MIN: usize = 4096;
-
 impl Tape {
     fn new(id: u32) -> Tape {
         Tape {
@@ -109,15 +112,24 @@ impl Tape {
             generation: 0,
             entries: Vec::new(),
             live: 0,
-            gc_at: GC_MIN,
             kind: ChildKind::Record,
             meta: Vec::new(),
             touched: Vec::new(),
         }
     }
 
-    /// Frees entry `index`: drops what its backward saved and marks it used.
+    /// Frees entry `index`: drops what its backward saved, marks it used and releases its
+    /// references to its inputs, freeing those nothing else can reach.
     pub fn free(&mut self, index: usize) {
+        let mut work: SmallVec<[usize; 8]> = SmallVec::new();
+        self.free_one(index, &mut work);
+        while let Some(i) = work.pop() {
+            self.unref(i, &mut work);
+        }
+    }
+
+    fn free_one(&mut self, index: usize, work: &mut SmallVec<[usize; 8]>) {
+        let (id, generation) = (self.id, self.generation);
         let e = &mut self.entries[index];
         if e.freed {
             return;
@@ -125,40 +137,38 @@ impl Tape {
         if let Some(bw) = e.backward.take() {
             release_saved(bw.as_ref());
         }
-        e.inputs.clear();
+        for input in e.inputs.drain(..) {
+            if let Input::Node(n) = input
+                && n.tape == id
+                && n.generation == generation
+            {
+                work.push(n.index as usize);
+            }
+        }
         e.grad = None;
         e.freed = true;
         self.live -= 1;
     }
 
-    /// Frees entries whose outputs nobody can reach any more, then resets an empty tape.
-    pub fn collect(&mut self) {
-        if self.live > 0 {
-            let mut needed = vec![false; self.entries.len()];
-            for i in (0..self.entries.len()).rev() {
-                let e = &self.entries[i];
-                if e.freed {
-                    continue;
-                }
-                if needed[i] || e.output.strong_count() > 0 {
-                    for inp in &e.inputs {
-                        if let Input::Node(id) = inp
-                            && id.tape == self.id
-                            && id.generation == self.generation
-                        {
-                            needed[id.index as usize] = true;
-                        }
-                    }
-                } else {
-                    self.free(i);
-                }
-            }
+    /// Drops one reference to entry `index`; frees it when none is left and no gradient waits
+    /// for it (an entry whose backward is running has none to free).
+    fn unref(&mut self, index: usize, work: &mut SmallVec<[usize; 8]>) {
+        let e = &mut self.entries[index];
+        if e.freed {
+            return;
         }
-        if self.live == 0 {
+        e.refs = e.refs.saturating_sub(1);
+        if e.refs == 0 && e.grad.is_none() && e.backward.is_some() {
+            self.free_one(index, work);
+        }
+    }
+
+    /// Starts a new generation when nothing on the tape is live (old node ids go stale).
+    pub fn collect(&mut self) {
+        if self.live == 0 && !self.entries.is_empty() {
             self.entries.clear();
             self.generation = self.generation.wrapping_add(1);
         }
-        self.gc_at = (2 * self.entries.len()).max(GC_MIN);
     }
 }
 
@@ -181,11 +191,47 @@ thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
     static SAVED_NOW: Cell<usize> = const { Cell::new(0) };
     static SAVED_PEAK: Cell<usize> = const { Cell::new(0) };
+    /// Outputs dropped while the stack was borrowed, released once it is free again.
+    static DROPPED: RefCell<Vec<NodeId>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The last handle to an op's output is gone: its entry loses the reference the handle held.
+impl Drop for TensorImpl {
+    fn drop(&mut self) {
+        if let Some(id) = self.node.get()
+            && id.index != u32::MAX
+        {
+            let _ = DROPPED.try_with(|d| d.borrow_mut().push(id));
+            release_dropped();
+        }
+    }
+}
+
+/// Releases the outputs dropped so far, unless the stack is borrowed (then whoever holds it
+/// calls this when done).
+fn release_dropped() {
+    let _ = STACK.try_with(|s| {
+        let Ok(mut s) = s.try_borrow_mut() else {
+            return;
+        };
+        // Freeing may drop more outputs; they join the list and this loop takes them too.
+        while let Some(id) = DROPPED.with(|d| d.borrow_mut().pop()) {
+            if let Some(tape) = s.tapes.iter_mut().rev().find(|t| t.id == id.tape)
+                && tape.generation == id.generation
+            {
+                let mut work: SmallVec<[usize; 8]> = SmallVec::new();
+                tape.unref(id.index as usize, &mut work);
+                while let Some(i) = work.pop() {
+                    tape.unref(i, &mut work);
+                }
+            }
+        }
+    });
 }
 
 /// Runs `f` on the tape with id `id`; a tape no longer on the stack means its graph is gone.
 pub(crate) fn with_tape<R>(id: u32, f: impl FnOnce(&mut Tape) -> R) -> Result<R> {
-    STACK.with(|s| {
+    let r = STACK.with(|s| {
         let mut s = s.borrow_mut();
         let tape = s
             .tapes
@@ -194,7 +240,9 @@ pub(crate) fn with_tape<R>(id: u32, f: impl FnOnce(&mut Tape) -> R) -> Result<R>
             .find(|t| t.id == id)
             .ok_or(Error::GraphFreed)?;
         Ok(f(tape))
-    })
+    });
+    release_dropped();
+    r
 }
 
 /// Pushes a fresh child tape of `kind`; ops record there until [`pop_child_tape`].
@@ -243,6 +291,7 @@ pub(crate) fn pop_child_tape(id: u32) -> ChildReport {
     for i in 0..tape.entries.len() {
         tape.free(i);
     }
+    release_dropped();
     ChildReport {
         meta: std::mem::take(&mut tape.meta),
         touched: std::mem::take(&mut tape.touched),
@@ -423,6 +472,7 @@ pub(crate) fn record_if<B: Backward + 'static>(
     }
     output.0.requires_grad.set(true);
     let backward: Box<dyn Backward> = Box::new(make_backward(&output));
+    let sources = inputs;
     let inputs: SmallVec<[Input; 2]> = inputs
         .iter()
         .map(|t| match (t.requires_grad(), t.node()) {
@@ -466,9 +516,18 @@ pub(crate) fn record_if<B: Backward + 'static>(
                 saved += t.nbytes();
             }
         });
-        if tape.entries.len() >= tape.gc_at {
-            tape.collect();
+        tape.collect();
+        for input in &inputs {
+            if let Input::Node(n) = input
+                && n.tape == tape.id
+                && n.generation == tape.generation
+                && let Some(e) = tape.entries.get_mut(n.index as usize)
+                && !e.freed
+            {
+                e.refs += 1;
+            }
         }
+        let versions = crate::inplace::record(backward.as_ref(), sources, &output);
         tape.entries.push(Entry {
             op,
             inputs,
@@ -476,8 +535,10 @@ pub(crate) fn record_if<B: Backward + 'static>(
             out_shape: output.0.shape.clone(),
             backward: Some(backward),
             saved_bytes: saved,
+            versions,
             grad: None,
             freed: false,
+            refs: 1,
         });
         tape.live += 1;
         NodeId {
@@ -487,6 +548,7 @@ pub(crate) fn record_if<B: Backward + 'static>(
         }
     });
     output.0.node.set(Some(id));
+    release_dropped();
     output
 }
 
@@ -576,4 +638,5 @@ pub fn clear() {
         }
         tape.collect();
     });
+    release_dropped();
 }

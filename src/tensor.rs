@@ -4,7 +4,7 @@ use crate::cuts::{self, Cut, Cuts};
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::shape::{self, Shape};
-use crate::storage::{Buffer, IntoBuffer, Storage};
+use crate::storage::{Buffer, BufferMut, IntoBuffer, Storage};
 use std::cell::{Cell, OnceCell, Ref, RefCell};
 use std::fmt;
 use std::rc::Rc;
@@ -54,7 +54,7 @@ impl Tensor {
 
     /// Wraps a buffer created by the caller; its element count must match `shape`.
     pub fn from_buffer(data: Buffer, shape: &[usize]) -> Result<Tensor> {
-        if data.len() != shape::numel(shape) {
+        if data.len() != shape::checked_numel("from_buffer", shape)? {
             return Err(Error::invalid(
                 "from_buffer",
                 format!("{} elements cannot have shape {shape:?}", data.len()),
@@ -84,33 +84,39 @@ impl Tensor {
         )
     }
 
-    /// A tensor filled with `value`.
-    pub fn full(shape: &[usize], value: f64, dtype: DType) -> Tensor {
-        let data = Buffer::full(dtype, shape::numel(shape), value);
-        Tensor::from_parts(Rc::new(Storage::new(data, false)), shape.into(), false)
+    /// A tensor filled with `value`. Shapes with more than 2^60 elements are
+    /// [`Error::ShapeTooLarge`]; an allocation the system refuses is [`Error::OutOfMemory`].
+    pub fn full(shape: &[usize], value: f64, dtype: DType) -> Result<Tensor> {
+        let n = shape::checked_numel("full", shape)?;
+        let data = Buffer::full("full", dtype, n, value)?;
+        Ok(Tensor::from_parts(
+            Rc::new(Storage::new(data, false)),
+            shape.into(),
+            false,
+        ))
     }
 
-    /// A tensor of zeros.
-    pub fn zeros(shape: &[usize], dtype: DType) -> Tensor {
+    /// A tensor of zeros (errors as [`Tensor::full`]).
+    pub fn zeros(shape: &[usize], dtype: DType) -> Result<Tensor> {
         Tensor::full(shape, 0.0, dtype)
     }
 
-    /// Standard-normal f32 values from the engine generator ([`crate::rng`]), as a leaf.
-    pub fn randn(shape: &[usize]) -> Tensor {
-        let v: Vec<f32> = crate::rng::normal_vec(shape::numel(shape))
-            .into_iter()
-            .map(|v| v as f32)
-            .collect();
-        Tensor::from_parts(
+    /// A tensor of ones (errors as [`Tensor::full`]).
+    pub fn ones(shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Tensor::full(shape, 1.0, dtype)
+    }
+
+    /// Standard-normal f32 values from the engine generator ([`crate::rng`]), as a leaf
+    /// (errors as [`Tensor::full`]).
+    pub fn randn(shape: &[usize]) -> Result<Tensor> {
+        let n = shape::checked_numel("randn", shape)?;
+        let mut v = crate::cpu::zeroed::<f32>("randn", n)?;
+        crate::rng::fill_normal_f32(&mut v);
+        Ok(Tensor::from_parts(
             Rc::new(Storage::new(Buffer::F32(v), false)),
             shape.into(),
             false,
-        )
-    }
-
-    /// A tensor of ones.
-    pub fn ones(shape: &[usize], dtype: DType) -> Tensor {
-        Tensor::full(shape, 1.0, dtype)
+        ))
     }
 
     /// The dimensions.
@@ -143,25 +149,53 @@ impl Tensor {
         self.0.storage.borrow()
     }
 
-    /// Replaces the elements in place (optimizers updating parameters). Only leaves may be
-    /// updated: changing a value the tape saved would silently corrupt gradients.
-    pub fn update_data(&self, f: impl FnOnce(&mut Buffer)) -> Result<()> {
-        if !self.is_leaf() {
-            return Err(Error::invalid(
-                "update_data",
-                "only leaf tensors can be updated in place",
-            ));
-        }
-        let mut data = self.0.storage.borrow_mut();
-        let (n, dt) = (data.len(), data.dtype());
-        f(&mut data);
-        if data.len() != n || data.dtype() != dt {
-            return Err(Error::invalid(
-                "update_data",
-                "the update changed the length or dtype",
-            ));
-        }
+    /// Changes the elements in place (optimizers updating parameters): `f` gets them as
+    /// slices, so the length and dtype cannot change. Only leaves may be updated; the change
+    /// bumps the version, so a backward that saved this tensor fails as in PyTorch instead of
+    /// using the new values. A live [`Tensor::data`] guard makes it an error, not a panic.
+    pub fn update_data(&self, f: impl FnOnce(BufferMut<'_>)) -> Result<()> {
+        let mut data = self.writable("update_data")?;
+        f(data.as_mut());
+        self.0.storage.bump_version();
         Ok(())
+    }
+
+    /// Replaces the elements with `data` (loading weights), which must have this tensor's
+    /// length and dtype; checked before anything changes. Bumps the version as
+    /// [`Tensor::update_data`] does.
+    pub fn set_data(&self, data: Buffer) -> Result<()> {
+        if data.len() != self.numel() || data.dtype() != self.dtype() {
+            return Err(Error::invalid(
+                "set_data",
+                format!(
+                    "got {} {:?} elements for a {:?} tensor of shape {:?}",
+                    data.len(),
+                    data.dtype(),
+                    self.dtype(),
+                    self.shape()
+                ),
+            ));
+        }
+        *self.writable("set_data")? = data;
+        self.0.storage.bump_version();
+        Ok(())
+    }
+
+    fn writable(&self, op: &'static str) -> Result<std::cell::RefMut<'_, Buffer>> {
+        if !self.is_leaf() {
+            return Err(Error::invalid(op, "only leaf tensors can be updated in place"));
+        }
+        self.0.storage.try_borrow_mut().ok_or_else(|| {
+            Error::invalid(
+                op,
+                "the tensor's data is borrowed (a `data()` guard is alive); drop it first",
+            )
+        })
+    }
+
+    /// How many in-place changes its storage has had (PyTorch's `_version`).
+    pub fn version(&self) -> u32 {
+        self.0.storage.version()
     }
 
     /// The elements widened to `f64`.

@@ -176,7 +176,7 @@ fn unscale_twice_and_fp16_grads_fail_like_pytorch() {
     );
     scaler.step(&mut opt).unwrap();
     scaler.update();
-    w.set_grad(Some(Tensor::ones(&[8], DType::F16)));
+    w.set_grad(Some(Tensor::ones(&[8], DType::F16).unwrap()));
     assert!(
         scaler
             .unscale_(&opt)

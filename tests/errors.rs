@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use rewind::{DType, Error, Indices, Tensor};
 
 fn t(shape: &[usize]) -> Tensor {
-    Tensor::ones(shape, DType::F32)
+    Tensor::ones(shape, DType::F32).unwrap()
 }
 
 #[test]
@@ -39,7 +39,7 @@ fn shape_mismatch_names_the_op_and_both_shapes() {
 
 #[test]
 fn mismatched_dtypes_are_refused_not_promoted() {
-    let err = t(&[2]).mul(&Tensor::ones(&[2], DType::F16)).unwrap_err();
+    let err = t(&[2]).mul(&Tensor::ones(&[2], DType::F16).unwrap()).unwrap_err();
     assert_eq!(
         err,
         Error::DTypeMismatch {

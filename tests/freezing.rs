@@ -9,7 +9,7 @@ use rewind::{Tensor, tape};
 fn setup() -> (ResidualMlp, Tensor) {
     rewind::rng::manual_seed(4);
     let m = ResidualMlp::new(4, 8, 16).unwrap();
-    let x = Tensor::randn(&[32, 8]);
+    let x = Tensor::randn(&[32, 8]).unwrap();
     (m, x)
 }
 

@@ -237,8 +237,8 @@ fn non_finite_gradient_element_zeroes_its_state_and_spares_its_parameter() {
 fn fit(make: impl Fn(Vec<ParamGroup>) -> Box<dyn Optimizer>, steps: usize) -> Vec<f64> {
     rewind::rng::manual_seed(5);
     let (n, d) = (256, 64);
-    let x = Tensor::randn(&[n, d]);
-    let w_true = Tensor::randn(&[64, d]);
+    let x = Tensor::randn(&[n, d]).unwrap();
+    let w_true = Tensor::randn(&[64, d]).unwrap();
     let noise = Tensor::from_vec(
         rewind::rng::normal_vec(n * 64)
             .into_iter()
@@ -248,7 +248,7 @@ fn fit(make: impl Fn(Vec<ParamGroup>) -> Box<dyn Optimizer>, steps: usize) -> Ve
     )
     .unwrap();
     let y = rewind::no_grad(|| x.linear(&w_true, None)?.add(&noise)).unwrap();
-    let w = Tensor::zeros(&[64, d], rewind::DType::F32)
+    let w = Tensor::zeros(&[64, d], rewind::DType::F32).unwrap()
         .requires_grad_(true)
         .unwrap();
     let mut opt = make(vec![ParamGroup::new(vec![w.clone()], 0.05, 0.0)]);

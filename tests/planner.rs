@@ -11,7 +11,7 @@ use rewind::{Tensor, tape};
 fn mlp(depth: usize) -> (ResidualMlp, Tensor) {
     rewind::rng::manual_seed(11);
     let m = ResidualMlp::new(depth, 16, 48).unwrap();
-    let x = Tensor::randn(&[8, 16]);
+    let x = Tensor::randn(&[8, 16]).unwrap();
     (m, x)
 }
 

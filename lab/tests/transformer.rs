@@ -130,7 +130,7 @@ fn key_mask_hides_a_key_as_if_it_were_not_there() {
     // Hiding key 1 of [x0, x1, x2, x3] must give positions 2 and 3 the outputs that positions
     // 1 and 2 get for [x0, x2, x3] (attention is the only place positions meet in a block).
     let m = model(CFG);
-    let x = rewind::Tensor::randn(&[1, 4, 16]);
+    let x = rewind::Tensor::randn(&[1, 4, 16]).unwrap();
     let mask = rewind::Tensor::from_vec(vec![0.0f32, 1.0, 0.0, 0.0], &[1, 1, 1, 4]).unwrap();
     let hidden = m.blocks[0]
         .forward_masked(&x, Some(&mask))

@@ -2,44 +2,47 @@
 
 use super::zip;
 use crate::dtype::Element;
+use crate::error::Result;
 use crate::shape::{broadcast_strides, numel};
 
-/// `f` applied elementwise after broadcasting `a` and `b` to `out_shape`.
+/// `f` applied elementwise after broadcasting `a` and `b` to `out_shape` (a validated shape);
+/// `op` names the caller in an out-of-memory error.
 pub fn binary<E: Element>(
+    op: &'static str,
     a: &[E],
     a_shape: &[usize],
     b: &[E],
     b_shape: &[usize],
     out_shape: &[usize],
     f: impl Fn(E::C, E::C) -> E::C + Sync,
-) -> Vec<E> {
+) -> Result<Vec<E>> {
     let n = numel(out_shape);
     if a.len() == n && b.len() == n {
-        return zip(a, b, f);
+        return zip(op, a, b, f);
     }
-    let mut out = vec![E::default(); n];
-    if b.len() == 1 {
+    if b.len() == 1 && a.len() == n {
         let bv = b[0].to_c();
-        return super::map(a, |x| f(x, bv));
+        return super::map(op, a, |x| f(x, bv));
     }
-    if a.len() == 1 {
+    if a.len() == 1 && b.len() == n {
         let av = a[0].to_c();
-        return super::map(b, |y| f(av, y));
+        return super::map(op, b, |y| f(av, y));
     }
+    let mut out = super::zeroed(op, n)?;
     // Row broadcast: `b` matches the trailing dims of `out` (a bias); `a` is full.
     if a.len() == n && out_shape.ends_with(b_shape) {
         let w = b.len();
         super::rows_mut(&mut out, w, |r, row| {
             super::zip_into(row, &a[r * w..(r + 1) * w], b, &f);
         });
-        return out;
+        return Ok(out);
     }
     if b.len() == n && out_shape.ends_with(a_shape) {
         let w = a.len();
         super::rows_mut(&mut out, w, |r, row| {
             super::zip_into(row, a, &b[r * w..(r + 1) * w], &f);
         });
-        return out;
+        return Ok(out);
     }
     // General case, one output row (last dim) at a time: each operand's row start comes from
     // its broadcast strides, then a strided inner loop (stride 0 or 1 for broadcast dims).
@@ -60,7 +63,7 @@ pub fn binary<E: Element>(
             *o = E::from_c(f(a[oa + j * la].to_c(), b[ob + j * lb].to_c()));
         }
     });
-    out
+    Ok(out)
 }
 
 /// Sums `g` (of shape `g_shape`) over the dims that broadcasting expanded, giving `shape`.

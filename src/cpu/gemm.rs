@@ -52,13 +52,14 @@ macro_rules! gemm_via {
                 beta: bool,
                 c: &mut [$t],
             ) {
+                let fits = |len: usize, r: usize, c: usize| r.checked_mul(c).is_some_and(|x| x <= len);
                 assert!(
-                    a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+                    fits(a.len(), m, k) && fits(b.len(), k, n) && fits(c.len(), m, n),
                     "gemm: operand too short"
                 );
                 let (rsa, csa) = strides(m, k, la);
                 let (rsb, csb) = strides(k, n, lb);
-                // SAFETY: the lengths were checked above; the strides describe row-major m×k,
+                // SAFETY: the lengths were checked above without overflow; the strides describe row-major m×k,
                 // k×n and m×n matrices inside those slices, and `c` does not alias `a` or `b`
                 // (a mutable and two shared borrows).
                 unsafe {

@@ -7,6 +7,7 @@ pub mod gemm;
 pub mod reduce;
 
 use crate::dtype::Element;
+use crate::error::{Error, Result};
 use rayon::prelude::*;
 
 /// Elements per parallel chunk; also the size below which kernels stay on one thread.
@@ -20,9 +21,41 @@ pub fn threads() -> usize {
 /// Elements converted at once when an element type widens (f16 → f32).
 const WIDE: usize = 256;
 
-/// `out[i] = f(x[i])`.
-pub fn map<E: Element>(x: &[E], f: impl Fn(E::C) -> E::C + Sync) -> Vec<E> {
-    let mut out = vec![E::default(); x.len()];
+/// `n` zeros, or [`Error::OutOfMemory`] naming `op` when the allocator refuses (instead of
+/// aborting the process). Fresh pages come zeroed from the OS, so this costs no memset.
+pub fn zeroed<E: Element>(op: &'static str, n: usize) -> Result<Vec<E>> {
+    let oom = || Error::OutOfMemory {
+        op,
+        bytes: n.saturating_mul(std::mem::size_of::<E>()),
+    };
+    if n == 0 || std::mem::size_of::<E>() == 0 {
+        return Ok(vec![E::default(); n]);
+    }
+    let layout = std::alloc::Layout::array::<E>(n).map_err(|_| oom())?;
+    // SAFETY: `layout` has a non-zero size (n > 0 and E is not zero-sized, checked above).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<E>();
+    if ptr.is_null() {
+        return Err(oom());
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of `[E; n]`, so length and
+    // capacity `n` are right; every `E` is `Zeroable` (all-zero bits are a valid value, 0.0), so
+    // all `n` elements are initialised.
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
+/// An empty vector with room for `n` elements, or [`Error::OutOfMemory`] naming `op`.
+pub fn with_capacity<T>(op: &'static str, n: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
+        op,
+        bytes: n.saturating_mul(std::mem::size_of::<T>()),
+    })?;
+    Ok(v)
+}
+
+/// `out[i] = f(x[i])`; `op` names the caller in an out-of-memory error.
+pub fn map<E: Element>(op: &'static str, x: &[E], f: impl Fn(E::C) -> E::C + Sync) -> Result<Vec<E>> {
+    let mut out = zeroed(op, x.len())?;
     let run = |(o, i): (&mut [E], &[E])| {
         if E::WIDENS {
             let mut buf = [<E::C as num_traits::Zero>::zero(); WIDE];
@@ -45,7 +78,7 @@ pub fn map<E: Element>(x: &[E], f: impl Fn(E::C) -> E::C + Sync) -> Vec<E> {
             .zip(x.par_chunks(CHUNK))
             .for_each(run);
     }
-    out
+    Ok(out)
 }
 
 /// `o[i] = f(a[i], b[i])` on equal-length slices, converting f16 in chunks.
@@ -67,9 +100,15 @@ pub(crate) fn zip_into<E: Element>(o: &mut [E], a: &[E], b: &[E], f: &impl Fn(E:
     }
 }
 
-/// `out[i] = f(a[i], b[i])` for equal-length slices.
-pub fn zip<E: Element>(a: &[E], b: &[E], f: impl Fn(E::C, E::C) -> E::C + Sync) -> Vec<E> {
-    let mut out = vec![E::default(); a.len()];
+/// `out[i] = f(a[i], b[i])` for equal-length slices; `op` names the caller in an
+/// out-of-memory error.
+pub fn zip<E: Element>(
+    op: &'static str,
+    a: &[E],
+    b: &[E],
+    f: impl Fn(E::C, E::C) -> E::C + Sync,
+) -> Result<Vec<E>> {
+    let mut out = zeroed(op, a.len())?;
     let run = |((o, a), b): ((&mut [E], &[E]), &[E])| zip_into(o, a, b, &f);
     if a.len() <= CHUNK {
         run(((&mut out, a), b));
@@ -79,7 +118,7 @@ pub fn zip<E: Element>(a: &[E], b: &[E], f: impl Fn(E::C, E::C) -> E::C + Sync) 
             .zip(b.par_chunks(CHUNK))
             .for_each(run);
     }
-    out
+    Ok(out)
 }
 
 /// `a[i] = f(a[i], b[i])` in place.

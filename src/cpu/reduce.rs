@@ -3,6 +3,7 @@
 
 use super::CHUNK;
 use crate::dtype::Element;
+use crate::error::Result;
 use num_traits::{Float, Zero};
 use rayon::prelude::*;
 
@@ -17,9 +18,16 @@ pub fn sum_all<E: Element>(x: &[E]) -> E::C {
     }
 }
 
-/// Sums over the middle axis of an `[outer, axis, inner]` view: out is `[outer, inner]`.
-pub fn sum_axis<E: Element>(x: &[E], outer: usize, axis: usize, inner: usize) -> Vec<E> {
-    let mut out = vec![E::default(); outer * inner];
+/// Sums over the middle axis of an `[outer, axis, inner]` view: out is `[outer, inner]`
+/// (fallible: an empty axis can make the output larger than the input).
+pub fn sum_axis<E: Element>(
+    op: &'static str,
+    x: &[E],
+    outer: usize,
+    axis: usize,
+    inner: usize,
+) -> Result<Vec<E>> {
+    let mut out = super::zeroed(op, outer * inner)?;
     super::rows_mut(&mut out, inner, |o, row| {
         let mut acc = vec![E::C::zero(); inner];
         for a in 0..axis {
@@ -32,19 +40,21 @@ pub fn sum_axis<E: Element>(x: &[E], outer: usize, axis: usize, inner: usize) ->
             *r = E::from_c(s);
         }
     });
-    out
+    Ok(out)
 }
 
 /// Max over the middle axis of `[outer, axis, inner]`, with the index of the first maximum
 /// (NaN counts as the maximum, as in PyTorch).
 pub fn max_axis<E: Element>(
+    op: &'static str,
     x: &[E],
     outer: usize,
     axis: usize,
     inner: usize,
-) -> (Vec<E>, Vec<usize>) {
-    let mut vals = vec![E::default(); outer * inner];
-    let mut idx = vec![0usize; outer * inner];
+) -> Result<(Vec<E>, Vec<usize>)> {
+    let mut vals = super::zeroed(op, outer * inner)?;
+    let mut idx = super::with_capacity(op, outer * inner)?;
+    idx.resize(outer * inner, 0usize);
     for o in 0..outer {
         for i in 0..inner {
             let mut best = x[o * axis * inner + i].to_c();
@@ -60,5 +70,5 @@ pub fn max_axis<E: Element>(
             idx[o * inner + i] = at;
         }
     }
-    (vals, idx)
+    Ok((vals, idx))
 }

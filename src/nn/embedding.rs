@@ -17,7 +17,7 @@ pub struct Embedding {
 impl Embedding {
     /// A table drawn from the engine generator.
     pub fn new(num: usize, dim: usize) -> Result<Embedding> {
-        let weight = Tensor::randn(&[num, dim]).requires_grad_(true)?;
+        let weight = Tensor::randn(&[num, dim])?.requires_grad_(true)?;
         Ok(Embedding {
             weight,
             hooks: ForwardHooks::default(),

@@ -22,8 +22,8 @@ impl LayerNorm {
     /// A fresh layer norm over `dim` features.
     pub fn new(dim: usize) -> Result<LayerNorm> {
         Ok(LayerNorm {
-            weight: Tensor::ones(&[dim], DType::F32).requires_grad_(true)?,
-            bias: Tensor::zeros(&[dim], DType::F32).requires_grad_(true)?,
+            weight: Tensor::ones(&[dim], DType::F32)?.requires_grad_(true)?,
+            bias: Tensor::zeros(&[dim], DType::F32)?.requires_grad_(true)?,
             eps: 1e-5,
             hooks: ForwardHooks::default(),
         })

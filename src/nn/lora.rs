@@ -30,7 +30,7 @@ impl LoraLinear {
         }
         let (out, inp) = (base.weight.shape()[0], base.weight.shape()[1]);
         let a = uniform_param(&[r, inp], 1.0 / (inp.max(1) as f64).sqrt())?;
-        let b = Tensor::zeros(&[out, r], DType::F32).requires_grad_(true)?;
+        let b = Tensor::zeros(&[out, r], DType::F32)?.requires_grad_(true)?;
         Ok(LoraLinear {
             base,
             a,

@@ -47,10 +47,10 @@ fn forward(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out_shape = shape::broadcast(op, a.shape(), b.shape())?;
     let (sa, sb) = (a.shape(), b.shape());
     let out = zip_buffers!(op, &*a.data(), &*b.data(), x, y => match kind {
-        Kind::Add => broadcast::binary(x, sa, y, sb, &out_shape, |p, q| p + q).into_buffer(),
-        Kind::Sub => broadcast::binary(x, sa, y, sb, &out_shape, |p, q| p - q).into_buffer(),
-        Kind::Mul => broadcast::binary(x, sa, y, sb, &out_shape, |p, q| p * q).into_buffer(),
-        Kind::Div => broadcast::binary(x, sa, y, sb, &out_shape, |p, q| p / q).into_buffer(),
+        Kind::Add => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p + q)?.into_buffer(),
+        Kind::Sub => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p - q)?.into_buffer(),
+        Kind::Mul => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p * q)?.into_buffer(),
+        Kind::Div => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p / q)?.into_buffer(),
     })?;
     Ok(record(
         op,
@@ -91,6 +91,7 @@ fn sum_to(g: &Tensor, to: &[usize]) -> Tensor {
     if g.shape() == to {
         return g.clone();
     }
+    // The result is never larger than `g`, which exists.
     let out = with_buffer!(&*g.data(), v => broadcast::sum_to(v, g.shape(), to).into_buffer());
     Tensor::activation(out, to.into())
 }
@@ -105,7 +106,7 @@ impl Backward for BinaryBackward {
             Kind::Sub => (
                 needs[0].then(|| sum_to(g, &self.a_shape)),
                 if needs[1] {
-                    Some(sum_to(g, &self.b_shape).neg_raw())
+                    Some(sum_to(g, &self.b_shape).neg_raw()?)
                 } else {
                     None
                 },
@@ -133,7 +134,7 @@ impl Backward for BinaryBackward {
                         let q = forward_raw(Kind::Mul, g, a)?;
                         let q = forward_raw(Kind::Div, &q, b)?;
                         let q = forward_raw(Kind::Div, &q, b)?;
-                        Some(sum_to(&q, &self.b_shape).neg_raw())
+                        Some(sum_to(&q, &self.b_shape).neg_raw()?)
                     }
                     _ => None,
                 };
@@ -167,9 +168,9 @@ fn forward_raw(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 impl Tensor {
-    fn neg_raw(&self) -> Tensor {
-        let out = with_buffer!(&*self.data(), v => cpu::map(v, |x| -x).into_buffer());
-        Tensor::activation(out, self.shape().into())
+    fn neg_raw(&self) -> Result<Tensor> {
+        let out = with_buffer!(&*self.data(), v => cpu::map("neg", v, |x| -x)?.into_buffer());
+        Ok(Tensor::activation(out, self.shape().into()))
     }
 
     /// Elementwise a + b with broadcasting.

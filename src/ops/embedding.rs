@@ -31,15 +31,16 @@ impl Tensor {
                 });
             }
         }
+        let mut shape: Shape = ids.shape().into();
+        shape.push(d);
+        let n = crate::shape::checked_numel("embedding", &shape)?;
         let out = with_buffer!(&*self.data(), w => {
-            let mut o = Vec::with_capacity(ids.len() * d);
+            let mut o = crate::cpu::with_capacity("embedding", n)?;
             for &i in ids.data() {
                 o.extend_from_slice(&w[i as usize * d..(i as usize + 1) * d]);
             }
             o.into_buffer()
         });
-        let mut shape: Shape = ids.shape().into();
-        shape.push(d);
         Ok(record(
             "embedding",
             &[self],

@@ -2,6 +2,8 @@
 //! y = x̂·w + b. With gy = g·w and means over the row:
 //! dx = r·(gy − mean(gy) − x̂·mean(gy·x̂)), dw = Σ_rows g·x̂, db = Σ_rows g.
 //! Saves: the input, the per-row mean and 1/σ (as PyTorch does), and the weight.
+//! Row statistics and results are computed in f64 and rounded once, so a row with a large mean
+//! and a small spread keeps its precision (PyTorch's f32 kernels lose some there).
 
 use crate::autograd::{Backward, Grads};
 use crate::dtype::{Element, Real};
@@ -11,37 +13,36 @@ use crate::storage::IntoBuffer;
 use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::{with_buffer, zip_buffers};
-use num_traits::{Float, Zero};
+use num_traits::ToPrimitive;
 use smallvec::smallvec;
 
-/// Rounds compute-type values to the element type of `_like`.
-fn like<E: Element>(_like: &[E], v: Vec<E::C>) -> Vec<E> {
-    v.into_iter().map(E::from_c).collect()
+/// An element in f64 (exact: every element type widens losslessly).
+fn wide<E: Element>(v: E) -> f64 {
+    v.to_c().to_f64().unwrap_or(f64::NAN)
 }
 
-fn stats<E: Element>(x: &[E], d: usize, eps: f64) -> (Vec<E::C>, Vec<E::C>) {
-    let n = <E::C as Real>::c(d as f64);
-    x.chunks(d)
-        .map(|row| {
-            let mu = row.iter().map(|v| v.to_c()).sum::<E::C>() / n;
-            let var = row
-                .iter()
-                .map(|v| (v.to_c() - mu) * (v.to_c() - mu))
-                .sum::<E::C>()
-                / n;
-            (mu, (var + <E::C as Real>::c(eps)).sqrt().recip())
+/// Per-row mean and variance in f64 (two passes): as accurate as the data allows even when
+/// the mean is large against the spread, where f32 sums lose the low bits.
+fn row_stats<E: Element>(row: &[E]) -> (f64, f64) {
+    let n = row.len() as f64;
+    let mean = row.iter().map(|v| wide(*v)).sum::<f64>() / n;
+    let var = row
+        .iter()
+        .map(|v| {
+            let c = wide(*v) - mean;
+            c * c
         })
-        .unzip()
+        .sum::<f64>()
+        / n;
+    (mean, var)
 }
 
-fn param<E: Element>(_like: &[E], p: Option<&Tensor>, k: usize, default: f64) -> Vec<E::C> {
-    match p {
-        None => vec![<E::C as Real>::c(default); k],
-        Some(t) => t.to_vec_f64().into_iter().map(<E::C as Real>::c).collect(),
-    }
+/// A parameter's values in f64 (`None` without one).
+fn param(p: Option<&Tensor>) -> Option<Vec<f64>> {
+    p.map(Tensor::to_vec_f64)
 }
 
-/// y, per-row mean and per-row 1/σ.
+/// y, per-row mean and per-row 1/σ, computed in f64 and rounded once.
 fn normalise<E: Element>(
     x: &[E],
     weight: Option<&Tensor>,
@@ -49,15 +50,28 @@ fn normalise<E: Element>(
     d: usize,
     eps: f64,
 ) -> (Vec<E>, Vec<E>, Vec<E>) {
-    let (mu, r) = stats(x, d, eps);
-    let (w, b) = (param(x, weight, d, 1.0), param(x, bias, d, 0.0));
-    let mut y = Vec::with_capacity(x.len());
-    for (row, (&m, &rs)) in x.chunks(d).zip(mu.iter().zip(&r)) {
-        for (k, &v) in row.iter().enumerate() {
-            y.push(E::from_c((v.to_c() - m) * rs * w[k] + b[k]));
-        }
+    if x.is_empty() {
+        return (Vec::new(), Vec::new(), Vec::new()); // no rows; `d` may still be huge
     }
-    (y, like(x, mu), like(x, r))
+    let (w, b) = (param(weight), param(bias));
+    let rows = x.len() / d;
+    let (mut y, mut mu, mut rs) = (
+        Vec::with_capacity(x.len()),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    for row in x.chunks(d) {
+        let (m, var) = row_stats(row);
+        let r = 1.0 / (var + eps).sqrt();
+        for (k, v) in row.iter().enumerate() {
+            let xhat = (wide(*v) - m) * r;
+            let scaled = w.as_ref().map_or(xhat, |w| xhat * w[k]);
+            y.push(E::from_c(Real::c(b.as_ref().map_or(scaled, |b| scaled + b[k]))));
+        }
+        mu.push(E::from_c(Real::c(m)));
+        rs.push(E::from_c(Real::c(r)));
+    }
+    (y, mu, rs)
 }
 
 impl Tensor {
@@ -132,31 +146,40 @@ struct LayerNormBackward {
     has_bias: bool,
 }
 
+/// dx, dw, db in f64, rounded once. The row mean is recomputed in f64 from x (the saved one
+/// is rounded to x's dtype); 1/σ is the saved one.
 fn grads<E: Element>(
     g: &[E],
     x: &[E],
-    mean: &[E],
     rstd: &[E],
-    w: &[E::C],
+    w: Option<&[f64]>,
     d: usize,
+    param_grads: bool,
 ) -> (Vec<E>, Vec<E>, Vec<E>) {
-    let n = <E::C as Real>::c(d as f64);
     let mut dx = Vec::with_capacity(x.len());
-    let mut dw = vec![E::C::zero(); d];
-    let mut db = vec![E::C::zero(); d];
+    let k = if param_grads && !x.is_empty() { d } else { 0 };
+    let (mut dw, mut db) = (vec![0f64; k], vec![0f64; k]);
+    let n = d as f64;
     for (r, (gr, xr)) in g.chunks(d).zip(x.chunks(d)).enumerate() {
-        let (m, rs) = (mean[r].to_c(), rstd[r].to_c());
-        let xhat: Vec<E::C> = xr.iter().map(|v| (v.to_c() - m) * rs).collect();
-        let gy: Vec<E::C> = gr.iter().zip(w).map(|(g, &w)| g.to_c() * w).collect();
-        let mean_gy = gy.iter().copied().sum::<E::C>() / n;
-        let mean_gyx = gy.iter().zip(&xhat).map(|(&a, &b)| a * b).sum::<E::C>() / n;
-        for k in 0..d {
-            dx.push(E::from_c(rs * (gy[k] - mean_gy - xhat[k] * mean_gyx)));
-            dw[k] += gr[k].to_c() * xhat[k];
-            db[k] += gr[k].to_c();
+        let (m, _) = row_stats(xr);
+        let rs = wide(rstd[r]);
+        let xhat: Vec<f64> = xr.iter().map(|v| (wide(*v) - m) * rs).collect();
+        let gy: Vec<f64> = match w {
+            Some(w) => gr.iter().zip(w).map(|(g, &w)| wide(*g) * w).collect(),
+            None => gr.iter().map(|g| wide(*g)).collect(),
+        };
+        let mean_gy = gy.iter().sum::<f64>() / n;
+        let mean_gyx = gy.iter().zip(&xhat).map(|(&a, &b)| a * b).sum::<f64>() / n;
+        for j in 0..d {
+            dx.push(E::from_c(Real::c(rs * (gy[j] - mean_gy - xhat[j] * mean_gyx))));
+            if k > 0 {
+                let gj = wide(gr[j]);
+                dw[j] += gj * xhat[j];
+                db[j] += gj;
+            }
         }
     }
-    let conv = |v: Vec<E::C>| v.into_iter().map(E::from_c).collect();
+    let conv = |v: Vec<f64>| v.into_iter().map(|x| E::from_c(Real::c(x))).collect();
     (dx, conv(dw), conv(db))
 }
 
@@ -164,10 +187,11 @@ impl Backward for LayerNormBackward {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Grads> {
         let d = *self.x.shape().last().expect("checked in forward");
         let (dx, dw, db) = zip_buffers!("layer_norm_backward", &*g.data(), &*self.x.data(), gv, xv => {
-            let (mean, rstd) = (self.mean.data(), self.rstd.data());
-            let w = param(xv, self.weight.as_ref(), d, 1.0);
-            let (mv, rv) = (mean.typed().expect("stats share x's dtype"), rstd.typed().expect("stats share x's dtype"));
-            let (dx, dw, db) = grads(gv, xv, mv, rv, &w, d);
+            let rstd = self.rstd.data();
+            let w = param(self.weight.as_ref());
+            let rv = rstd.typed().expect("stats share x's dtype");
+            let param_grads = self.weight.is_some() || self.has_bias;
+            let (dx, dw, db) = grads(gv, xv, rv, w.as_deref(), d, param_grads);
             (dx.into_buffer(), dw.into_buffer(), db.into_buffer())
         })?;
         let mut out: Grads =

@@ -21,8 +21,8 @@ fn forward<E: Gemm>(
     rows: usize,
     din: usize,
     dout: usize,
-) -> Vec<E> {
-    let mut y = vec![E::default(); rows * dout];
+) -> Result<Vec<E>> {
+    let mut y = crate::cpu::zeroed("linear", rows * dout)?;
     if let Some(b) = b {
         for row in y.chunks_mut(dout.max(1)) {
             row.copy_from_slice(b);
@@ -39,7 +39,7 @@ fn forward<E: Gemm>(
         b.is_some(),
         &mut y,
     );
-    y
+    Ok(y)
 }
 
 impl Tensor {
@@ -74,15 +74,16 @@ impl Tensor {
                 });
             }
         }
+        let mut out_shape: Shape = xs.into();
+        *out_shape.last_mut().expect("rank checked") = dout;
+        crate::shape::checked_numel("linear", &out_shape)?;
         let out = {
             let (xd, wd) = (self.data(), weight.data());
             let bd = bias.map(|b| b.data());
             zip_buffers!("linear", &*xd, &*wd, x, w => {
-                forward(x, w, bd.as_deref().and_then(|b| b.typed()), rows, din, dout).into_buffer()
+                forward(x, w, bd.as_deref().and_then(|b| b.typed()), rows, din, dout)?.into_buffer()
             })?
         };
-        let mut out_shape: Shape = xs.into();
-        *out_shape.last_mut().expect("rank checked") = dout;
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
         Ok(record(
@@ -134,7 +135,7 @@ impl Backward for LinearBackward {
             _ => None,
         };
         let gb = if needs.len() > 2 && needs[2] {
-            Some(with_buffer!(&*g.data(), gv => sum_axis(gv, 1, rows, dout).into_buffer()))
+            Some(with_buffer!(&*g.data(), gv => sum_axis("linear_backward", gv, 1, rows, dout)?.into_buffer()))
         } else {
             None
         };

@@ -29,7 +29,7 @@ impl Tensor {
         }
         let (xs, ms) = (self.shape(), mask.shape());
         let out = zip_buffers!("masked_fill", &*self.data(), &*mask.data(), x, m => {
-            broadcast::binary(x, xs, m, ms, xs, |a, k| if k.is_zero() { a } else { Real::c(value) }).into_buffer()
+            broadcast::binary("masked_fill", x, xs, m, ms, xs, |a, k| if k.is_zero() { a } else { Real::c(value) })?.into_buffer()
         })?;
         Ok(record(
             "masked_fill",
@@ -48,7 +48,7 @@ impl Backward for MaskedFillBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let (gs, ms) = (g.shape(), self.mask.shape());
         let out = zip_buffers!("masked_fill_backward", &*g.data(), &*self.mask.data(), gv, m => {
-            broadcast::binary(gv, gs, m, ms, gs, |a, k| if k.is_zero() { a } else { Zero::zero() }).into_buffer()
+            broadcast::binary("masked_fill_backward", gv, gs, m, ms, gs, |a, k| if k.is_zero() { a } else { Zero::zero() })?.into_buffer()
         })?;
         Ok(smallvec![Some(Tensor::activation(out, gs.into()))])
     }

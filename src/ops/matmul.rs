@@ -51,6 +51,7 @@ fn plan(a: &[usize], b: &[usize]) -> Result<(Plan, Shape)> {
     let mut out: Shape = batch_dims.into();
     out.push(m);
     out.push(n);
+    crate::shape::checked_numel("matmul", &out)?;
     let batch = numel(batch_dims);
     // A batched A times a shared B is one tall product.
     if b_shared && !a_shared {
@@ -93,8 +94,8 @@ fn batched<E: Gemm>(
     lb: Layout,
     b_shared: bool,
     c_shared: bool,
-) -> Vec<E> {
-    let mut c = vec![E::default(); if c_shared { m * n } else { batch * m * n }];
+) -> Result<Vec<E>> {
+    let mut c = crate::cpu::zeroed("matmul", if c_shared { m * n } else { batch * m * n })?;
     for i in 0..batch {
         let ai = if a_shared {
             a
@@ -113,7 +114,7 @@ fn batched<E: Gemm>(
         };
         E::gemm(m, k, n, ai, la, bi, lb, beta, ci);
     }
-    c
+    Ok(c)
 }
 
 impl Tensor {
@@ -130,7 +131,7 @@ impl Tensor {
         same_dtype("matmul", self, other)?;
         let (p, out_shape) = plan(self.shape(), other.shape())?;
         let out = zip_buffers!("matmul", &*self.data(), &*other.data(), a, b =>
-            batched(p.batch, p.m, p.k, p.n, a, Layout::Normal, p.a_shared, b, Layout::Normal, p.b_shared, false).into_buffer())?;
+            batched(p.batch, p.m, p.k, p.n, a, Layout::Normal, p.a_shared, b, Layout::Normal, p.b_shared, false)?.into_buffer())?;
         Ok(record(
             "matmul",
             &[self, other],
@@ -168,7 +169,7 @@ impl Backward for MatmulBackward {
             // dA[i] = G[i] (m×n) · B[i]ᵀ (n×k)
             (true, Some(b)) => Some(
                 zip_buffers!("matmul_backward", &*g.data(), &*b.data(), gv, bv =>
-                batched(batch, m, n, k, gv, Layout::Normal, false, bv, Layout::Transposed, b_shared, a_shared).into_buffer())?,
+                batched(batch, m, n, k, gv, Layout::Normal, false, bv, Layout::Transposed, b_shared, a_shared)?.into_buffer())?,
             ),
             _ => None,
         };
@@ -176,7 +177,7 @@ impl Backward for MatmulBackward {
             // dB[i] = A[i]ᵀ (k×m) · G[i] (m×n)
             (true, Some(a)) => Some(
                 zip_buffers!("matmul_backward", &*a.data(), &*g.data(), av, gv =>
-                batched(batch, k, m, n, av, Layout::Transposed, a_shared, gv, Layout::Normal, false, b_shared).into_buffer())?,
+                batched(batch, k, m, n, av, Layout::Transposed, a_shared, gv, Layout::Normal, false, b_shared)?.into_buffer())?,
             ),
             _ => None,
         };

@@ -1,6 +1,7 @@
 //! Reductions: sum and mean over everything or one dim, max over everything or one dim.
-//! sum/mean backward spreads the gradient back (saves nothing); max sends it to the first
-//! maximum (saves the argmax positions).
+//! sum/mean backward spreads the gradient back (saves nothing); `max_dim` sends it to the
+//! returned index and `max()` splits it evenly among equal maxima, as PyTorch does (both save
+//! positions, not tensors).
 
 use crate::autograd::{Backward, Grads};
 use crate::cpu::reduce::{max_axis, sum_all, sum_axis};
@@ -93,7 +94,7 @@ impl Tensor {
         let (o, a, i) = shape::split_at_axis(self.shape(), d);
         let scale = if mean { 1.0 / a as f64 } else { 1.0 };
         let out =
-            with_buffer!(&*self.data(), v => scaled(sum_axis(v, o, a, i), scale).into_buffer());
+            with_buffer!(&*self.data(), v => scaled(sum_axis(op, v, o, a, i)?, scale).into_buffer());
         let axis = Axis {
             shape: self.shape().into(),
             split: Some((o, a, i)),
@@ -114,8 +115,28 @@ impl Tensor {
                 "max(): Expected reduction dim to be specified for input.numel() == 0.",
             ));
         }
-        let flat = self.reshape(&[self.numel()])?;
-        flat.max_dim(0, false).map(|(v, _)| v)
+        let (out, ties) = with_buffer!(&*self.data(), v => {
+            let (vals, _) = max_axis("max", v, 1, v.len(), 1)?;
+            let m = vals[0].to_c();
+            // PyTorch's evenly_distribute_backward: every element equal to the result (every NaN
+            // when the result is NaN) shares the gradient.
+            let ties: Vec<usize> = (0..v.len())
+                .filter(|&k| {
+                    let x = v[k].to_c();
+                    x == m || (m.is_nan() && x.is_nan())
+                })
+                .collect();
+            (vals.into_buffer(), ties)
+        });
+        Ok(record(
+            "max",
+            &[self],
+            Tensor::activation(out, Shape::new()),
+            |_| MaxAllBackward {
+                shape: self.shape().into(),
+                ties,
+            },
+        ))
     }
 
     /// Largest element along `dim` and the index of its first occurrence.
@@ -132,7 +153,7 @@ impl Tensor {
             ));
         }
         let (out, idx) = with_buffer!(&*self.data(), v => {
-            let (vals, idx) = max_axis(v, o, a, i);
+            let (vals, idx) = max_axis("max_dim", v, o, a, i)?;
             (vals.into_buffer(), idx)
         });
         let axis = Axis {
@@ -163,6 +184,7 @@ impl Backward for SumBackward {
         let out = with_buffer!(&*g.data(), gv => {
             let gv = scaled(gv.clone(), self.scale);
             match self.axis.split {
+                _ if n == 0 => gv[..0].to_vec().into_buffer(),
                 None => vec![gv[0]; n].into_buffer(),
                 Some((o, a, i)) => {
                     let mut out = Vec::with_capacity(n);
@@ -195,7 +217,7 @@ struct MaxBackward {
 impl Backward for MaxBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let (o, a, i) = self.axis.split.expect("max always reduces one dim");
-        let mut out = Buffer::zeros(g.dtype(), o * a * i);
+        let mut out = Buffer::zeros("max_backward", g.dtype(), o * a * i)?;
         match (&*g.data(), &mut out) {
             (Buffer::F16(s), Buffer::F16(d)) => scatter(s, d, &self.argmax, a, i),
             (Buffer::F32(s), Buffer::F32(d)) => scatter(s, d, &self.argmax, a, i),
@@ -210,6 +232,39 @@ impl Backward for MaxBackward {
     fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
     fn saved_other_bytes(&self) -> usize {
         std::mem::size_of_val(self.argmax.as_slice())
+    }
+}
+
+struct MaxAllBackward {
+    shape: Shape,
+    /// Saves: the positions of every element equal to the maximum (not a tensor).
+    ties: Vec<usize>,
+}
+
+impl Backward for MaxAllBackward {
+    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
+        let n = shape::numel(&self.shape);
+        let mut out = Buffer::zeros("max_backward", g.dtype(), n)?;
+        let count = self.ties.len() as f64;
+        match (&*g.data(), &mut out) {
+            (Buffer::F16(s), Buffer::F16(d)) => share(s[0], d, &self.ties, count),
+            (Buffer::F32(s), Buffer::F32(d)) => share(s[0], d, &self.ties, count),
+            (Buffer::F64(s), Buffer::F64(d)) => share(s[0], d, &self.ties, count),
+            _ => unreachable!("zeros were made with g's dtype"),
+        }
+        Ok(smallvec![Some(Tensor::activation(out, self.shape.clone()))])
+    }
+    fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
+    fn saved_other_bytes(&self) -> usize {
+        std::mem::size_of_val(self.ties.as_slice())
+    }
+}
+
+/// `g / count` into every tie position.
+fn share<E: Element>(g: E, out: &mut [E], ties: &[usize], count: f64) {
+    let v = E::from_c(g.to_c() / <E::C as Real>::c(count));
+    for &k in ties {
+        out[k] = v;
     }
 }
 

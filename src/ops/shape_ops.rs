@@ -13,7 +13,7 @@ use smallvec::{SmallVec, smallvec};
 impl Tensor {
     /// The same elements under a new shape (shares storage, like PyTorch's `view`).
     pub fn reshape(&self, new_shape: &[usize]) -> Result<Tensor> {
-        if numel(new_shape) != self.numel() {
+        if shape::checked_numel("reshape", new_shape)? != self.numel() {
             return Err(Error::ShapeMismatch {
                 op: "reshape",
                 lhs: self.shape().to_vec(),
@@ -81,7 +81,7 @@ impl Tensor {
         if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(Error::IndexOutOfRange {
                 op: "narrow",
-                index: (start + len) as i64,
+                index: i64::try_from(start.saturating_add(len)).unwrap_or(i64::MAX),
                 size,
             });
         }
@@ -137,9 +137,15 @@ impl Tensor {
             }
         }
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
-        let total: usize = sizes.iter().sum();
+        let mut out_shape = first.shape().to_vec();
+        out_shape[d] = sizes
+            .iter()
+            .try_fold(0usize, |a, &s| a.checked_add(s))
+            .unwrap_or(usize::MAX);
+        let n = shape::checked_numel("cat", &out_shape)?;
+        let total = out_shape[d];
         let (outer, _, inner) = shape::split_at_axis(first.shape(), d);
-        let mut out = Buffer::zeros(first.dtype(), outer * total * inner);
+        let mut out = Buffer::zeros("cat", first.dtype(), n)?;
         let mut offset = 0;
         for (t, &len) in tensors.iter().zip(&sizes) {
             copy_block(
@@ -152,12 +158,10 @@ impl Tensor {
             );
             offset += len;
         }
-        let mut out_shape: Shape = first.shape().into();
-        out_shape[d] = total;
         Ok(record(
             "cat",
             tensors,
-            Tensor::activation(out, out_shape),
+            Tensor::activation(out, out_shape.into()),
             |_| CatBackward { dim: d, sizes },
         ))
     }
@@ -262,7 +266,7 @@ impl Backward for NarrowBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let (outer, size, inner) = shape::split_at_axis(&self.shape, self.dim);
         let len = g.shape()[self.dim];
-        let mut out = Buffer::zeros(g.dtype(), numel(&self.shape));
+        let mut out = Buffer::zeros("expand_backward", g.dtype(), numel(&self.shape))?;
         copy_block(
             &g.data(),
             &mut out,

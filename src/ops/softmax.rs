@@ -48,6 +48,9 @@ fn forward_row<E: Element>(x: &[E], out: &mut [E], log: bool) {
 }
 
 fn forward<E: Element>(x: &[E], o: usize, a: usize, i: usize, log: bool) -> Vec<E> {
+    if x.is_empty() {
+        return Vec::new(); // `o · i` may still be huge when the axis is empty
+    }
     let mut out = vec![E::default(); x.len()];
     if i == 1 {
         crate::cpu::rows_mut(&mut out, a, |r, row| {
@@ -87,6 +90,9 @@ fn backward_row<E: Element>(g: &[E], y: &[E], out: &mut [E], log: bool) {
 }
 
 fn backward<E: Element>(g: &[E], y: &[E], o: usize, a: usize, i: usize, log: bool) -> Vec<E> {
+    if g.is_empty() {
+        return Vec::new();
+    }
     let mut out = vec![E::default(); g.len()];
     if i == 1 {
         crate::cpu::rows_mut(&mut out, a, |r, row| {

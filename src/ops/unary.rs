@@ -39,7 +39,7 @@ pub(crate) fn apply<U: Unary>(x: &Tensor, op: U) -> Result<Tensor> {
     } else {
         x
     };
-    let out = with_buffer!(&*x.data(), v => cpu::map(v, |a| op.f(a)).into_buffer());
+    let out = with_buffer!(&*x.data(), v => cpu::map(U::NAME, v, |a| op.f(a))?.into_buffer());
     Ok(record(
         U::NAME,
         &[x],
@@ -56,17 +56,17 @@ pub(crate) fn apply<U: Unary>(x: &Tensor, op: U) -> Result<Tensor> {
 }
 
 /// g·f' where f' is constant.
-fn grad_const<E: Element, U: Unary>(g: &[E], op: U) -> Vec<E> {
+fn grad_const<E: Element, U: Unary>(g: &[E], op: U) -> Result<Vec<E>> {
     let d = op.df(E::C::zero(), E::C::zero());
-    cpu::map(g, |g| g * d)
+    cpu::map(U::NAME, g, |g| g * d)
 }
 
 /// g·f'(saved), the saved value being the input (`is_input`) or the output.
-fn grad_saved<E: Element, U: Unary>(g: &[E], s: &[E], op: U, is_input: bool) -> Vec<E> {
+fn grad_saved<E: Element, U: Unary>(g: &[E], s: &[E], op: U, is_input: bool) -> Result<Vec<E>> {
     if is_input {
-        cpu::zip(g, s, |g, x| g * op.df(x, E::C::zero()))
+        cpu::zip(U::NAME, g, s, |g, x| g * op.df(x, E::C::zero()))
     } else {
-        cpu::zip(g, s, |g, y| g * op.df(E::C::zero(), y))
+        cpu::zip(U::NAME, g, s, |g, y| g * op.df(E::C::zero(), y))
     }
 }
 
@@ -81,10 +81,10 @@ impl<U: Unary> Backward for UnaryBackward<U> {
         let op = self.op;
         let gx = match (&self.saved, U::SAVES) {
             (None, _) | (_, Saves::Nothing) => {
-                with_buffer!(&*g.data(), gv => grad_const(gv, op).into_buffer())
+                with_buffer!(&*g.data(), gv => grad_const(gv, op)?.into_buffer())
             }
             (Some(s), saves) => zip_buffers!(U::NAME, &*g.data(), &*s.data(), gv, sv =>
-                grad_saved(gv, sv, op, saves == Saves::Input).into_buffer())?,
+                grad_saved(gv, sv, op, saves == Saves::Input)?.into_buffer())?,
         };
         Ok(smallvec![Some(Tensor::activation(gx, g.shape().into()))])
     }

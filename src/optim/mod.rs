@@ -17,7 +17,7 @@ pub use clip::clip_grad_norm_;
 pub use sgd::Sgd;
 
 use crate::error::{Error, Result};
-use crate::storage::Buffer;
+use crate::storage::BufferMut;
 use crate::tensor::Tensor;
 
 /// Parameters sharing a learning rate and weight decay (PyTorch's param groups).
@@ -119,17 +119,17 @@ pub(crate) fn with_grad(
 
 /// Runs `f` on the parameter's f32 values in place.
 pub(crate) fn with_f32_mut(p: &Tensor, op: &'static str, f: impl FnOnce(&mut [f32])) -> Result<()> {
-    let mut res = Ok(());
-    p.update_data(|b| match b {
-        Buffer::F32(v) => f(v),
-        other => {
-            res = Err(Error::invalid(
-                op,
-                format!("expected f32 parameters, got {:?}", other.dtype()),
-            ))
+    if p.dtype() != crate::DType::F32 {
+        return Err(Error::invalid(
+            op,
+            format!("expected f32 parameters, got {:?}", p.dtype()),
+        ));
+    }
+    p.update_data(|b| {
+        if let BufferMut::F32(v) = b {
+            f(v)
         }
-    })?;
-    res
+    })
 }
 
 /// One parameter's saved buffers, as [`Optimizer::state_dict`] lists them.

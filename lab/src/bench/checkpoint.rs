@@ -82,7 +82,7 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
     for &depth in &cfg.depths {
         rng::manual_seed(0);
         let m = ResidualMlp::new(depth, cfg.d, cfg.hidden)?;
-        let x = Tensor::randn(&[cfg.rows, cfg.d]);
+        let x = Tensor::randn(&[cfg.rows, cfg.d])?;
         let mut opt = Sgd::new(vec![ParamGroup::new(m.parameters(), 1e-4, 0.0)], 0.0, false)?;
         let costs = BlockCosts::measure(&m.modules(), &x)?;
         let store = Segmentation::store_all(depth).predicted_peak(&costs);

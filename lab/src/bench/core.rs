@@ -21,9 +21,9 @@ pub enum Chain {
 
 /// Microseconds per op of a chain of `n` ops on 8-element tensors, forward + backward (median).
 pub fn tape_overhead_us(chain: Chain, n: usize, reps: usize) -> Result<f64> {
-    let x = Tensor::full(&[8], 0.5, DType::F32).requires_grad_(true)?;
-    let a = Tensor::full(&[8], 0.999, DType::F32);
-    let b = Tensor::full(&[8], 0.001, DType::F32);
+    let x = Tensor::full(&[8], 0.5, DType::F32)?.requires_grad_(true)?;
+    let a = Tensor::full(&[8], 0.999, DType::F32)?;
+    let b = Tensor::full(&[8], 0.001, DType::F32)?;
     let mut err = None;
     let secs = median_secs(reps, || {
         let run = || -> Result<()> {
@@ -108,7 +108,7 @@ impl Default for MlpConfig {
 pub fn mlp_step(cfg: MlpConfig, reps: usize) -> Result<(f64, f64)> {
     rng::manual_seed(0);
     let model = ResidualMlp::new(cfg.depth, cfg.d, cfg.hidden)?;
-    let x = Tensor::randn(&[cfg.rows, cfg.d]);
+    let x = Tensor::randn(&[cfg.rows, cfg.d])?;
     let mut opt = Sgd::new(
         vec![ParamGroup::new(model.parameters(), 1e-3, 0.0)],
         0.0,

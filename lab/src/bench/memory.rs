@@ -103,7 +103,7 @@ pub fn measure(depth: usize, d: usize, rows: usize, reps: usize) -> Result<Vec<M
 fn measure_one(s: Setup, depth: usize, d: usize, rows: usize, reps: usize) -> Result<MemoryRow> {
     rng::manual_seed(0);
     let m = ResidualMlp::new(depth, d, 4 * d)?;
-    let x = rewind::tensor::Tensor::randn(&[rows, d]);
+    let x = rewind::tensor::Tensor::randn(&[rows, d])?;
     let named = m.named_parameters();
     if s.freeze_half {
         for i in 0..depth / 2 {

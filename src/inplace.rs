@@ -1,0 +1,143 @@
+//! The version counter: every storage counts its in-place changes; a tape entry records the
+//! count of each tensor its backward saved (and of the parameters a checkpoint segment
+//! captured), and backward refuses one changed since, with PyTorch's error text.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tape::Backward;
+use crate::tensor::Tensor;
+use smallvec::SmallVec;
+use std::rc::Rc;
+
+/// Where a saved tensor came from, for the error's `which is output 0 of …` part.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Producer {
+    /// The op's own output.
+    Output,
+    /// The op's `k`-th input.
+    Input(u8),
+    /// Something else (a parameter a segment captured, an internal buffer): reported as a leaf.
+    Other,
+}
+
+/// A saved tensor's version when it was saved.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SavedVersion {
+    version: u32,
+    from: Producer,
+}
+
+/// The versions of what `bw` saves, in [`Backward::visit_saved`] order, then its captured
+/// parameters.
+pub(crate) fn record(
+    bw: &dyn Backward,
+    inputs: &[&Tensor],
+    output: &Tensor,
+) -> SmallVec<[SavedVersion; 2]> {
+    let mut out = SmallVec::new();
+    bw.visit_saved(&mut |t| {
+        let from = if Rc::ptr_eq(t.storage(), output.storage()) {
+            Producer::Output
+        } else {
+            inputs
+                .iter()
+                .position(|i| Rc::ptr_eq(i.storage(), t.storage()))
+                .map_or(Producer::Other, |k| Producer::Input(k as u8))
+        };
+        out.push(SavedVersion {
+            version: t.storage().version(),
+            from,
+        });
+    });
+    for p in bw.captured() {
+        out.push(SavedVersion {
+            version: p.storage().version(),
+            from: Producer::Other,
+        });
+    }
+    out
+}
+
+/// Fails with PyTorch's error when a tensor `bw` saved changed since [`record`].
+/// `op` is the entry's op; `input_op(k)` the op that produced its `k`-th input, if recorded.
+pub(crate) fn check(
+    bw: &dyn Backward,
+    recorded: &[SavedVersion],
+    op: &'static str,
+    input_op: impl Fn(usize) -> Option<&'static str>,
+) -> Result<()> {
+    let mut err = None;
+    let mut k = 0;
+    let mut visit = |t: &Tensor| {
+        if let Some(saved) = recorded.get(k)
+            && err.is_none()
+            && t.storage().version() != saved.version
+        {
+            let output_of = match saved.from {
+                Producer::Output => Some(op),
+                Producer::Input(i) => input_op(i as usize),
+                Producer::Other => None,
+            };
+            err = Some(Error::ModifiedInplace {
+                tensor: pytorch_type(t),
+                output_of: output_of.map(|o| pytorch_node(o).to_string()),
+                version: t.storage().version(),
+                expected: saved.version,
+            });
+        }
+        k += 1;
+    };
+    bw.visit_saved(&mut visit);
+    bw.captured().iter().for_each(&mut visit);
+    err.map_or(Ok(()), Err)
+}
+
+/// PyTorch's `torch.FloatTensor [2, 3]` for a tensor.
+fn pytorch_type(t: &Tensor) -> String {
+    let ty = match t.dtype() {
+        DType::F16 => "HalfTensor",
+        DType::F32 => "FloatTensor",
+        DType::F64 => "DoubleTensor",
+    };
+    let dims: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
+    format!("torch.{ty} [{}]", dims.join(", "))
+}
+
+/// The name PyTorch's error gives the node of the op that produced a tensor.
+fn pytorch_node(op: &str) -> &str {
+    match op {
+        "add" | "add_scalar" => "Add",
+        "sub" => "Sub",
+        "mul" | "mul_scalar" => "Mul",
+        "div" => "Div",
+        "neg" => "Neg",
+        "exp" => "Exp",
+        "log" => "Log",
+        "tanh" => "Tanh",
+        "sigmoid" => "Sigmoid",
+        "relu" => "Relu",
+        "sqrt" => "Sqrt",
+        "pow" => "Pow",
+        "gelu" | "gelu_tanh" => "Gelu",
+        "matmul" => "Mm",
+        "linear" => "Addmm",
+        "softmax" => "Softmax",
+        "log_softmax" => "LogSoftmax",
+        "layer_norm" => "NativeLayerNorm",
+        "embedding" => "Embedding",
+        "dropout" => "NativeDropout",
+        "masked_fill" => "MaskedFill",
+        "cross_entropy" => "NllLoss",
+        "reshape" => "View",
+        "permute" => "Permute",
+        "transpose" => "Transpose",
+        "narrow" => "Slice",
+        "cat" => "Cat",
+        "sum" | "sum_dim" => "Sum",
+        "mean" | "mean_dim" => "Mean",
+        "max" | "max_dim" => "Max",
+        "cast" => "ToCopy",
+        "checkpoint" => "Checkpoint",
+        other => other,
+    }
+}
