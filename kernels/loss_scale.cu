@@ -1,6 +1,7 @@
 // Dynamic loss scaling on the device.
 // unscale_found_inf_f32: one launch over many gradient tensors (pointers and element-offset
-// prefix sums in device arrays): g *= inv_scale in place, found_inf = 1 if any result is inf/NaN.
+// prefix sums in device arrays): g *= inv_scale in place, found_inf = 1 if any incoming
+// (still scaled) value is inf/NaN, as PyTorch's _amp_foreach_non_finite_check_and_unscale_.
 // update_scale: PyTorch's _amp_update_scale_ with the growth tracker kept on the device.
 #include "common.cuh"
 
@@ -14,9 +15,9 @@ extern "C" __global__ void __launch_bounds__(256) unscale_found_inf_f32(
         // Advance to the tensor holding element i (offsets are increasing; i only grows).
         while (t + 1 < tensors && offsets[t + 1] <= i) ++t;
         float* p = ptrs[t] + (i - offsets[t]);
-        float v = *p * inv;
-        *p = v;
+        float v = *p;
         bad |= !is_finite(v);
+        *p = v * inv;
     }
     if (__any_sync(0xffffffffu, bad) && (threadIdx.x & 31) == 0) *found_inf = 1;
 }

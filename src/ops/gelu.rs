@@ -33,8 +33,8 @@ impl Unary for GeluErf {
 
 /// Tanh GELU. With u = k(x + 0.044715x³), t = tanh u:
 /// y' = ½(1 + t) + ½x(1 − t²)·k(1 + 3·0.044715x²). Saves: input.
-/// The derivative uses ½(1 + t) = σ(2u) and 1 − t² = 4e/(1 + e)² with e = e^(−2|u|), which
-/// keep their precision where t is within an ulp of ±1 (|x| ≳ 4.8 in f32).
+/// Both use ½(1 + t) = σ(2u) and 1 − t² = 4e/(1 + e)² with e = e^(−2|u|), which keep their
+/// precision where t is within an ulp of ±1 (|x| ≳ 4.8 in f32).
 #[derive(Debug, Clone, Copy)]
 struct GeluTanh;
 
@@ -45,8 +45,11 @@ impl Unary for GeluTanh {
     const NAME: &'static str = "gelu_tanh";
     const SAVES: Saves = Saves::Input;
     fn f<T: Real>(self, x: T) -> T {
-        let t = (T::c(K) * (x + T::c(C) * x * x * x)).tanh_k();
-        T::c(0.5) * x * (T::one() + t)
+        // x·σ(2u); for u ≥ 0 as x − x·σ(−2u), so the result is rounded once, near x.
+        let u = T::c(K) * (x + T::c(C) * x * x * x);
+        let e = (T::c(-2.0) * u.abs()).exp();
+        let small = e * (T::one() + e).recip();
+        if u >= T::zero() { x - x * small } else { x * small }
     }
     fn df<T: Real>(self, x: T, _y: T) -> T {
         let u = T::c(K) * (x + T::c(C) * x * x * x);

@@ -13,7 +13,10 @@
 
 use super::adamw::{AdamConfig, StepConsts, adam_update, adamw_elem};
 use super::quant_map::QuantMap;
-use super::{OptimState, Optimizer, ParamGroup, StateBuffer, decode_state, with_grad};
+use super::{
+    OptimState, Optimizer, ParamGroup, StateBuffer, decode_state, split_steps, with_grad,
+    with_steps,
+};
 use crate::error::Result;
 use rayon::prelude::*;
 
@@ -67,7 +70,10 @@ pub struct AdamW8bit {
     /// β and ε.
     pub config: AdamConfig,
     state: Vec<Option<Adam8bitState>>,
+    /// `step()` calls so far.
     step: u64,
+    /// Each parameter's own step count, for bias correction (as PyTorch and bitsandbytes).
+    steps: Vec<u64>,
     qm: QuantMap,
     qv: QuantMap,
     /// Use the AVX2+FMA block step where the CPU has both (default); false runs the scalar
@@ -84,6 +90,7 @@ impl AdamW8bit {
             config: AdamConfig::default(),
             state: vec![None; n],
             step: 0,
+            steps: vec![0; n],
             qm: QuantMap::signed(),
             qv: QuantMap::unsigned(),
             vectorised: true,
@@ -196,8 +203,7 @@ impl Optimizer for AdamW8bit {
         self.step += 1;
         let mut idx = 0;
         for gi in 0..self.groups.len() {
-            let group = &self.groups[gi];
-            let k = StepConsts::new(self.config, group.lr, group.weight_decay, self.step);
+            let (lr, wd) = (self.groups[gi].lr, self.groups[gi].weight_decay);
             for pi in 0..self.groups[gi].params.len() {
                 let p = self.groups[gi].params[pi].clone();
                 let slot = idx;
@@ -205,6 +211,8 @@ impl Optimizer for AdamW8bit {
                 if p.grad().is_none() {
                     continue;
                 }
+                self.steps[slot] += 1;
+                let k = StepConsts::new(self.config, lr, wd, self.steps[slot]);
                 if self.state[slot].is_none() {
                     self.state[slot] = Some(self.fresh(p.numel()));
                 }
@@ -288,14 +296,15 @@ impl Optimizer for AdamW8bit {
             .collect();
         OptimState {
             step: self.step,
-            buffers,
+            buffers: with_steps(buffers, &self.steps),
         }
     }
     fn load_state_dict(&mut self, state: OptimState) -> Result<()> {
+        let (buffers, steps) = split_steps(&state.buffers, state.step);
         let decoded = decode_state(
             "AdamW8bit",
             &self.params(),
-            &state.buffers,
+            &buffers,
             |b, n, check| {
                 Some(match b {
                     [(_, StateBuffer::F32(m)), (_, StateBuffer::F32(v))] => check(m.len(), n)
@@ -324,6 +333,7 @@ impl Optimizer for AdamW8bit {
             },
         )?;
         self.step = state.step;
+        self.steps = steps;
         self.state = decoded;
         Ok(())
     }

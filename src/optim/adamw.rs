@@ -2,7 +2,10 @@
 //! update: p ← p·(1 − lr·wd); m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
 //! p ← p − (lr/(1−β₁ᵗ))·m / (√v/√(1−β₂ᵗ) + ε). State: fp32 m and v (8 bytes per parameter).
 
-use super::{OptimState, Optimizer, ParamGroup, StateBuffer, decode_state, with_grad};
+use super::{
+    OptimState, Optimizer, ParamGroup, StateBuffer, decode_state, split_steps, with_grad,
+    with_steps,
+};
 use crate::error::Result;
 use rayon::prelude::*;
 
@@ -31,7 +34,11 @@ pub struct AdamW {
     /// β and ε.
     pub config: AdamConfig,
     state: Vec<Option<(Vec<f32>, Vec<f32>)>>,
+    /// `step()` calls so far.
     step: u64,
+    /// Each parameter's own step count (bias correction uses it, as PyTorch does, so a
+    /// parameter that first gets a gradient late starts at t = 1).
+    steps: Vec<u64>,
 }
 
 impl AdamW {
@@ -43,6 +50,7 @@ impl AdamW {
             config: AdamConfig::default(),
             state: vec![None; n],
             step: 0,
+            steps: vec![0; n],
         }
     }
 
@@ -66,6 +74,11 @@ pub(crate) struct StepConsts {
     pub c1: f32,
     pub c2: f32,
     pub decay: f32,
+    /// √(1−β₂ᵗ), which PyTorch divides by.
+    pub bc2_sqrt: f32,
+    /// 1−β₁ and 1−β₂ computed in f64, as PyTorch's Python scalars are, then rounded.
+    pub one_minus_b1: f32,
+    pub one_minus_b2: f32,
 }
 
 impl StepConsts {
@@ -79,6 +92,9 @@ impl StepConsts {
             c1: c1 as f32,
             c2: c2 as f32,
             decay: (1.0 - lr * weight_decay) as f32,
+            bc2_sqrt: (1.0 - config.betas.1.powi(t as i32)).sqrt() as f32,
+            one_minus_b1: (1.0 - config.betas.0) as f32,
+            one_minus_b2: (1.0 - config.betas.1) as f32,
         }
     }
 }
@@ -88,6 +104,19 @@ impl StepConsts {
 pub(crate) fn adam_update(w: &mut f32, m: f32, v: f32, k: StepConsts) {
     *w *= k.decay;
     *w -= k.c1 * m / (v.sqrt() * k.c2 + k.eps);
+}
+
+/// PyTorch's single-tensor AdamW on one element, in its order of f32 operations:
+/// `m.lerp_(g, 1−β₁)`, `v.mul_(β₂).addcmul_(g, g, 1−β₂)`, `p.mul_(1−lr·wd)`,
+/// `denom = v.sqrt() / √(1−β₂ᵗ) + ε`, `p.addcdiv_(m, denom, −lr/(1−β₁ᵗ))`.
+#[inline]
+pub(crate) fn adamw_elem_torch(w: &mut f32, g: f32, m: &mut f32, v: &mut f32, k: StepConsts) {
+    let wt = k.one_minus_b1;
+    *m = if wt < 0.5 { *m + wt * (g - *m) } else { g - (g - *m) * (1.0 - wt) };
+    *v = *v * k.b2 + k.one_minus_b2 * g * g;
+    *w *= k.decay;
+    let denom = v.sqrt() / k.bc2_sqrt + k.eps;
+    *w += -k.c1 * *m / denom;
 }
 
 /// The per-element AdamW update: moments, then [`adam_update`].
@@ -103,13 +132,15 @@ impl Optimizer for AdamW {
         self.step += 1;
         let mut k = 0;
         for group in &self.groups {
-            let consts = StepConsts::new(self.config, group.lr, group.weight_decay, self.step);
             for p in &group.params {
                 let slot = &mut self.state[k];
+                let t = &mut self.steps[k];
                 k += 1;
                 if p.grad().is_none() {
                     continue;
                 }
+                *t += 1;
+                let consts = StepConsts::new(self.config, group.lr, group.weight_decay, *t);
                 let n = p.numel();
                 let (m, v) = slot.get_or_insert_with(|| (vec![0.0; n], vec![0.0; n]));
                 with_grad(p, "AdamW", |w, g| {
@@ -122,7 +153,7 @@ impl Optimizer for AdamW {
                             for (((w, &g), m), v) in
                                 w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
                             {
-                                adamw_elem(w, g, m, v, consts);
+                                adamw_elem_torch(w, g, m, v, consts);
                             }
                         });
                 })?;
@@ -137,23 +168,25 @@ impl Optimizer for AdamW {
         &mut self.groups
     }
     fn state_dict(&self) -> OptimState {
+        let buffers = self
+            .state
+            .iter()
+            .map(|s| match s {
+                Some((m, v)) => vec![
+                    ("exp_avg".to_string(), StateBuffer::F32(m.clone())),
+                    ("exp_avg_sq".to_string(), StateBuffer::F32(v.clone())),
+                ],
+                None => Vec::new(),
+            })
+            .collect();
         OptimState {
             step: self.step,
-            buffers: self
-                .state
-                .iter()
-                .map(|s| match s {
-                    Some((m, v)) => vec![
-                        ("exp_avg".to_string(), StateBuffer::F32(m.clone())),
-                        ("exp_avg_sq".to_string(), StateBuffer::F32(v.clone())),
-                    ],
-                    None => Vec::new(),
-                })
-                .collect(),
+            buffers: with_steps(buffers, &self.steps),
         }
     }
     fn load_state_dict(&mut self, state: OptimState) -> Result<()> {
-        let decoded = decode_state("AdamW", &self.params(), &state.buffers, |b, n, check| {
+        let (buffers, steps) = split_steps(&state.buffers, state.step);
+        let decoded = decode_state("AdamW", &self.params(), &buffers, |b, n, check| {
             let [(_, StateBuffer::F32(m)), (_, StateBuffer::F32(v))] = b else {
                 return None;
             };
@@ -164,6 +197,7 @@ impl Optimizer for AdamW {
             )
         })?;
         self.step = state.step;
+        self.steps = steps;
         self.state = decoded;
         Ok(())
     }

@@ -45,7 +45,8 @@ impl ParamGroup {
 /// A saved optimizer state: per-parameter buffers and counters, in parameter order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OptimState {
-    /// Steps taken.
+    /// `step()` calls so far (each parameter also keeps its own count, as PyTorch does, in a
+    /// `step` buffer).
     pub step: u64,
     /// Named buffers per parameter (e.g. `exp_avg`), as raw bytes or f32 values.
     pub buffers: Vec<Vec<(String, StateBuffer)>>,
@@ -130,6 +131,38 @@ pub(crate) fn with_f32_mut(p: &Tensor, op: &'static str, f: impl FnOnce(&mut [f3
             f(v)
         }
     })
+}
+
+/// Appends each stateful parameter's own step count (PyTorch's `state[p]["step"]`, an f32
+/// as in PyTorch) to its buffers.
+pub(crate) fn with_steps(
+    mut buffers: Vec<Vec<(String, StateBuffer)>>,
+    steps: &[u64],
+) -> Vec<Vec<(String, StateBuffer)>> {
+    for (b, &t) in buffers.iter_mut().zip(steps) {
+        if !b.is_empty() {
+            b.push(("step".into(), StateBuffer::F32(vec![t as f32])));
+        }
+    }
+    buffers
+}
+
+/// Takes the per-parameter `step` buffers back off; a state saved without them (one global
+/// count) gives every stateful parameter `global`.
+pub(crate) fn split_steps(
+    buffers: &[Vec<(String, StateBuffer)>],
+    global: u64,
+) -> (Vec<Vec<(String, StateBuffer)>>, Vec<u64>) {
+    buffers
+        .iter()
+        .map(|b| match b.split_last() {
+            Some(((name, StateBuffer::F32(t)), rest)) if name == "step" && t.len() == 1 => {
+                (rest.to_vec(), t[0] as u64)
+            }
+            _ if b.is_empty() => (Vec::new(), 0),
+            _ => (b.clone(), global),
+        })
+        .unzip()
 }
 
 /// One parameter's saved buffers, as [`Optimizer::state_dict`] lists them.

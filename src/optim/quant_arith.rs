@@ -2,10 +2,12 @@
 //! value and each value's code with arithmetic, because on CPUs without in-register 256-entry
 //! permutes a gather costs more than the whole fp32 AdamW update of the same elements.
 //!
-//! Values: decade d of a map holds the midpoints of `linspace(0.1, 1, count + 1)` scaled by
-//! 10^(d−6), so code j of the decade's positive half (j counted so that its top bit p = count)
-//! is exactly (18j − 16p + 9) / D_d with D_d = 10^(7−d)·2p, all small integers. IEEE division
-//! rounds correctly, so one division reproduces the table; [`Arith::derive`] checks every code.
+//! Values: decade d of a map holds the midpoints of PyTorch's f32 `linspace(0.1, 1, p + 1)`
+//! scaled by 10^(d−6) (bitsandbytes' construction, [`super::quant_map::dynamic_map`]); code j
+//! of the decade's positive half (j counted so that its top bit is p) is the midpoint of
+//! points k = j − p and k + 1, each point one fused multiply-add from 0.1 up (first half) or
+//! from 1.0 down, then `(a + b)·0.5·scale` in f32: the same operations as the map, per lane,
+//! with the decade's step and scale from 8-entry tables. [`Arith::derive`] checks every code.
 //!
 //! Codes: the region of |x| (the zero code with decade 0, decades 1…6, or the code 1.0) comes
 //! from a Mitchell log₂ estimate (the float's top bits as an integer) corrected by one
@@ -38,8 +40,11 @@ pub(crate) struct Arith {
     pub j_offset: i32,
     /// j of the zero code (whose value is masked to 0).
     pub zero_j: f32,
-    /// Denominator by the low three exponent bits of j as f32.
-    pub den: [f32; 8],
+    /// By the low three exponent bits of j as f32: the decade's linspace step, its scale
+    /// 10^(d−6) and its first point (0.1; 1.0 with step 0 for the code 1.0).
+    pub step: [f32; 8],
+    pub dscale: [f32; 8],
+    pub first: [f32; 8],
     /// `start[a]` = the first x of region a + 1 (∞ for a = 7).
     pub start: [f32; 8],
     /// Per region: s = x·scale + offset puts the region's code boundaries at half-integers.
@@ -67,30 +72,23 @@ impl Arith {
         let (j_offset, zero_j) = if signed { (127, 0.0) } else { (-1, 1.0) };
         let decades = decades(signed);
         let one = CODES - 1;
-        // Denominators: D_d for every decade, the numerator of 1.0 for the code 1.0.
-        let mut den = [f32::NAN; 8];
-        let mut put = |code: usize, d: f32| -> Option<()> {
-            let j = code as i32 - j_offset;
-            let e = (((j as f32).to_bits() >> 23) & 7) as usize;
-            if den[e].is_nan() || den[e] == d {
-                den[e] = d;
-                Some(())
-            } else {
-                None
-            }
-        };
-        for (d, &(first, count)) in decades.iter().enumerate() {
-            put(
-                first,
-                (10f64.powi(7 - d as i32) * 2.0 * count as f64) as f32,
-            )?;
+        // Per decade (indexed like the vector code, by j's exponent bits): step, scale, start.
+        let (mut step, mut dscale, mut first) = ([0f32; 8], [0f32; 8], [1f32; 8]);
+        let slot = |j: i32| (((j as f32).to_bits() >> 23) & 7) as usize;
+        for (d, &(code, count)) in decades.iter().enumerate() {
+            let e = slot(code as i32 - j_offset);
+            step[e] = (1.0f32 - 0.1) / count as f32;
+            dscale[e] = [1e-6f64, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0][d] as f32;
+            first[e] = 0.1;
         }
-        put(one, numerator_f((one as i32 - j_offset) as f32))?;
-        let den = den.map(|d| if d.is_nan() { f32::INFINITY } else { d });
+        let e = slot(one as i32 - j_offset);
+        (step[e], dscale[e], first[e]) = (0.0, 1.0, 1.0);
         let mut ar = Arith {
             j_offset,
             zero_j,
-            den,
+            step,
+            dscale,
+            first,
             start: [f32::INFINITY; 8],
             scale: [0.0; 8],
             offset: [0.0; 8],
@@ -115,7 +113,7 @@ impl Arith {
             let (lo_f, hi_f) = (lo as f64, hi as f64);
             let scale = match b.len() {
                 0 => 0.0,
-                1 => ar.den_of(hi) as f64 / 18.0, // one boundary: its decade's slope
+                1 => 1.0 / ar.spacing_of(hi) as f64, // one boundary: its decade's slope
                 n => (n - 1) as f64 / (b[n - 1] - b[0]),
             };
             let offset = if b.is_empty() {
@@ -151,10 +149,17 @@ impl Arith {
         Some(ar)
     }
 
-    /// The denominator used for `code`.
-    fn den_of(&self, code: usize) -> f32 {
+    /// The decade's constants for `code`: (step, scale, first point).
+    fn decade_of(&self, code: usize) -> (f32, f32, f32) {
         let j = code as i32 - self.j_offset;
-        self.den[(((j.unsigned_abs() as f32).to_bits() >> 23) & 7) as usize]
+        let e = (((j.unsigned_abs() as f32).to_bits() >> 23) & 7) as usize;
+        (self.step[e], self.dscale[e], self.first[e])
+    }
+
+    /// Distance between neighbouring values in `code`'s decade.
+    fn spacing_of(&self, code: usize) -> f32 {
+        let (step, scale, _) = self.decade_of(code);
+        step * scale
     }
 
     /// A code's value by the closed form (what the vector code computes per lane).
@@ -163,20 +168,31 @@ impl Arith {
         if sj == self.zero_j {
             return 0.0;
         }
-        let v = numerator_f(sj.abs()) / self.den_of(code as usize);
+        let j = sj.abs();
+        let p = f32::from_bits(j.to_bits() & 0xFF80_0000);
+        let (step, scale, first) = self.decade_of(code as usize);
+        let v = midpoint(j - p, p, step, first) * scale;
         if sj < 0.0 { -v } else { v }
     }
+}
+
+/// (b_k + b_(k+1))·0.5 for PyTorch's linspace points b_i of a decade with p intervals: the
+/// first half counts up from `first`, the rest down from 1.0 (see `linspace_f32`).
+fn midpoint(k: f32, p: f32, step: f32, first: f32) -> f32 {
+    let half = (0.5 * p).max(1.0);
+    let point = |i: f32| {
+        if i < half {
+            step.mul_add(i, first)
+        } else {
+            (-step).mul_add(p - i, 1.0)
+        }
+    };
+    (point(k) + point(k + 1.0)) * 0.5
 }
 
 /// The region estimate for |x| = `ax` (what the vector code computes per lane).
 fn estimate(ax: f32) -> u32 {
     ((ax.to_bits() >> 20).saturating_sub(ESTIMATE_C) * ESTIMATE_M) >> 16
-}
-
-/// 18j − 16p + 9 with p the top bit of j, exactly (small integers).
-fn numerator_f(j: f32) -> f32 {
-    let p = f32::from_bits(j.to_bits() & 0xFF80_0000);
-    (-16.0f32).mul_add(p, j.mul_add(18.0, 9.0))
 }
 
 /// The smallest x ≥ 0 whose code (by the search) is at least `code`.
@@ -218,7 +234,9 @@ pub(crate) mod avx2 {
         signed: bool,
         j_offset: __m256i,
         zero_j: __m256,
-        den: __m256,
+        step: __m256,
+        dscale: __m256,
+        first: __m256,
         start: __m256,
         scale: __m256,
         offset: __m256,
@@ -234,7 +252,9 @@ pub(crate) mod avx2 {
                     signed,
                     j_offset: _mm256_set1_epi32(ar.j_offset),
                     zero_j: _mm256_set1_ps(ar.zero_j),
-                    den: table(&ar.den),
+                    step: table(&ar.step),
+                    dscale: table(&ar.dscale),
+                    first: table(&ar.first),
                     start: table(&ar.start),
                     scale: table(&ar.scale),
                     offset: table(&ar.offset),
@@ -262,10 +282,20 @@ pub(crate) mod avx2 {
             let top = _mm256_castsi256_ps(_mm256_set1_epi32(0xFF80_0000u32 as i32));
             let p = _mm256_and_ps(j, top);
             let e = _mm256_srli_epi32::<23>(_mm256_castps_si256(j));
-            let den = _mm256_permutevar8x32_ps(c.den, e);
-            let n = _mm256_fmadd_ps(j, _mm256_set1_ps(18.0), _mm256_set1_ps(9.0));
-            let n = _mm256_fnmadd_ps(p, _mm256_set1_ps(16.0), n);
-            let mut v = _mm256_div_ps(n, den);
+            let step = _mm256_permutevar8x32_ps(c.step, e);
+            let scale = _mm256_permutevar8x32_ps(c.dscale, e);
+            let first = _mm256_permutevar8x32_ps(c.first, e);
+            let one = _mm256_set1_ps(1.0);
+            let half = _mm256_max_ps(_mm256_mul_ps(p, _mm256_set1_ps(0.5)), one);
+            let k = _mm256_sub_ps(j, p);
+            // Point i: up from `first` while i < half, else down from 1.0 (as `midpoint`).
+            let point = |i: __m256| {
+                let up = _mm256_fmadd_ps(step, i, first);
+                let down = _mm256_fnmadd_ps(step, _mm256_sub_ps(p, i), one);
+                _mm256_blendv_ps(down, up, _mm256_cmp_ps::<_CMP_LT_OQ>(i, half))
+            };
+            let sum = _mm256_add_ps(point(k), point(_mm256_add_ps(k, one)));
+            let mut v = _mm256_mul_ps(_mm256_mul_ps(sum, _mm256_set1_ps(0.5)), scale);
             if c.signed {
                 v = _mm256_xor_ps(v, _mm256_and_ps(sj, sign));
             }

@@ -20,22 +20,22 @@ fn lengths(op: &'static str, a: usize, b: usize) -> Result<()> {
 /// Number of codes.
 pub const CODES: usize = 256;
 
-/// Builds the 8-bit dynamic map with 7 exponent bits: for i = 0..6, the midpoints of
-/// `linspace(0.1, 1, n_i)` scaled by 10^(i−6), with n_i = 2^i + 1 (signed, plus negatives) or
-/// 2^(i+1) + 1 (unsigned); then 0 and 1.0; sorted.
+/// Builds bitsandbytes' 8-bit dynamic map (`create_dynamic_map`, 7 exponent bits) bit for bit:
+/// for i = 0..6, the midpoints of `torch.linspace(0.1, 1, n_i, dtype=float32)` times
+/// `10^(i−6)`, with n_i = 2^i + 1 (signed, plus negatives) or 2^(i+1) + 1 (unsigned); then 0
+/// and 1.0; sorted. Every step is the f32 operation PyTorch performs (see [`linspace_f32`]).
 pub fn dynamic_map(signed: bool) -> [f32; CODES] {
-    let mut data: Vec<f64> = Vec::with_capacity(CODES);
+    let mut data: Vec<f32> = Vec::with_capacity(CODES);
     for i in 0..7i32 {
         let n = if signed {
             (1usize << i) + 1
         } else {
             (1usize << (i + 1)) + 1
         };
-        let scale = 10f64.powi(i - 6);
-        let points: Vec<f64> = (0..n)
-            .map(|k| 0.1 + 0.9 * k as f64 / (n - 1) as f64)
-            .collect();
-        for w in points.windows(2) {
+        // Python's 10 ** (i − 6): the correctly rounded double, then f32 in the multiply.
+        let scale = [1e-6f64, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0][i as usize] as f32;
+        let b = linspace_f32(0.1, 1.0, n);
+        for w in b.windows(2) {
             let mid = (w[0] + w[1]) / 2.0 * scale;
             data.push(mid);
             if signed {
@@ -46,12 +46,26 @@ pub fn dynamic_map(signed: bool) -> [f32; CODES] {
     data.push(0.0);
     data.push(1.0);
     debug_assert_eq!(data.len(), CODES);
-    data.sort_by(f64::total_cmp);
+    data.sort_by(f32::total_cmp);
     let mut out = [0f32; CODES];
-    for (o, d) in out.iter_mut().zip(data) {
-        *o = d as f32;
-    }
+    out.copy_from_slice(&data);
     out
+}
+
+/// PyTorch's CPU `linspace` for f32: step = (end − start)/(n − 1) in f32; the first half
+/// counts up from `start`, the rest down from `end`, each point one fused multiply-add (the
+/// kernel is built with contraction on), so rounded once.
+fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
+    let step = (end - start) / (n - 1) as f32;
+    (0..n)
+        .map(|i| {
+            if i < n / 2 {
+                step.mul_add(i as f32, start)
+            } else {
+                (-step).mul_add((n - i - 1) as f32, end)
+            }
+        })
+        .collect()
 }
 
 /// A map with its nearest-code search.
