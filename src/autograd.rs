@@ -146,7 +146,9 @@ pub(crate) fn sweep(
                 if e.grad.is_none() {
                     continue;
                 }
-                if let Some(bw) = &e.backward {
+                if let Some(bw) = &e.backward
+                    && e.epoch != crate::storage::inplace_epoch()
+                {
                     crate::inplace::check(bw.as_ref(), &e.versions, e.op, |k| match e.inputs.get(k) {
                         Some(Input::Node(id)) if id.tape == t.id && id.generation == t.generation => {
                             Some(t.entries[id.index as usize].op)
@@ -208,14 +210,31 @@ fn finish(
     outer: &mut Vec<(NodeId, Tensor)>,
 ) -> Result<()> {
     t.entries[i].backward = Some(backward);
-    // Route the gradients first: freeing the entry releases its inputs, and an input with a
-    // gradient waiting is kept for the sweep.
-    let inputs: SmallVec<[Input; 2]> = t.entries[i].inputs.iter().map(clone_input).collect();
-    for (input, g) in inputs.into_iter().zip(grads) {
+    // Route the gradients first (the inputs are lent out meanwhile): freeing the entry
+    // releases its inputs, and an input with a gradient waiting is kept for the sweep.
+    let inputs = std::mem::take(&mut t.entries[i].inputs);
+    let routed = route(t, &inputs, grads, outer);
+    t.entries[i].inputs = inputs;
+    routed?;
+    if !retain_graph || t.entries[i].refs == 0 {
+        t.free(i);
+    }
+    Ok(())
+}
+
+/// Adds each gradient to its destination: the producing entry, a leaf's `.grad`, or the
+/// caller (other tapes).
+fn route(
+    t: &mut tape::Tape,
+    inputs: &[Input],
+    grads: Grads,
+    outer: &mut Vec<(NodeId, Tensor)>,
+) -> Result<()> {
+    for (input, g) in inputs.iter().zip(grads) {
         let Some(g) = g else { continue };
-        match input {
+        match *input {
             Input::Const => {}
-            Input::Leaf(leaf) => leaf.accumulate_grad(g)?,
+            Input::Leaf(ref leaf) => leaf.accumulate_grad(g)?,
             Input::Node(id) if id.tape != t.id => outer.push((id, g)),
             Input::Node(id) => {
                 if id.generation != t.generation {
@@ -232,16 +251,5 @@ fn finish(
             }
         }
     }
-    if !retain_graph || t.entries[i].refs == 0 {
-        t.free(i);
-    }
     Ok(())
-}
-
-fn clone_input(i: &Input) -> Input {
-    match i {
-        Input::Const => Input::Const,
-        Input::Node(id) => Input::Node(*id),
-        Input::Leaf(t) => Input::Leaf(t.clone()),
-    }
 }

@@ -27,35 +27,31 @@ pub(crate) struct SavedVersion {
     from: Producer,
 }
 
-/// The versions of what `bw` saves, in [`Backward::visit_saved`] order, then its captured
-/// parameters.
-pub(crate) fn record(
-    bw: &dyn Backward,
-    inputs: &[&Tensor],
-    output: &Tensor,
-) -> SmallVec<[SavedVersion; 2]> {
-    let mut out = SmallVec::new();
-    bw.visit_saved(&mut |t| {
-        let from = if Rc::ptr_eq(t.storage(), output.storage()) {
-            Producer::Output
-        } else {
-            inputs
-                .iter()
-                .position(|i| Rc::ptr_eq(i.storage(), t.storage()))
-                .map_or(Producer::Other, |k| Producer::Input(k as u8))
-        };
-        out.push(SavedVersion {
-            version: t.storage().version(),
-            from,
-        });
-    });
+/// The version of `t`, saved by the op with `inputs` and `output`, and where it came from.
+pub(crate) fn saved_version(t: &Tensor, inputs: &[&Tensor], output: &Tensor) -> SavedVersion {
+    let from = if Rc::ptr_eq(t.storage(), output.storage()) {
+        Producer::Output
+    } else {
+        inputs
+            .iter()
+            .position(|i| Rc::ptr_eq(i.storage(), t.storage()))
+            .map_or(Producer::Other, |k| Producer::Input(k as u8))
+    };
+    SavedVersion {
+        version: t.storage().version(),
+        from,
+    }
+}
+
+/// Appends the versions of the parameters `bw` captured (after those of what it saved, in
+/// [`Backward::visit_saved`] order: the order [`check`] reads them in).
+pub(crate) fn push_captured(bw: &dyn Backward, out: &mut SmallVec<[SavedVersion; 2]>) {
     for p in bw.captured() {
         out.push(SavedVersion {
             version: p.storage().version(),
             from: Producer::Other,
         });
     }
-    out
 }
 
 /// Fails with PyTorch's error when a tensor `bw` saved changed since [`record`].

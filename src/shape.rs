@@ -45,6 +45,9 @@ pub fn strides(shape: &[usize]) -> Shape {
 
 /// NumPy broadcasting of two shapes.
 pub fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<Shape> {
+    if a == b {
+        return Ok(a.into()); // a tensor's shape, valid already
+    }
     let rank = a.len().max(b.len());
     let mut out: Shape = smallvec::smallvec![0; rank];
     for i in 0..rank {

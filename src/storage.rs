@@ -177,6 +177,17 @@ impl Buffer {
     }
 }
 
+thread_local! {
+    /// In-place changes on this thread so far: backward skips the version check of an entry
+    /// recorded at the current count (nothing can have changed since).
+    static INPLACE_EPOCH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The thread's count of in-place changes.
+pub(crate) fn inplace_epoch() -> u32 {
+    INPLACE_EPOCH.with(|e| e.get())
+}
+
 /// Shared storage behind one or more tensor handles (views share it).
 #[derive(Debug)]
 pub(crate) struct Storage {
@@ -203,6 +214,7 @@ impl Storage {
     }
     pub(crate) fn bump_version(&self) {
         self.version.set(self.version.get().wrapping_add(1));
+        INPLACE_EPOCH.with(|e| e.set(e.get().wrapping_add(1)));
     }
     pub(crate) fn borrow(&self) -> Ref<'_, Buffer> {
         self.data.borrow()

@@ -53,6 +53,8 @@ pub(crate) struct Entry {
     pub saved_bytes: usize,
     /// The version of each tensor the backward saved, checked before it runs.
     pub versions: SmallVec<[crate::inplace::SavedVersion; 2]>,
+    /// The thread's in-place change count when recorded (unchanged: no check needed).
+    pub epoch: u32,
     pub grad: Option<Tensor>,
     pub freed: bool,
     /// Live references: 1 while the output has a handle, plus one per unfreed entry that takes
@@ -193,38 +195,66 @@ thread_local! {
     static SAVED_PEAK: Cell<usize> = const { Cell::new(0) };
     /// Outputs dropped while the stack was borrowed, released once it is free again.
     static DROPPED: RefCell<Vec<NodeId>> = const { RefCell::new(Vec::new()) };
+    /// Whether `DROPPED` holds anything (checked on every op, so a plain flag).
+    static PENDING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The last handle to an op's output is gone: its entry loses the reference the handle held.
+/// The last handle to an op's output is gone: its entry loses the reference the handle held,
+/// at once when the stack is free, else when its holder lets go of it.
 impl Drop for TensorImpl {
     fn drop(&mut self) {
-        if let Some(id) = self.node.get()
-            && id.index != u32::MAX
+        let Some(id) = self.node.get() else { return };
+        if id.index == u32::MAX {
+            return;
+        }
+        let _ = STACK.try_with(|s| match s.try_borrow_mut() {
+            Ok(mut s) => {
+                s.unref_output(id);
+                drop(s);
+                release_dropped();
+            }
+            Err(_) => {
+                DROPPED.with(|d| d.borrow_mut().push(id));
+                PENDING.with(|p| p.set(true));
+            }
+        });
+    }
+}
+
+impl Stack {
+    /// Drops the reference `id`'s output handle held (nothing when its tape or generation is
+    /// gone), freeing what no longer has any.
+    fn unref_output(&mut self, id: NodeId) {
+        if let Some(tape) = self.tapes.iter_mut().rev().find(|t| t.id == id.tape)
+            && tape.generation == id.generation
         {
-            let _ = DROPPED.try_with(|d| d.borrow_mut().push(id));
-            release_dropped();
+            let mut work: SmallVec<[usize; 8]> = SmallVec::new();
+            tape.unref(id.index as usize, &mut work);
+            while let Some(i) = work.pop() {
+                tape.unref(i, &mut work);
+            }
         }
     }
 }
 
-/// Releases the outputs dropped so far, unless the stack is borrowed (then whoever holds it
-/// calls this when done).
+/// Releases the outputs dropped while the stack was borrowed (a no-op unless there are any).
+#[inline]
 fn release_dropped() {
+    if PENDING.with(|p| p.get()) {
+        release_pending();
+    }
+}
+
+#[cold]
+fn release_pending() {
     let _ = STACK.try_with(|s| {
         let Ok(mut s) = s.try_borrow_mut() else {
             return;
         };
+        PENDING.with(|p| p.set(false));
         // Freeing may drop more outputs; they join the list and this loop takes them too.
         while let Some(id) = DROPPED.with(|d| d.borrow_mut().pop()) {
-            if let Some(tape) = s.tapes.iter_mut().rev().find(|t| t.id == id.tape)
-                && tape.generation == id.generation
-            {
-                let mut work: SmallVec<[usize; 8]> = SmallVec::new();
-                tape.unref(id.index as usize, &mut work);
-                while let Some(i) = work.pop() {
-                    tape.unref(i, &mut work);
-                }
-            }
+            s.unref_output(id);
         }
     });
 }
@@ -510,12 +540,15 @@ pub(crate) fn record_if<B: Backward + 'static>(
         let other = backward.saved_other_bytes();
         memory_add(other);
         let mut saved = other;
+        let mut versions = SmallVec::new();
         backward.visit_saved(&mut |t| {
             if t.storage().is_activation() {
                 memory_add(t.storage().retain_saved());
                 saved += t.nbytes();
             }
+            versions.push(crate::inplace::saved_version(t, sources, &output));
         });
+        crate::inplace::push_captured(backward.as_ref(), &mut versions);
         tape.collect();
         for input in &inputs {
             if let Input::Node(n) = input
@@ -527,7 +560,6 @@ pub(crate) fn record_if<B: Backward + 'static>(
                 e.refs += 1;
             }
         }
-        let versions = crate::inplace::record(backward.as_ref(), sources, &output);
         tape.entries.push(Entry {
             op,
             inputs,
@@ -536,6 +568,7 @@ pub(crate) fn record_if<B: Backward + 'static>(
             backward: Some(backward),
             saved_bytes: saved,
             versions,
+            epoch: crate::storage::inplace_epoch(),
             grad: None,
             freed: false,
             refs: 1,
