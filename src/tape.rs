@@ -214,7 +214,7 @@ impl Drop for TensorImpl {
                 release_dropped();
             }
             Err(_) => {
-                DROPPED.with(|d| d.borrow_mut().push(id));
+                let _ = DROPPED.try_with(|d| d.borrow_mut().push(id));
                 PENDING.with(|p| p.set(true));
             }
         });
@@ -253,7 +253,7 @@ fn release_pending() {
         };
         PENDING.with(|p| p.set(false));
         // Freeing may drop more outputs; they join the list and this loop takes them too.
-        while let Some(id) = DROPPED.with(|d| d.borrow_mut().pop()) {
+        while let Some(id) = DROPPED.try_with(|d| d.borrow_mut().pop()).ok().flatten() {
             s.unref_output(id);
         }
     });
