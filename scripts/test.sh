@@ -8,3 +8,4 @@ cd "$(dirname "$0")/.."
 . scripts/cuda-tools.sh
 cargo test --release --workspace --all-features
 cargo bench --no-run --quiet --workspace --all-features
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --workspace --all-features

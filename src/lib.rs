@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod amp;
+pub mod atomic_file;
 pub mod autograd;
 pub mod checkpoint;
 pub mod cpu;

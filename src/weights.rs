@@ -110,7 +110,7 @@ pub fn copy_into(st: &SafeTensors<'_>, params: &[(String, Tensor)]) -> Result<()
 
 /// Writes `params` to `path`.
 pub fn save(path: &Path, params: &[(String, Tensor)]) -> Result<()> {
-    std::fs::write(path, to_bytes(params)?).map_err(|e| Error::io("save", path, e))
+    crate::atomic_file::write_atomic("save", path, &to_bytes(params)?)
 }
 
 /// Reads `path` into `params`.

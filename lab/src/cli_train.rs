@@ -199,7 +199,7 @@ pub fn run(args: &TrainArgs) -> rewind::Result<bool> {
     }
     let json = summary.to_json();
     if let Some(p) = &args.json {
-        std::fs::write(p, &json).map_err(|e| io_err(p, e))?;
+        rewind::atomic_file::write_atomic("train", p, json.as_bytes())?;
     }
     println!("{json}");
     Ok(true)
@@ -256,8 +256,8 @@ pub fn compare(args: &CompareArgs) -> rewind::Result<bool> {
     }
     std::fs::create_dir_all(&args.out).map_err(|e| io_err(&args.out, e))?;
     let (csv, svg) = (args.out.join("compare.csv"), args.out.join("compare.svg"));
-    std::fs::write(&csv, cmp::csv(&rows)).map_err(|e| io_err(&csv, e))?;
-    std::fs::write(&svg, cmp::chart(&rows)).map_err(|e| io_err(&svg, e))?;
+    rewind::atomic_file::write_atomic("compare", &csv, cmp::csv(&rows).as_bytes())?;
+    rewind::atomic_file::write_atomic("compare", &svg, cmp::chart(&rows).as_bytes())?;
     println!("wrote {} and {}", csv.display(), svg.display());
     Ok(true)
 }

@@ -178,7 +178,7 @@ fn bench(
     print!("{}", ck::table(&rows));
     let write = |name: &str, text: String| {
         let path = out.join(name);
-        std::fs::write(&path, text).map_err(|e| rewind::Error::io("bench", path, e))
+        rewind::atomic_file::write_atomic("bench", &path, text.as_bytes())
     };
     std::fs::create_dir_all(out).map_err(|e| rewind::Error::io("bench", out, e))?;
     write("bench.csv", ck::csv(&rows))?;

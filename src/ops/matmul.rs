@@ -96,6 +96,9 @@ fn batched<E: Gemm>(
     c_shared: bool,
 ) -> Result<Vec<E>> {
     let mut c = crate::cpu::zeroed("matmul", if c_shared { m * n } else { batch * m * n })?;
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(c); // empty, or sums over nothing: zeros, without looping over the batch
+    }
     for i in 0..batch {
         let ai = if a_shared {
             a

@@ -88,7 +88,7 @@ impl Tensor {
         let (outer, _, inner) = shape::split_at_axis(self.shape(), d);
         let out = with_buffer!(&*self.data(), v => {
             let mut o = Vec::with_capacity(outer * len * inner);
-            for r in 0..outer {
+            for r in (0..outer).filter(|_| len * inner > 0) {
                 let base = (r * size + start) * inner;
                 o.extend_from_slice(&v[base..base + len * inner]);
             }
@@ -147,7 +147,8 @@ impl Tensor {
         let (outer, _, inner) = shape::split_at_axis(first.shape(), d);
         let mut out = Buffer::zeros("cat", first.dtype(), n)?;
         let mut offset = 0;
-        for (t, &len) in tensors.iter().zip(&sizes) {
+        // An empty result copies nothing (its outer count may still be huge).
+        for (t, &len) in tensors.iter().zip(&sizes).filter(|_| n > 0) {
             copy_block(
                 &t.data(),
                 &mut out,

@@ -23,7 +23,7 @@ pub const CODES: usize = 256;
 /// Builds bitsandbytes' 8-bit dynamic map (`create_dynamic_map`, 7 exponent bits) bit for bit:
 /// for i = 0..6, the midpoints of `torch.linspace(0.1, 1, n_i, dtype=float32)` times
 /// `10^(i−6)`, with n_i = 2^i + 1 (signed, plus negatives) or 2^(i+1) + 1 (unsigned); then 0
-/// and 1.0; sorted. Every step is the f32 operation PyTorch performs (see [`linspace_f32`]).
+/// and 1.0; sorted. Every step is the f32 operation PyTorch performs (see `linspace_f32`).
 pub fn dynamic_map(signed: bool) -> [f32; CODES] {
     let mut data: Vec<f32> = Vec::with_capacity(CODES);
     for i in 0..7i32 {

@@ -101,7 +101,7 @@ impl Trainer {
 
     /// Writes the run's state to `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.save_bytes()?).map_err(|e| Error::io("save", path, e))
+        rewind::atomic_file::write_atomic("save", path, &self.save_bytes()?)
     }
 
     /// Continues the run saved in `path`; `cfg` must equal the saved configuration.

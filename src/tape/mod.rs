@@ -11,8 +11,13 @@ use crate::shape::Shape;
 use crate::tensor::{NodeId, Tensor, TensorImpl};
 use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
-use std::fmt::Write as _;
 use std::rc::Weak;
+
+mod grad_mode;
+mod inspect;
+
+pub use grad_mode::{EnableGradGuard, NoGradGuard, is_grad_enabled, no_grad};
+pub use inspect::{EntryInfo, dump, entries, live_entries};
 
 /// Gradients for an op's inputs, in input order (`None` where not needed).
 pub type Grads = SmallVec<[Option<Tensor>; 2]>;
@@ -190,7 +195,6 @@ struct Stack {
 
 thread_local! {
     static STACK: RefCell<Stack> = RefCell::new(Stack { tapes: vec![Tape::new(0)], next_id: 1 });
-    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
     static SAVED_NOW: Cell<usize> = const { Cell::new(0) };
     static SAVED_PEAK: Cell<usize> = const { Cell::new(0) };
     /// Outputs dropped while the stack was borrowed, released once it is free again.
@@ -376,71 +380,6 @@ pub(crate) fn reachable_leaves(t: &Tensor) -> Vec<Tensor> {
     leaves
 }
 
-/// Whether ops record (PyTorch's `torch.is_grad_enabled()`).
-pub fn is_grad_enabled() -> bool {
-    GRAD_ENABLED.with(|g| g.get())
-}
-
-/// RAII scope in which ops record nothing (PyTorch's `torch.no_grad()`).
-#[must_use = "grad mode is restored when the guard drops"]
-pub struct NoGradGuard {
-    prev: bool,
-}
-
-impl NoGradGuard {
-    /// Turns recording off until the guard drops.
-    pub fn new() -> Self {
-        NoGradGuard {
-            prev: GRAD_ENABLED.with(|g| g.replace(false)),
-        }
-    }
-}
-
-impl Default for NoGradGuard {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for NoGradGuard {
-    fn drop(&mut self) {
-        GRAD_ENABLED.with(|g| g.set(self.prev));
-    }
-}
-
-/// RAII scope in which ops record again (PyTorch's `torch.enable_grad()`).
-#[must_use = "grad mode is restored when the guard drops"]
-pub struct EnableGradGuard {
-    prev: bool,
-}
-
-impl EnableGradGuard {
-    /// Turns recording on until the guard drops.
-    pub fn new() -> Self {
-        EnableGradGuard {
-            prev: GRAD_ENABLED.with(|g| g.replace(true)),
-        }
-    }
-}
-
-impl Default for EnableGradGuard {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for EnableGradGuard {
-    fn drop(&mut self) {
-        GRAD_ENABLED.with(|g| g.set(self.prev));
-    }
-}
-
-/// Runs `f` with recording off.
-pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
-    let _g = NoGradGuard::new();
-    f()
-}
-
 fn memory_add(bytes: usize) {
     if bytes > 0 {
         let now = SAVED_NOW.with(|c| {
@@ -583,82 +522,6 @@ pub(crate) fn record_if<B: Backward + 'static>(
     output.0.node.set(Some(id));
     release_dropped();
     output
-}
-
-/// What a reader of the tape sees of one entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EntryInfo {
-    /// Position on the tape.
-    pub index: usize,
-    /// The op's name.
-    pub op: &'static str,
-    /// Each input: `#i` (entry i), `leaf` (a leaf that requires grad) or `const`.
-    pub inputs: Vec<String>,
-    /// The output's shape.
-    pub output_shape: Vec<usize>,
-    /// Activation bytes this entry's backward keeps (not deduplicated across entries).
-    pub saved_bytes: usize,
-    /// True once backward used and released it.
-    pub freed: bool,
-}
-
-/// The current tape's entries, oldest first.
-pub fn entries() -> Vec<EntryInfo> {
-    STACK.with(|s| {
-        let s = s.borrow();
-        let tape = s.tapes.last().expect("root tape");
-        tape.entries
-            .iter()
-            .enumerate()
-            .map(|(index, e)| EntryInfo {
-                index,
-                op: e.op,
-                inputs: e
-                    .inputs
-                    .iter()
-                    .map(|i| match i {
-                        Input::Const => "const".to_string(),
-                        Input::Node(id) => format!("#{}", id.index),
-                        Input::Leaf(_) => "leaf".to_string(),
-                    })
-                    .collect(),
-                output_shape: e.out_shape.to_vec(),
-                saved_bytes: e.saved_bytes,
-                freed: e.freed,
-            })
-            .collect()
-    })
-}
-
-/// Number of entries on the current tape that backward has not yet used.
-pub fn live_entries() -> usize {
-    STACK.with(|s| s.borrow().tapes.last().map_or(0, |t| t.live))
-}
-
-/// A readable listing of the current tape: index, op, inputs, output shape, requires_grad
-/// (always true: only ops that require grad are recorded) and saved bytes.
-pub fn dump() -> String {
-    let mut out =
-        String::from("  #  op               inputs          output shape       saved bytes\n");
-    for e in entries() {
-        let _ = writeln!(
-            out,
-            "{:>3}  {:<16} {:<15} {:<18} {:>11}{}",
-            e.index,
-            e.op,
-            e.inputs.join(","),
-            format!("{:?}", e.output_shape),
-            e.saved_bytes,
-            if e.freed { "  (freed)" } else { "" }
-        );
-    }
-    let _ = writeln!(
-        out,
-        "saved now: {} bytes, peak: {} bytes",
-        saved_bytes(),
-        peak_saved_bytes()
-    );
-    out
 }
 
 /// Frees every entry of the current tape (forward passes that were never backwarded).
