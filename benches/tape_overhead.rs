@@ -9,7 +9,8 @@ mod alloc;
 
 fn chains(c: &mut Criterion) {
     alloc::keep_freed_memory();
-    let x = Tensor::full(&[8], 0.5, DType::F32).unwrap()
+    let x = Tensor::full(&[8], 0.5, DType::F32)
+        .unwrap()
         .requires_grad_(true)
         .unwrap();
     let a = Tensor::full(&[8], 0.999, DType::F32).unwrap();

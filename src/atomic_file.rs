@@ -64,7 +64,10 @@ mod tests {
         write_atomic("save", &p, b"first").unwrap();
         write_atomic("save", &p, b"second").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
-        let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("w.bin")]);
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -84,7 +87,13 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"good");
         let leftovers = std::fs::read_dir(&d)
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp-"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp-")
+            })
             .count();
         assert_eq!(leftovers, 0);
         let missing = d.join("no-such-dir").join("w.bin");

@@ -149,11 +149,15 @@ pub(crate) fn sweep(
                 if let Some(bw) = &e.backward
                     && e.epoch != crate::storage::inplace_epoch()
                 {
-                    crate::inplace::check(bw.as_ref(), &e.versions, e.op, |k| match e.inputs.get(k) {
-                        Some(Input::Node(id)) if id.tape == t.id && id.generation == t.generation => {
-                            Some(t.entries[id.index as usize].op)
+                    crate::inplace::check(bw.as_ref(), &e.versions, e.op, |k| {
+                        match e.inputs.get(k) {
+                            Some(Input::Node(id))
+                                if id.tape == t.id && id.generation == t.generation =>
+                            {
+                                Some(t.entries[id.index as usize].op)
+                            }
+                            _ => None,
                         }
-                        _ => None,
                     })?;
                 }
                 let e = &mut t.entries[next];

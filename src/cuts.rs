@@ -121,7 +121,8 @@ mod tests {
 
     #[test]
     fn a_cut_explains_the_loss_computed_from_it() {
-        let w = Tensor::ones(&[2, 3], DType::F32).unwrap()
+        let w = Tensor::ones(&[2, 3], DType::F32)
+            .unwrap()
             .requires_grad_(true)
             .unwrap();
         let loss = cut_output(&w).sum().unwrap();
@@ -136,7 +137,8 @@ mod tests {
 
     #[test]
     fn a_cut_from_another_forward_never_explains_an_unrelated_error() {
-        let w = Tensor::ones(&[2, 3], DType::F32).unwrap()
+        let w = Tensor::ones(&[2, 3], DType::F32)
+            .unwrap()
             .requires_grad_(true)
             .unwrap();
         let _never_backwarded = cut_output(&w);
@@ -147,7 +149,8 @@ mod tests {
 
     #[test]
     fn a_cut_keeps_no_parameter_alive() {
-        let w = Tensor::ones(&[2, 3], DType::F32).unwrap()
+        let w = Tensor::ones(&[2, 3], DType::F32)
+            .unwrap()
             .requires_grad_(true)
             .unwrap();
         let out = cut_output(&w);

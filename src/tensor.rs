@@ -183,7 +183,10 @@ impl Tensor {
 
     fn writable(&self, op: &'static str) -> Result<std::cell::RefMut<'_, Buffer>> {
         if !self.is_leaf() {
-            return Err(Error::invalid(op, "only leaf tensors can be updated in place"));
+            return Err(Error::invalid(
+                op,
+                "only leaf tensors can be updated in place",
+            ));
         }
         self.0.storage.try_borrow_mut().ok_or_else(|| {
             Error::invalid(

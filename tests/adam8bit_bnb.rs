@@ -47,15 +47,21 @@ fn dynamic_maps_equal_bitsandbytes_create_dynamic_map_bit_for_bit() {
     assert_eq!(bits(&QuantMap::unsigned().codes), bits(&f32s(&f["qmap2"])));
 }
 
+/// rewind's codes of m and v, their absmax, and the parameter.
+type Outcome = (Vec<u8>, Vec<u8>, Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// rewind's state and parameter after the fixture's four steps.
-fn run(vectorised: bool) -> (Vec<u8>, Vec<u8>, Vec<f32>, Vec<f32>, Vec<f32>) {
+fn run(vectorised: bool) -> Outcome {
     let f = fixture();
     let n = f["n"].as_u64().unwrap() as usize;
     let p = Tensor::from_vec(formula(n, 7919, 0, 1000.0), &[n])
         .unwrap()
         .requires_grad_(true)
         .unwrap();
-    let (lr, wd) = (f["lr"].as_f64().unwrap(), f["weight_decay"].as_f64().unwrap());
+    let (lr, wd) = (
+        f["lr"].as_f64().unwrap(),
+        f["weight_decay"].as_f64().unwrap(),
+    );
     let mut opt = AdamW8bit::new(vec![ParamGroup::new(vec![p.clone()], lr, wd)]);
     opt.vectorised = vectorised;
     for step in 1..=f["steps"].as_i64().unwrap() {
@@ -111,8 +117,15 @@ fn four_steps_of_adamw8bit_match_bitsandbytes_on_cpu_up_to_named_rounding_differ
             .filter(|d| *d != 0)
             .collect();
         eprintln!("{name}: {} of {} codes differ", differ.len(), got.len());
-        assert!(differ.len() * 100 <= got.len(), "{name}: {} codes differ", differ.len());
-        assert!(differ.iter().all(|d| d.abs() == 1), "{name}: only neighbouring codes");
+        assert!(
+            differ.len() * 100 <= got.len(),
+            "{name}: {} codes differ",
+            differ.len()
+        );
+        assert!(
+            differ.iter().all(|d| d.abs() == 1),
+            "{name}: only neighbouring codes"
+        );
     }
     for (got, want) in [(&am, &want_am), (&av, &want_av)] {
         for (a, b) in got.iter().zip(want) {
@@ -129,6 +142,14 @@ fn four_steps_of_adamw8bit_match_bitsandbytes_on_cpu_up_to_named_rounding_differ
         err[n * 99 / 100],
         err[n - 1]
     );
-    assert!(err[err.len() / 2] <= 1e-7, "median |Δp| {:e}", err[err.len() / 2]);
-    assert!(err[err.len() - 1] <= 1e-4, "worst |Δp| {:e}", err[err.len() - 1]);
+    assert!(
+        err[err.len() / 2] <= 1e-7,
+        "median |Δp| {:e}",
+        err[err.len() / 2]
+    );
+    assert!(
+        err[err.len() - 1] <= 1e-4,
+        "worst |Δp| {:e}",
+        err[err.len() - 1]
+    );
 }

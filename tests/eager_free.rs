@@ -25,7 +25,11 @@ fn ten_thousand_dropped_forwards_keep_one_graphs_worth_saved_and_rss_flat() {
         let y = x.relu().unwrap(); // saves its 16 MiB output
         assert_eq!(saved_bytes(), 16 * MIB, "iteration {i}: one graph's worth");
         drop(y);
-        assert_eq!(saved_bytes(), 0, "iteration {i}: freed when the output dropped");
+        assert_eq!(
+            saved_bytes(),
+            0,
+            "iteration {i}: freed when the output dropped"
+        );
         if i == 100 {
             rss_after_warmup = rss_bytes();
         }
@@ -43,7 +47,11 @@ fn dropping_a_chains_output_frees_the_whole_chain() {
         .unwrap();
     let before = saved_bytes();
     let y = x.tanh().unwrap().exp().unwrap().relu().unwrap();
-    assert_eq!(saved_bytes() - before, 3 * 4096, "tanh, exp and relu each save 4 KiB");
+    assert_eq!(
+        saved_bytes() - before,
+        3 * 4096,
+        "tanh, exp and relu each save 4 KiB"
+    );
     drop(y);
     assert_eq!(saved_bytes(), before);
 }

@@ -39,7 +39,9 @@ fn shape_mismatch_names_the_op_and_both_shapes() {
 
 #[test]
 fn mismatched_dtypes_are_refused_not_promoted() {
-    let err = t(&[2]).mul(&Tensor::ones(&[2], DType::F16).unwrap()).unwrap_err();
+    let err = t(&[2])
+        .mul(&Tensor::ones(&[2], DType::F16).unwrap())
+        .unwrap_err();
     assert_eq!(
         err,
         Error::DTypeMismatch {

@@ -73,7 +73,14 @@ fn an_optimizer_step_between_forward_and_backward_is_refused_not_silently_wrong(
             "one of the variables needed for gradient computation has been modified by an inplace operation: [torch.FloatTensor [3, 1]] is at version 1; expected version 0 instead. {HINT}"
         )
     );
-    assert!(matches!(err, Error::ModifiedInplace { version: 1, expected: 0, .. }));
+    assert!(matches!(
+        err,
+        Error::ModifiedInplace {
+            version: 1,
+            expected: 0,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -135,5 +142,9 @@ fn a_segment_input_changed_before_recomputation_is_refused() {
     let loss = y.sum().unwrap();
     add_one(&x);
     let err = loss.backward().unwrap_err();
-    assert!(err.to_string().contains("[torch.FloatTensor [2]] is at version 1"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("[torch.FloatTensor [2]] is at version 1"),
+        "{err}"
+    );
 }

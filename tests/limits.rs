@@ -19,7 +19,10 @@ fn a_shape_whose_element_count_wraps_is_refused_before_any_gemm_runs() {
     // [2, 2^63] has 2^64 elements: the product wraps to 0 in unchecked arithmetic, which used to
     // make a zero-length buffer that `matmul` then read far out of bounds.
     let err = Tensor::zeros(&[2, 1 << 63], DType::F32).unwrap_err();
-    assert!(matches!(err, Error::ShapeTooLarge { op: "full", .. }), "{err}");
+    assert!(
+        matches!(err, Error::ShapeTooLarge { op: "full", .. }),
+        "{err}"
+    );
     let err = Tensor::from_vec(Vec::<f32>::new(), &[2, 1 << 63]).unwrap_err();
     assert!(matches!(err, Error::ShapeTooLarge { .. }), "{err}");
     let x = Tensor::zeros(&[0], DType::F32).unwrap();

@@ -248,7 +248,8 @@ fn fit(make: impl Fn(Vec<ParamGroup>) -> Box<dyn Optimizer>, steps: usize) -> Ve
     )
     .unwrap();
     let y = rewind::no_grad(|| x.linear(&w_true, None)?.add(&noise)).unwrap();
-    let w = Tensor::zeros(&[64, d], rewind::DType::F32).unwrap()
+    let w = Tensor::zeros(&[64, d], rewind::DType::F32)
+        .unwrap()
         .requires_grad_(true)
         .unwrap();
     let mut opt = make(vec![ParamGroup::new(vec![w.clone()], 0.05, 0.0)]);

@@ -54,7 +54,11 @@ fn adamw_keeps_a_step_per_parameter_like_pytorch() {
     // A single global step (t = 5 at its first update) moved it by ≈ 1e-2 within 20 steps.
     let p1 = param(&[0.5, -0.25, 1.0], &[3]);
     let p2 = param(&[1.0, 2.0], &[2]);
-    let mut opt = AdamW::new(vec![ParamGroup::new(vec![p1.clone(), p2.clone()], 0.1, 0.01)]);
+    let mut opt = AdamW::new(vec![ParamGroup::new(
+        vec![p1.clone(), p2.clone()],
+        0.1,
+        0.01,
+    )]);
     for step in 1..=20 {
         opt.zero_grad();
         let mut loss = p1.mul(&p1).unwrap().sum().unwrap();
@@ -73,7 +77,11 @@ fn adamw_keeps_a_step_per_parameter_like_pytorch() {
         }
     }
     // The per-parameter count survives a state round trip.
-    let mut again = AdamW::new(vec![ParamGroup::new(vec![p1.clone(), p2.clone()], 0.1, 0.01)]);
+    let mut again = AdamW::new(vec![ParamGroup::new(
+        vec![p1.clone(), p2.clone()],
+        0.1,
+        0.01,
+    )]);
     again.load_state_dict(opt.state_dict()).unwrap();
     assert_eq!(again.state_dict(), opt.state_dict());
 }
@@ -131,8 +139,14 @@ fn tanh_gelu_and_its_derivative_are_as_accurate_as_pytorch_f32() {
         f["torch_f32_max_abs_err_y"].as_f64().unwrap(),
         f["torch_f32_max_abs_err_dy"].as_f64().unwrap(),
     );
-    assert!(err_y <= torch_y, "y: rewind {err_y:e} vs PyTorch {torch_y:e}");
-    assert!(err_dy <= torch_dy, "y': rewind {err_dy:e} vs PyTorch {torch_dy:e}");
+    assert!(
+        err_y <= torch_y,
+        "y: rewind {err_y:e} vs PyTorch {torch_y:e}"
+    );
+    assert!(
+        err_dy <= torch_dy,
+        "y': rewind {err_dy:e} vs PyTorch {torch_dy:e}"
+    );
     // Deep in the tails the derivative is neither exactly 0 nor exactly 1.
     let g = x.grad().unwrap().to_vec_f32();
     let at = |v: f32| g[xs.iter().position(|&x| x >= v).unwrap()];
@@ -146,7 +160,12 @@ fn layer_norm_f64(x: &[f64], w: &[f64], b: &[f64], g: &[f64]) -> (Vec<f64>, Vec<
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
     let r = 1.0 / (var + 1e-5).sqrt();
     let xhat: Vec<f64> = x.iter().map(|v| (v - mean) * r).collect();
-    let y = xhat.iter().zip(w).zip(b).map(|((h, w), b)| h * w + b).collect();
+    let y = xhat
+        .iter()
+        .zip(w)
+        .zip(b)
+        .map(|((h, w), b)| h * w + b)
+        .collect();
     let gy: Vec<f64> = g.iter().zip(w).map(|(g, w)| g * w).collect();
     let m1 = gy.iter().sum::<f64>() / n;
     let m2 = gy.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / n;
@@ -170,7 +189,11 @@ fn layer_norm_of_rows_with_a_large_mean_and_small_spread_beats_pytorch_f32() {
             10000.0 + ((k % 97.0) - 48.0) / 64.0 * 2f32.powi(-r)
         })
         .collect();
-    let (ws, bs, gs) = (grid(d, 0.5, 1.5), grid(d, -0.25, 0.25), grid(rows * d, -1.0, 1.0));
+    let (ws, bs, gs) = (
+        grid(d, 0.5, 1.5),
+        grid(d, -0.25, 0.25),
+        grid(rows * d, -1.0, 1.0),
+    );
     let x = param(&xs, &[rows, d]);
     let (w, b) = (param(&ws, &[d]), param(&bs, &[d]));
     let y = x.layer_norm(Some(&w), Some(&b), 1e-5).unwrap();

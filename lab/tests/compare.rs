@@ -55,7 +55,10 @@ fn each_technique_moves_its_own_figure() {
     // Both also keep one f32 `step` per parameter tensor, as PyTorch's `state[p]["step"]`.
     let bits = get("+ 8-bit AdamW");
     let steps = base.optimizer_state_bytes - 8 * base.trainable_params;
-    assert!(steps > 0 && steps % 4 == 0, "{steps} bytes of per-tensor steps");
+    assert!(
+        steps > 0 && steps % 4 == 0,
+        "{steps} bytes of per-tensor steps"
+    );
     let blockwise = 8 * (2 * 32 * 128) + 2 * 300 * 32;
     let blocks = 8 * 2 * 16 + 2 * (300 * 32usize).div_ceil(256);
     assert_eq!(

@@ -52,7 +52,8 @@ macro_rules! gemm_via {
                 beta: bool,
                 c: &mut [$t],
             ) {
-                let fits = |len: usize, r: usize, c: usize| r.checked_mul(c).is_some_and(|x| x <= len);
+                let fits =
+                    |len: usize, r: usize, c: usize| r.checked_mul(c).is_some_and(|x| x <= len);
                 assert!(
                     fits(a.len(), m, k) && fits(b.len(), k, n) && fits(c.len(), m, n),
                     "gemm: operand too short"

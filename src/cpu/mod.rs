@@ -54,7 +54,11 @@ pub fn with_capacity<T>(op: &'static str, n: usize) -> Result<Vec<T>> {
 }
 
 /// `out[i] = f(x[i])`; `op` names the caller in an out-of-memory error.
-pub fn map<E: Element>(op: &'static str, x: &[E], f: impl Fn(E::C) -> E::C + Sync) -> Result<Vec<E>> {
+pub fn map<E: Element>(
+    op: &'static str,
+    x: &[E],
+    f: impl Fn(E::C) -> E::C + Sync,
+) -> Result<Vec<E>> {
     let mut out = zeroed(op, x.len())?;
     let run = |(o, i): (&mut [E], &[E])| {
         if E::WIDENS {

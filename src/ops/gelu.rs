@@ -49,7 +49,11 @@ impl Unary for GeluTanh {
         let u = T::c(K) * (x + T::c(C) * x * x * x);
         let e = (T::c(-2.0) * u.abs()).exp();
         let small = e * (T::one() + e).recip();
-        if u >= T::zero() { x - x * small } else { x * small }
+        if u >= T::zero() {
+            x - x * small
+        } else {
+            x * small
+        }
     }
     fn df<T: Real>(self, x: T, _y: T) -> T {
         let u = T::c(K) * (x + T::c(C) * x * x * x);

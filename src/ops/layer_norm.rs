@@ -66,7 +66,9 @@ fn normalise<E: Element>(
         for (k, v) in row.iter().enumerate() {
             let xhat = (wide(*v) - m) * r;
             let scaled = w.as_ref().map_or(xhat, |w| xhat * w[k]);
-            y.push(E::from_c(Real::c(b.as_ref().map_or(scaled, |b| scaled + b[k]))));
+            y.push(E::from_c(Real::c(
+                b.as_ref().map_or(scaled, |b| scaled + b[k]),
+            )));
         }
         mu.push(E::from_c(Real::c(m)));
         rs.push(E::from_c(Real::c(r)));
@@ -171,7 +173,9 @@ fn grads<E: Element>(
         let mean_gy = gy.iter().sum::<f64>() / n;
         let mean_gyx = gy.iter().zip(&xhat).map(|(&a, &b)| a * b).sum::<f64>() / n;
         for j in 0..d {
-            dx.push(E::from_c(Real::c(rs * (gy[j] - mean_gy - xhat[j] * mean_gyx))));
+            dx.push(E::from_c(Real::c(
+                rs * (gy[j] - mean_gy - xhat[j] * mean_gyx),
+            )));
             if k > 0 {
                 let gj = wide(gr[j]);
                 dw[j] += gj * xhat[j];

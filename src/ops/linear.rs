@@ -135,7 +135,9 @@ impl Backward for LinearBackward {
             _ => None,
         };
         let gb = if needs.len() > 2 && needs[2] {
-            Some(with_buffer!(&*g.data(), gv => sum_axis("linear_backward", gv, 1, rows, dout)?.into_buffer()))
+            Some(
+                with_buffer!(&*g.data(), gv => sum_axis("linear_backward", gv, 1, rows, dout)?.into_buffer()),
+            )
         } else {
             None
         };

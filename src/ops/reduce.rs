@@ -93,8 +93,7 @@ impl Tensor {
         }
         let (o, a, i) = shape::split_at_axis(self.shape(), d);
         let scale = if mean { 1.0 / a as f64 } else { 1.0 };
-        let out =
-            with_buffer!(&*self.data(), v => scaled(sum_axis(op, v, o, a, i)?, scale).into_buffer());
+        let out = with_buffer!(&*self.data(), v => scaled(sum_axis(op, v, o, a, i)?, scale).into_buffer());
         let axis = Axis {
             shape: self.shape().into(),
             split: Some((o, a, i)),

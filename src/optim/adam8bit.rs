@@ -301,37 +301,32 @@ impl Optimizer for AdamW8bit {
     }
     fn load_state_dict(&mut self, state: OptimState) -> Result<()> {
         let (buffers, steps) = split_steps(&state.buffers, state.step);
-        let decoded = decode_state(
-            "AdamW8bit",
-            &self.params(),
-            &buffers,
-            |b, n, check| {
-                Some(match b {
-                    [(_, StateBuffer::F32(m)), (_, StateBuffer::F32(v))] => check(m.len(), n)
-                        .and(check(v.len(), n))
-                        .map(|_| Adam8bitState::Fp32 {
-                            m: m.clone(),
-                            v: v.clone(),
-                        }),
-                    [
-                        (_, StateBuffer::U8(m)),
-                        (_, StateBuffer::U8(v)),
-                        (_, StateBuffer::F32(am)),
-                        (_, StateBuffer::F32(av)),
-                    ] => check(m.len(), n)
-                        .and(check(v.len(), n))
-                        .and(check(am.len(), n.div_ceil(BLOCK)))
-                        .and(check(av.len(), n.div_ceil(BLOCK)))
-                        .map(|_| Adam8bitState::Blockwise {
-                            m: m.clone(),
-                            v: v.clone(),
-                            absmax_m: am.clone(),
-                            absmax_v: av.clone(),
-                        }),
-                    _ => return None,
-                })
-            },
-        )?;
+        let decoded = decode_state("AdamW8bit", &self.params(), &buffers, |b, n, check| {
+            Some(match b {
+                [(_, StateBuffer::F32(m)), (_, StateBuffer::F32(v))] => check(m.len(), n)
+                    .and(check(v.len(), n))
+                    .map(|_| Adam8bitState::Fp32 {
+                        m: m.clone(),
+                        v: v.clone(),
+                    }),
+                [
+                    (_, StateBuffer::U8(m)),
+                    (_, StateBuffer::U8(v)),
+                    (_, StateBuffer::F32(am)),
+                    (_, StateBuffer::F32(av)),
+                ] => check(m.len(), n)
+                    .and(check(v.len(), n))
+                    .and(check(am.len(), n.div_ceil(BLOCK)))
+                    .and(check(av.len(), n.div_ceil(BLOCK)))
+                    .map(|_| Adam8bitState::Blockwise {
+                        m: m.clone(),
+                        v: v.clone(),
+                        absmax_m: am.clone(),
+                        absmax_v: av.clone(),
+                    }),
+                _ => return None,
+            })
+        })?;
         self.step = state.step;
         self.steps = steps;
         self.state = decoded;

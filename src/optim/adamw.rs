@@ -112,7 +112,11 @@ pub(crate) fn adam_update(w: &mut f32, m: f32, v: f32, k: StepConsts) {
 #[inline]
 pub(crate) fn adamw_elem_torch(w: &mut f32, g: f32, m: &mut f32, v: &mut f32, k: StepConsts) {
     let wt = k.one_minus_b1;
-    *m = if wt < 0.5 { *m + wt * (g - *m) } else { g - (g - *m) * (1.0 - wt) };
+    *m = if wt < 0.5 {
+        *m + wt * (g - *m)
+    } else {
+        g - (g - *m) * (1.0 - wt)
+    };
     *v = *v * k.b2 + k.one_minus_b2 * g * g;
     *w *= k.decay;
     let denom = v.sqrt() / k.bc2_sqrt + k.eps;
