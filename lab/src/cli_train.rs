@@ -8,8 +8,11 @@ use rewind_lab::train::{
 };
 use std::path::PathBuf;
 
+use crate::Ended;
+
 /// Flags shared by `train` and `compare`: the model, the data and the run length.
 #[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
 pub struct ModelArgs {
     /// Optimizer steps.
     #[arg(long, default_value_t = 40)]
@@ -39,7 +42,7 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// Learning rate.
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = 3e-3, allow_hyphen_values = true)]
     pub lr: f64,
     /// Train on this UTF-8 text file (one sample per paragraph) instead of the synthetic corpus.
     #[arg(long)]
@@ -48,6 +51,7 @@ pub struct ModelArgs {
 
 /// `rewind train` flags.
 #[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -69,7 +73,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "adamw")]
     pub optimizer: OptimChoice,
     /// Weight decay (decoupled for AdamW).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub weight_decay: f64,
     /// Micro-batches per optimizer step (gradient accumulation).
     #[arg(long, default_value_t = 1)]
@@ -83,9 +87,13 @@ pub struct TrainArgs {
     /// Padding: fixed (to --max-len), dynamic (to the batch's longest), grouped (length-grouped batches).
     #[arg(long, default_value = "dynamic")]
     pub padding: PaddingChoice,
-    /// Save the run (weights, optimizer, scaler, generator, data position) here at the end.
+    /// Save the run (weights, optimizer, scaler, generator, data position) here at the end;
+    /// written to a temporary file, synced and renamed, so a kill never leaves a broken save.
     #[arg(long)]
     pub save: Option<PathBuf>,
+    /// Also save every N steps (to --save), so an interrupted run loses at most N steps.
+    #[arg(long)]
+    pub save_every: Option<u64>,
     /// Continue the run saved here (pass the same training flags; --steps more steps).
     #[arg(long)]
     pub resume: Option<PathBuf>,
@@ -98,6 +106,16 @@ pub struct TrainArgs {
 }
 
 impl ModelArgs {
+    /// The flags' defaults.
+    pub fn defaults() -> ModelArgs {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            model: ModelArgs,
+        }
+        <Only as clap::Parser>::parse_from(["rewind"]).model
+    }
+
     /// The configuration these flags describe, other choices at their defaults.
     pub fn config(&self) -> TrainConfig {
         let mut cfg = TrainConfig {
@@ -109,7 +127,11 @@ impl ModelArgs {
             batch_size: self.batch_size,
             lr: self.lr,
             seed: self.seed,
-            text_file: self.text_file.clone(),
+            // One file, however it is named: resume compares the canonical path.
+            text_file: self
+                .text_file
+                .as_ref()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
             ..TrainConfig::default()
         };
         cfg.corpus.samples = self.samples;
@@ -139,19 +161,20 @@ fn io_err(what: &std::path::Path, e: std::io::Error) -> rewind::Error {
     rewind::Error::io("train", what, e)
 }
 
-/// Runs `rewind train`; prints the JSON summary last. Returns false (exit 2) never: errors
-/// are errors.
-pub fn run(args: &TrainArgs) -> rewind::Result<bool> {
+/// Runs `rewind train`: saves every `--save-every` steps and at the end, prints the JSON
+/// summary last.
+pub fn run(args: &TrainArgs) -> rewind::Result<Ended> {
     let cfg = args.config();
     let mut trainer = match &args.resume {
         Some(p) => Trainer::resume(cfg.clone(), p)?,
         None => Trainer::new(cfg.clone())?,
     };
     eprintln!(
-        "training {} blocks d={} ({} trainable parameters), plan {} [{}], {} steps from step {}",
+        "training {} blocks d={} ({} trainable parameters in {} tensors), plan {} [{}], {} steps from step {}",
         cfg.layers,
         cfg.d,
         trainer.trainable_params(),
+        trainer.trainable_tensors(),
         trainer.segmentation().describe(),
         train::config::mode_name(cfg.mode),
         args.model.steps,
@@ -166,19 +189,26 @@ pub fn run(args: &TrainArgs) -> rewind::Result<bool> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .expect("static template is valid"),
     );
-    let (mut tokens, mut secs) = (0usize, 0.0f64);
-    let mut on_step = |s: &StepStats| {
+    let (mut tokens, mut secs, mut peak) = (0usize, 0.0f64, 0usize);
+    let mut after_step = |t: &Trainer, s: &StepStats| -> rewind::Result<()> {
         tokens += s.real_tokens;
         secs += s.seconds;
+        peak = peak.max(s.peak_saved_bytes);
         bar.set_message(format!(
-            "loss {:.4}  {:.0} tok/s  peak saved {}",
+            "loss {:.4}  {:.0} tok/s  peak saved {} (run)",
             s.loss,
             tokens as f64 / secs.max(1e-9),
-            fmt_mib(s.peak_saved_bytes)
+            fmt_mib(peak)
         ));
         bar.inc(1);
+        if let (Some(p), Some(n)) = (&args.save, args.save_every)
+            && t.steps_done().is_multiple_of(n)
+        {
+            t.save(p)?;
+        }
+        Ok(())
     };
-    let result = train::run(&mut trainer, args.model.steps, &mut on_step);
+    let result = train::run(&mut trainer, args.model.steps, &mut after_step);
     bar.finish();
     let summary = match result {
         Ok(s) => s,
@@ -195,18 +225,23 @@ pub fn run(args: &TrainArgs) -> rewind::Result<bool> {
     };
     if let Some(p) = &args.save {
         trainer.save(p)?;
-        eprintln!("saved the run to {}", p.display());
+        eprintln!(
+            "saved the run at step {} to {}",
+            trainer.steps_done(),
+            p.display()
+        );
     }
     let json = summary.to_json();
     if let Some(p) = &args.json {
         rewind::atomic_file::write_atomic("train", p, json.as_bytes())?;
     }
     println!("{json}");
-    Ok(true)
+    Ok(Ended::Done)
 }
 
 /// `rewind compare` flags.
 #[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
 pub struct CompareArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -216,7 +251,7 @@ pub struct CompareArgs {
 }
 
 /// Runs `rewind compare`: the table, the targets, CSV and SVG.
-pub fn compare(args: &CompareArgs) -> rewind::Result<bool> {
+pub fn compare(args: &CompareArgs) -> rewind::Result<Ended> {
     use rewind_lab::train::compare as cmp;
     let base = args.model.config();
     let variants = cmp::variants(&base);
@@ -244,7 +279,8 @@ pub fn compare(args: &CompareArgs) -> rewind::Result<bool> {
     bar.finish_and_clear();
     print!("{}", cmp::table(&rows));
     println!("\ntargets:");
-    for t in cmp::targets(&rows) {
+    let targets = cmp::targets(&rows);
+    for t in &targets {
         println!(
             "  {:<48} {:>7.3}  (target {} {:.2}) {}",
             t.what,
@@ -259,5 +295,9 @@ pub fn compare(args: &CompareArgs) -> rewind::Result<bool> {
     rewind::atomic_file::write_atomic("compare", &csv, cmp::csv(&rows).as_bytes())?;
     rewind::atomic_file::write_atomic("compare", &svg, cmp::chart(&rows).as_bytes())?;
     println!("wrote {} and {}", csv.display(), svg.display());
-    Ok(true)
+    Ok(if targets.iter().all(|t| t.met()) {
+        Ended::Done
+    } else {
+        Ended::NotMet
+    })
 }

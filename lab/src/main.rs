@@ -1,9 +1,10 @@
 //! The `rewind` command line: a thin shell over library functions that tests call too.
 
+mod cli_checks;
 mod cli_train;
 use cli_train as train;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[global_allocator]
 static GLOBAL: rewind_lab::alloc_counter::CountingAlloc<mimalloc::MiMalloc> =
@@ -24,98 +25,124 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Reproduce PyTorch's "element 0 of tensors does not require grad" failure of gradient
-    /// checkpointing with frozen embeddings, explain it, fix it three ways; exits non-zero if
-    /// any reproduced behaviour did not hold.
-    Repro {
-        /// Timed steps per fix (median reported).
-        #[arg(long, default_value_t = 5)]
-        reps: usize,
-        /// Number of blocks.
-        #[arg(long, default_value_t = 8)]
-        blocks: usize,
-    },
+    /// checkpointing with frozen embeddings, explain it, fix it three ways; exits 3 if any
+    /// reproduced behaviour did not hold.
+    Repro(ReproArgs),
     /// Recompute vs store: sweep depths and checkpoint plans on the residual-MLP stack; writes
     /// a table, CSV and SVG plots under --out.
-    Bench {
-        /// Timed steps per point (median reported).
-        #[arg(long, default_value_t = 5)]
-        reps: usize,
-        /// Depths to sweep.
-        #[arg(long, value_delimiter = ',', default_value = "4,8,16,32,64")]
-        depths: Vec<usize>,
-        /// Batch rows.
-        #[arg(long, default_value_t = 2048)]
-        rows: usize,
-        /// Output folder for bench.csv and the plots.
-        #[arg(long, default_value = "out/bench")]
-        out: std::path::PathBuf,
-        /// Instead: the GPU table (hgemm vs cuBLAS, 8-bit AdamW and loss scaling vs a device
-        /// copy); needs the `cuda` feature and a CUDA device.
-        #[arg(long)]
-        cuda: bool,
-    },
+    Bench(BenchArgs),
     /// Fitting training into memory: parameter, gradient, optimizer-state and activation bytes
     /// for fp32 vs 8-bit AdamW, with and without AMP, freezing and checkpointing.
-    Memory {
-        /// Blocks of the residual MLP (width d → 4d → d).
-        #[arg(long, default_value_t = 8)]
-        depth: usize,
-        /// Width d.
-        #[arg(long, default_value_t = 512)]
-        width: usize,
-        /// Batch rows.
-        #[arg(long, default_value_t = 512)]
-        rows: usize,
-        /// Timed steps per setup (median reported).
-        #[arg(long, default_value_t = 3)]
-        reps: usize,
-    },
+    Memory(MemoryArgs),
     /// Fine-tune the small transformer on the synthetic corpus with any mix of checkpointing,
     /// AMP, 8-bit AdamW, accumulation, freezing, LoRA and padding; prints a JSON summary.
     Train(train::TrainArgs),
     /// Run the baseline, then checkpointing, accumulation, freezing, AMP, 8-bit AdamW, dynamic
     /// and grouped padding one at a time, then all together, on the same model and data;
-    /// prints one table and the targets, writes CSV and SVG.
+    /// prints one table and the targets (exits 3 if one is not met), writes CSV and SVG.
     Compare(train::CompareArgs),
     /// The core engine's figures: per-op tape overhead, matmul GFLOP/s, a 16-block MLP step.
-    BenchCore {
-        /// Repetitions per measurement (the median is reported).
-        #[arg(long, default_value_t = 5)]
-        reps: usize,
-        /// Blocks in the residual MLP.
-        #[arg(long, default_value_t = 16)]
-        depth: usize,
-    },
+    BenchCore(BenchCoreArgs),
+}
+
+/// `rewind repro` flags.
+#[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
+pub struct ReproArgs {
+    /// Timed steps per fix (median reported).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Number of blocks (at least 2).
+    #[arg(long, default_value_t = 8)]
+    pub blocks: usize,
+}
+
+/// `rewind bench` flags.
+#[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
+pub struct BenchArgs {
+    /// Timed steps per point (median reported).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Depths to sweep.
+    #[arg(long, value_delimiter = ',', default_value = "4,8,16,32,64")]
+    pub depths: Vec<usize>,
+    /// Batch rows.
+    #[arg(long, default_value_t = 2048)]
+    pub rows: usize,
+    /// Output folder for bench.csv and the plots.
+    #[arg(long, default_value = "out/bench")]
+    pub out: std::path::PathBuf,
+    /// Instead: the GPU table (hgemm vs cuBLAS, 8-bit AdamW and loss scaling vs a device
+    /// copy); needs the `cuda` feature and a CUDA device.
+    #[arg(long)]
+    pub cuda: bool,
+}
+
+/// `rewind memory` flags.
+#[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
+pub struct MemoryArgs {
+    /// Blocks of the residual MLP (width d → 4d → d).
+    #[arg(long, default_value_t = 8)]
+    pub depth: usize,
+    /// Width d.
+    #[arg(long, default_value_t = 512)]
+    pub width: usize,
+    /// Batch rows.
+    #[arg(long, default_value_t = 512)]
+    pub rows: usize,
+    /// Timed steps per setup (median reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+}
+
+/// `rewind bench-core` flags.
+#[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
+pub struct BenchCoreArgs {
+    /// Repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Blocks in the residual MLP.
+    #[arg(long, default_value_t = 16)]
+    pub depth: usize,
+}
+
+/// How a command ended: its exit code is 0, 1 (an error while working), 2 (a usage error,
+/// found before any work) or 3 (it ran, and a target or reproduced behaviour did not hold).
+pub enum Ended {
+    Done,
+    NotMet,
 }
 
 fn main() {
     rewind_lab::alloc_counter::keep_freed_memory();
     let cli = Cli::parse();
+    let checked = match &cli.command {
+        Command::Repro(a) => cli_checks::repro(a),
+        Command::Bench(a) => cli_checks::bench(a),
+        Command::Memory(a) => cli_checks::memory(a),
+        Command::Train(a) => cli_checks::train(a),
+        Command::Compare(a) => cli_checks::compare(a),
+        Command::BenchCore(a) => cli_checks::bench_core(a),
+    };
+    if let Err(e) = checked {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let result = match cli.command {
-        Command::Repro { reps, blocks } => repro(reps, blocks),
-        Command::Bench {
-            reps, cuda: true, ..
-        } => cuda_bench(reps),
-        Command::Bench {
-            reps,
-            depths,
-            rows,
-            out,
-            cuda: false,
-        } => bench(reps, depths, rows, &out),
+        Command::Repro(a) => repro(a.reps, a.blocks),
+        Command::Bench(a) if a.cuda => cuda_bench(a.reps),
+        Command::Bench(a) => bench(a.reps, a.depths, a.rows, &a.out),
         Command::Train(args) => train::run(&args),
         Command::Compare(args) => train::compare(&args),
-        Command::BenchCore { reps, depth } => bench_core(reps, depth).map(|_| true),
-        Command::Memory {
-            depth,
-            width,
-            rows,
-            reps,
-        } => memory(depth, width, rows, reps),
+        Command::BenchCore(a) => bench_core(a.reps, a.depth).map(|_| Ended::Done),
+        Command::Memory(a) => memory(a.depth, a.width, a.rows, a.reps),
     };
     match result {
-        Ok(true) => {}
-        Ok(false) => std::process::exit(2),
+        Ok(Ended::Done) => {}
+        Ok(Ended::NotMet) => std::process::exit(3),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::exit(1);
@@ -123,12 +150,12 @@ fn main() {
     }
 }
 
-fn repro(reps: usize, blocks: usize) -> rewind::Result<bool> {
+fn repro(reps: usize, blocks: usize) -> rewind::Result<Ended> {
     let mut opts = rewind_lab::repro::ReproOptions {
         reps,
         ..Default::default()
     };
-    opts.model.blocks = blocks.max(2);
+    opts.model.blocks = blocks;
     let report = rewind_lab::repro::run_story(&opts, &mut |line| println!("{line}"))?;
     for w in rewind::warnings::take() {
         eprintln!("warning: {w}");
@@ -149,7 +176,11 @@ fn repro(reps: usize, blocks: usize) -> rewind::Result<bool> {
         );
         failed.iter().for_each(|f| println!("  - {f}"));
     }
-    Ok(failed.is_empty())
+    Ok(if failed.is_empty() {
+        Ended::Done
+    } else {
+        Ended::NotMet
+    })
 }
 
 fn bench(
@@ -157,7 +188,7 @@ fn bench(
     depths: Vec<usize>,
     rows: usize,
     out: &std::path::Path,
-) -> rewind::Result<bool> {
+) -> rewind::Result<Ended> {
     use rewind_lab::bench::checkpoint as ck;
     let cfg = ck::SweepConfig {
         depths,
@@ -194,11 +225,11 @@ fn bench(
         "wrote {}/bench.csv, tradeoff.svg, memory_vs_depth.svg",
         out.display()
     );
-    Ok(true)
+    Ok(Ended::Done)
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_bench(reps: usize) -> rewind::Result<bool> {
+fn cuda_bench(reps: usize) -> rewind::Result<Ended> {
     let gpu = rewind::cuda::Gpu::new(0)?;
     println!(
         "rewind bench --cuda: device 0 ({}), median of {} runs each, stream synchronised",
@@ -209,25 +240,25 @@ fn cuda_bench(reps: usize) -> rewind::Result<bool> {
         "{}",
         rewind_lab::bench::cuda::report(&gpu, reps.max(10), 1 << 28)?
     );
-    Ok(true)
+    Ok(Ended::Done)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_bench(_reps: usize) -> rewind::Result<bool> {
+fn cuda_bench(_reps: usize) -> rewind::Result<Ended> {
     Err(rewind::Error::InvalidArgument {
         op: "bench",
         msg: "this binary was built without the `cuda` feature: cargo run --release --features cuda -- bench --cuda".into(),
     })
 }
 
-fn memory(depth: usize, width: usize, rows: usize, reps: usize) -> rewind::Result<bool> {
+fn memory(depth: usize, width: usize, rows: usize, reps: usize) -> rewind::Result<Ended> {
     println!(
         "residual MLP, {depth} blocks {width}→{}→{width}, {rows} rows; one training step each (median of {reps}):",
         4 * width
     );
     let rows = rewind_lab::bench::memory::measure(depth, width, rows, reps)?;
     print!("{}", rewind_lab::bench::memory::table(&rows));
-    Ok(true)
+    Ok(Ended::Done)
 }
 
 fn bench_core(reps: usize, depth: usize) -> rewind::Result<()> {

@@ -80,7 +80,10 @@ fn train_prints_a_json_summary_and_resumes_from_its_save() {
     wrong.extend_from_slice(TINY);
     let out = rewind(&wrong);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("optimizer: saved adamw8bit, now adamw"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(r#"optimizer: saved "adamw8bit", now "adamw""#)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -110,6 +110,16 @@ impl Tokenizer {
         Tokenizer::from_merges(merges)
     }
 
+    /// A hash of the merges, which define the tokenizer (see [`super::Fnv1a`]).
+    pub fn content_hash(&self) -> u64 {
+        let mut h = super::Fnv1a::default();
+        for &(a, b) in &self.merges {
+            h.eat(&a.to_le_bytes());
+            h.eat(&b.to_le_bytes());
+        }
+        h.finish()
+    }
+
     /// Number of ids (bytes, padding, merges).
     pub fn vocab_size(&self) -> usize {
         self.bytes.len()

@@ -9,6 +9,38 @@ pub use bpe::Tokenizer;
 pub use collate::{Batch, Padding, batches};
 pub use corpus::{CorpusConfig, synthetic_corpus};
 
+/// FNV-1a (64-bit): the content hash of save files and of the text a run trained on. It
+/// detects corruption and changed inputs, not tampering.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    /// Mixes `bytes` in.
+    pub fn eat(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    /// The hash so far.
+    pub fn finish(self) -> u64 {
+        self.0
+    }
+
+    /// The hash of `bytes`.
+    pub fn of(bytes: &[u8]) -> u64 {
+        let mut h = Fnv1a::default();
+        h.eat(bytes);
+        h.finish()
+    }
+}
+
 /// A small deterministic generator for data pipelines (kept apart from the engine's, so data
 /// order never shifts dropout masks).
 #[derive(Debug, Clone)]

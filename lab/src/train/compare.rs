@@ -87,7 +87,7 @@ pub fn compare(
             let mut t = Trainer::new(v.cfg)?;
             let row = CompareRow {
                 name: v.name,
-                summary: run(&mut t, steps, &mut |_| {})?,
+                summary: run(&mut t, steps, &mut |_, _| Ok(()))?,
             };
             on_row(&row);
             Ok(row)

@@ -5,6 +5,7 @@
 use crate::data::CorpusConfig;
 use rewind::checkpoint::CheckpointMode;
 use rewind::error::{Error, Result};
+use serde_json::Value;
 use std::fmt;
 use std::str::FromStr;
 
@@ -286,43 +287,46 @@ impl fmt::Display for FreezeChoice {
 }
 
 impl TrainConfig {
-    /// Every setting as (key, value) words, in a fixed order: what a save records and a
-    /// resume checks, and what the summary prints.
-    pub fn settings(&self) -> Vec<(&'static str, String)> {
+    /// Every setting as (key, typed value), in a fixed order: what a save records and a
+    /// resume checks, and the summary's `"config"`. Corpus settings are null when the run
+    /// trains on a text file.
+    pub fn settings(&self) -> Vec<(&'static str, Value)> {
         let c = &self.corpus;
+        let synthetic = self.text_file.is_none();
+        let corpus = |v: Value| if synthetic { v } else { Value::Null };
         vec![
-            ("d", self.d.to_string()),
-            ("heads", self.heads.to_string()),
-            ("layers", self.layers.to_string()),
-            ("max_len", self.max_len.to_string()),
-            ("lora_rank", self.lora_rank.to_string()),
-            ("vocab", self.vocab.to_string()),
-            ("corpus_samples", c.samples.to_string()),
-            ("corpus_seed", c.seed.to_string()),
-            ("corpus_max_statements", c.max_statements.to_string()),
-            ("corpus_alpha", c.alpha.to_string()),
+            ("d", self.d.into()),
+            ("heads", self.heads.into()),
+            ("layers", self.layers.into()),
+            ("max_len", self.max_len.into()),
+            ("lora_rank", self.lora_rank.into()),
+            ("vocab", self.vocab.into()),
+            ("corpus_samples", corpus(c.samples.into())),
+            ("corpus_seed", corpus(c.seed.into())),
+            ("corpus_max_statements", corpus(c.max_statements.into())),
+            ("corpus_alpha", corpus(c.alpha.into())),
             (
                 "text_file",
                 self.text_file
                     .as_ref()
-                    .map_or_else(String::new, |p| p.display().to_string()),
+                    .map_or(Value::Null, |p| p.display().to_string().into()),
             ),
-            ("eval_fraction", self.eval_fraction.to_string()),
-            ("checkpoint", self.plan.to_string()),
-            ("checkpoint_mode", mode_name(self.mode).to_string()),
+            ("eval_fraction", self.eval_fraction.into()),
+            ("checkpoint", self.plan.to_string().into()),
+            ("checkpoint_mode", mode_name(self.mode).into()),
             (
                 "enable_input_require_grads",
-                self.enable_input_require_grads.to_string(),
+                self.enable_input_require_grads.into(),
             ),
-            ("amp", self.amp.to_string()),
-            ("optimizer", self.optimizer.to_string()),
-            ("lr", self.lr.to_string()),
-            ("weight_decay", self.weight_decay.to_string()),
-            ("accumulation", self.accumulation.to_string()),
-            ("freeze", self.freeze.to_string()),
-            ("padding", self.padding.to_string()),
-            ("batch_size", self.batch_size.to_string()),
-            ("seed", self.seed.to_string()),
+            ("amp", self.amp.into()),
+            ("optimizer", self.optimizer.to_string().into()),
+            ("lr", self.lr.into()),
+            ("weight_decay", self.weight_decay.into()),
+            ("accumulation", self.accumulation.into()),
+            ("freeze", self.freeze.to_string().into()),
+            ("padding", self.padding.to_string().into()),
+            ("batch_size", self.batch_size.into()),
+            ("seed", self.seed.into()),
         ]
     }
 

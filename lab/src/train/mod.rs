@@ -16,8 +16,8 @@ use rewind::error::Result;
 /// What a run measured, for the final JSON line and the comparison table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
-    /// The configuration as (key, value) words.
-    pub settings: Vec<(&'static str, String)>,
+    /// The configuration as (key, typed value).
+    pub settings: Vec<(&'static str, serde_json::Value)>,
     /// Optimizer steps taken in this run (after a resume: since the resume).
     pub steps: u64,
     /// Steps taken in total.
@@ -48,16 +48,17 @@ pub struct RunSummary {
     pub loss_scale: Option<f32>,
 }
 
-/// Takes `steps` optimizer steps, calling `on_step` after each, then evaluates.
+/// Takes `steps` optimizer steps, calling `after_step` after each (with the trainer, so it
+/// can save; its error ends the run), then evaluates.
 pub fn run(
     trainer: &mut Trainer,
     steps: u64,
-    on_step: &mut dyn FnMut(&StepStats),
+    after_step: &mut dyn FnMut(&Trainer, &StepStats) -> Result<()>,
 ) -> Result<RunSummary> {
-    let mut stats = Vec::with_capacity(steps as usize);
+    let mut stats = Vec::new();
     for _ in 0..steps {
         let s = trainer.step()?;
-        on_step(&s);
+        after_step(trainer, &s)?;
         stats.push(s);
     }
     let mut times: Vec<f64> = stats.iter().map(|s| s.seconds).collect();
@@ -107,7 +108,7 @@ impl RunSummary {
         let config: serde_json::Map<String, serde_json::Value> = self
             .settings
             .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+            .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
         serde_json::json!({
             "config": config,

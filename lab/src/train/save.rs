@@ -5,6 +5,7 @@
 
 use super::config::TrainConfig;
 use super::trainer::{DataPosition, Trainer};
+use crate::data::Fnv1a;
 use rewind::amp::ScalerState;
 use rewind::error::{Error, Result};
 use rewind::nn::Parameters;
@@ -15,7 +16,7 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-const FORMAT: &str = "rewind-train/1";
+const FORMAT: &str = "rewind-train/2";
 
 fn err(msg: impl Into<String>) -> Error {
     Error::invalid("resume", msg)
@@ -27,12 +28,8 @@ fn checksum<'a>(
     tensors: impl Iterator<Item = (&'a str, String, &'a [u8])>,
     meta: &BTreeMap<String, String>,
 ) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    let mut h = Fnv1a::default();
+    let mut eat = |bytes: &[u8]| h.eat(bytes);
     let mut sorted: Vec<_> = tensors.collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     for (name, desc, bytes) in sorted {
@@ -44,7 +41,7 @@ fn checksum<'a>(
         eat(k.as_bytes());
         eat(v.as_bytes());
     }
-    h
+    h.finish()
 }
 
 fn describe(dtype: Dtype, shape: &[usize]) -> String {
@@ -58,7 +55,7 @@ impl Trainer {
         let mut meta: BTreeMap<String, String> = BTreeMap::new();
         meta.insert("format".into(), FORMAT.into());
         for (k, v) in self.cfg.settings() {
-            meta.insert(format!("config.{k}"), v);
+            meta.insert(format!("config.{k}"), v.to_string());
         }
         let opt = self.opt.state_dict();
         meta.insert("step".into(), self.steps_done.to_string());
@@ -88,6 +85,13 @@ impl Trainer {
         let g = rng::get_state();
         meta.insert("rng.seed".into(), g.seed.to_string());
         meta.insert("rng.offset".into(), g.offset.to_string());
+        if let Some(h) = self.data.text_hash {
+            meta.insert("data.text_hash".into(), format!("{h:016x}"));
+        }
+        meta.insert(
+            "data.tokenizer_hash".into(),
+            format!("{:016x}", self.data.tokenizer.content_hash()),
+        );
         meta.insert("data.epoch".into(), self.position.epoch.to_string());
         meta.insert("data.batch".into(), self.position.batch.to_string());
         let sum = checksum(
@@ -148,6 +152,7 @@ impl Trainer {
             .into_iter()
             .filter_map(|(k, v)| {
                 let saved = meta.get(&format!("config.{k}"));
+                let v = v.to_string();
                 (saved != Some(&v)).then(|| {
                     format!(
                         "{k}: saved {}, now {v}",
@@ -163,6 +168,7 @@ impl Trainer {
             )));
         }
         let mut t = Trainer::new(cfg)?;
+        check_same_data(&t, &meta)?;
         weights::copy_into(&st, &t.model.named_parameters()).map_err(|e| err(e.to_string()))?;
         t.opt.load_state_dict(optimizer_state(&st, &meta)?)?;
         if let Some(s) = t.scaler.as_mut() {
@@ -183,6 +189,32 @@ impl Trainer {
         t.load_epoch()?;
         Ok(t)
     }
+}
+
+/// The text file and the tokenizer trained on it are those of the save.
+fn check_same_data(t: &Trainer, meta: &BTreeMap<String, String>) -> Result<()> {
+    let now = t.data.text_hash.map(|h| format!("{h:016x}"));
+    if meta.get("data.text_hash") != now.as_ref() {
+        let path = t
+            .cfg
+            .text_file
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" {}", p.display()));
+        return Err(err(format!(
+            "the text file{path} changed since the save (content hash saved {}, now {}): resume with the text the run was trained on",
+            meta.get("data.text_hash").map_or("(none)", |s| s.as_str()),
+            now.as_deref().unwrap_or("(none)")
+        )));
+    }
+    let tok = format!("{:016x}", t.data.tokenizer.content_hash());
+    if meta.get("data.tokenizer_hash") != Some(&tok) {
+        return Err(err(format!(
+            "the tokenizer trained now differs from the save's (hash saved {}, now {tok})",
+            meta.get("data.tokenizer_hash")
+                .map_or("(none)", |s| s.as_str())
+        )));
+    }
+    Ok(())
 }
 
 fn num<T: std::str::FromStr>(meta: &BTreeMap<String, String>, key: &str) -> Result<T> {

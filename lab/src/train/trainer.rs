@@ -25,15 +25,20 @@ pub struct Data {
     pub train: Vec<Vec<u32>>,
     /// Held-out samples.
     pub eval: Vec<Vec<u32>>,
+    /// Content hash of the text file trained on (`None`: the synthetic corpus).
+    pub text_hash: Option<u64>,
 }
 
 impl Data {
     /// Generates (or reads), tokenizes and splits the corpus of `cfg` (the last
     /// `eval_fraction` held out).
     pub fn build(cfg: &TrainConfig) -> Result<Data> {
-        let texts = match &cfg.text_file {
-            None => synthetic_corpus(cfg.corpus),
-            Some(path) => read_paragraphs(path)?,
+        let (texts, text_hash) = match &cfg.text_file {
+            None => (synthetic_corpus(cfg.corpus), None),
+            Some(path) => {
+                let (texts, hash) = read_paragraphs(path)?;
+                (texts, Some(hash))
+            }
         };
         if texts.len() < 2 {
             return Err(Error::invalid(
@@ -66,14 +71,22 @@ impl Data {
             tokenizer,
             train: samples,
             eval,
+            text_hash,
         })
     }
 }
 
-/// The paragraphs of a UTF-8 text file (blocks separated by blank lines).
-fn read_paragraphs(path: &std::path::Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::invalid("train", format!("reading {}: {e}", path.display())))?;
+/// The paragraphs of a UTF-8 text file (blocks separated by blank lines) and the file's
+/// content hash.
+fn read_paragraphs(path: &std::path::Path) -> Result<(Vec<String>, u64)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("train", path, e))?;
+    let hash = crate::data::Fnv1a::of(&bytes);
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::invalid(
+            "train",
+            format!("{} is not UTF-8 text: {e}", path.display()),
+        )
+    })?;
     let mut out = Vec::new();
     let mut cur = String::new();
     for line in text.lines() {
@@ -91,7 +104,7 @@ fn read_paragraphs(path: &std::path::Path) -> Result<Vec<String>> {
     if !cur.is_empty() {
         out.push(cur);
     }
-    Ok(out)
+    Ok((out, hash))
 }
 
 /// Where the data stream stands: epoch and micro-batch within it (saved for exact resume).
@@ -380,9 +393,14 @@ impl Trainer {
         self.model.parameters().iter().map(|p| p.nbytes()).sum()
     }
 
-    /// Trainable parameter count.
+    /// Trainable scalar parameters (elements of the trainable tensors).
     pub fn trainable_params(&self) -> usize {
         self.opt.params().iter().map(|p| p.numel()).sum()
+    }
+
+    /// Trainable tensors (holding [`Self::trainable_params`] scalars between them).
+    pub fn trainable_tensors(&self) -> usize {
+        self.opt.params().len()
     }
 
     /// Bytes of optimizer state held now.

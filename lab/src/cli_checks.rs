@@ -1,0 +1,447 @@
+//! Every flag of every subcommand, checked before any work starts: counts in range, floats
+//! finite and in range, inputs readable, outputs writable, and the memory a run of this size
+//! needs against the machine's. A failed check is a usage error (exit 2) naming the flag.
+
+use crate::cli_train::{CompareArgs, ModelArgs, TrainArgs};
+use crate::{BenchArgs, BenchCoreArgs, MemoryArgs, ReproArgs};
+use std::fmt;
+use std::path::Path;
+
+/// A flag with a value that cannot run; the message names the flag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Usage(pub String);
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+type Checked = Result<(), Usage>;
+
+fn usage(flag: &str, value: impl fmt::Display, msg: impl fmt::Display) -> Usage {
+    Usage(format!("--{flag} {value}: {msg}"))
+}
+
+/// `lo ≤ v ≤ hi`; `why` says where the bound comes from.
+fn count(flag: &str, v: usize, lo: usize, hi: usize, why: &str) -> Checked {
+    if v < lo {
+        return Err(usage(flag, v, format!("must be at least {lo} ({why})")));
+    }
+    if v > hi {
+        return Err(usage(flag, v, format!("must be at most {hi} ({why})")));
+    }
+    Ok(())
+}
+
+fn positive(flag: &str, v: f64) -> Checked {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(usage(flag, v, "must be a finite number greater than 0"))
+    }
+}
+
+fn non_negative(flag: &str, v: f64) -> Checked {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(usage(flag, v, "must be a finite number, 0 or more"))
+    }
+}
+
+fn readable_file(flag: &str, p: &Path) -> Checked {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => std::fs::File::open(p)
+            .map(|_| ())
+            .map_err(|e| usage(flag, p.display(), format!("cannot be read: {e}"))),
+        Ok(_) => Err(usage(flag, p.display(), "is not a file")),
+        Err(e) => Err(usage(flag, p.display(), format!("cannot be read: {e}"))),
+    }
+}
+
+/// The folder that will hold `p` accepts a new file (probed with one, then removed); a
+/// device such as `/dev/null` is written in place and accepted as it is.
+fn writable_file(flag: &str, p: &Path) -> Checked {
+    if let Ok(m) = std::fs::metadata(p) {
+        if m.is_dir() {
+            return Err(usage(flag, p.display(), "is a folder, not a file"));
+        }
+        if !m.is_file() {
+            return std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map(|_| ())
+                .map_err(|e| usage(flag, p.display(), format!("cannot be written: {e}")));
+        }
+    }
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    probe_dir(flag, p, dir)
+}
+
+/// `p` is (or can be made) a folder that accepts new files.
+fn writable_dir(flag: &str, p: &Path) -> Checked {
+    std::fs::create_dir_all(p)
+        .map_err(|e| usage(flag, p.display(), format!("cannot be created: {e}")))?;
+    probe_dir(flag, p, p)
+}
+
+fn probe_dir(flag: &str, shown: &Path, dir: &Path) -> Checked {
+    let probe = dir.join(format!(".rewind-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(usage(
+            flag,
+            shown.display(),
+            format!("cannot be written ({}: {e})", dir.display()),
+        )),
+    }
+}
+
+/// This machine's memory (`MemTotal` in `/proc/meminfo`), or 16 GiB where it cannot be read.
+pub fn memory_limit() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(16.0 * (1u64 << 30) as f64, |kib| kib * 1024.0)
+}
+
+/// `bytes` in binary units, `"7.3 PiB"`.
+pub fn human_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    if bytes >= 1024f64.powi(9) {
+        return format!("{bytes:.1e} B");
+    }
+    let mut v = bytes;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A size flag's name, the value given and its default.
+struct Size {
+    flag: &'static str,
+    given: f64,
+    default: f64,
+}
+
+/// Refuses a run whose estimate exceeds the machine's memory, naming the size flag whose
+/// given value costs the most (the one that, put back at its default, shrinks the estimate most).
+fn fits(sizes: &[Size], what: &str, estimate: impl Fn(&[f64]) -> f64) -> Checked {
+    let given: Vec<f64> = sizes.iter().map(|s| s.given).collect();
+    let need = estimate(&given);
+    let limit = memory_limit();
+    if need <= limit {
+        return Ok(());
+    }
+    let culprit = (0..sizes.len())
+        .min_by(|&a, &b| {
+            let at_default = |i: usize| {
+                let mut v = given.clone();
+                v[i] = sizes[i].default;
+                estimate(&v)
+            };
+            at_default(a).total_cmp(&at_default(b))
+        })
+        .map_or(&sizes[0], |i| &sizes[i]);
+    Err(usage(
+        culprit.flag,
+        culprit.given,
+        format!(
+            "a run of this size needs ≈ {} ({what}), more than this machine's {} of memory",
+            human_bytes(need),
+            human_bytes(limit)
+        ),
+    ))
+}
+
+const REPS: usize = 1000;
+const REPS_WHY: &str = "timed repetitions per measurement";
+
+/// `rewind train` and `rewind compare`'s shared flags.
+fn model(m: &ModelArgs) -> Checked {
+    count(
+        "steps",
+        m.steps.try_into().unwrap_or(usize::MAX),
+        1,
+        10_000_000,
+        "one run's step records; resume from a --save to go further",
+    )?;
+    count(
+        "heads",
+        m.heads,
+        1,
+        m.d.max(1),
+        "each head needs one or more of --d's columns",
+    )?;
+    count("d", m.d, 1, usize::MAX, "the model's width")?;
+    if !m.d.is_multiple_of(m.heads) {
+        return Err(usage("heads", m.heads, format!("must divide --d {}", m.d)));
+    }
+    count("layers", m.layers, 1, usize::MAX, "the model needs a block")?;
+    count(
+        "max-len",
+        m.max_len,
+        2,
+        usize::MAX,
+        "a sample needs an input and a next token",
+    )?;
+    count(
+        "vocab",
+        m.vocab,
+        257,
+        1 << 16,
+        "256 byte ids and the padding id, at most 65536 ids",
+    )?;
+    count(
+        "samples",
+        m.samples,
+        2,
+        usize::MAX,
+        "one sample to train on and one held out",
+    )?;
+    count(
+        "batch-size",
+        m.batch_size,
+        1,
+        usize::MAX,
+        "samples per micro-batch",
+    )?;
+    positive("lr", m.lr)?;
+    if let Some(p) = &m.text_file {
+        readable_file("text-file", p)?;
+    }
+    Ok(())
+}
+
+/// Bytes a transformer run of these sizes holds: parameters, gradients and two AdamW moments
+/// (16 bytes a parameter), the stored activations of one micro-batch (attention scores
+/// included), the logits and the corpus.
+fn train_bytes(v: &[f64], lora_rank: f64, samples_matter: bool) -> f64 {
+    let [d, layers, max_len, vocab, samples, batch, heads] =
+        [v[0], v[1], v[2], v[3], v[4], v[5], v[6]];
+    let per_block = 12.0 * d * d + 13.0 * d + 4.0 * lora_rank * d;
+    let params = 2.0 * vocab * d + max_len * d + layers * per_block + 2.0 * d;
+    let tokens = batch * max_len;
+    let activations = 4.0 * tokens * (layers * (16.0 * d + 2.0 * heads * max_len) + 3.0 * vocab);
+    let corpus = if samples_matter {
+        samples * 2048.0
+    } else {
+        0.0
+    };
+    16.0 * params + activations + corpus
+}
+
+fn model_fits(m: &ModelArgs, lora_rank: usize) -> Checked {
+    let d = ModelArgs::defaults();
+    let size = |flag, given: usize, default: usize| Size {
+        flag,
+        given: given as f64,
+        default: default as f64,
+    };
+    let sizes = [
+        size("d", m.d, d.d),
+        size("layers", m.layers, d.layers),
+        size("max-len", m.max_len, d.max_len),
+        size("vocab", m.vocab, d.vocab),
+        size("samples", m.samples, d.samples),
+        size("batch-size", m.batch_size, d.batch_size),
+        size("heads", m.heads, d.heads),
+    ];
+    let synthetic = m.text_file.is_none();
+    fits(
+        &sizes,
+        "parameters, gradients, AdamW state, activations and corpus",
+        |v| train_bytes(v, lora_rank as f64, synthetic),
+    )
+}
+
+/// `rewind train`.
+pub fn train(a: &TrainArgs) -> Checked {
+    model(&a.model)?;
+    non_negative("weight-decay", a.weight_decay)?;
+    count(
+        "accumulation",
+        a.accumulation,
+        1,
+        1024,
+        "micro-batches per optimizer step",
+    )?;
+    count(
+        "lora-rank",
+        a.lora_rank,
+        0,
+        a.model.d,
+        "a rank above the width --d adds nothing",
+    )?;
+    if a.freeze.lower_blocks > a.model.layers {
+        return Err(usage(
+            "freeze",
+            a.freeze,
+            format!("the model has {} blocks (--layers)", a.model.layers),
+        ));
+    }
+    if let Some(n) = a.save_every {
+        count(
+            "save-every",
+            n.try_into().unwrap_or(usize::MAX),
+            1,
+            usize::MAX,
+            "steps between saves",
+        )?;
+        if a.save.is_none() {
+            return Err(usage("save-every", n, "needs --save, the file to write"));
+        }
+    }
+    if let Some(p) = &a.resume {
+        readable_file("resume", p)?;
+    }
+    if let Some(p) = &a.save {
+        writable_file("save", p)?;
+    }
+    if let Some(p) = &a.json {
+        writable_file("json", p)?;
+    }
+    model_fits(&a.model, a.lora_rank)
+}
+
+/// `rewind compare` (the largest variant is the baseline: fp32 AdamW, everything stored).
+pub fn compare(a: &CompareArgs) -> Checked {
+    model(&a.model)?;
+    model_fits(&a.model, 0)?;
+    writable_dir("out", &a.out)
+}
+
+/// Bytes of a residual MLP step: `depth` blocks d → hidden → d over `rows` rows; parameters
+/// with gradients and `state_floats` optimizer floats each, and each block's stored
+/// activations (input, norm, hidden pre- and post-activation, output).
+fn mlp_bytes(depth: f64, d: f64, hidden: f64, rows: f64, state_floats: f64) -> f64 {
+    let params = depth * (2.0 * d * hidden + 3.0 * d + hidden);
+    let activations = depth * rows * (3.0 * d + 3.0 * hidden);
+    4.0 * (params * (2.0 + state_floats) + activations + 4.0 * rows * d)
+}
+
+/// `rewind repro`.
+pub fn repro(a: &ReproArgs) -> Checked {
+    count("reps", a.reps, 1, REPS, REPS_WHY)?;
+    count(
+        "blocks",
+        a.blocks,
+        2,
+        usize::MAX,
+        "the silent-variant scene leaves the last block unchecked and needs one before it",
+    )?;
+    let o = rewind_lab::repro::ReproOptions::default();
+    let sizes = [Size {
+        flag: "blocks",
+        given: a.blocks as f64,
+        default: o.model.blocks as f64,
+    }];
+    fits(&sizes, "parameters, gradients and activations", |v| {
+        // Two models' gradients are compared bit for bit: count the step twice.
+        2.0 * mlp_bytes(
+            v[0],
+            o.model.d as f64,
+            o.model.hidden as f64,
+            o.rows as f64,
+            0.0,
+        )
+    })
+}
+
+/// `rewind bench`.
+pub fn bench(a: &BenchArgs) -> Checked {
+    count("reps", a.reps, 1, REPS, REPS_WHY)?;
+    if a.depths.is_empty() {
+        return Err(usage("depths", "", "needs at least one depth"));
+    }
+    for &depth in &a.depths {
+        count("depths", depth, 1, usize::MAX, "each depth needs a block")?;
+    }
+    count("rows", a.rows, 1, usize::MAX, "rows of the batch")?;
+    let deepest = a.depths.iter().copied().max().unwrap_or(1);
+    let cfg = rewind_lab::bench::checkpoint::SweepConfig::default();
+    let sizes = [
+        Size {
+            flag: "depths",
+            given: deepest as f64,
+            default: 64.0,
+        },
+        Size {
+            flag: "rows",
+            given: a.rows as f64,
+            default: cfg.rows as f64,
+        },
+    ];
+    fits(
+        &sizes,
+        "the deepest stack's parameters, SGD state and activations",
+        |v| mlp_bytes(v[0], cfg.d as f64, cfg.hidden as f64, v[1], 1.0),
+    )?;
+    if !a.cuda {
+        writable_dir("out", &a.out)?;
+    }
+    Ok(())
+}
+
+/// `rewind memory`.
+pub fn memory(a: &MemoryArgs) -> Checked {
+    count("reps", a.reps, 1, REPS, REPS_WHY)?;
+    count("depth", a.depth, 1, usize::MAX, "the model needs a block")?;
+    count("width", a.width, 1, usize::MAX, "the model's width")?;
+    count("rows", a.rows, 1, usize::MAX, "rows of the batch")?;
+    let sizes = [
+        Size {
+            flag: "depth",
+            given: a.depth as f64,
+            default: 8.0,
+        },
+        Size {
+            flag: "width",
+            given: a.width as f64,
+            default: 512.0,
+        },
+        Size {
+            flag: "rows",
+            given: a.rows as f64,
+            default: 512.0,
+        },
+    ];
+    fits(
+        &sizes,
+        "parameters, gradients, AdamW state and activations",
+        |v| mlp_bytes(v[0], v[1], 4.0 * v[1], v[2], 2.0),
+    )
+}
+
+/// `rewind bench-core`.
+pub fn bench_core(a: &BenchCoreArgs) -> Checked {
+    count("reps", a.reps, 1, REPS, REPS_WHY)?;
+    count("depth", a.depth, 1, usize::MAX, "the model needs a block")?;
+    let cfg = rewind_lab::bench::core::MlpConfig::default();
+    let sizes = [Size {
+        flag: "depth",
+        given: a.depth as f64,
+        default: cfg.depth as f64,
+    }];
+    fits(&sizes, "parameters, SGD state and activations", |v| {
+        mlp_bytes(v[0], cfg.d as f64, cfg.hidden as f64, cfg.rows as f64, 1.0)
+    })
+}

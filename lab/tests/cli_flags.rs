@@ -1,0 +1,158 @@
+//! Every flag of every subcommand refuses bad values before any work starts: exit code 2 (a
+//! usage error), a message naming the flag, no panic, no abort, and an answer within seconds.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HUGE: &str = "1000000000000"; // 10¹²
+
+/// Runs `rewind args…`, killing it after `limit`; returns (exit code, stderr, elapsed).
+fn run_bounded(args: &[&str], limit: Duration) -> (Option<i32>, String, Duration) {
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child.stderr.take().unwrap().read_to_string(&mut err).ok();
+            return (status.code(), err, start.elapsed());
+        }
+        if start.elapsed() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("rewind {} ran past {limit:?}: a hang", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// (subcommand, flag, bad values). Values a flag accepts (a seed of 0 or 10¹²) are not listed;
+/// 10¹² is refused by a range or by the memory it implies.
+fn table() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
+    let counts = |extra: &[&'static str]| {
+        let mut v = vec!["-1", "nan", "many", ""];
+        v.extend_from_slice(extra);
+        v
+    };
+    let floats = |extra: &[&'static str]| {
+        let mut v = vec!["nan", "inf", "-inf", "-1", "fast", ""];
+        v.extend_from_slice(extra);
+        v
+    };
+    let mut t = Vec::new();
+    for cmd in ["train", "compare"] {
+        t.push((cmd, "steps", counts(&["0", HUGE])));
+        t.push((cmd, "seed", counts(&["18446744073709551616"])));
+        t.push((cmd, "d", counts(&["0", HUGE])));
+        t.push((cmd, "heads", counts(&["0", HUGE, "3"])));
+        t.push((cmd, "layers", counts(&["0", HUGE])));
+        t.push((cmd, "max-len", counts(&["0", "1", HUGE])));
+        t.push((cmd, "vocab", counts(&["0", "256", HUGE])));
+        t.push((cmd, "samples", counts(&["0", "1", HUGE])));
+        t.push((cmd, "batch-size", counts(&["0", HUGE])));
+        t.push((cmd, "lr", floats(&["0"])));
+        t.push((cmd, "text-file", vec!["/nonexistent/notes.txt", "/tmp", ""]));
+    }
+    t.push(("compare", "out", vec!["/proc/rewind-out", "/dev/null", ""]));
+    t.push((
+        "train",
+        "checkpoint",
+        vec!["0", "-1", "nan", "some", "budget:", "budget:-1", ""],
+    ));
+    t.push((
+        "train",
+        "checkpoint-mode",
+        vec!["0", "-1", "nan", "both", ""],
+    ));
+    t.push(("train", "optimizer", vec!["0", "-1", "nan", "adam", ""]));
+    t.push(("train", "weight-decay", floats(&[])));
+    t.push(("train", "accumulation", counts(&["0", HUGE])));
+    t.push((
+        "train",
+        "freeze",
+        vec!["0", "-1", "nan", "all", "lower:99", "lower:-1", ""],
+    ));
+    t.push(("train", "lora-rank", counts(&[HUGE, "65"])));
+    t.push(("train", "padding", vec!["0", "-1", "nan", "none", ""]));
+    t.push((
+        "train",
+        "save",
+        vec!["/proc/rewind/run.safetensors", "/tmp", ""],
+    ));
+    t.push(("train", "save-every", counts(&["0"])));
+    t.push((
+        "train",
+        "resume",
+        vec!["/nonexistent/run.safetensors", "/tmp", ""],
+    ));
+    t.push((
+        "train",
+        "json",
+        vec!["/proc/rewind/summary.json", "/tmp", ""],
+    ));
+    t.push(("repro", "reps", counts(&["0", HUGE])));
+    t.push(("repro", "blocks", counts(&["0", "1", HUGE])));
+    t.push(("bench", "reps", counts(&["0", HUGE])));
+    t.push(("bench", "depths", counts(&["0", HUGE, "4,0", "4,-1"])));
+    t.push(("bench", "rows", counts(&["0", HUGE])));
+    t.push(("bench", "out", vec!["/proc/rewind-bench", "/dev/null", ""]));
+    t.push(("memory", "depth", counts(&["0", HUGE])));
+    t.push(("memory", "width", counts(&["0", HUGE])));
+    t.push(("memory", "rows", counts(&["0", HUGE])));
+    t.push(("memory", "reps", counts(&["0", HUGE])));
+    t.push(("bench-core", "reps", counts(&["0", HUGE])));
+    t.push(("bench-core", "depth", counts(&["0", HUGE])));
+    t
+}
+
+#[test]
+fn every_bad_flag_value_is_a_usage_error_naming_the_flag_before_any_work() {
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for (cmd, flag, values) in table() {
+        for value in values {
+            let long = format!("--{flag}");
+            let mut args = vec![cmd, long.as_str(), value];
+            if flag == "save-every" {
+                args.extend(["--save", "/tmp/rewind-never-written.safetensors"]);
+            }
+            let (code, err, took) = run_bounded(&args, Duration::from_secs(20));
+            runs += 1;
+            let named = err.contains(&format!("--{flag}"));
+            let crashed = err.contains("panicked") || code.is_none();
+            if code != Some(2) || !named || crashed || took > Duration::from_secs(5) {
+                failures.push(format!(
+                    "rewind {cmd} --{flag} {value:?}: exit {code:?} after {took:?}: {}",
+                    err.lines().next().unwrap_or("")
+                ));
+            }
+        }
+    }
+    assert!(runs > 200, "the table shrank to {runs} runs");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_size_too_large_for_the_machine_is_refused_with_the_estimate_and_the_limit() {
+    let (code, err, _) = run_bounded(&["train", "--d", HUGE], Duration::from_secs(20));
+    assert_eq!(code, Some(2), "{err}");
+    // 16 bytes per parameter (weights, gradients, two AdamW moments) of ≈ 12·d²·layers.
+    assert!(
+        err.contains("--d 1000000000000: a run of this size needs ≈ "),
+        "{err}"
+    );
+    assert!(err.contains("more than this machine's "), "{err}");
+    assert!(err.contains(" of memory"), "{err}");
+}
+
+#[test]
+fn nothing_is_silently_raised_a_one_block_repro_is_refused_with_the_minimum() {
+    let (code, err, _) = run_bounded(&["repro", "--blocks", "1"], Duration::from_secs(20));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--blocks 1: must be at least 2"), "{err}");
+}
