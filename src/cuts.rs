@@ -64,7 +64,7 @@ fn newest<P>(mut all: Vec<Rc<Cut<P>>>) -> Cuts<P> {
 pub(crate) fn why<P>(cut: &Cut<P>) -> String {
     let n = cut.params.len();
     format!(
-        "reentrant segment `{}` has no input that requires grad; its {n} trainable parameter{} {} captured by the body and reentrant segments ignore them; fix: enable_input_require_grads() on the input embeddings, or CheckpointMode::NonReentrant",
+        "reentrant segment `{}` has no input that requires grad; its {n} trainable parameter tensor{} {} captured by the body and reentrant segments ignore them; fix: enable_input_require_grads() on the input embeddings, or CheckpointMode::NonReentrant",
         cut.segment,
         if n == 1 { "" } else { "s" },
         if n == 1 { "is" } else { "are" },
@@ -130,7 +130,7 @@ mod tests {
         let why = err.explain().expect("the cut is explained");
         assert!(why.contains("reentrant segment `blocks.0`"), "{why}");
         assert!(
-            why.contains("its 1 trainable parameter is captured"),
+            why.contains("its 1 trainable parameter tensor is captured"),
             "{why}"
         );
     }
@@ -165,6 +165,10 @@ mod tests {
         assert!(weak.upgrade().is_none(), "w was freed while the cut lives");
         // The explanation still counts the parameter the cut left without a gradient.
         let err = out.sum().unwrap().backward().unwrap_err();
-        assert!(err.explain().unwrap().contains("1 trainable parameter"));
+        assert!(
+            err.explain()
+                .unwrap()
+                .contains("1 trainable parameter tensor")
+        );
     }
 }

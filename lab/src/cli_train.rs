@@ -293,7 +293,7 @@ pub fn compare(args: &CompareArgs) -> rewind::Result<Ended> {
     std::fs::create_dir_all(&args.out).map_err(|e| io_err(&args.out, e))?;
     let (csv, svg) = (args.out.join("compare.csv"), args.out.join("compare.svg"));
     rewind::atomic_file::write_atomic("compare", &csv, cmp::csv(&rows).as_bytes())?;
-    rewind::atomic_file::write_atomic("compare", &svg, cmp::chart(&rows).as_bytes())?;
+    rewind::atomic_file::write_atomic("compare", &svg, cmp::chart(&rows)?.as_bytes())?;
     println!("wrote {} and {}", csv.display(), svg.display());
     Ok(if targets.iter().all(|t| t.met()) {
         Ended::Done

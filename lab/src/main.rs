@@ -218,7 +218,7 @@ fn bench(
     } else {
         cfg.depths[0]
     };
-    let (tradeoff, by_depth) = ck::plots(&rows, at);
+    let (tradeoff, by_depth) = ck::plots(&rows, at)?;
     write("tradeoff.svg", tradeoff)?;
     write("memory_vs_depth.svg", by_depth)?;
     println!(

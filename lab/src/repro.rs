@@ -136,9 +136,15 @@ pub fn run_story(o: &ReproOptions, out: &mut dyn FnMut(&str)) -> Result<ReproRep
     rng::manual_seed(42);
     let m = ReproModel::new(o.model)?;
     let trainable = m.parameters().iter().filter(|p| p.requires_grad()).count();
+    let trainable_scalars: usize = m
+        .parameters()
+        .iter()
+        .filter(|p| p.requires_grad())
+        .map(|p| p.numel())
+        .sum();
     let every = plan::segment(Plan::EveryBlock, n, None)?;
     out(&format!(
-        "Model: frozen embedding ({} × {}) → {n} pre-norm residual MLP blocks ({} → {} → {}, dropout {}) → frozen LM head; {} tokens; {trainable} trainable tensors, all inside the blocks.",
+        "Model: frozen embedding ({} × {}) → {n} pre-norm residual MLP blocks ({} → {} → {}, dropout {}) → frozen LM head; {} tokens; {trainable} trainable tensors ({trainable_scalars} parameters), all inside the blocks.",
         o.model.vocab, o.model.d, o.model.d, o.model.hidden, o.model.d, o.model.dropout, o.rows
     ));
 
@@ -258,18 +264,59 @@ pub fn run_story(o: &ReproOptions, out: &mut dyn FnMut(&str)) -> Result<ReproRep
     for p in m.parameters() {
         p.zero_grad();
     }
-    let loss = m.loss(&ids, &targets, &silent, CheckpointMode::Reentrant)?;
     warnings::take();
+    let loss = m.loss(&ids, &targets, &silent, CheckpointMode::Reentrant)?;
+    let warned = warnings::take();
+    if let Some(w) = warned.first() {
+        out(&format!(
+            "  warning: {w}   (×{}, once per reentrant segment: the only sign PyTorch gives)",
+            warned.len()
+        ));
+    }
+    out(&format!(
+        "  loss.requires_grad is {}: block {} runs outside any checkpoint, so its trainable weights are recorded",
+        loss.requires_grad(),
+        n - 1
+    ));
+    out(
+        "  and the loss has a grad path through them; the reentrant segments before it saw no input requiring grad and recorded nothing.",
+    );
+    r.check(
+        out,
+        format!(
+            "the only symptom is the warning, once per reentrant segment ({}), and the loss requires grad",
+            n - 1
+        ),
+        warned == vec![NO_INPUT_REQUIRES_GRAD_WARNING.to_string(); n - 1] && loss.requires_grad(),
+    );
     let findings = diagnose(&loss, &m.named_parameters());
     out(&format!(
-        "  diagnose() before the step: {} trainable parameters will get no gradient:",
+        "  diagnose() before the step: {} of the {trainable} trainable tensors will get no gradient:",
         findings.len()
     ));
-    for f in findings.iter().filter(|f| f.param.ends_with("fc1.weight")) {
+    let mut segments: Vec<(String, Vec<String>)> = Vec::new();
+    for f in &findings {
+        let seg = f.segment.clone().unwrap_or_else(|| "-".into());
+        let short = f
+            .param
+            .strip_prefix(&format!("{seg}."))
+            .unwrap_or(&f.param)
+            .to_string();
+        match segments.last_mut() {
+            Some((s, names)) if *s == seg => names.push(short),
+            _ => segments.push((seg, vec![short])),
+        }
+    }
+    const SHOWN: usize = 3;
+    for (seg, names) in segments.iter().take(SHOWN) {
+        out(&format!("    segment {seg}: {}", names.join(", ")));
+    }
+    if segments.len() > SHOWN {
+        let rest: usize = segments[SHOWN..].iter().map(|(_, v)| v.len()).sum();
         out(&format!(
-            "    {} … (segment {})",
-            f.param.trim_end_matches("fc1.weight"),
-            f.segment.as_deref().unwrap_or("-")
+            "    and {rest} more tensors in segments {}–{}",
+            segments[SHOWN].0,
+            segments[segments.len() - 1].0
         ));
     }
     if let Some(f) = findings.first() {

@@ -86,7 +86,7 @@ fn reentrant_checkpoint_with_frozen_embedding_fails_like_pytorch() {
     );
     // The explanation names the segments and the fix.
     let why = err.explain().expect("an explanation");
-    assert!(why.contains("reentrant segment `blocks.0` has no input that requires grad; its 6 trainable parameters are captured"), "{why}");
+    assert!(why.contains("reentrant segment `blocks.0` has no input that requires grad; its 6 trainable parameter tensors are captured"), "{why}");
     assert!(why.contains("enable_input_require_grads()") && why.contains("NonReentrant"));
     assert_eq!(format!("{err:#}"), format!("{err}\n\n{why}"));
 }

@@ -1,6 +1,8 @@
 //! `rewind compare` on a tiny model: every technique changes the memory figure it exists to
 //! change, and nothing else it should not (memory and padding figures are exact, not timed).
 
+mod svg;
+
 use rewind_lab::train::TrainConfig;
 use rewind_lab::train::compare::{self, CompareRow};
 
@@ -86,8 +88,27 @@ fn table_csv_chart_and_targets_cover_every_row() {
     let csv = compare::csv(&rows);
     assert_eq!(csv.lines().count(), 1 + rows.len());
     assert!(csv.lines().all(|l| l.split(',').count() == 11));
-    let svg = compare::chart(&rows);
-    assert!(svg.starts_with("<svg") && svg.contains("all together"));
+    let svg = compare::chart(&rows).unwrap();
+    let texts = svg::svg_texts(&svg);
+    for r in &rows {
+        assert!(
+            texts.iter().any(|t| t == r.name),
+            "no bar labelled {}",
+            r.name
+        );
+    }
+    for panel in [
+        "peak saved activations (MiB)",
+        "optimizer state + params + grads (MiB)",
+        "throughput (real tokens/s)",
+        "held-out loss (nats/token)",
+        "baseline",
+    ] {
+        assert!(
+            texts.iter().any(|t| t == panel),
+            "no {panel:?} in {texts:?}"
+        );
+    }
     let targets = compare::targets(&rows);
     assert_eq!(targets.len(), 5);
     let ckpt = targets

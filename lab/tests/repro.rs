@@ -21,7 +21,7 @@ fn repro_story_holds_end_to_end() {
     let report = run_story(&opts, &mut |l| lines.push(l.to_string())).unwrap();
     let failed: Vec<_> = report.checks.iter().filter(|c| !c.held).collect();
     assert!(failed.is_empty(), "{failed:?}\n{}", lines.join("\n"));
-    assert_eq!(report.checks.len(), 13);
+    assert_eq!(report.checks.len(), 14);
     assert_eq!(report.fixes.len(), 3);
     let (a, b, c) = (&report.fixes[0], &report.fixes[1], &report.fixes[2]);
     assert_eq!(
@@ -35,4 +35,17 @@ fn repro_story_holds_end_to_end() {
     assert!(lines.iter().any(|l| l.contains(
         "RuntimeError: element 0 of tensors does not require grad and does not have a grad_fn"
     )));
+    // The silent variant shows PyTorch's only symptom and counts tensors as the header does.
+    let has = |s: &str| lines.iter().any(|l| l.contains(s));
+    assert!(has("24 trainable tensors ("), "{}", lines.join("\n"));
+    assert!(has(
+        "warning: None of the inputs have requires_grad=True. Gradients will be None   (×3"
+    ));
+    assert!(has(
+        "loss.requires_grad is true: block 3 runs outside any checkpoint"
+    ));
+    assert!(has("18 of the 24 trainable tensors will get no gradient"));
+    assert!(has(
+        "segment blocks.0: ln.weight, ln.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias"
+    ));
 }

@@ -227,6 +227,14 @@ fn frozen_embeddings_without_lora_under_reentrant_checkpointing_are_caught_not_s
         m.contains("would get no gradient") && m.contains("model.layers.0"),
         "{m}"
     );
+    // Counts name tensors and scalar parameters apart, and the list ends with what it left
+    // out: 2 blocks × 16 tensors cut (ln1, q, k, v, o, ln2, fc1, fc2: weight and bias each)
+    // of 35 (and the final norm's two and the bias-free head).
+    assert!(m.contains("32 of the 35 trainable tensors ("), "{m}");
+    assert!(
+        m.contains("\n- and 29 more tensors cut the same way"),
+        "{m}"
+    );
     assert!(suggest_fix(&cfg, &err).is_some());
     rewind::warnings::take();
     rewind::tape::clear();

@@ -199,9 +199,10 @@ pub fn csv(rows: &[SweepRow]) -> String {
     s
 }
 
-/// Two SVG charts: memory vs time at one depth, and memory vs depth with the √L curve.
-pub fn plots(rows: &[SweepRow], at_depth: usize) -> (String, String) {
-    use super::plot::{Series, chart};
+/// Two SVG charts: peak saved memory vs step time at one depth (every point labelled with its
+/// plan), and peak saved memory vs depth per plan with the √L prediction in the same unit.
+pub fn plots(rows: &[SweepRow], at_depth: usize) -> Result<(String, String)> {
+    use super::plot::{Mark, Point, Series, labelled_points, lines};
     let base = |p: &str| p.trim_end_matches('*').to_string();
     let plans: Vec<String> = rows
         .iter()
@@ -212,22 +213,21 @@ pub fn plots(rows: &[SweepRow], at_depth: usize) -> (String, String) {
             }
             v
         });
-    let at: Vec<Series> = rows
+    let at: Vec<Point> = rows
         .iter()
         .filter(|r| r.depth == at_depth)
-        .map(|r| Series {
-            name: r.plan.clone(),
-            points: vec![(r.step_secs, mib(r.peak_saved))],
-            line: false,
+        .map(|r| Point {
+            label: r.plan.clone(),
+            x: r.step_secs,
+            y: mib(r.peak_saved),
         })
         .collect();
-    let tradeoff = chart(
-        &format!("Recompute vs store, L = {at_depth}"),
-        "step time (s)",
-        "peak saved MiB",
+    let tradeoff = labelled_points(
+        &format!("Recompute vs store: residual MLP, L = {at_depth}"),
+        "median step time (s)",
+        "peak saved activations (MiB)",
         &at,
-        false,
-    );
+    )?;
     let mut by_depth: Vec<Series> = plans
         .iter()
         .map(|p| Series {
@@ -237,34 +237,27 @@ pub fn plots(rows: &[SweepRow], at_depth: usize) -> (String, String) {
                 .filter(|r| &base(&r.plan) == p)
                 .map(|r| (r.depth as f64, mib(r.peak_saved)))
                 .collect(),
-            line: true,
+            mark: Mark::Measured,
         })
         .collect();
-    // √L theory, scaled to the store plan at the smallest depth: memory ∝ 2√L blocks.
-    if let Some(base) = rows.iter().find(|r| r.plan == "store") {
-        let per_block = mib(base.peak_saved) / base.depth as f64;
-        let depths: Vec<usize> = rows
-            .iter()
-            .filter(|r| r.plan == "store")
-            .map(|r| r.depth)
-            .collect();
+    // √L segments keep ≈ 2√L blocks' activations: 2√L × (the store plan's MiB per block).
+    if let Some(store) = rows.iter().find(|r| r.plan == "store") {
+        let per_block = mib(store.peak_saved) / store.depth as f64;
         by_depth.push(Series {
-            name: "2√L blocks (theory)".to_string(),
-            points: depths
+            name: format!("2√L × {per_block:.1} MiB (√L theory)"),
+            points: rows
                 .iter()
-                .map(|&l| (l as f64, 2.0 * (l as f64).sqrt() * per_block))
+                .filter(|r| r.plan == "store")
+                .map(|r| (r.depth as f64, 2.0 * (r.depth as f64).sqrt() * per_block))
                 .collect(),
-            line: true,
+            mark: Mark::Theory,
         });
     }
-    (
-        tradeoff,
-        chart(
-            "Peak saved memory vs depth",
-            "depth L",
-            "peak saved MiB",
-            &by_depth,
-            true,
-        ),
-    )
+    let by_depth = lines(
+        "Peak saved activations vs depth",
+        "depth L (blocks)",
+        "peak saved activations (MiB)",
+        &by_depth,
+    )?;
+    Ok((tradeoff, by_depth))
 }

@@ -147,25 +147,30 @@ pub fn csv(rows: &[CompareRow]) -> String {
     s
 }
 
-/// An SVG with one bar panel per measure.
-pub fn chart(rows: &[CompareRow]) -> String {
-    let panel = |title: &str, f: &dyn Fn(&RunSummary) -> f64| BarPanel {
+/// An SVG with one bar panel per measure; the eval loss on a zoomed axis with the baseline
+/// marked.
+pub fn chart(rows: &[CompareRow]) -> Result<String> {
+    let panel = |title: &str, zoom: bool, f: &dyn Fn(&RunSummary) -> f64| BarPanel {
         title: title.to_string(),
         bars: rows
             .iter()
             .map(|r| (r.name.to_string(), f(&r.summary)))
             .collect(),
+        zoom_to_baseline: zoom,
     };
     bar_panels(
         "rewind compare: memory-saving techniques on one model",
         &[
-            panel("peak saved activations (MiB)", &|m| mib(m.peak_saved_bytes)),
-            panel("optimizer + params + grads (MiB)", &|m| {
+            panel("peak saved activations (MiB)", false, &|m| {
+                mib(m.peak_saved_bytes)
+            }),
+            panel("optimizer state + params + grads (MiB)", false, &|m| {
                 mib(m.optimizer_state_bytes + m.param_bytes + m.grad_bytes)
             }),
-            panel("tokens/s", &|m| m.tokens_per_s),
-            panel("eval loss", &|m| m.eval_loss),
+            panel("throughput (real tokens/s)", false, &|m| m.tokens_per_s),
+            panel("held-out loss (nats/token)", true, &|m| m.eval_loss),
         ],
+        2,
     )
 }
 

@@ -354,12 +354,29 @@ impl Trainer {
         if findings.is_empty() {
             return Ok(());
         }
+        let named = self.model.named_parameters();
+        let scalars = |names: &mut dyn Iterator<Item = &str>| -> usize {
+            names
+                .filter_map(|n| named.iter().find(|(m, _)| m == n))
+                .map(|(_, p)| p.numel())
+                .sum()
+        };
+        let cut = scalars(&mut findings.iter().map(|f| f.param.as_str()));
         let mut msg = format!(
-            "{} trainable parameters would get no gradient (PyTorch would train on, leaving them unchanged):",
-            findings.len()
+            "{} of the {} trainable tensors ({cut} of {} parameters) would get no gradient (PyTorch would train on, leaving them unchanged):",
+            findings.len(),
+            self.trainable_tensors(),
+            self.trainable_params()
         );
-        for f in findings.iter().take(3) {
+        const SHOWN: usize = 3;
+        for f in findings.iter().take(SHOWN) {
             msg.push_str(&format!("\n- {}: {}", f.param, f.reason));
+        }
+        if findings.len() > SHOWN {
+            msg.push_str(&format!(
+                "\n- and {} more tensors cut the same way",
+                findings.len() - SHOWN
+            ));
         }
         tape::clear();
         Err(Error::invalid("train", msg))
