@@ -168,13 +168,27 @@ pub(crate) fn sweep(
                     .iter()
                     .map(|x| !matches!(x, Input::Const))
                     .collect();
-                return Ok(Some((next, g, backward, needs, e.output.upgrade())));
+                return Ok(Some((
+                    next,
+                    g,
+                    backward,
+                    needs,
+                    e.output.upgrade(),
+                    e.refill.clone(),
+                )));
             }
             Ok(None)
         })??;
-        let Some((i, g, backward, needs, output)) = step else {
+        let Some((i, g, backward, needs, output, refill)) = step else {
             break;
         };
+        // A selective segment's evicted outputs come back before the first of its entries runs.
+        if let Some(r) = refill
+            && let Err(e) = r.refill()
+        {
+            let _ = tape::with_tape(tape_id, |t| t.entries[i].backward = Some(backward));
+            return Err(e);
+        }
         if let Some(out) = output.map(Tensor)
             && out.retains_grad()
         {
@@ -201,6 +215,7 @@ type Step = (
     Box<dyn Backward>,
     SmallVec<[bool; 4]>,
     Option<std::rc::Rc<crate::tensor::TensorImpl>>,
+    Option<std::rc::Rc<dyn tape::evict::Refill>>,
 );
 
 /// Puts entry `i`'s backward back (retain_graph) or frees the entry, then adds its gradients

@@ -229,6 +229,10 @@ impl Storage {
     pub(crate) fn is_activation(&self) -> bool {
         self.activation
     }
+    /// How many live tape entries hold this storage for backward.
+    pub(crate) fn saved_refs(&self) -> u32 {
+        self.saved_refs.get()
+    }
     /// Registers one more saver; returns the bytes that became newly saved (0 if already saved).
     pub(crate) fn retain_saved(&self) -> usize {
         let n = self.saved_refs.get();

@@ -4,6 +4,8 @@
 
 use crate::cli_train::{CompareArgs, ModelArgs, TrainArgs};
 use crate::{BenchArgs, BenchCoreArgs, MemoryArgs, ReproArgs};
+use rewind_lab::models::transformer::TENSOR_NAMES as TRANSFORMER_NAMES;
+use rewind_lab::train::{PlanChoice, PolicyChoice};
 use std::fmt;
 use std::path::Path;
 
@@ -297,6 +299,39 @@ pub fn train(a: &TrainArgs) -> Checked {
             a.freeze,
             format!("the model has {} blocks (--layers)", a.model.layers),
         ));
+    }
+    if a.checkpoint_policy != PolicyChoice::RecomputeAll {
+        if a.checkpoint == PlanChoice::None {
+            return Err(usage(
+                "checkpoint-policy",
+                &a.checkpoint_policy,
+                "applies to checkpointed segments: pass --checkpoint every, sqrt or budget:<bytes>",
+            ));
+        }
+        if a.checkpoint_mode == rewind::checkpoint::CheckpointMode::Reentrant {
+            return Err(usage(
+                "checkpoint-policy",
+                &a.checkpoint_policy,
+                format!(
+                    "needs --checkpoint-mode non-reentrant (PyTorch: \"{}\")",
+                    rewind::checkpoint::POLICY_NEEDS_NON_REENTRANT_MSG
+                ),
+            ));
+        }
+        if let PolicyChoice::SaveNames(names) = &a.checkpoint_policy
+            && let Some(n) = names
+                .iter()
+                .find(|n| !TRANSFORMER_NAMES.contains(&n.as_str()))
+        {
+            return Err(usage(
+                "checkpoint-policy",
+                &a.checkpoint_policy,
+                format!(
+                    "the model names no tensor `{n}`; it names {}",
+                    TRANSFORMER_NAMES.join(", ")
+                ),
+            ));
+        }
     }
     if let Some(n) = a.save_every {
         count(

@@ -4,7 +4,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rewind_lab::fmt_mib;
 use rewind_lab::train::{
-    self, FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, StepStats, TrainConfig, Trainer,
+    self, FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, PolicyChoice, StepStats,
+    TrainConfig, Trainer,
 };
 use std::path::PathBuf;
 
@@ -62,6 +63,11 @@ pub struct TrainArgs {
     /// Checkpoint mode: reentrant (PyTorch's use_reentrant=True) or non-reentrant.
     #[arg(long, default_value = "non-reentrant", value_parser = train::config::parse_mode)]
     pub checkpoint_mode: rewind::checkpoint::CheckpointMode,
+    /// What checkpointed segments keep (selective checkpointing, non-reentrant only):
+    /// recompute-all, save-matmuls (JAX's dots_saveable), or save-names:NAME[,NAME…] from q,
+    /// k, v, attn_probs, attn_context, mlp_hidden, mlp_act (JAX's save_only_these_names).
+    #[arg(long, default_value = "recompute-all")]
+    pub checkpoint_policy: PolicyChoice,
     /// Make the token embedding's output require grad (HF's enable_input_require_grads), the
     /// fix that keeps reentrant checkpointing working with frozen embeddings.
     #[arg(long)]
@@ -144,6 +150,7 @@ impl TrainArgs {
         TrainConfig {
             plan: self.checkpoint,
             mode: self.checkpoint_mode,
+            policy: self.checkpoint_policy.clone(),
             enable_input_require_grads: self.enable_input_require_grads,
             amp: self.amp,
             optimizer: self.optimizer,
@@ -161,8 +168,8 @@ fn io_err(what: &std::path::Path, e: std::io::Error) -> rewind::Error {
     rewind::Error::io("train", what, e)
 }
 
-/// Runs `rewind train`: saves every `--save-every` steps and at the end, prints the JSON
-/// summary last.
+/// Runs `rewind train`: saves every `--save-every` steps, prints the JSON summary, then
+/// saves the end of the run.
 pub fn run(args: &TrainArgs) -> rewind::Result<Ended> {
     let cfg = args.config();
     let mut trainer = match &args.resume {
@@ -223,6 +230,12 @@ pub fn run(args: &TrainArgs) -> rewind::Result<Ended> {
             return Err(e);
         }
     };
+    // The summary first: a final save that fails (a disk filling up) still reports the run.
+    let json = summary.to_json();
+    println!("{json}");
+    if let Some(p) = &args.json {
+        rewind::atomic_file::write_atomic("train", p, json.as_bytes())?;
+    }
     if let Some(p) = &args.save {
         trainer.save(p)?;
         eprintln!(
@@ -231,11 +244,6 @@ pub fn run(args: &TrainArgs) -> rewind::Result<Ended> {
             p.display()
         );
     }
-    let json = summary.to_json();
-    if let Some(p) = &args.json {
-        rewind::atomic_file::write_atomic("train", p, json.as_bytes())?;
-    }
-    println!("{json}");
     Ok(Ended::Done)
 }
 

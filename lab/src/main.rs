@@ -61,7 +61,8 @@ pub struct ReproArgs {
 #[derive(Args, Debug, Clone)]
 #[command(allow_negative_numbers = true)]
 pub struct BenchArgs {
-    /// Timed steps per point (median reported).
+    /// Timed steps per point (median reported); with --cuda, each kernel is timed
+    /// max(reps, 10) times.
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
     /// Depths to sweep.
@@ -101,7 +102,8 @@ pub struct MemoryArgs {
 #[derive(Args, Debug, Clone)]
 #[command(allow_negative_numbers = true)]
 pub struct BenchCoreArgs {
-    /// Repetitions per measurement (the median is reported).
+    /// Repetitions per measurement (the median is reported); the tape-overhead chains run
+    /// max(reps, 200) times, as they take microseconds.
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
     /// Blocks in the residual MLP.

@@ -14,7 +14,7 @@ fn row(depth: usize, plan: &str, secs: f64, mib: f64) -> SweepRow {
         step_secs: secs,
         forward_saved: bytes,
         peak_saved: bytes,
-        predicted_peak: bytes,
+        predicted_peak: Some(bytes),
         peak_heap: None,
         recompute: 0,
         budget: None,

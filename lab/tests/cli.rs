@@ -54,6 +54,35 @@ fn train_prints_a_json_summary_and_resumes_from_its_save() {
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(v["total_steps"], 2);
     assert_eq!(v["config"]["optimizer"], "adamw8bit");
+    // Typed values, one schema (README): numbers, booleans, null for what does not apply.
+    assert_eq!(v["config"]["d"], 16);
+    assert_eq!(v["config"]["amp"], false);
+    assert_eq!(v["config"]["lr"], 3e-3);
+    assert_eq!(v["config"]["corpus_samples"], 40);
+    assert!(v["config"]["text_file"].is_null());
+    assert!(v["loss_scale"].is_null());
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "config",
+            "eval_loss",
+            "grad_bytes",
+            "loss_scale",
+            "median_step_s",
+            "optimizer_state_bytes",
+            "padded_fraction",
+            "param_bytes",
+            "peak_saved_bytes",
+            "skipped_steps",
+            "steps",
+            "tokens_per_s",
+            "total_steps",
+            "train_loss",
+            "trainable_params",
+            "trainable_tensors"
+        ]
+    );
     assert!(v["eval_loss"].as_f64().unwrap().is_finite());
 
     let mut resume = vec![

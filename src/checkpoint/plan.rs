@@ -2,7 +2,8 @@
 //! and a memory-budget planner that, from per-block costs measured on one probe forward,
 //! chooses the segmentation with the least recomputation whose predicted peak fits.
 
-use super::segment::{Body, CheckpointMode, checkpoint};
+use super::segment::{Body, CheckpointMode};
+use super::selective::{SavePolicy, checkpoint_with_policy};
 use crate::error::{Error, Result};
 use crate::nn::Module;
 use crate::tape;
@@ -288,6 +289,18 @@ pub fn run_blocks(
     mode: CheckpointMode,
     prefix: &str,
 ) -> Result<Tensor> {
+    run_blocks_with_policy(blocks, x, seg, mode, prefix, &SavePolicy::RecomputeAll)
+}
+
+/// [`run_blocks`] with a selective policy for every checkpointed segment.
+pub fn run_blocks_with_policy(
+    blocks: &[Rc<dyn Module>],
+    x: &Tensor,
+    seg: &Segmentation,
+    mode: CheckpointMode,
+    prefix: &str,
+    policy: &SavePolicy,
+) -> Result<Tensor> {
     let mut h = x.clone();
     for s in &seg.segments {
         let part: Vec<Rc<dyn Module>> = blocks[s.blocks.clone()].to_vec();
@@ -295,10 +308,35 @@ pub fn run_blocks(
             let body: Body = Rc::new(move |xs: &[Tensor]| {
                 part.iter().try_fold(xs[0].clone(), |h, b| b.forward(&h))
             });
-            h = checkpoint(&format!("{prefix}.{}", s.blocks.start), mode, &[&h], body)?;
+            let name = format!("{prefix}.{}", s.blocks.start);
+            h = checkpoint_with_policy(&name, mode, &[&h], body, policy)?;
         } else {
             h = part.iter().try_fold(h, |h, b| b.forward(&h))?;
         }
+    }
+    Ok(h)
+}
+
+/// Runs `blocks` on `x`, block i its own selective segment under `policies[i]` (named
+/// `{prefix}.{i}`): what an [`super::op_plan::OpPlan`] prescribes.
+pub fn run_blocks_with_policies(
+    blocks: &[Rc<dyn Module>],
+    x: &Tensor,
+    mode: CheckpointMode,
+    prefix: &str,
+    policies: &[SavePolicy],
+) -> Result<Tensor> {
+    if policies.len() != blocks.len() {
+        return Err(Error::invalid(
+            "run_blocks_with_policies",
+            format!("{} policies for {} blocks", policies.len(), blocks.len()),
+        ));
+    }
+    let mut h = x.clone();
+    for (i, (b, policy)) in blocks.iter().zip(policies).enumerate() {
+        let b = b.clone();
+        let body: Body = Rc::new(move |xs: &[Tensor]| b.forward(&xs[0]));
+        h = checkpoint_with_policy(&format!("{prefix}.{i}"), mode, &[&h], body, policy)?;
     }
     Ok(h)
 }

@@ -5,6 +5,24 @@ use crate::dtype::Element;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+thread_local! {
+    static FLOPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Floating-point operations (2·m·k·n per product) of the GEMMs this thread has called: what a
+/// test or a planner counts to tell recomputed matmuls from reused ones.
+pub fn flops() -> u64 {
+    FLOPS.with(|f| f.get())
+}
+
+fn count(m: usize, k: usize, n: usize) {
+    let f = 2u64
+        .saturating_mul(m as u64)
+        .saturating_mul(k as u64)
+        .saturating_mul(n as u64);
+    FLOPS.with(|c| c.set(c.get().saturating_add(f)));
+}
+
 /// How an operand is laid out in memory relative to the product it enters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -58,6 +76,7 @@ macro_rules! gemm_via {
                     fits(a.len(), m, k) && fits(b.len(), k, n) && fits(c.len(), m, n),
                     "gemm: operand too short"
                 );
+                count(m, k, n);
                 let (rsa, csa) = strides(m, k, la);
                 let (rsb, csb) = strides(k, n, lb);
                 // SAFETY: the lengths were checked above without overflow; the strides describe row-major m×k,

@@ -77,28 +77,28 @@ impl Tensor {
         let mut out_shape: Shape = xs.into();
         *out_shape.last_mut().expect("rank checked") = dout;
         crate::shape::checked_numel("linear", &out_shape)?;
-        let out = {
-            let (xd, wd) = (self.data(), weight.data());
-            let bd = bias.map(|b| b.data());
-            zip_buffers!("linear", &*xd, &*wd, x, w => {
-                forward(x, w, bd.as_deref().and_then(|b| b.typed()), rows, din, dout)?.into_buffer()
-            })?
+        // A selective checkpoint's recomputation reuses the output its forward kept.
+        let out = match crate::tape::evict::replay_kept("linear", &out_shape)? {
+            Some(kept) => kept,
+            None => {
+                let (xd, wd) = (self.data(), weight.data());
+                let bd = bias.map(|b| b.data());
+                let y = zip_buffers!("linear", &*xd, &*wd, x, w => {
+                    forward(x, w, bd.as_deref().and_then(|b| b.typed()), rows, din, dout)?.into_buffer()
+                })?;
+                Tensor::activation(y, out_shape)
+            }
         };
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
-        Ok(record(
-            "linear",
-            &inputs,
-            Tensor::activation(out, out_shape),
-            |_| LinearBackward {
-                rows,
-                din,
-                dout,
-                x_shape: xs.into(),
-                x: weight.requires_grad().then(|| save(self)),
-                w: self.requires_grad().then(|| save(weight)),
-            },
-        ))
+        Ok(record("linear", &inputs, out, |_| LinearBackward {
+            rows,
+            din,
+            dout,
+            x_shape: xs.into(),
+            x: weight.requires_grad().then(|| save(self)),
+            w: self.requires_grad().then(|| save(weight)),
+        }))
     }
 }
 

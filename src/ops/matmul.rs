@@ -133,20 +133,22 @@ impl Tensor {
     fn matmul_impl(&self, other: &Tensor) -> Result<Tensor> {
         same_dtype("matmul", self, other)?;
         let (p, out_shape) = plan(self.shape(), other.shape())?;
-        let out = zip_buffers!("matmul", &*self.data(), &*other.data(), a, b =>
-            batched(p.batch, p.m, p.k, p.n, a, Layout::Normal, p.a_shared, b, Layout::Normal, p.b_shared, false)?.into_buffer())?;
-        Ok(record(
-            "matmul",
-            &[self, other],
-            Tensor::activation(out, out_shape),
-            |_| MatmulBackward {
-                plan: p,
-                a_shape: self.shape().into(),
-                b_shape: other.shape().into(),
-                a: other.requires_grad().then(|| save(self)),
-                b: self.requires_grad().then(|| save(other)),
-            },
-        ))
+        // A selective checkpoint's recomputation reuses the output its forward kept.
+        let out = match crate::tape::evict::replay_kept("matmul", &out_shape)? {
+            Some(kept) => kept,
+            None => Tensor::activation(
+                zip_buffers!("matmul", &*self.data(), &*other.data(), a, b =>
+                    batched(p.batch, p.m, p.k, p.n, a, Layout::Normal, p.a_shared, b, Layout::Normal, p.b_shared, false)?.into_buffer())?,
+                out_shape,
+            ),
+        };
+        Ok(record("matmul", &[self, other], out, |_| MatmulBackward {
+            plan: p,
+            a_shape: self.shape().into(),
+            b_shape: other.shape().into(),
+            a: other.requires_grad().then(|| save(self)),
+            b: self.requires_grad().then(|| save(other)),
+        }))
     }
 }
 

@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
 use std::rc::Weak;
 
+pub(crate) mod evict;
 mod grad_mode;
 mod inspect;
 
@@ -66,6 +67,9 @@ pub(crate) struct Entry {
     /// it as input. At 0 (and with no gradient pending) nothing can use the entry again, so it
     /// is freed at once, as PyTorch frees a graph when its last output dies.
     pub refs: u32,
+    /// The rerun that refills what a selective checkpoint segment evicted from this entry's
+    /// saved tensors (entries recorded inside such a segment's body).
+    pub refill: Option<std::rc::Rc<dyn evict::Refill>>,
 }
 
 /// One tape of the thread's stack.
@@ -144,6 +148,7 @@ impl Tape {
         if let Some(bw) = e.backward.take() {
             release_saved(bw.as_ref());
         }
+        e.refill = None;
         for input in e.inputs.drain(..) {
             if let Input::Node(n) = input
                 && n.tape == id
@@ -380,7 +385,7 @@ pub(crate) fn reachable_leaves(t: &Tensor) -> Vec<Tensor> {
     leaves
 }
 
-fn memory_add(bytes: usize) {
+pub(crate) fn memory_add(bytes: usize) {
     if bytes > 0 {
         let now = SAVED_NOW.with(|c| {
             let v = c.get() + bytes;
@@ -391,7 +396,7 @@ fn memory_add(bytes: usize) {
     }
 }
 
-fn memory_sub(bytes: usize) {
+pub(crate) fn memory_sub(bytes: usize) {
     if bytes > 0 {
         SAVED_NOW.with(|c| c.set(c.get().saturating_sub(bytes)));
     }
@@ -432,9 +437,12 @@ pub(crate) fn record_if<B: Backward + 'static>(
     needed: bool,
     op: &'static str,
     inputs: &[&Tensor],
-    output: Tensor,
+    mut output: Tensor,
     make_backward: impl FnOnce(&Tensor) -> B,
 ) -> Tensor {
+    if needed && evict::active() {
+        evict::on_record(op, inputs, &mut output);
+    }
     output.set_cuts(Tensor::merged_cuts(inputs.iter().copied()));
     if !needed {
         return output;
@@ -511,6 +519,7 @@ pub(crate) fn record_if<B: Backward + 'static>(
             grad: None,
             freed: false,
             refs: 1,
+            refill: None,
         });
         tape.live += 1;
         NodeId {

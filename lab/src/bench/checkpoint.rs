@@ -4,7 +4,9 @@
 use super::median_secs;
 use crate::alloc_counter;
 use crate::mib;
-use rewind::checkpoint::{BlockCosts, CheckpointMode, Plan, Segmentation, plan, run_blocks};
+use rewind::checkpoint::{
+    BlockCosts, CheckpointMode, Plan, SavePolicy, Segmentation, plan, run_blocks_with_policy,
+};
 use rewind::error::Result;
 use rewind::nn::Parameters;
 use rewind::nn::ResidualMlp;
@@ -56,8 +58,8 @@ pub struct SweepRow {
     pub forward_saved: usize,
     /// Peak saved bytes over a step, from the tape (recomputation included).
     pub peak_saved: usize,
-    /// The planner's prediction of that peak.
-    pub predicted_peak: usize,
+    /// The planner's prediction of that peak (block plans).
+    pub predicted_peak: Option<usize>,
     /// Peak heap bytes over a step, when the counting allocator is installed.
     pub peak_heap: Option<usize>,
     /// Blocks recomputed per step.
@@ -67,8 +69,21 @@ pub struct SweepRow {
 }
 
 /// One SGD step; returns the bytes saved for backward when the forward ended.
-fn step(m: &ResidualMlp, opt: &mut Sgd, x: &Tensor, seg: &Segmentation) -> Result<usize> {
-    let y = run_blocks(&m.modules(), x, seg, CheckpointMode::NonReentrant, "blocks")?;
+fn step(
+    m: &ResidualMlp,
+    opt: &mut Sgd,
+    x: &Tensor,
+    seg: &Segmentation,
+    policy: &SavePolicy,
+) -> Result<usize> {
+    let y = run_blocks_with_policy(
+        &m.modules(),
+        x,
+        seg,
+        CheckpointMode::NonReentrant,
+        "blocks",
+        policy,
+    )?;
     let after_forward = tape::saved_bytes();
     y.mean()?.backward()?;
     opt.step()?;
@@ -95,21 +110,33 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
                 (format!("{label}*"), Plan::Budget(least))
             }
         };
+        let all = SavePolicy::RecomputeAll;
         let plans = [
-            ("store".to_string(), Plan::None),
-            ("every".to_string(), Plan::EveryBlock),
-            ("sqrt".to_string(), Plan::Sqrt),
-            budget("budget/2", store / 2),
-            budget("budget/4", store / 4),
+            ("store".to_string(), Plan::None, all.clone()),
+            ("every".to_string(), Plan::EveryBlock, all.clone()),
+            ("sqrt".to_string(), Plan::Sqrt, all.clone()),
+            (
+                "every+dots".to_string(),
+                Plan::EveryBlock,
+                SavePolicy::SaveMatmuls,
+            ),
+            {
+                let (l, p) = budget("budget/2", store / 2);
+                (l, p, all.clone())
+            },
+            {
+                let (l, p) = budget("budget/4", store / 4);
+                (l, p, all.clone())
+            },
         ];
-        for (label, p) in plans {
+        for (label, p, policy) in plans {
             let seg = plan::segment(p, depth, Some(&costs))?;
             let mut err = Ok(());
             let (mut peak_saved, mut peak_heap, mut forward_saved) = (0, None, 0);
             let secs = median_secs(cfg.reps, || {
                 tape::reset_peak_saved_bytes();
                 alloc_counter::reset_peak();
-                match step(&m, &mut opt, &x, &seg) {
+                match step(&m, &mut opt, &x, &seg, &policy) {
                     Ok(saved) => forward_saved = saved,
                     Err(e) => err = Err(e),
                 }
@@ -124,7 +151,9 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
                 step_secs: secs,
                 forward_saved,
                 peak_saved,
-                predicted_peak: seg.predicted_peak(&costs),
+                // The block planner's model knows whole-segment recomputation only.
+                predicted_peak: matches!(policy, SavePolicy::RecomputeAll)
+                    .then(|| seg.predicted_peak(&costs)),
                 peak_heap,
                 recompute: seg.recompute_count(),
                 budget: match p {
@@ -152,7 +181,7 @@ pub fn table(rows: &[SweepRow]) -> String {
             .unwrap_or(r);
         let _ = writeln!(
             s,
-            "{:>4}  {:<10} {:>7.3}  {:>6.2}  {:>13.1}  {:>6.3}  {:>14.1}  {:>6.3}  {:>13.1}  {:>8}  {:>10}  {}",
+            "{:>4}  {:<10} {:>7.3}  {:>6.2}  {:>13.1}  {:>6.3}  {:>14.1}  {:>6.3}  {:>13}  {:>8}  {:>10}  {}",
             r.depth,
             r.plan,
             r.step_secs,
@@ -161,7 +190,8 @@ pub fn table(rows: &[SweepRow]) -> String {
             r.forward_saved as f64 / base.forward_saved.max(1) as f64,
             mib(r.peak_saved),
             r.peak_saved as f64 / base.peak_saved.max(1) as f64,
-            mib(r.predicted_peak),
+            r.predicted_peak
+                .map_or("n/a".to_string(), |p| format!("{:.1}", mib(p))),
             r.peak_heap
                 .map_or("n/a".to_string(), |h| format!("{:.0}", mib(h))),
             r.recompute,
@@ -189,7 +219,7 @@ pub fn csv(rows: &[SweepRow]) -> String {
             r.step_secs,
             r.forward_saved,
             r.peak_saved,
-            r.predicted_peak,
+            r.predicted_peak.map_or(String::new(), |p| p.to_string()),
             r.peak_heap.map_or(String::new(), |h| h.to_string()),
             r.recompute,
             r.budget.map_or(String::new(), |b| b.to_string()),

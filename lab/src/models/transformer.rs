@@ -5,12 +5,25 @@
 //! occurs. Blocks run under a checkpoint plan like the other models.
 
 use crate::data::Batch;
-use rewind::checkpoint::{BlockCosts, CheckpointMode, Segmentation, run_blocks};
+use rewind::checkpoint::{
+    BlockCosts, CheckpointMode, SavePolicy, Segmentation, checkpoint_name, run_blocks_with_policy,
+};
 use rewind::error::{Error, Result};
 use rewind::nn::{Embedding, LayerNorm, Linear, Module, Parameters, Projection, prefixed};
 use rewind::ops::loss::IGNORE_INDEX;
 use rewind::tensor::Tensor;
 use std::rc::Rc;
+
+/// The tensors each block names for [`SavePolicy::SaveNames`].
+pub const TENSOR_NAMES: [&str; 7] = [
+    "q",
+    "k",
+    "v",
+    "attn_probs",
+    "attn_context",
+    "mlp_hidden",
+    "mlp_act",
+];
 
 /// Sizes of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,9 +100,9 @@ impl TransformerBlock {
     fn attention(&self, x: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let (q, k, v) = (
-            self.split(&self.q.module().forward(x)?)?,
-            self.split(&self.k.module().forward(x)?)?,
-            self.split(&self.v.module().forward(x)?)?,
+            self.split(&checkpoint_name(&self.q.module().forward(x)?, "q"))?,
+            self.split(&checkpoint_name(&self.k.module().forward(x)?, "k"))?,
+            self.split(&checkpoint_name(&self.v.module().forward(x)?, "v"))?,
         );
         let scores = q
             .matmul(&k.transpose(-1, -2)?)?
@@ -103,12 +116,14 @@ impl TransformerBlock {
         if let Some(m) = key_mask {
             scores = scores.masked_fill(&m.to_dtype(scores.dtype())?, f64::NEG_INFINITY)?;
         }
-        let ctx = scores
-            .softmax(-1)?
+        let probs = checkpoint_name(&scores.softmax(-1)?, "attn_probs");
+        let ctx = probs
             .matmul(&v)?
             .permute(&[0, 2, 1, 3])?
             .reshape(&[b, t, d])?;
-        self.o.module().forward(&ctx)
+        self.o
+            .module()
+            .forward(&checkpoint_name(&ctx, "attn_context"))
     }
 }
 
@@ -134,11 +149,12 @@ impl TransformerBlock {
     /// The block with padded keys hidden by `key_mask` (`[B, 1, 1, T]`, 1.0 = hidden).
     pub fn forward_masked(&self, x: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
         let h = x.add(&self.attention(&self.ln1.forward(x)?, key_mask)?)?;
-        let m = self
-            .fc2
-            .module()
-            .forward(&self.fc1.module().forward(&self.ln2.forward(&h)?)?.gelu()?)?;
-        h.add(&m)
+        let hidden = checkpoint_name(
+            &self.fc1.module().forward(&self.ln2.forward(&h)?)?,
+            "mlp_hidden",
+        );
+        let act = checkpoint_name(&hidden.gelu()?, "mlp_act");
+        h.add(&self.fc2.module().forward(&act)?)
     }
 }
 
@@ -250,9 +266,23 @@ impl Transformer {
 
     /// Mean next-token cross-entropy of `batch` (labels −100 ignored), blocks under `seg`.
     pub fn loss(&self, batch: &Batch, seg: &Segmentation, mode: CheckpointMode) -> Result<Tensor> {
+        self.loss_with(batch, seg, mode, &SavePolicy::RecomputeAll)
+    }
+
+    /// [`Self::loss`] with a selective policy for the checkpointed segments. The blocks name
+    /// what a [`SavePolicy::SaveNames`] can keep: `q`, `k`, `v` (projections), `attn_probs`
+    /// (softmax), `attn_context` (before the output projection), `mlp_hidden` (fc1's
+    /// output), `mlp_act` (after GELU).
+    pub fn loss_with(
+        &self,
+        batch: &Batch,
+        seg: &Segmentation,
+        mode: CheckpointMode,
+        policy: &SavePolicy,
+    ) -> Result<Tensor> {
         let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
         let (h, modules) = self.embed(batch)?;
-        let h = run_blocks(&modules, &h, seg, mode, "model.layers")?;
+        let h = run_blocks_with_policy(&modules, &h, seg, mode, "model.layers", policy)?;
         let logits = self.head.forward(&self.ln_f.forward(&h)?)?;
         logits
             .reshape(&[b * t, self.cfg.vocab])?

@@ -3,7 +3,7 @@
 //! uses (`FromStr`), so `rewind train --help`, saves and summaries share one vocabulary.
 
 use crate::data::CorpusConfig;
-use rewind::checkpoint::CheckpointMode;
+use rewind::checkpoint::{CheckpointMode, SavePolicy};
 use rewind::error::{Error, Result};
 use serde_json::Value;
 use std::fmt;
@@ -21,6 +21,59 @@ pub enum PlanChoice {
     /// Least recomputation within this many bytes of saved activations, from block costs
     /// measured on a full-length batch (so every batch fits).
     Budget(usize),
+}
+
+/// What a checkpointed segment keeps (selective checkpointing); non-reentrant mode only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PolicyChoice {
+    /// Keep nothing, recompute the whole segment.
+    #[default]
+    RecomputeAll,
+    /// Keep matmul and linear outputs (JAX's `dots_saveable`).
+    SaveMatmuls,
+    /// Keep the outputs the model names so (JAX's `save_only_these_names`).
+    SaveNames(Vec<String>),
+}
+
+impl PolicyChoice {
+    /// The engine's policy.
+    pub fn policy(&self) -> SavePolicy {
+        match self {
+            PolicyChoice::RecomputeAll => SavePolicy::RecomputeAll,
+            PolicyChoice::SaveMatmuls => SavePolicy::SaveMatmuls,
+            PolicyChoice::SaveNames(n) => SavePolicy::SaveNames(n.clone()),
+        }
+    }
+}
+
+impl FromStr for PolicyChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "recompute-all" => Ok(PolicyChoice::RecomputeAll),
+            "save-matmuls" => Ok(PolicyChoice::SaveMatmuls),
+            _ => match s.strip_prefix("save-names:") {
+                Some(list) if !list.is_empty() && list.split(',').all(|n| !n.is_empty()) => Ok(
+                    PolicyChoice::SaveNames(list.split(',').map(str::to_string).collect()),
+                ),
+                _ => Err(bad(
+                    "checkpoint policy",
+                    s,
+                    "recompute-all, save-matmuls or save-names:NAME[,NAME…]",
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for PolicyChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyChoice::RecomputeAll => write!(f, "recompute-all"),
+            PolicyChoice::SaveMatmuls => write!(f, "save-matmuls"),
+            PolicyChoice::SaveNames(n) => write!(f, "save-names:{}", n.join(",")),
+        }
+    }
 }
 
 /// Which optimizer.
@@ -80,6 +133,8 @@ pub struct TrainConfig {
     pub plan: PlanChoice,
     /// Checkpoint mode.
     pub mode: CheckpointMode,
+    /// What checkpointed segments keep.
+    pub policy: PolicyChoice,
     /// HF's `enable_input_require_grads` on the token embedding.
     pub enable_input_require_grads: bool,
     /// fp16 autocast with dynamic loss scaling.
@@ -121,6 +176,7 @@ impl Default for TrainConfig {
             eval_fraction: 0.1,
             plan: PlanChoice::None,
             mode: CheckpointMode::NonReentrant,
+            policy: PolicyChoice::RecomputeAll,
             enable_input_require_grads: false,
             amp: false,
             optimizer: OptimChoice::AdamW,
@@ -314,6 +370,7 @@ impl TrainConfig {
             ("eval_fraction", self.eval_fraction.into()),
             ("checkpoint", self.plan.to_string().into()),
             ("checkpoint_mode", mode_name(self.mode).into()),
+            ("checkpoint_policy", self.policy.to_string().into()),
             (
                 "enable_input_require_grads",
                 self.enable_input_require_grads.into(),

@@ -8,7 +8,7 @@ pub mod config;
 mod save;
 mod trainer;
 
-pub use config::{FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, TrainConfig};
+pub use config::{FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, PolicyChoice, TrainConfig};
 pub use trainer::{Data, DataPosition, StepStats, Trainer, suggest_fix};
 
 use rewind::error::Result;
@@ -40,8 +40,10 @@ pub struct RunSummary {
     pub param_bytes: usize,
     /// Most gradient bytes held at an optimizer step.
     pub grad_bytes: usize,
-    /// Trainable parameters.
+    /// Trainable scalar parameters.
     pub trainable_params: usize,
+    /// Trainable tensors (holding `trainable_params` between them).
+    pub trainable_tensors: usize,
     /// Steps the scaler skipped.
     pub skipped_steps: u64,
     /// Final loss scale (AMP only).
@@ -97,13 +99,15 @@ pub fn run(
         param_bytes: trainer.param_bytes(),
         grad_bytes: stats.iter().map(|s| s.grad_bytes).max().unwrap_or(0),
         trainable_params: trainer.trainable_params(),
+        trainable_tensors: trainer.trainable_tensors(),
         skipped_steps: stats.iter().filter(|s| !s.updated).count() as u64,
         loss_scale: trainer.loss_scale(),
     })
 }
 
 impl RunSummary {
-    /// One JSON object: the settings under `"config"`, then every figure.
+    /// One JSON object: the settings under `"config"`, then every figure (a figure that could
+    /// not be measured, NaN, is `null`).
     pub fn to_json(&self) -> String {
         let config: serde_json::Map<String, serde_json::Value> = self
             .settings
@@ -124,6 +128,7 @@ impl RunSummary {
             "param_bytes": self.param_bytes,
             "grad_bytes": self.grad_bytes,
             "trainable_params": self.trainable_params,
+            "trainable_tensors": self.trainable_tensors,
             "skipped_steps": self.skipped_steps,
             "loss_scale": self.loss_scale,
         })

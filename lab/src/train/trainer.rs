@@ -286,6 +286,7 @@ impl Trainer {
         let start = Instant::now();
         tape::reset_peak_saved_bytes();
         let accum = self.cfg.accumulation;
+        let policy = self.cfg.policy.policy();
         let (mut loss_sum, mut real, mut slots) = (0.0, 0, 0);
         for _ in 0..accum {
             let batch = self.next_batch()?;
@@ -293,7 +294,8 @@ impl Trainer {
             slots += batch.slots();
             let loss = {
                 let _amp = self.cfg.amp.then(|| autocast(Some(DType::F16)));
-                self.model.loss(&batch, &self.seg, self.cfg.mode)?
+                self.model
+                    .loss_with(&batch, &self.seg, self.cfg.mode, &policy)?
             };
             self.check_reach(&loss)?;
             loss_sum += loss.item()?;
