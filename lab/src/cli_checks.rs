@@ -301,6 +301,7 @@ pub fn train(a: &TrainArgs) -> Checked {
         ));
     }
     if a.checkpoint_policy != PolicyChoice::RecomputeAll {
+        known_names(&a.checkpoint_policy)?;
         if a.checkpoint == PlanChoice::None {
             return Err(usage(
                 "checkpoint-policy",
@@ -357,9 +358,29 @@ pub fn train(a: &TrainArgs) -> Checked {
     model_fits(&a.model, a.lora_rank)
 }
 
+/// A `save-names:` policy names only tensors the transformer names.
+fn known_names(p: &PolicyChoice) -> Checked {
+    if let PolicyChoice::SaveNames(names) = p
+        && let Some(n) = names
+            .iter()
+            .find(|n| !TRANSFORMER_NAMES.contains(&n.as_str()))
+    {
+        return Err(usage(
+            "checkpoint-policy",
+            p,
+            format!(
+                "the model names no tensor `{n}`; it names {}",
+                TRANSFORMER_NAMES.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `rewind compare` (the largest variant is the baseline: fp32 AdamW, everything stored).
 pub fn compare(a: &CompareArgs) -> Checked {
     model(&a.model)?;
+    known_names(&a.checkpoint_policy)?;
     model_fits(&a.model, 0)?;
     writable_dir("out", &a.out)
 }

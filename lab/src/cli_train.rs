@@ -256,12 +256,18 @@ pub struct CompareArgs {
     /// Output folder for compare.csv and compare.svg.
     #[arg(long, default_value = "out/compare")]
     pub out: PathBuf,
+    /// What the checkpointed rows keep (as `train --checkpoint-policy`).
+    #[arg(long, default_value = "recompute-all")]
+    pub checkpoint_policy: PolicyChoice,
 }
 
 /// Runs `rewind compare`: the table, the targets, CSV and SVG.
 pub fn compare(args: &CompareArgs) -> rewind::Result<Ended> {
     use rewind_lab::train::compare as cmp;
-    let base = args.model.config();
+    let base = TrainConfig {
+        policy: args.checkpoint_policy.clone(),
+        ..args.model.config()
+    };
     let variants = cmp::variants(&base);
     println!(
         "rewind compare: {} blocks d={} heads={}, vocab {}, max_len {}, batch {}, {} steps each, seed {}; {} threads",

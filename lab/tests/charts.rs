@@ -58,3 +58,47 @@ fn bench_charts_label_every_plan_and_series() {
     );
     assert!(texts.iter().any(|t| t == "depth L (blocks)"));
 }
+
+#[test]
+fn labels_of_points_that_nearly_coincide_do_not_overlap() {
+    // L = 16 as measured: ops/2 and budget/2 land within a few pixels of each other.
+    let rows = vec![
+        row(16, "store", 1.523, 286.0),
+        row(16, "every", 2.062, 46.0),
+        row(16, "sqrt", 1.561, 76.0),
+        row(16, "every+dots", 1.294, 166.0),
+        row(16, "budget/2", 1.531, 142.0),
+        row(16, "budget/4", 1.715, 70.0),
+        row(16, "ops/2", 1.422, 142.0),
+        row(16, "ops/4", 1.352, 70.0),
+    ];
+    let (tradeoff, _) = plots(&rows, 16).unwrap();
+    std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tradeoff.svg"),
+        &tradeoff,
+    )
+    .unwrap();
+    let doc = roxmltree::Document::parse(&tradeoff).unwrap();
+    let labels: Vec<(f64, f64, usize)> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter(|n| {
+            rows.iter()
+                .any(|r| n.text().map(str::trim) == Some(r.plan.as_str()))
+        })
+        .map(|n| {
+            let num = |a: &str| n.attribute(a).unwrap().parse::<f64>().unwrap();
+            (num("x"), num("y"), n.text().unwrap().trim().chars().count())
+        })
+        .collect();
+    assert_eq!(labels.len(), rows.len());
+    for (i, a) in labels.iter().enumerate() {
+        for b in &labels[i + 1..] {
+            // Labels are drawn ≈ 10.5 px high from their y: ≈ 6 px a character, 11 px a line.
+            let apart = a.0 + 6.0 * a.2 as f64 <= b.0
+                || b.0 + 6.0 * b.2 as f64 <= a.0
+                || (a.1 - b.1).abs() >= 11.0;
+            assert!(apart, "labels overlap: {a:?} and {b:?}");
+        }
+    }
+}

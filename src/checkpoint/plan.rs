@@ -280,7 +280,7 @@ pub fn revolve_forward_steps(l: u64, s: u64) -> u64 {
     t * l - beta(s + 1, t - 1)
 }
 
-/// Runs `blocks` on `x` following `seg`: checkpointed segments through [`checkpoint`] (named
+/// Runs `blocks` on `x` following `seg`: checkpointed segments through [`checkpoint`](super::checkpoint) (named
 /// `{prefix}.{first block}`), stored ones directly.
 pub fn run_blocks(
     blocks: &[Rc<dyn Module>],

@@ -4,8 +4,10 @@
 use super::median_secs;
 use crate::alloc_counter;
 use crate::mib;
+use rewind::checkpoint::op_plan::{self, BudgetPlan};
 use rewind::checkpoint::{
-    BlockCosts, CheckpointMode, Plan, SavePolicy, Segmentation, plan, run_blocks_with_policy,
+    BlockCosts, CheckpointMode, Plan, SavePolicy, Segmentation, plan, run_blocks_with_policies,
+    run_blocks_with_policy,
 };
 use rewind::error::Result;
 use rewind::nn::Parameters;
@@ -68,22 +70,31 @@ pub struct SweepRow {
     pub budget: Option<usize>,
 }
 
+/// A point of the sweep: a block plan under one policy, or the op-level budget planner's.
+enum Scheme {
+    Blocks(Plan, SavePolicy),
+    Ops(BudgetPlan),
+}
+
+/// The policy of every checkpointed segment, or one per block (every block a segment).
+enum Policies {
+    Shared(SavePolicy),
+    PerBlock(Vec<SavePolicy>),
+}
+
 /// One SGD step; returns the bytes saved for backward when the forward ended.
 fn step(
     m: &ResidualMlp,
     opt: &mut Sgd,
     x: &Tensor,
     seg: &Segmentation,
-    policy: &SavePolicy,
+    policies: &Policies,
 ) -> Result<usize> {
-    let y = run_blocks_with_policy(
-        &m.modules(),
-        x,
-        seg,
-        CheckpointMode::NonReentrant,
-        "blocks",
-        policy,
-    )?;
+    let mode = CheckpointMode::NonReentrant;
+    let y = match policies {
+        Policies::Shared(p) => run_blocks_with_policy(&m.modules(), x, seg, mode, "blocks", p)?,
+        Policies::PerBlock(ps) => run_blocks_with_policies(&m.modules(), x, mode, "blocks", ps)?,
+    };
     let after_forward = tape::saved_bytes();
     y.mean()?.backward()?;
     opt.step()?;
@@ -110,33 +121,79 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
                 (format!("{label}*"), Plan::Budget(least))
             }
         };
+        let profile = op_plan::profile(&m.modules(), &x, 1)?;
         let all = SavePolicy::RecomputeAll;
-        let plans = [
-            ("store".to_string(), Plan::None, all.clone()),
-            ("every".to_string(), Plan::EveryBlock, all.clone()),
-            ("sqrt".to_string(), Plan::Sqrt, all.clone()),
+        let mut plans: Vec<(String, Scheme)> = vec![
+            ("store".into(), Scheme::Blocks(Plan::None, all.clone())),
             (
-                "every+dots".to_string(),
-                Plan::EveryBlock,
-                SavePolicy::SaveMatmuls,
+                "every".into(),
+                Scheme::Blocks(Plan::EveryBlock, all.clone()),
             ),
-            {
-                let (l, p) = budget("budget/2", store / 2);
-                (l, p, all.clone())
-            },
-            {
-                let (l, p) = budget("budget/4", store / 4);
-                (l, p, all.clone())
-            },
+            ("sqrt".into(), Scheme::Blocks(Plan::Sqrt, all.clone())),
+            (
+                "every+dots".into(),
+                Scheme::Blocks(Plan::EveryBlock, SavePolicy::SaveMatmuls),
+            ),
         ];
-        for (label, p, policy) in plans {
-            let seg = plan::segment(p, depth, Some(&costs))?;
+        for k in [2, 4] {
+            let (l, p) = budget(&format!("budget/{k}"), store / k);
+            plans.push((l, Scheme::Blocks(p, all.clone())));
+        }
+        for k in [2, 4] {
+            let plan = op_plan::plan_budget(&profile, &costs, store / k)?;
+            plans.push((format!("ops/{k}"), Scheme::Ops(plan)));
+        }
+        for (label, scheme) in plans {
+            let (seg, policies, predicted, budget_bytes) = match &scheme {
+                Scheme::Blocks(p, policy) => {
+                    let seg = plan::segment(*p, depth, Some(&costs))?;
+                    let predicted = match (policy, p) {
+                        (SavePolicy::RecomputeAll, _) => Some(seg.predicted_peak(&costs)),
+                        // Every block keeps its droppable matmul outputs: the op planner's model.
+                        (SavePolicy::SaveMatmuls, Plan::EveryBlock) => {
+                            let keep: Vec<Vec<usize>> = profile
+                                .blocks
+                                .iter()
+                                .map(|b| {
+                                    b.candidates()
+                                        .into_iter()
+                                        .filter(|&k| b.ops[k].dot)
+                                        .collect()
+                                })
+                                .collect();
+                            Some(profile.predicted_peak(&keep))
+                        }
+                        _ => None,
+                    };
+                    let budget = match p {
+                        Plan::Budget(b) => Some(*b),
+                        _ => None,
+                    };
+                    (seg, Policies::Shared(policy.clone()), predicted, budget)
+                }
+                Scheme::Ops(BudgetPlan::Blocks {
+                    seg,
+                    predicted_peak,
+                    ..
+                }) => (
+                    seg.clone(),
+                    Policies::Shared(all.clone()),
+                    Some(*predicted_peak),
+                    None,
+                ),
+                Scheme::Ops(BudgetPlan::Ops(o)) => (
+                    plan::segment(Plan::EveryBlock, depth, None)?,
+                    Policies::PerBlock(o.policies()),
+                    Some(o.predicted_peak),
+                    None,
+                ),
+            };
             let mut err = Ok(());
             let (mut peak_saved, mut peak_heap, mut forward_saved) = (0, None, 0);
             let secs = median_secs(cfg.reps, || {
                 tape::reset_peak_saved_bytes();
                 alloc_counter::reset_peak();
-                match step(&m, &mut opt, &x, &seg, &policy) {
+                match step(&m, &mut opt, &x, &seg, &policies) {
                     Ok(saved) => forward_saved = saved,
                     Err(e) => err = Err(e),
                 }
@@ -147,19 +204,22 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
             let row = SweepRow {
                 depth,
                 plan: label,
-                segmentation: seg.describe(),
+                segmentation: match &scheme {
+                    Scheme::Ops(BudgetPlan::Ops(o)) => {
+                        let kept: usize = o.keep.iter().map(Vec::len).sum();
+                        let droppable: usize =
+                            profile.blocks.iter().map(|b| b.candidates().len()).sum();
+                        format!("per block: {kept} of {droppable} droppable outputs kept")
+                    }
+                    _ => seg.describe(),
+                },
                 step_secs: secs,
                 forward_saved,
                 peak_saved,
-                // The block planner's model knows whole-segment recomputation only.
-                predicted_peak: matches!(policy, SavePolicy::RecomputeAll)
-                    .then(|| seg.predicted_peak(&costs)),
+                predicted_peak: predicted,
                 peak_heap,
                 recompute: seg.recompute_count(),
-                budget: match p {
-                    Plan::Budget(b) => Some(b),
-                    _ => None,
-                },
+                budget: budget_bytes,
             };
             progress(&row);
             rows.push(row);

@@ -90,15 +90,42 @@ pub fn labelled_points(
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(plot_err)?;
+        // Each label goes beside its point where it overlaps no earlier label or marker.
+        let at: Vec<(i32, i32)> = points
+            .iter()
+            .map(|p| chart.backend_coord(&(p.x, p.y)))
+            .collect();
+        let mut boxes: Vec<(i32, i32, i32, i32)> = at
+            .iter()
+            .map(|&(x, y)| (x - 6, y - 6, x + 6, y + 6))
+            .collect();
         for (i, p) in points.iter().enumerate() {
             let c = color(i);
+            let w = (p.label.chars().count() as f64 * 7.5) as i32;
+            let (x, y) = at[i];
+            let place = |dx: i32, dy: i32| (x + dx, y + dy - 11, x + dx + w, y + dy + 3);
+            let overlaps = |b: &(i32, i32, i32, i32)| {
+                boxes
+                    .iter()
+                    .enumerate()
+                    .any(|(j, o)| j != i && b.0 < o.2 && o.0 < b.2 && b.1 < o.3 && o.1 < b.3)
+            };
+            let offsets = [(9, 4), (9, -10), (9, 18), (-w - 9, 4), (9, -24), (9, 32)];
+            let (dx, dy) = offsets
+                .iter()
+                .copied()
+                .find(|&(dx, dy)| !overlaps(&place(dx, dy)))
+                .unwrap_or(offsets[0]);
+            boxes.push(place(dx, dy));
             chart
-                .draw_series(std::iter::once(
-                    EmptyElement::at((p.x, p.y))
-                        + Circle::new((0, 0), 5, c.filled())
-                        + Text::new(p.label.clone(), (8, -6), ("sans-serif", 13).into_font()),
-                ))
+                .draw_series(std::iter::once(Circle::new((p.x, p.y), 5, c.filled())))
                 .map_err(plot_err)?;
+            root.draw(&Text::new(
+                p.label.clone(),
+                (x + dx, y + dy - 11),
+                ("sans-serif", 13).into_font(),
+            ))
+            .map_err(plot_err)?;
         }
         root.present().map_err(plot_err)?;
     }
@@ -167,6 +194,7 @@ pub fn lines(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Re
                         .map_err(plot_err)?;
                 }
                 Mark::Theory => {
+                    let c = BLACK;
                     chart
                         .draw_series(DashedLineSeries::new(
                             s.points.iter().copied(),
