@@ -172,9 +172,19 @@ fn io_err(what: &std::path::Path, e: std::io::Error) -> rewind::Error {
 /// saves the end of the run.
 pub fn run(args: &TrainArgs) -> rewind::Result<Ended> {
     let cfg = args.config();
-    let mut trainer = match &args.resume {
-        Some(p) => Trainer::resume(cfg.clone(), p)?,
-        None => Trainer::new(cfg.clone())?,
+    let made = match &args.resume {
+        Some(p) => Trainer::resume(cfg.clone(), p),
+        None => Trainer::new(cfg.clone()),
+    };
+    let mut trainer = match made {
+        // A budget is checked against block costs measured on the model: a usage error still.
+        Err(rewind::Error::InvalidArgument { op: "plan", msg })
+            if matches!(cfg.plan, PlanChoice::Budget(_)) =>
+        {
+            eprintln!("error: --checkpoint {}: {msg}", cfg.plan);
+            std::process::exit(2);
+        }
+        other => other?,
     };
     eprintln!(
         "training {} blocks d={} ({} trainable parameters in {} tensors), plan {} [{}], {} steps from step {}",

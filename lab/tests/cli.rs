@@ -155,3 +155,31 @@ fn reentrant_lora_run_fails_with_pytorchs_message_and_suggests_the_fix() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn compare_and_repro_exit_codes_match_their_printed_verdicts() {
+    let out_dir = std::env::temp_dir().join(format!("rewind-cli-compare-{}", std::process::id()));
+    let out_dir = out_dir.to_str().unwrap();
+    let mut args = vec!["compare", "--steps", "2", "--out", out_dir];
+    args.extend(TINY.iter().filter(|a| **a != "--quiet"));
+    let out = rewind(&args);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("targets:"), "{printed}");
+    // Two steps are too few for every target: exit 3 exactly when one says NOT met.
+    let expected = if printed.contains("NOT met") { 3 } else { 0 };
+    assert_eq!(out.status.code(), Some(expected), "{printed}");
+    std::fs::remove_dir_all(out_dir).ok();
+
+    let out = rewind(&["repro", "--reps", "1", "--blocks", "2"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("reproduced behaviours held"), "{printed}");
+    assert_eq!(out.status.code(), Some(0));
+
+    // A budget the model cannot meet names the flag.
+    let mut args = vec!["train", "--steps", "1", "--checkpoint", "budget:0"];
+    args.extend_from_slice(TINY);
+    let out = rewind(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("error: --checkpoint budget:0B: a budget of 0 bytes"), "{err}");
+}
