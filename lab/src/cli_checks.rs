@@ -451,6 +451,9 @@ pub fn bench(a: &BenchArgs) -> Checked {
         "the deepest stack's parameters, SGD state and activations",
         |v| mlp_bytes(v[0], cfg.d as f64, cfg.hidden as f64, v[1], 1.0),
     )?;
+    if let Some(p) = &a.from_csv {
+        readable_file("from-csv", p)?;
+    }
     if !a.cuda {
         writable_dir("out", &a.out)?;
     }

@@ -78,6 +78,9 @@ pub struct BenchArgs {
     /// copy); needs the `cuda` feature and a CUDA device.
     #[arg(long)]
     pub cuda: bool,
+    /// Instead: redraw the charts from a bench.csv an earlier run wrote (no measuring).
+    #[arg(long)]
+    pub from_csv: Option<std::path::PathBuf>,
 }
 
 /// `rewind memory` flags.
@@ -136,6 +139,11 @@ fn main() {
     let result = match cli.command {
         Command::Repro(a) => repro(a.reps, a.blocks),
         Command::Bench(a) if a.cuda => cuda_bench(a.reps),
+        Command::Bench(BenchArgs {
+            from_csv: Some(csv),
+            out,
+            ..
+        }) => replot(&csv, &out),
         Command::Bench(a) => bench(a.reps, a.depths, a.rows, &a.out),
         Command::Train(args) => train::run(&args),
         Command::Compare(args) => train::compare(&args),
@@ -225,6 +233,30 @@ fn bench(
     write("memory_vs_depth.svg", by_depth)?;
     println!(
         "wrote {}/bench.csv, tradeoff.svg, memory_vs_depth.svg",
+        out.display()
+    );
+    Ok(Ended::Done)
+}
+
+fn replot(csv: &std::path::Path, out: &std::path::Path) -> rewind::Result<Ended> {
+    use rewind_lab::bench::checkpoint as ck;
+    let text = std::fs::read_to_string(csv).map_err(|e| rewind::Error::io("bench", csv, e))?;
+    let rows = ck::rows_from_csv(&text)?;
+    let at = if rows.iter().any(|r| r.depth == 16) {
+        16
+    } else {
+        rows.first().map_or(0, |r| r.depth)
+    };
+    let (tradeoff, by_depth) = ck::plots(&rows, at)?;
+    for (name, svg) in [
+        ("tradeoff.svg", tradeoff),
+        ("memory_vs_depth.svg", by_depth),
+    ] {
+        rewind::atomic_file::write_atomic("bench", &out.join(name), svg.as_bytes())?;
+    }
+    println!(
+        "redrew {} points into {}/tradeoff.svg, memory_vs_depth.svg",
+        rows.len(),
         out.display()
     );
     Ok(Ended::Done)

@@ -3,7 +3,7 @@
 
 mod svg;
 
-use rewind_lab::bench::checkpoint::{SweepRow, plots};
+use rewind_lab::bench::checkpoint::{SweepRow, csv, plots, rows_from_csv};
 
 fn row(depth: usize, plan: &str, secs: f64, mib: f64) -> SweepRow {
     let bytes = (mib * (1 << 20) as f64) as usize;
@@ -101,4 +101,20 @@ fn labels_of_points_that_nearly_coincide_do_not_overlap() {
             assert!(apart, "labels overlap: {a:?} and {b:?}");
         }
     }
+}
+
+#[test]
+fn a_bench_csv_reads_back_into_the_rows_it_was_written_from() {
+    let rows = vec![row(4, "store", 0.3, 70.0), row(16, "ops/2", 1.4, 142.0)];
+    let back = rows_from_csv(&csv(&rows)).unwrap();
+    assert_eq!(back.len(), 2);
+    for (a, b) in rows.iter().zip(&back) {
+        assert_eq!(
+            (a.depth, &a.plan, a.peak_saved),
+            (b.depth, &b.plan, b.peak_saved)
+        );
+        assert_eq!(a.predicted_peak, b.predicted_peak);
+        assert!((a.step_secs - b.step_secs).abs() < 1e-6);
+    }
+    assert!(rows_from_csv("header\n1,2,3\n").is_err());
 }

@@ -181,5 +181,8 @@ fn compare_and_repro_exit_codes_match_their_printed_verdicts() {
     let out = rewind(&args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("error: --checkpoint budget:0B: a budget of 0 bytes"), "{err}");
+    assert!(
+        err.contains("error: --checkpoint budget:0B: a budget of 0 bytes"),
+        "{err}"
+    );
 }

@@ -101,6 +101,11 @@ fn table() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     t.push(("bench", "depths", counts(&["0", HUGE, "4,0", "4,-1"])));
     t.push(("bench", "rows", counts(&["0", HUGE])));
     t.push(("bench", "out", vec!["/proc/rewind-bench", "/dev/null", ""]));
+    t.push((
+        "bench",
+        "from-csv",
+        vec!["/nonexistent/bench.csv", "/tmp", ""],
+    ));
     t.push(("memory", "depth", counts(&["0", HUGE])));
     t.push(("memory", "width", counts(&["0", HUGE])));
     t.push(("memory", "rows", counts(&["0", HUGE])));

@@ -289,6 +289,49 @@ pub fn csv(rows: &[SweepRow]) -> String {
     s
 }
 
+/// The rows of a CSV that [`csv`] wrote, to redraw its charts without measuring again.
+pub fn rows_from_csv(text: &str) -> Result<Vec<SweepRow>> {
+    let bad = |line: usize, what: &str| {
+        rewind::Error::invalid("bench", format!("CSV line {}: {what}", line + 1))
+    };
+    text.lines()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            let f: Vec<&str> = line.splitn(10, ',').collect();
+            if f.len() != 10 {
+                return Err(bad(i, "expected 10 fields"));
+            }
+            let int = |k: usize| -> Result<usize> {
+                f[k].parse()
+                    .map_err(|_| bad(i, &format!("field {} is not a count", k + 1)))
+            };
+            let opt = |k: usize| -> Result<Option<usize>> {
+                if f[k].is_empty() {
+                    Ok(None)
+                } else {
+                    int(k).map(Some)
+                }
+            };
+            Ok(SweepRow {
+                depth: int(0)?,
+                plan: f[1].to_string(),
+                step_secs: f[2]
+                    .parse()
+                    .map_err(|_| bad(i, "field 3 is not a number"))?,
+                forward_saved: int(3)?,
+                peak_saved: int(4)?,
+                predicted_peak: opt(5)?,
+                peak_heap: opt(6)?,
+                recompute: int(7)?,
+                budget: opt(8)?,
+                segmentation: f[9].trim_matches('"').to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Two SVG charts: peak saved memory vs step time at one depth (every point labelled with its
 /// plan), and peak saved memory vs depth per plan with the √L prediction in the same unit.
 pub fn plots(rows: &[SweepRow], at_depth: usize) -> Result<(String, String)> {
