@@ -502,5 +502,9 @@ pub fn bench_core(a: &BenchCoreArgs) -> Checked {
     }];
     fits(&sizes, "parameters, SGD state and activations", |v| {
         mlp_bytes(v[0], cfg.d as f64, cfg.hidden as f64, cfg.rows as f64, 1.0)
-    })
+    })?;
+    if let Some(p) = &a.json {
+        writable_file("json", p)?;
+    }
+    Ok(())
 }

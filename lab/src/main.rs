@@ -112,6 +112,9 @@ pub struct BenchCoreArgs {
     /// Blocks in the residual MLP.
     #[arg(long, default_value_t = 16)]
     pub depth: usize,
+    /// Also write every figure as JSON here (what `scripts/pytorch_side_by_side.py` reads).
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
 }
 
 /// How a command ended: its exit code is 0, 1 (an error while working), 2 (a usage error,
@@ -147,7 +150,9 @@ fn main() {
         Command::Bench(a) => bench(a.reps, a.depths, a.rows, &a.out),
         Command::Train(args) => train::run(&args),
         Command::Compare(args) => train::compare(&args),
-        Command::BenchCore(a) => bench_core(a.reps, a.depth).map(|_| Ended::Done),
+        Command::BenchCore(a) => {
+            bench_core(a.reps, a.depth, a.json.as_deref()).map(|_| Ended::Done)
+        }
         Command::Memory(a) => memory(a.depth, a.width, a.rows, a.reps),
     };
     match result {
@@ -295,31 +300,58 @@ fn memory(depth: usize, width: usize, rows: usize, reps: usize) -> rewind::Resul
     Ok(Ended::Done)
 }
 
-fn bench_core(reps: usize, depth: usize) -> rewind::Result<()> {
+fn bench_core(reps: usize, depth: usize, json: Option<&std::path::Path>) -> rewind::Result<()> {
     let threads = rewind::cpu::threads();
     println!("rewind core bench ({threads} threads, median of {reps})");
     let tanh = core::tape_overhead_us(Chain::Tanh, 1000, reps.max(200))?;
     let muladd = core::tape_overhead_us(Chain::MulAdd, 1000, reps.max(200))?;
     println!("tape overhead, 1000-op chain on 8 elements, forward+backward:");
-    println!("  tanh     {tanh:.3} µs/op   (PyTorch 2.15 here: ≈ 4.1)");
-    println!("  x*a+b    {muladd:.3} µs/op   (PyTorch 2.15 here: ≈ 5.3 per x*a+b, i.e. two ops)");
+    println!("  tanh     {tanh:.3} µs/op");
+    println!("  x*a+b    {muladd:.3} µs/op (two ops per x*a+b)");
     let gemm = core::matmul_gflops(1024, reps)?;
     println!("matmul f32 1024³: {gemm:.1} GFLOP/s");
     let cfg = MlpConfig {
         depth,
         ..MlpConfig::default()
     };
-    let (secs, gflops) = core::mlp_step(cfg, reps)?;
     println!(
-        "residual MLP step ({} blocks {}→{}→{}, {} rows, f32, SGD): {:.3} s, {:.1} GFLOP/s effective = {:.0}% of the GEMM bench",
-        cfg.depth,
-        cfg.d,
-        cfg.hidden,
-        cfg.d,
-        cfg.rows,
-        secs,
-        gflops,
-        100.0 * gflops / gemm
+        "residual MLP step ({} blocks {}→{}→{}, {} rows, f32, SGD, non-reentrant checkpointing):",
+        cfg.depth, cfg.d, cfg.hidden, cfg.d, cfg.rows
     );
+    let mut steps = serde_json::Map::new();
+    let mut store = f64::NAN;
+    for plan in core::StepPlan::ALL {
+        let (secs, gflops) = core::mlp_step_with(cfg, plan, reps)?;
+        if plan == core::StepPlan::Store {
+            store = secs;
+        }
+        println!(
+            "  {:<11} {:.3} s  ×store {:.2}  {:.1} GFLOP/s effective = {:.0}% of the GEMM bench",
+            plan.name(),
+            secs,
+            secs / store,
+            gflops,
+            100.0 * gflops / gemm
+        );
+        steps.insert(plan.name().into(), serde_json::json!(secs));
+    }
+    let n = 1 << 24;
+    let fp32 = core::adamw_step_ms(n, false, reps)?;
+    let q8 = core::adamw_step_ms(n, true, reps)?;
+    println!("AdamW step on {n} parameters: fp32 {fp32:.1} ms, 8-bit {q8:.1} ms");
+    if let Some(path) = json {
+        let v = serde_json::json!({
+            "threads": threads,
+            "tape_tanh_us_per_op": tanh,
+            "tape_muladd_us_per_op": muladd,
+            "gemm_1024_gflops": gemm,
+            "mlp": {"depth": cfg.depth, "d": cfg.d, "hidden": cfg.hidden, "rows": cfg.rows},
+            "mlp_step_s": steps,
+            "adamw_fp32_ms": fp32,
+            "adamw_8bit_ms": q8,
+            "adamw_params": n,
+        });
+        rewind::atomic_file::write_atomic("bench-core", path, v.to_string().as_bytes())?;
+    }
     Ok(())
 }

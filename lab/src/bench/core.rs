@@ -103,6 +103,121 @@ impl Default for MlpConfig {
     }
 }
 
+/// How the MLP step checkpoints its blocks (non-reentrant), as in the PyTorch harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepPlan {
+    /// Store every activation.
+    Store,
+    /// Every block a segment (PyTorch: `checkpoint(block, x, use_reentrant=False)` per block).
+    Every,
+    /// Four segments, the last stored (`checkpoint_sequential(blocks, 4, x)`).
+    Sqrt,
+    /// Every block a segment keeping its matmul outputs (PyTorch: `context_fn` from
+    /// `create_selective_checkpoint_contexts` saving `aten.mm`/`aten.addmm`).
+    EveryDots,
+}
+
+impl StepPlan {
+    /// Every plan, in table order.
+    pub const ALL: [StepPlan; 4] = [
+        StepPlan::Store,
+        StepPlan::Every,
+        StepPlan::Sqrt,
+        StepPlan::EveryDots,
+    ];
+
+    /// Its name in tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepPlan::Store => "store",
+            StepPlan::Every => "every",
+            StepPlan::Sqrt => "sqrt4",
+            StepPlan::EveryDots => "every+dots",
+        }
+    }
+}
+
+/// Median seconds of one SGD step under `plan`, and the step's effective GFLOP/s (3 × forward
+/// matmul FLOPs / time, whatever is recomputed).
+pub fn mlp_step_with(cfg: MlpConfig, plan: StepPlan, reps: usize) -> Result<(f64, f64)> {
+    use rewind::checkpoint::{CheckpointMode, Plan, SavePolicy, plan, run_blocks_with_policy};
+    rng::manual_seed(0);
+    let model = ResidualMlp::new(cfg.depth, cfg.d, cfg.hidden)?;
+    let x = Tensor::randn(&[cfg.rows, cfg.d])?;
+    let mut opt = Sgd::new(
+        vec![ParamGroup::new(model.parameters(), 1e-3, 0.0)],
+        0.0,
+        false,
+    )?;
+    let (seg, policy) = match plan {
+        StepPlan::Store => (
+            plan::segment(Plan::None, cfg.depth, None)?,
+            SavePolicy::RecomputeAll,
+        ),
+        StepPlan::Every => (
+            plan::segment(Plan::EveryBlock, cfg.depth, None)?,
+            SavePolicy::RecomputeAll,
+        ),
+        StepPlan::Sqrt => (
+            plan::segment(Plan::Sequential(4), cfg.depth, None)?,
+            SavePolicy::RecomputeAll,
+        ),
+        StepPlan::EveryDots => (
+            plan::segment(Plan::EveryBlock, cfg.depth, None)?,
+            SavePolicy::SaveMatmuls,
+        ),
+    };
+    let modules = model.modules();
+    let mut out = Ok(());
+    let secs = median_secs(reps, || {
+        let mut step = || -> Result<()> {
+            let y = run_blocks_with_policy(
+                &modules,
+                &x,
+                &seg,
+                CheckpointMode::NonReentrant,
+                "b",
+                &policy,
+            )?;
+            y.mul(&y)?.mean()?.backward()?;
+            opt.step()?;
+            opt.zero_grad();
+            Ok(())
+        };
+        if let Err(e) = step() {
+            out = Err(e);
+        }
+    });
+    out?;
+    Ok((secs, 3.0 * model.forward_flops(cfg.rows) / secs / 1e9))
+}
+
+/// Median milliseconds of one AdamW step (fp32 or blockwise 8-bit state) on `n` parameters.
+pub fn adamw_step_ms(n: usize, eight_bit: bool, reps: usize) -> Result<f64> {
+    use rewind::optim::{AdamW, AdamW8bit};
+    let p = Tensor::from_vec(vec![0.01f32; n], &[n])?.requires_grad_(true)?;
+    p.set_grad(Some(Tensor::from_vec(
+        (0..n)
+            .map(|i| ((i % 1000) as f32 - 500.0) * 1e-4)
+            .collect::<Vec<f32>>(),
+        &[n],
+    )?));
+    let groups = vec![ParamGroup::new(vec![p], 1e-3, 0.01)];
+    let mut opt: Box<dyn Optimizer> = if eight_bit {
+        Box::new(AdamW8bit::new(groups))
+    } else {
+        Box::new(AdamW::new(groups))
+    };
+    let mut out = Ok(());
+    let secs = median_secs(reps, || {
+        if let Err(e) = opt.step() {
+            out = Err(e);
+        }
+    });
+    out?;
+    Ok(secs * 1e3)
+}
+
 /// Median seconds of one SGD training step and the step's effective GFLOP/s
 /// (3 × forward matmul FLOPs / time).
 pub fn mlp_step(cfg: MlpConfig, reps: usize) -> Result<(f64, f64)> {

@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""rewind against PyTorch on this machine: the same workloads, back to back, one table.
+
+Workloads (those of `rewind bench-core`): the tape overhead of a 1000-op chain on 8 elements
+(forward + backward), an f32 1024^3 matmul, one SGD step of 16 residual MLP blocks
+256->1024->256 on 2048 rows (loss = mean(y^2)) stored, checkpointed every block
+(use_reentrant=False), in 4 segments (checkpoint_sequential) and every block keeping its matmul
+outputs (selective checkpointing: create_selective_checkpoint_contexts saving aten.mm/addmm), and
+an AdamW step on 16.8M parameters.
+
+Setup (not part of CI): python3 -m venv .venv-ref && .venv-ref/bin/pip install torch numpy
+(PyTorch's default wheel brings its CUDA libraries, about 3 GB, and runs on the CPU); then
+    cargo build --release
+    .venv-ref/bin/python scripts/pytorch_side_by_side.py [--reps 5] [--threads N]
+Optional: --bnb also times bitsandbytes' 8-bit AdamW on the CPU (pip install bitsandbytes).
+"""
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import (
+    CheckpointPolicy,
+    checkpoint,
+    checkpoint_sequential,
+    create_selective_checkpoint_contexts,
+)
+
+
+def median_secs(reps, f):
+    f()  # warm-up
+    times = []
+    for _ in range(max(reps, 1)):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def tape_overhead_us(chain, n=1000, reps=200):
+    x = torch.full((8,), 0.5, requires_grad=True)
+    a = torch.full((8,), 0.999)
+    b = torch.full((8,), 0.001)
+
+    def run():
+        y = x
+        for _ in range(n):
+            y = torch.tanh(y) if chain == "tanh" else y * a + b
+        y.sum().backward()
+        x.grad = None
+
+    ops = n if chain == "tanh" else 2 * n
+    return median_secs(reps, run) * 1e6 / ops
+
+
+def gemm_gflops(n=1024, reps=5):
+    torch.manual_seed(1)
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    return 2 * n**3 / median_secs(reps, lambda: a @ b) / 1e9
+
+
+class Block(nn.Module):
+    """x + fc2(gelu_tanh(fc1(x))), rewind's MlpBlock."""
+
+    def __init__(self, d, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(d, hidden)
+        self.fc2 = nn.Linear(hidden, d)
+
+    def forward(self, x):
+        return x + self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+def save_matmuls(ctx, op, *args, **kwargs):
+    mm = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
+    return CheckpointPolicy.MUST_SAVE if op in mm else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def mlp_step_secs(plan, reps, depth=16, d=256, hidden=1024, rows=2048):
+    torch.manual_seed(0)
+    blocks = nn.Sequential(*[Block(d, hidden) for _ in range(depth)])
+    x = torch.randn(rows, d)
+    opt = torch.optim.SGD(blocks.parameters(), lr=1e-3)
+    context = functools.partial(create_selective_checkpoint_contexts, save_matmuls)
+
+    def forward():
+        if plan == "store":
+            return blocks(x)
+        if plan == "sqrt4":
+            return checkpoint_sequential(blocks, 4, x, use_reentrant=False)
+        h = x
+        for blk in blocks:
+            if plan == "every":
+                h = checkpoint(blk, h, use_reentrant=False)
+            else:
+                h = checkpoint(blk, h, use_reentrant=False, context_fn=context)
+        return h
+
+    def step():
+        y = forward()
+        (y * y).mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return median_secs(reps, step)
+
+
+def adamw_ms(reps, n=1 << 24, **kw):
+    p = torch.full((n,), 0.01, requires_grad=True)
+    p.grad = (torch.arange(n) % 1000 - 500).float() * 1e-4
+    opt = torch.optim.AdamW([p], lr=1e-3, weight_decay=0.01, **kw)
+    return median_secs(reps, opt.step) * 1e3
+
+
+def bnb_adamw8bit_ms(reps, n=1 << 24):
+    import bitsandbytes as bnb
+
+    p = torch.full((n,), 0.01, requires_grad=True)
+    p.grad = (torch.arange(n) % 1000 - 500).float() * 1e-4
+    opt = bnb.optim.AdamW8bit([p], lr=1e-3, weight_decay=0.01)
+    return median_secs(reps, opt.step) * 1e3
+
+
+def rewind_figures(binary, reps):
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "bench_core.json")
+        subprocess.run(
+            [binary, "bench-core", "--reps", str(reps), "--json", out],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        with open(out) as f:
+            return json.load(f)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=5, help="timed repetitions per figure (median)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads")
+    ap.add_argument("--rewind", default="target/release/rewind", help="the rewind binary")
+    ap.add_argument("--bnb", action="store_true", help="also time bitsandbytes' 8-bit AdamW")
+    args = ap.parse_args()
+    if args.reps < 1 or args.threads < 1:
+        sys.exit("error: --reps and --threads must be at least 1")
+    if not os.path.exists(args.rewind):
+        sys.exit(f"error: --rewind {args.rewind}: not found (cargo build --release first)")
+    torch.set_num_threads(args.threads)
+
+    print(
+        f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads) against rewind, "
+        f"{platform.processor() or platform.machine()}, median of {args.reps}",
+        file=sys.stderr,
+    )
+    pt = {
+        "tape_tanh_us_per_op": tape_overhead_us("tanh"),
+        "tape_muladd_us_per_op": tape_overhead_us("muladd"),
+        "gemm_1024_gflops": gemm_gflops(reps=args.reps),
+        "mlp_step_s": {
+            p: mlp_step_secs(p, args.reps) for p in ("store", "every", "sqrt4", "every+dots")
+        },
+        "adamw_fp32_ms": adamw_ms(args.reps, fused=True),
+        "adamw_fp32_foreach_ms": adamw_ms(args.reps, foreach=True),
+    }
+    if args.bnb:
+        pt["adamw_8bit_ms"] = bnb_adamw8bit_ms(args.reps)
+    rw = rewind_figures(args.rewind, args.reps)
+
+    rows = [
+        ("tape overhead, tanh chain (µs/op)", pt["tape_tanh_us_per_op"], rw["tape_tanh_us_per_op"]),
+        ("tape overhead, x*a+b chain (µs/op)", pt["tape_muladd_us_per_op"], rw["tape_muladd_us_per_op"]),
+        ("f32 GEMM 1024³ (GFLOP/s, higher is better)", pt["gemm_1024_gflops"], rw["gemm_1024_gflops"]),
+    ]
+    for plan, what in [
+        ("store", "MLP step, store everything (s)"),
+        ("every", "MLP step, every block checkpointed (s)"),
+        ("sqrt4", "MLP step, 4 segments (s)"),
+        ("every+dots", "MLP step, every block keeping matmul outputs (s)"),
+    ]:
+        rows.append((what, pt["mlp_step_s"][plan], rw["mlp_step_s"][plan]))
+    rows.append(("AdamW fp32, 16.8M params (ms; PyTorch fused)", pt["adamw_fp32_ms"], rw["adamw_fp32_ms"]))
+    rows.append(("AdamW fp32, 16.8M params (ms; PyTorch foreach)", pt["adamw_fp32_foreach_ms"], rw["adamw_fp32_ms"]))
+    if "adamw_8bit_ms" in pt:
+        rows.append(("8-bit AdamW, 16.8M params (ms; bitsandbytes CPU)", pt["adamw_8bit_ms"], rw["adamw_8bit_ms"]))
+    else:
+        rows.append(("8-bit AdamW, 16.8M params (ms; rewind only)", float("nan"), rw["adamw_8bit_ms"]))
+
+    print("| workload | PyTorch | rewind | rewind ÷ PyTorch |")
+    print("|---|---:|---:|---:|")
+    for what, a, b in rows:
+        print(f"| {what} | {a:.3f} | {b:.3f} | {b / a:.2f} |")
+    ps, rs = pt["mlp_step_s"], rw["mlp_step_s"]
+    print(
+        f"\nrecompute overhead (every ÷ store): PyTorch {ps['every'] / ps['store']:.2f}, "
+        f"rewind {rs['every'] / rs['store']:.2f}; selective (every+dots ÷ store): "
+        f"PyTorch {ps['every+dots'] / ps['store']:.2f}, rewind {rs['every+dots'] / rs['store']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
