@@ -9,7 +9,8 @@ use rewind::checkpoint::CheckpointMode;
 use rewind::error::NO_GRAD_FN_MSG;
 use rewind::nn::Parameters;
 use rewind_lab::train::{
-    FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, TrainConfig, Trainer, suggest_fix,
+    FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, PolicyChoice, TrainConfig, Trainer,
+    suggest_fix,
 };
 
 /// A model small enough for tests, still with matrices ≥ 4096 elements (embedding and head:
@@ -58,6 +59,48 @@ fn save_contents(bytes: &[u8]) -> Contents {
 fn steps(t: &mut Trainer, n: usize) {
     for _ in 0..n {
         t.step().unwrap();
+    }
+}
+
+#[test]
+fn selective_policies_on_the_transformer_train_bit_identically_to_storing_everything() {
+    // Dropout-free transformer with padded, masked batches, AMP off and on: the named tensors
+    // (save_only_these_names) and save-matmuls keep less and change no bit of the weights.
+    for amp in [false, true] {
+        let base = TrainConfig {
+            amp,
+            padding: PaddingChoice::Dynamic,
+            ..tiny()
+        };
+        let mut stored = Trainer::new(base.clone()).unwrap();
+        steps(&mut stored, 3);
+        let store_peak = stored.step().unwrap().peak_saved_bytes;
+        let mut peaks = Vec::new();
+        for policy in [
+            PolicyChoice::SaveMatmuls,
+            PolicyChoice::SaveNames(vec!["attn_probs".into(), "mlp_hidden".into()]),
+            PolicyChoice::RecomputeAll,
+        ] {
+            let cfg = TrainConfig {
+                plan: PlanChoice::Every,
+                policy: policy.clone(),
+                ..base.clone()
+            };
+            let mut t = Trainer::new(cfg).unwrap();
+            steps(&mut t, 3);
+            peaks.push(t.step().unwrap().peak_saved_bytes);
+            assert!(
+                weight_bits(&t) == weight_bits(&stored),
+                "{policy} (amp {amp}): weights differ from storing everything"
+            );
+        }
+        // Each keeps less than storing and more than recomputing everything.
+        let (dots, names, all) = (peaks[0], peaks[1], peaks[2]);
+        assert!(
+            all < names && names < store_peak,
+            "{peaks:?} vs {store_peak}"
+        );
+        assert!(all < dots && dots < store_peak, "{peaks:?} vs {store_peak}");
     }
 }
 
