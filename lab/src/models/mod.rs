@@ -1,8 +1,10 @@
-//! The lab's models: the repro model (the shape of the real failure) and a small decoder-only
-//! transformer. The residual MLP of the benchmarks is the engine's [`rewind::nn::ResidualMlp`].
+//! The lab's models: the repro model (the shape of the real failure), a small decoder-only
+//! transformer, and GPT-2 loaded from a transformers checkpoint. The residual MLP of the benchmarks is the engine's [`rewind::nn::ResidualMlp`].
 
+pub mod gpt2;
 pub mod repro;
 pub mod transformer;
 
+pub use gpt2::{Gpt2, Gpt2Config};
 pub use repro::{ReproConfig, ReproModel};
 pub use transformer::{Transformer, TransformerConfig};

@@ -1,0 +1,398 @@
+//! GPT-2 as transformers defines it (`GPT2LMHeadModel`), loaded from the directory that
+//! `save_pretrained(…, safe_serialization=True)` writes: `config.json` and `model.safetensors`
+//! with transformers' names. transformers stores its `Conv1D` weights as `[in, out]`; they are
+//! kept here transposed, as `Linear` weights `[out, in]`. The LM head is tied to `wte`.
+//! Padded batches follow HF's attention-mask semantics: padded keys are hidden from every query.
+
+use rewind::checkpoint::{CheckpointMode, SavePolicy, Segmentation, run_blocks_with_policy};
+use rewind::dtype::DType;
+use rewind::error::{Error, Result};
+use rewind::indices::Indices;
+use rewind::nn::{Embedding, LayerNorm, Linear, Module, Parameters, prefixed};
+use rewind::tensor::Tensor;
+use safetensors::{Dtype, SafeTensors};
+use std::path::Path;
+use std::rc::Rc;
+
+fn err(msg: impl Into<String>) -> Error {
+    Error::invalid("gpt2", msg)
+}
+
+/// The fields of transformers' `GPT2Config` that define the computation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gpt2Config {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Longest sequence (position table).
+    pub n_positions: usize,
+    /// Width.
+    pub n_embd: usize,
+    /// Blocks.
+    pub n_layer: usize,
+    /// Attention heads.
+    pub n_head: usize,
+    /// Layer-norm epsilon.
+    pub layer_norm_epsilon: f64,
+}
+
+impl Gpt2Config {
+    /// Parses `config.json`; unknown architectures, unsupported activations and inconsistent
+    /// sizes are errors that name the field.
+    pub fn from_json(text: &str) -> Result<Gpt2Config> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| err(format!("config.json: {e}")))?;
+        let model_type = v["model_type"].as_str().unwrap_or("");
+        if model_type != "gpt2" {
+            return Err(err(format!(
+                "config.json: model_type {model_type:?} is not supported (only \"gpt2\")"
+            )));
+        }
+        let count = |key: &str| -> Result<usize> {
+            v[key]
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n > 0)
+                .ok_or_else(|| err(format!("config.json: `{key}` must be a positive integer")))
+        };
+        let act = v["activation_function"].as_str().unwrap_or("gelu_new");
+        if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
+            return Err(err(format!(
+                "config.json: activation_function {act:?} is not supported (gelu_new, gelu_pytorch_tanh)"
+            )));
+        }
+        let cfg = Gpt2Config {
+            vocab_size: count("vocab_size")?,
+            n_positions: count("n_positions")?,
+            n_embd: count("n_embd")?,
+            n_layer: count("n_layer")?,
+            n_head: count("n_head")?,
+            layer_norm_epsilon: v["layer_norm_epsilon"].as_f64().unwrap_or(1e-5),
+        };
+        if !cfg.n_embd.is_multiple_of(cfg.n_head) {
+            return Err(err(format!(
+                "config.json: n_head {} does not divide n_embd {}",
+                cfg.n_head, cfg.n_embd
+            )));
+        }
+        if let Some(inner) = v["n_inner"].as_u64()
+            && inner as usize != 4 * cfg.n_embd
+        {
+            return Err(err(format!(
+                "config.json: n_inner {inner} is not supported (only 4 × n_embd)"
+            )));
+        }
+        if v["tie_word_embeddings"].as_bool() == Some(false) {
+            return Err(err(
+                "config.json: tie_word_embeddings false is not supported (GPT-2 ties its head)",
+            ));
+        }
+        if v["scale_attn_by_inverse_layer_idx"].as_bool() == Some(true)
+            || v["reorder_and_upcast_attn"].as_bool() == Some(true)
+        {
+            return Err(err(
+                "config.json: scale_attn_by_inverse_layer_idx and reorder_and_upcast_attn are not supported",
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+/// One GPT-2 block: x + attn(ln_1(x)), then + mlp(ln_2(·)).
+#[derive(Debug)]
+pub struct Gpt2Block {
+    /// First norm.
+    pub ln_1: LayerNorm,
+    /// Fused q, k, v projection (`attn.c_attn`), `[3d, d]`.
+    pub c_attn: Linear,
+    /// Attention output projection (`attn.c_proj`).
+    pub c_proj: Linear,
+    /// Second norm.
+    pub ln_2: LayerNorm,
+    /// MLP up projection (`mlp.c_fc`).
+    pub c_fc: Linear,
+    /// MLP down projection (`mlp.c_proj`).
+    pub mlp_proj: Linear,
+    heads: usize,
+}
+
+impl Gpt2Block {
+    fn new(cfg: &Gpt2Config) -> Result<Gpt2Block> {
+        let d = cfg.n_embd;
+        let norm = || -> Result<LayerNorm> {
+            let mut ln = LayerNorm::new(d)?;
+            ln.eps = cfg.layer_norm_epsilon;
+            Ok(ln)
+        };
+        Ok(Gpt2Block {
+            ln_1: norm()?,
+            c_attn: Linear::new(d, 3 * d, true)?,
+            c_proj: Linear::new(d, d, true)?,
+            ln_2: norm()?,
+            c_fc: Linear::new(d, 4 * d, true)?,
+            mlp_proj: Linear::new(4 * d, d, true)?,
+            heads: cfg.n_head,
+        })
+    }
+
+    fn attention(&self, x: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let (h, dh) = (self.heads, d / self.heads);
+        let qkv = self.c_attn.forward(x)?;
+        let split = |i: usize| -> Result<Tensor> {
+            qkv.narrow(2, i * d, d)?
+                .reshape(&[b, t, h, dh])?
+                .permute(&[0, 2, 1, 3])
+        };
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+        let scores = q
+            .matmul(&k.transpose(-1, -2)?)?
+            .mul_scalar(1.0 / (dh as f64).sqrt())?;
+        let causal: Vec<f32> = (0..t * t)
+            .map(|i| if i % t > i / t { 1.0 } else { 0.0 })
+            .collect();
+        let causal = Tensor::from_vec(causal, &[1, 1, t, t])?.to_dtype(scores.dtype())?;
+        let mut scores = scores.masked_fill(&causal, f64::NEG_INFINITY)?;
+        if let Some(m) = key_mask {
+            scores = scores.masked_fill(&m.to_dtype(scores.dtype())?, f64::NEG_INFINITY)?;
+        }
+        let ctx = scores
+            .softmax(-1)?
+            .matmul(&v)?
+            .permute(&[0, 2, 1, 3])?
+            .reshape(&[b, t, d])?;
+        self.c_proj.forward(&ctx)
+    }
+
+    /// The block with padded keys hidden by `key_mask` (`[B, 1, 1, T]`, 1.0 = hidden).
+    pub fn forward_masked(&self, x: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
+        let h = x.add(&self.attention(&self.ln_1.forward(x)?, key_mask)?)?;
+        let m = self
+            .mlp_proj
+            .forward(&self.c_fc.forward(&self.ln_2.forward(&h)?)?.gelu()?)?;
+        h.add(&m)
+    }
+}
+
+impl Parameters for Gpt2Block {
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut p = prefixed("ln_1", self.ln_1.named_parameters());
+        p.extend(prefixed("attn.c_attn", self.c_attn.named_parameters()));
+        p.extend(prefixed("attn.c_proj", self.c_proj.named_parameters()));
+        p.extend(prefixed("ln_2", self.ln_2.named_parameters()));
+        p.extend(prefixed("mlp.c_fc", self.c_fc.named_parameters()));
+        p.extend(prefixed("mlp.c_proj", self.mlp_proj.named_parameters()));
+        p
+    }
+}
+
+/// A block bound to one batch's key mask, for checkpoint segments.
+struct Masked {
+    block: Rc<Gpt2Block>,
+    mask: Option<Tensor>,
+}
+
+impl Parameters for Masked {
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.block.named_parameters()
+    }
+}
+
+impl Module for Masked {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.block.forward_masked(x, self.mask.as_ref())
+    }
+}
+
+/// `GPT2LMHeadModel`.
+#[derive(Debug)]
+pub struct Gpt2 {
+    /// Sizes.
+    pub cfg: Gpt2Config,
+    /// Token embeddings (`transformer.wte`), also the LM head.
+    pub wte: Embedding,
+    /// Position embeddings (`transformer.wpe`).
+    pub wpe: Embedding,
+    /// The blocks (`transformer.h.{i}`).
+    pub blocks: Vec<Rc<Gpt2Block>>,
+    /// Final norm (`transformer.ln_f`).
+    pub ln_f: LayerNorm,
+}
+
+/// Whether transformers stores this parameter as a `Conv1D` weight (`[in, out]`).
+fn is_conv1d_weight(name: &str) -> bool {
+    name.ends_with("c_attn.weight")
+        || name.ends_with("c_proj.weight")
+        || name.ends_with("c_fc.weight")
+}
+
+impl Gpt2 {
+    /// A model drawn from the engine generator.
+    pub fn new(cfg: Gpt2Config) -> Result<Gpt2> {
+        let mut ln_f = LayerNorm::new(cfg.n_embd)?;
+        ln_f.eps = cfg.layer_norm_epsilon;
+        Ok(Gpt2 {
+            wte: Embedding::new(cfg.vocab_size, cfg.n_embd)?,
+            wpe: Embedding::new(cfg.n_positions, cfg.n_embd)?,
+            blocks: (0..cfg.n_layer)
+                .map(|_| Gpt2Block::new(&cfg).map(Rc::new))
+                .collect::<Result<_>>()?,
+            ln_f,
+            cfg,
+        })
+    }
+
+    /// Loads `dir/config.json` and `dir/model.safetensors` (f32 or f16 weights; f16 become
+    /// f32 master copies). A missing or mis-shaped tensor, or another dtype, names its key.
+    pub fn load(dir: &Path) -> Result<Gpt2> {
+        let cfg_path = dir.join("config.json");
+        let text =
+            std::fs::read_to_string(&cfg_path).map_err(|e| Error::io("gpt2", &cfg_path, e))?;
+        let model = Gpt2::new(Gpt2Config::from_json(&text)?)?;
+        let st_path = dir.join("model.safetensors");
+        let bytes = std::fs::read(&st_path).map_err(|e| Error::io("gpt2", &st_path, e))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| err(format!("{}: {e}", st_path.display())))?;
+        for (name, p) in model.hf_parameters() {
+            let view = st
+                .tensor(&name)
+                .map_err(|_| err(format!("model.safetensors has no tensor `{name}`")))?;
+            let want: Vec<usize> = if is_conv1d_weight(&name) {
+                vec![p.shape()[1], p.shape()[0]]
+            } else {
+                p.shape().to_vec()
+            };
+            if view.shape() != want.as_slice() {
+                return Err(err(format!(
+                    "`{name}` has shape {:?}, the config needs {want:?}",
+                    view.shape()
+                )));
+            }
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => bytemuck::pod_collect_to_vec(view.data()),
+                Dtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(view.data())
+                    .into_iter()
+                    .map(f32::from)
+                    .collect(),
+                other => {
+                    return Err(err(format!(
+                        "`{name}` has dtype {other:?}; f32 and f16 are supported"
+                    )));
+                }
+            };
+            let values = if is_conv1d_weight(&name) {
+                transpose(&values, want[0], want[1])
+            } else {
+                values
+            };
+            let t = Tensor::from_vec(values, p.shape())?.to_dtype(DType::F32)?;
+            p.set_data(t.data().clone())?;
+        }
+        Ok(model)
+    }
+
+    /// Every parameter under transformers' name (`transformer.h.0.attn.c_attn.weight`, …);
+    /// `Conv1D` weights are held transposed (see [`Self::load`]).
+    pub fn hf_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut p = prefixed("transformer.wte", self.wte.named_parameters());
+        p.extend(prefixed("transformer.wpe", self.wpe.named_parameters()));
+        for (i, b) in self.blocks.iter().enumerate() {
+            p.extend(prefixed(
+                &format!("transformer.h.{i}"),
+                b.named_parameters(),
+            ));
+        }
+        p.extend(prefixed("transformer.ln_f", self.ln_f.named_parameters()));
+        p
+    }
+
+    /// Logits `[B, T, vocab]` of `ids` `[B, T]`; `attention_mask` `[B, T]` (1 real, 0 padding)
+    /// hides padded keys, as transformers does. Blocks run under `seg`/`mode`/`policy`.
+    pub fn logits(
+        &self,
+        ids: &Indices,
+        attention_mask: Option<&[i64]>,
+        seg: &Segmentation,
+        mode: CheckpointMode,
+        policy: &SavePolicy,
+    ) -> Result<Tensor> {
+        let (b, t) = (ids.shape()[0], ids.shape()[1]);
+        if t > self.cfg.n_positions {
+            return Err(Error::IndexOutOfRange {
+                op: "gpt2",
+                index: t as i64,
+                size: self.cfg.n_positions,
+            });
+        }
+        let positions = Indices::new((0..b).flat_map(|_| 0..t as i64).collect(), &[b, t])?;
+        let h = self.wte.forward(ids)?.add(&self.wpe.forward(&positions)?)?;
+        let mask = match attention_mask {
+            None => None,
+            Some(m) if m.len() == b * t => Some(Tensor::from_vec(
+                m.iter()
+                    .map(|&v| if v == 0 { 1.0f32 } else { 0.0 })
+                    .collect(),
+                &[b, 1, 1, t],
+            )?),
+            Some(m) => {
+                return Err(err(format!(
+                    "attention mask of {} values for a [{b}, {t}] batch",
+                    m.len()
+                )));
+            }
+        };
+        let modules: Vec<Rc<dyn Module>> = self
+            .blocks
+            .iter()
+            .map(|blk| {
+                Rc::new(Masked {
+                    block: blk.clone(),
+                    mask: mask.clone(),
+                }) as Rc<dyn Module>
+            })
+            .collect();
+        let h = run_blocks_with_policy(&modules, &h, seg, mode, "transformer.h", policy)?;
+        self.ln_f.forward(&h)?.linear(&self.wte.weight, None)
+    }
+
+    /// transformers' causal-LM loss: logits at position i predict label i + 1; labels −100
+    /// are ignored; the mean over the rest.
+    pub fn causal_lm_loss(logits: &Tensor, labels: &[i64]) -> Result<Tensor> {
+        let (b, t, v) = (logits.shape()[0], logits.shape()[1], logits.shape()[2]);
+        if labels.len() != b * t {
+            return Err(err(format!(
+                "{} labels for a [{b}, {t}] batch",
+                labels.len()
+            )));
+        }
+        // Shift: the target of (row, i) is labels[row, i + 1]; the last position has none.
+        let shifted: Vec<i64> = (0..b * t)
+            .map(|k| {
+                let (row, i) = (k / t, k % t);
+                if i + 1 < t {
+                    labels[row * t + i + 1]
+                } else {
+                    -100
+                }
+            })
+            .collect();
+        logits
+            .reshape(&[b * t, v])?
+            .cross_entropy(&Indices::new(shifted, &[b * t])?, -100)
+    }
+}
+
+fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = v[r * cols + c];
+        }
+    }
+    out
+}
+
+impl Parameters for Gpt2 {
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.hf_parameters()
+    }
+}

@@ -1,0 +1,196 @@
+//! GPT-2 loaded from the directory transformers' `save_pretrained` wrote matches transformers
+//! on a padded batch: logits and loss within 1e-5 relative, every gradient within 1e-4 of its
+//! largest magnitude (`scripts/gpt2_fixture.py` wrote the fixture with transformers 5.24 and
+//! PyTorch 2.15). Bad checkpoints are errors that name what is wrong.
+
+use rewind::checkpoint::{CheckpointMode, Plan, SavePolicy, Segmentation, plan};
+use rewind::indices::Indices;
+use rewind_lab::models::{Gpt2, Gpt2Config};
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/gpt2-tiny")
+}
+
+struct Reference {
+    ids: Vec<i64>,
+    mask: Vec<i64>,
+    labels: Vec<i64>,
+    shape: [usize; 2],
+    logits: Vec<f32>,
+    loss: f32,
+    grads: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+fn reference() -> Reference {
+    let bytes = std::fs::read(fixture().join("reference.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let ints = |k: &str| -> Vec<i64> { bytemuck::pod_collect_to_vec(st.tensor(k).unwrap().data()) };
+    let floats =
+        |k: &str| -> Vec<f32> { bytemuck::pod_collect_to_vec(st.tensor(k).unwrap().data()) };
+    let shape = st.tensor("input_ids").unwrap().shape().to_vec();
+    let mut grads: Vec<(String, Vec<usize>, Vec<f32>)> = st
+        .names()
+        .into_iter()
+        .filter_map(|n| {
+            n.strip_prefix("grad.")
+                .map(|p| (n.to_string(), p.to_string()))
+        })
+        .map(|(full, name)| {
+            let v = st.tensor(&full).unwrap();
+            (name, v.shape().to_vec(), floats(&full))
+        })
+        .collect();
+    grads.sort_by(|a, b| a.0.cmp(&b.0));
+    Reference {
+        ids: ints("input_ids"),
+        mask: ints("attention_mask"),
+        labels: ints("labels"),
+        shape: [shape[0], shape[1]],
+        logits: floats("logits"),
+        loss: floats("loss")[0],
+        grads,
+    }
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
+}
+
+/// Runs the reference batch; returns logits, loss and every gradient in transformers' layout.
+fn run(
+    m: &Gpt2,
+    r: &Reference,
+    seg: &Segmentation,
+    policy: &SavePolicy,
+) -> (Vec<f32>, f32, Vec<(String, Vec<f32>)>) {
+    for (_, p) in m.hf_parameters() {
+        p.zero_grad();
+    }
+    let ids = Indices::new(r.ids.clone(), &r.shape).unwrap();
+    let logits = m
+        .logits(
+            &ids,
+            Some(&r.mask),
+            seg,
+            CheckpointMode::NonReentrant,
+            policy,
+        )
+        .unwrap();
+    let loss = Gpt2::causal_lm_loss(&logits, &r.labels).unwrap();
+    loss.backward().unwrap();
+    let mut grads: Vec<(String, Vec<f32>)> = m
+        .hf_parameters()
+        .into_iter()
+        .map(|(name, p)| {
+            let g = p.grad().unwrap();
+            let g = if g.shape().len() == 2 && name.contains(".h.") {
+                g.transpose(0, 1).unwrap().to_vec_f32() // Conv1D: [in, out]
+            } else {
+                g.to_vec_f32()
+            };
+            (name, g)
+        })
+        .collect();
+    grads.sort_by(|a, b| a.0.cmp(&b.0));
+    (logits.to_vec_f32(), loss.item().unwrap() as f32, grads)
+}
+
+#[test]
+fn a_transformers_gpt2_checkpoint_gives_transformers_logits_loss_and_gradients() {
+    let r = reference();
+    let m = Gpt2::load(&fixture()).unwrap();
+    assert_eq!(m.cfg.n_layer, 2);
+    let store = Segmentation::store_all(2);
+    let every = plan::segment(Plan::EveryBlock, 2, None).unwrap();
+    for (seg, policy) in [
+        (&store, SavePolicy::RecomputeAll),
+        (&every, SavePolicy::RecomputeAll),
+        (&every, SavePolicy::SaveMatmuls),
+    ] {
+        let (logits, loss, grads) = run(&m, &r, seg, &policy);
+        // Logits: 1e-5 relative to the largest logit.
+        let scale = max_abs(&r.logits);
+        let worst = logits
+            .iter()
+            .zip(&r.logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 1e-5 * scale,
+            "logits off by {worst} (scale {scale})"
+        );
+        eprintln!(
+            "{policy:?}: logits within {:.1e} of the largest, loss {loss} vs {}",
+            worst / scale,
+            r.loss
+        );
+        assert!(
+            (loss - r.loss).abs() <= 1e-5 * r.loss.abs(),
+            "loss {loss} vs {}",
+            r.loss
+        );
+        // Every parameter's gradient (the LM head's flows into wte, tied as in transformers).
+        assert_eq!(grads.len(), r.grads.len());
+        let mut worst_grad = 0.0f32;
+        for ((name, g), (rname, shape, want)) in grads.iter().zip(&r.grads) {
+            assert_eq!(name, rname);
+            assert_eq!(g.len(), shape.iter().product::<usize>(), "{name}");
+            let scale = max_abs(want);
+            let worst = g
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-4 * scale,
+                "{name}: off by {worst} (largest {scale})"
+            );
+            worst_grad = worst_grad.max(worst / scale);
+        }
+        eprintln!("  gradients within {worst_grad:.1e} of their largest");
+    }
+}
+
+#[test]
+fn bad_checkpoints_are_errors_that_name_the_problem() {
+    let dir = std::env::temp_dir().join(format!("rewind-gpt2-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = std::fs::read_to_string(fixture().join("config.json")).unwrap();
+    let weights = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    let load = |cfg: &str, w: &[u8]| -> String {
+        std::fs::write(dir.join("config.json"), cfg).unwrap();
+        std::fs::write(dir.join("model.safetensors"), w).unwrap();
+        Gpt2::load(&dir).unwrap_err().to_string()
+    };
+    let e = load(&config.replace("\"gpt2\"", "\"llama\""), &weights);
+    assert!(e.contains("model_type \"llama\" is not supported"), "{e}");
+    let e = load(&config.replace("gelu_new", "relu"), &weights);
+    assert!(
+        e.contains("activation_function \"relu\" is not supported"),
+        "{e}"
+    );
+    let e = load(
+        &config.replace("\"n_embd\": 64", "\"n_embd\": 32"),
+        &weights,
+    );
+    assert!(
+        e.contains("`transformer.wte.weight` has shape [300, 64], the config needs [300, 32]"),
+        "{e}"
+    );
+    let e = load(
+        &config.replace("\"n_layer\": 2", "\"n_layer\": 3"),
+        &weights,
+    );
+    assert!(e.contains("no tensor `transformer.h.2.ln_1.weight`"), "{e}");
+    let e = load(&config, &weights[..weights.len() / 2]);
+    assert!(e.contains("model.safetensors"), "{e}");
+    assert!(
+        Gpt2Config::from_json("{}")
+            .unwrap_err()
+            .to_string()
+            .contains("model_type")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
