@@ -58,13 +58,11 @@ fn max_abs(v: &[f32]) -> f32 {
     v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
 }
 
-/// Runs the reference batch; returns logits, loss and every gradient in transformers' layout.
-fn run(
-    m: &Gpt2,
-    r: &Reference,
-    seg: &Segmentation,
-    policy: &SavePolicy,
-) -> (Vec<f32>, f32, Vec<(String, Vec<f32>)>) {
+/// Logits, loss and every gradient (transformers' layout, by name).
+type Outcome = (Vec<f32>, f32, Vec<(String, Vec<f32>)>);
+
+/// Runs the reference batch.
+fn run(m: &Gpt2, r: &Reference, seg: &Segmentation, policy: &SavePolicy) -> Outcome {
     for (_, p) in m.hf_parameters() {
         p.zero_grad();
     }
@@ -176,7 +174,7 @@ fn bad_checkpoints_are_errors_that_name_the_problem() {
         &weights,
     );
     assert!(
-        e.contains("`transformer.wte.weight` has shape [300, 64], the config needs [300, 32]"),
+        e.contains("`transformer.wte.weight` has shape [500, 64], the config needs [500, 32]"),
         "{e}"
     );
     let e = load(

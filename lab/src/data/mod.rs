@@ -4,10 +4,12 @@
 pub mod bpe;
 pub mod collate;
 pub mod corpus;
+pub mod hf_tokenizer;
 
 pub use bpe::Tokenizer;
 pub use collate::{Batch, Padding, batches};
 pub use corpus::{CorpusConfig, synthetic_corpus};
+pub use hf_tokenizer::HfTokenizer;
 
 /// FNV-1a (64-bit): the content hash of save files and of the text a run trained on. It
 /// detects corruption and changed inputs, not tampering.

@@ -9,6 +9,7 @@ use rewind::dtype::DType;
 use rewind::error::{Error, Result};
 use rewind::indices::Indices;
 use rewind::nn::{Embedding, LayerNorm, Linear, Module, Parameters, prefixed};
+use rewind::ops::gelu::GeluApprox;
 use rewind::tensor::Tensor;
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
@@ -166,9 +167,12 @@ impl Gpt2Block {
     /// The block with padded keys hidden by `key_mask` (`[B, 1, 1, T]`, 1.0 = hidden).
     pub fn forward_masked(&self, x: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
         let h = x.add(&self.attention(&self.ln_1.forward(x)?, key_mask)?)?;
-        let m = self
-            .mlp_proj
-            .forward(&self.c_fc.forward(&self.ln_2.forward(&h)?)?.gelu()?)?;
+        let m = self.mlp_proj.forward(
+            &self
+                .c_fc
+                .forward(&self.ln_2.forward(&h)?)?
+                .gelu_with(GeluApprox::Tanh)?,
+        )?;
         h.add(&m)
     }
 }
