@@ -11,7 +11,9 @@ an AdamW step on 16.8M parameters.
 Setup (not part of CI): python3 -m venv .venv-ref && .venv-ref/bin/pip install torch numpy
 (PyTorch's default wheel brings its CUDA libraries, about 3 GB, and runs on the CPU); then
     cargo build --release
-    .venv-ref/bin/python scripts/pytorch_side_by_side.py [--reps 5] [--threads N]
+    .venv-ref/bin/python scripts/pytorch_side_by_side.py [--reps 5] [--rounds 3] [--threads N]
+Each round runs every PyTorch workload, then rewind's; the table shows the median over rounds
+and the range, so noise on a shared machine can be told from an effect.
 Optional: --bnb also times bitsandbytes' 8-bit AdamW on the CPU (pip install bitsandbytes).
 """
 
@@ -149,60 +151,70 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads")
     ap.add_argument("--rewind", default="target/release/rewind", help="the rewind binary")
     ap.add_argument("--bnb", action="store_true", help="also time bitsandbytes' 8-bit AdamW")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds alternating PyTorch and rewind (median and range reported)")
     args = ap.parse_args()
-    if args.reps < 1 or args.threads < 1:
-        sys.exit("error: --reps and --threads must be at least 1")
+    if args.reps < 1 or args.threads < 1 or args.rounds < 1:
+        sys.exit("error: --reps, --threads and --rounds must be at least 1")
     if not os.path.exists(args.rewind):
         sys.exit(f"error: --rewind {args.rewind}: not found (cargo build --release first)")
     torch.set_num_threads(args.threads)
 
     print(
         f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads) against rewind, "
-        f"{platform.processor() or platform.machine()}, median of {args.reps}",
+        f"{platform.processor() or platform.machine()}, median of {args.reps}, "
+        f"{args.rounds} rounds alternating PyTorch and rewind",
         file=sys.stderr,
     )
-    pt = {
-        "tape_tanh_us_per_op": tape_overhead_us("tanh"),
-        "tape_muladd_us_per_op": tape_overhead_us("muladd"),
-        "gemm_1024_gflops": gemm_gflops(reps=args.reps),
-        "mlp_step_s": {
-            p: mlp_step_secs(p, args.reps) for p in ("store", "every", "sqrt4", "every+dots")
-        },
-        "adamw_fp32_ms": adamw_ms(args.reps, fused=True),
-        "adamw_fp32_foreach_ms": adamw_ms(args.reps, foreach=True),
-    }
-    if args.bnb:
-        pt["adamw_8bit_ms"] = bnb_adamw8bit_ms(args.reps)
-    rw = rewind_figures(args.rewind, args.reps)
+    pt_rounds, rw_rounds = [], []
+    for r in range(args.rounds):
+        pt = {
+            "tape_tanh_us_per_op": tape_overhead_us("tanh"),
+            "tape_muladd_us_per_op": tape_overhead_us("muladd"),
+            "gemm_1024_gflops": gemm_gflops(reps=args.reps),
+            "adamw_fp32_ms": adamw_ms(args.reps, fused=True),
+            "adamw_fp32_foreach_ms": adamw_ms(args.reps, foreach=True),
+        }
+        for p in ("store", "every", "sqrt4", "every+dots"):
+            pt[f"mlp_step_s.{p}"] = mlp_step_secs(p, args.reps)
+        if args.bnb:
+            pt["adamw_8bit_ms"] = bnb_adamw8bit_ms(args.reps)
+        rw = rewind_figures(args.rewind, args.reps)
+        for p, v in rw.pop("mlp_step_s").items():
+            rw[f"mlp_step_s.{p}"] = v
+        pt_rounds.append(pt)
+        rw_rounds.append(rw)
+        print(f"  round {r + 1} of {args.rounds} done", file=sys.stderr)
+
+    def fig(rounds, key):
+        vals = sorted(x[key] for x in rounds if key in x)
+        return statistics.median(vals) if vals else float("nan"), vals
 
     rows = [
-        ("tape overhead, tanh chain (µs/op)", pt["tape_tanh_us_per_op"], rw["tape_tanh_us_per_op"]),
-        ("tape overhead, x*a+b chain (µs/op)", pt["tape_muladd_us_per_op"], rw["tape_muladd_us_per_op"]),
-        ("f32 GEMM 1024³ (GFLOP/s, higher is better)", pt["gemm_1024_gflops"], rw["gemm_1024_gflops"]),
+        ("tape overhead, tanh chain (µs/op)", "tape_tanh_us_per_op", "tape_tanh_us_per_op"),
+        ("tape overhead, x*a+b chain (µs/op)", "tape_muladd_us_per_op", "tape_muladd_us_per_op"),
+        ("f32 GEMM 1024³ (GFLOP/s, higher is better)", "gemm_1024_gflops", "gemm_1024_gflops"),
+        ("MLP step, store everything (s)", "mlp_step_s.store", "mlp_step_s.store"),
+        ("MLP step, every block checkpointed (s)", "mlp_step_s.every", "mlp_step_s.every"),
+        ("MLP step, 4 segments (s)", "mlp_step_s.sqrt4", "mlp_step_s.sqrt4"),
+        ("MLP step, every block keeping matmul outputs (s)", "mlp_step_s.every+dots", "mlp_step_s.every+dots"),
+        ("AdamW fp32, 16.8M params (ms; PyTorch fused)", "adamw_fp32_ms", "adamw_fp32_ms"),
+        ("AdamW fp32, 16.8M params (ms; PyTorch foreach)", "adamw_fp32_foreach_ms", "adamw_fp32_ms"),
+        ("8-bit AdamW, 16.8M params (ms; bitsandbytes CPU)", "adamw_8bit_ms", "adamw_8bit_ms"),
     ]
-    for plan, what in [
-        ("store", "MLP step, store everything (s)"),
-        ("every", "MLP step, every block checkpointed (s)"),
-        ("sqrt4", "MLP step, 4 segments (s)"),
-        ("every+dots", "MLP step, every block keeping matmul outputs (s)"),
-    ]:
-        rows.append((what, pt["mlp_step_s"][plan], rw["mlp_step_s"][plan]))
-    rows.append(("AdamW fp32, 16.8M params (ms; PyTorch fused)", pt["adamw_fp32_ms"], rw["adamw_fp32_ms"]))
-    rows.append(("AdamW fp32, 16.8M params (ms; PyTorch foreach)", pt["adamw_fp32_foreach_ms"], rw["adamw_fp32_ms"]))
-    if "adamw_8bit_ms" in pt:
-        rows.append(("8-bit AdamW, 16.8M params (ms; bitsandbytes CPU)", pt["adamw_8bit_ms"], rw["adamw_8bit_ms"]))
-    else:
-        rows.append(("8-bit AdamW, 16.8M params (ms; rewind only)", float("nan"), rw["adamw_8bit_ms"]))
-
-    print("| workload | PyTorch | rewind | rewind ÷ PyTorch |")
+    spread = lambda v: f" ({v[0]:.3f}–{v[-1]:.3f})" if len(v) > 1 else ""
+    print("| workload | PyTorch (range) | rewind (range) | rewind ÷ PyTorch |")
     print("|---|---:|---:|---:|")
-    for what, a, b in rows:
-        print(f"| {what} | {a:.3f} | {b:.3f} | {b / a:.2f} |")
-    ps, rs = pt["mlp_step_s"], rw["mlp_step_s"]
+    med = {}
+    for what, pk, rk in rows:
+        (a, av), (b, bv) = fig(pt_rounds, pk), fig(rw_rounds, rk)
+        med[pk], med["rw." + rk] = a, b
+        print(f"| {what} | {a:.3f}{spread(av)} | {b:.3f}{spread(bv)} | {b / a:.2f} |")
+    ps = lambda k: med[f"mlp_step_s.{k}"]
+    rs = lambda k: med[f"rw.mlp_step_s.{k}"]
     print(
-        f"\nrecompute overhead (every ÷ store): PyTorch {ps['every'] / ps['store']:.2f}, "
-        f"rewind {rs['every'] / rs['store']:.2f}; selective (every+dots ÷ store): "
-        f"PyTorch {ps['every+dots'] / ps['store']:.2f}, rewind {rs['every+dots'] / rs['store']:.2f}"
+        f"\nrecompute overhead (every ÷ store): PyTorch {ps('every') / ps('store'):.2f}, "
+        f"rewind {rs('every') / rs('store'):.2f}; selective (every+dots ÷ store): "
+        f"PyTorch {ps('every+dots') / ps('store'):.2f}, rewind {rs('every+dots') / rs('store'):.2f}"
     )
 
 

@@ -126,7 +126,7 @@ impl HfTokenizer {
                     .collect()
             })
             .unwrap_or_default();
-        added.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        added.sort_by_key(|a| std::cmp::Reverse(a.0.len()));
         let pattern =
             Regex::new(r"^(?:'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+)")
                 .map_err(|e| err(e.to_string()))?;
