@@ -192,3 +192,98 @@ fn bad_checkpoints_are_errors_that_name_the_problem() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Gradients of the blocks (transformers' layout), by name.
+fn block_grads(m: &Gpt2) -> Vec<(String, Vec<f32>)> {
+    let mut g: Vec<(String, Vec<f32>)> = m
+        .hf_parameters()
+        .into_iter()
+        .filter(|(_, p)| p.requires_grad())
+        .map(|(name, p)| {
+            let g = p.grad().expect("every block parameter gets a gradient");
+            let g = if g.shape().len() == 2 {
+                g.transpose(0, 1).unwrap().to_vec_f32()
+            } else {
+                g.to_vec_f32()
+            };
+            (name, g)
+        })
+        .collect();
+    g.sort_by(|a, b| a.0.cmp(&b.0));
+    g
+}
+
+#[test]
+fn reentrant_checkpointing_over_frozen_embeddings_fails_like_transformers_and_the_fixes_match() {
+    use rewind::checkpoint::NO_INPUT_REQUIRES_GRAD_WARNING;
+    // transformers 5.24 + PyTorch 2.15 on the same model and batch: wte (also the head), wpe
+    // and ln_f frozen, every block in checkpoint(..., use_reentrant=True), the input hook of
+    // gradient_checkpointing_enable() removed (scripts/gpt2_fixture.py).
+    let story: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture().join("checkpointing.json")).unwrap(),
+    )
+    .unwrap();
+    let bytes = std::fs::read(fixture().join("checkpointing_grads.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let r = reference();
+    let m = Gpt2::load(&fixture()).unwrap();
+    for p in [&m.wte.weight, &m.wpe.weight, &m.ln_f.weight, &m.ln_f.bias] {
+        p.requires_grad_(false).unwrap();
+    }
+    let every = plan::segment(Plan::EveryBlock, 2, None).unwrap();
+    let ids = Indices::new(r.ids.clone(), &r.shape).unwrap();
+    let loss = |mode| {
+        for (_, p) in m.hf_parameters() {
+            p.zero_grad();
+        }
+        let logits = m
+            .logits(&ids, Some(&r.mask), &every, mode, &SavePolicy::RecomputeAll)
+            .unwrap();
+        Gpt2::causal_lm_loss(&logits, &r.labels).unwrap()
+    };
+
+    rewind::warnings::take();
+    let l = loss(CheckpointMode::Reentrant);
+    let warned = rewind::warnings::take();
+    let want: Vec<String> = story["reentrant_warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(warned, want);
+    assert_eq!(want, vec![NO_INPUT_REQUIRES_GRAD_WARNING.to_string(); 2]);
+    assert_eq!(
+        l.requires_grad(),
+        story["reentrant_loss_requires_grad"].as_bool().unwrap()
+    );
+    let err = l.backward().unwrap_err();
+    assert_eq!(err.to_string(), story["reentrant_error"].as_str().unwrap());
+
+    let compare = |what: &str| {
+        for (name, g) in block_grads(&m) {
+            let v = st.tensor(&format!("input_require_grads.{name}")).unwrap();
+            let want: Vec<f32> = bytemuck::pod_collect_to_vec(v.data());
+            let scale = max_abs(&want);
+            let worst = g
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-4 * scale,
+                "{what}, {name}: off by {worst} (largest {scale})"
+            );
+        }
+    };
+    // Fix a: enable_input_require_grads() keeps reentrant checkpointing.
+    let hook = m.wte.enable_input_require_grads();
+    let l = loss(CheckpointMode::Reentrant);
+    l.backward().unwrap();
+    compare("enable_input_require_grads + reentrant");
+    m.wte.hooks.remove(hook);
+    // Fix b: non-reentrant checkpointing (transformers 5.24's default).
+    let l = loss(CheckpointMode::NonReentrant);
+    l.backward().unwrap();
+    compare("non-reentrant");
+}
