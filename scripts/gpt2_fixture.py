@@ -142,6 +142,43 @@ def checkpointing_story(ref):
     return story
 
 
+def peft_story(ref):
+    """PEFT's LoRA on c_attn (r 4, alpha 8, both matrices random so every gradient is non-zero):
+    the adapter as PEFT saves it (adapter/), and logits, loss and the LoRA gradients."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(2)
+    base = GPT2LMHeadModel.from_pretrained(OUT, attn_implementation="eager")
+    cfg = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["c_attn"],
+        fan_in_fan_out=True,
+        lora_dropout=0.0,
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base, cfg)
+    model.train()
+    out = model(
+        input_ids=ref["input_ids"],
+        attention_mask=ref["attention_mask"],
+        labels=ref["labels"],
+    )
+    out.loss.backward()
+    lora = {
+        "logits": out.logits.detach().contiguous(),
+        "loss": out.loss.detach().reshape(1),
+    }
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            lora["grad." + name.replace(".default", "")] = p.grad.detach().contiguous()
+    save_file(lora, os.path.join(OUT, "lora_reference.safetensors"))
+    model.save_pretrained(os.path.join(OUT, "adapter"))
+    os.remove(os.path.join(OUT, "adapter", "README.md"))  # a generated model card
+    return out.loss.item()
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -195,6 +232,7 @@ def main():
         },
     )
     story = checkpointing_story(ref)
+    print("PEFT LoRA loss:", peft_story(ref))
     print("reentrant over frozen embeddings:", story["reentrant_error"])
     with open(os.path.join(OUT, "versions.json"), "w") as f:
         json.dump(

@@ -287,3 +287,99 @@ fn reentrant_checkpointing_over_frozen_embeddings_fails_like_transformers_and_th
     l.backward().unwrap();
     compare("non-reentrant");
 }
+
+#[test]
+fn a_peft_lora_adapter_loads_gives_peft_logits_and_gradients_and_saves_back_as_peft_wrote_it() {
+    // PEFT 0.21.2: LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True,
+    // init_lora_weights=False) on the fixture, adapter saved with save_pretrained.
+    let r = reference();
+    let bytes = std::fs::read(fixture().join("lora_reference.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let floats =
+        |k: &str| -> Vec<f32> { bytemuck::pod_collect_to_vec(st.tensor(k).unwrap().data()) };
+    let mut m = Gpt2::load(&fixture()).unwrap();
+    m.load_adapter(&fixture().join("adapter")).unwrap();
+    // Only the adapters train (PEFT freezes the rest).
+    let trainable: Vec<String> = m
+        .hf_parameters()
+        .into_iter()
+        .filter(|(_, p)| p.requires_grad())
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(trainable.len(), 4, "{trainable:?}");
+    let ids = Indices::new(r.ids.clone(), &r.shape).unwrap();
+    let every = plan::segment(Plan::EveryBlock, 2, None).unwrap();
+    for (seg, mode) in [
+        (Segmentation::store_all(2), CheckpointMode::NonReentrant),
+        (every.clone(), CheckpointMode::NonReentrant),
+    ] {
+        for (_, p) in m.lora_parameters() {
+            p.zero_grad();
+        }
+        let logits = m
+            .logits(&ids, Some(&r.mask), &seg, mode, &SavePolicy::RecomputeAll)
+            .unwrap();
+        let want = floats("logits");
+        let scale = max_abs(&want);
+        let got = logits.to_vec_f32();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5 * scale, "logits off by {worst}");
+        let loss = Gpt2::causal_lm_loss(&logits, &r.labels).unwrap();
+        let want_loss = floats("loss")[0];
+        assert!((loss.item().unwrap() as f32 - want_loss).abs() <= 1e-5 * want_loss);
+        loss.backward().unwrap();
+        for (name, p) in m.lora_parameters() {
+            let want = floats(&format!("grad.{name}"));
+            let g = p.grad().unwrap().to_vec_f32();
+            let scale = max_abs(&want);
+            assert!(scale > 0.0, "{name}: PEFT's gradient is zero");
+            let worst = g
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-4 * scale,
+                "{name}: off by {worst} (largest {scale})"
+            );
+        }
+    }
+    // Saved back: the same tensors under the same names, and a config PEFT reads.
+    let dir = std::env::temp_dir().join(format!("rewind-adapter-{}", std::process::id()));
+    m.save_adapter(&dir).unwrap();
+    let ours = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+    let ours = SafeTensors::deserialize(&ours).unwrap();
+    let peft = std::fs::read(fixture().join("adapter/adapter_model.safetensors")).unwrap();
+    let peft = SafeTensors::deserialize(&peft).unwrap();
+    let mut names = ours.names();
+    names.sort();
+    let mut peft_names = peft.names();
+    peft_names.sort();
+    assert_eq!(names, peft_names);
+    for n in names {
+        assert_eq!(
+            ours.tensor(n).unwrap().data(),
+            peft.tensor(n).unwrap().data(),
+            "{n}"
+        );
+        assert_eq!(
+            ours.tensor(n).unwrap().shape(),
+            peft.tensor(n).unwrap().shape(),
+            "{n}"
+        );
+    }
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (cfg["r"].as_u64(), cfg["lora_alpha"].as_f64()),
+        (Some(4), Some(8.0))
+    );
+    let mut again = Gpt2::load(&fixture()).unwrap();
+    again.load_adapter(&dir).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

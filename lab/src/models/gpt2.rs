@@ -8,12 +8,17 @@ use rewind::checkpoint::{CheckpointMode, SavePolicy, Segmentation, run_blocks_wi
 use rewind::dtype::DType;
 use rewind::error::{Error, Result};
 use rewind::indices::Indices;
-use rewind::nn::{Embedding, LayerNorm, Linear, Module, Parameters, prefixed};
+use rewind::nn::{
+    Embedding, LayerNorm, Linear, LoraLinear, Module, Parameters, Projection, prefixed,
+};
 use rewind::ops::gelu::GeluApprox;
 use rewind::tensor::Tensor;
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 use std::rc::Rc;
+
+/// The prefix PEFT gives the wrapped model's names in an adapter file.
+const PEFT_PREFIX: &str = "base_model.model.";
 
 fn err(msg: impl Into<String>) -> Error {
     Error::invalid("gpt2", msg)
@@ -103,8 +108,8 @@ impl Gpt2Config {
 pub struct Gpt2Block {
     /// First norm.
     pub ln_1: LayerNorm,
-    /// Fused q, k, v projection (`attn.c_attn`), `[3d, d]`.
-    pub c_attn: Linear,
+    /// Fused q, k, v projection (`attn.c_attn`), `[3d, d]`; LoRA-adapted by [`Gpt2::add_lora`].
+    pub c_attn: Projection,
     /// Attention output projection (`attn.c_proj`).
     pub c_proj: Linear,
     /// Second norm.
@@ -126,7 +131,7 @@ impl Gpt2Block {
         };
         Ok(Gpt2Block {
             ln_1: norm()?,
-            c_attn: Linear::new(d, 3 * d, true)?,
+            c_attn: Projection::Plain(Linear::new(d, 3 * d, true)?),
             c_proj: Linear::new(d, d, true)?,
             ln_2: norm()?,
             c_fc: Linear::new(d, 4 * d, true)?,
@@ -138,7 +143,7 @@ impl Gpt2Block {
     fn attention(&self, x: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let (h, dh) = (self.heads, d / self.heads);
-        let qkv = self.c_attn.forward(x)?;
+        let qkv = self.c_attn.module().forward(x)?;
         let split = |i: usize| -> Result<Tensor> {
             qkv.narrow(2, i * d, d)?
                 .reshape(&[b, t, h, dh])?
@@ -180,7 +185,15 @@ impl Gpt2Block {
 impl Parameters for Gpt2Block {
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         let mut p = prefixed("ln_1", self.ln_1.named_parameters());
-        p.extend(prefixed("attn.c_attn", self.c_attn.named_parameters()));
+        match &self.c_attn {
+            Projection::Plain(l) => p.extend(prefixed("attn.c_attn", l.named_parameters())),
+            // PEFT's names: the base keeps transformers' name, the adapters `lora_{A,B}.weight`.
+            Projection::Lora(l) => {
+                p.extend(prefixed("attn.c_attn", l.base.named_parameters()));
+                p.push(("attn.c_attn.lora_A.weight".into(), l.a.clone()));
+                p.push(("attn.c_attn.lora_B.weight".into(), l.b.clone()));
+            }
+        }
         p.extend(prefixed("attn.c_proj", self.c_proj.named_parameters()));
         p.extend(prefixed("ln_2", self.ln_2.named_parameters()));
         p.extend(prefixed("mlp.c_fc", self.c_fc.named_parameters()));
@@ -256,7 +269,11 @@ impl Gpt2 {
         let bytes = std::fs::read(&st_path).map_err(|e| Error::io("gpt2", &st_path, e))?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| err(format!("{}: {e}", st_path.display())))?;
-        for (name, p) in model.hf_parameters() {
+        for (name, p) in model
+            .hf_parameters()
+            .into_iter()
+            .filter(|(n, _)| !n.contains("lora_"))
+        {
             let view = st
                 .tensor(&name)
                 .map_err(|_| err(format!("model.safetensors has no tensor `{name}`")))?;
@@ -292,6 +309,123 @@ impl Gpt2 {
             p.set_data(t.data().clone())?;
         }
         Ok(model)
+    }
+
+    /// PEFT's `get_peft_model` with LoRA on every block's `c_attn` (rank `r`, scale α/r):
+    /// every other parameter is frozen; the adapters start as [`LoraLinear::new`] draws them.
+    pub fn add_lora(&mut self, r: usize, alpha: f64) -> Result<()> {
+        if r == 0 {
+            return Err(err("LoRA rank 0"));
+        }
+        for (_, p) in self.hf_parameters() {
+            p.requires_grad_(false)?;
+        }
+        for blk in &mut self.blocks {
+            let b = Rc::get_mut(blk).ok_or_else(|| {
+                err("add_lora: a block is shared; add LoRA before using the model")
+            })?;
+            if let Projection::Plain(_) = b.c_attn {
+                let placeholder = Projection::Plain(Linear::new(1, 1, false)?);
+                let Projection::Plain(base) = std::mem::replace(&mut b.c_attn, placeholder) else {
+                    unreachable!("matched Plain above");
+                };
+                b.c_attn = Projection::Lora(LoraLinear::new(base, r, alpha)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The LoRA adapters under PEFT's names (`base_model.model.transformer.h.0.attn.c_attn.lora_A.weight`).
+    pub fn lora_parameters(&self) -> Vec<(String, Tensor)> {
+        self.hf_parameters()
+            .into_iter()
+            .filter(|(n, _)| n.contains(".lora_"))
+            .map(|(n, p)| (format!("{PEFT_PREFIX}{n}"), p))
+            .collect()
+    }
+
+    /// Loads a PEFT LoRA adapter directory (`adapter_config.json`, `adapter_model.safetensors`)
+    /// onto this model: LoRA on `c_attn` only, no DoRA/rsLoRA/bias, dropout 0.
+    pub fn load_adapter(&mut self, dir: &Path) -> Result<()> {
+        let cfg_path = dir.join("adapter_config.json");
+        let text =
+            std::fs::read_to_string(&cfg_path).map_err(|e| Error::io("gpt2", &cfg_path, e))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| err(format!("adapter_config.json: {e}")))?;
+        let bad = |what: &str| err(format!("adapter_config.json: {what} is not supported"));
+        if v["peft_type"] != "LORA" {
+            return Err(bad(&format!("peft_type {}", v["peft_type"])));
+        }
+        if v["target_modules"] != serde_json::json!(["c_attn"]) {
+            return Err(bad(&format!("target_modules {}", v["target_modules"])));
+        }
+        for flag in ["use_dora", "use_rslora"] {
+            if v[flag] == true {
+                return Err(bad(flag));
+            }
+        }
+        if v["bias"].as_str().is_some_and(|b| b != "none")
+            || v["lora_dropout"].as_f64().is_some_and(|d| d != 0.0)
+        {
+            return Err(bad("a LoRA bias or dropout"));
+        }
+        let r = v["r"]
+            .as_u64()
+            .ok_or_else(|| err("adapter_config.json: `r` is missing"))? as usize;
+        let alpha = v["lora_alpha"]
+            .as_f64()
+            .ok_or_else(|| err("adapter_config.json: `lora_alpha` is missing"))?;
+        self.add_lora(r, alpha)?;
+        let st_path = dir.join("adapter_model.safetensors");
+        let bytes = std::fs::read(&st_path).map_err(|e| Error::io("gpt2", &st_path, e))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| err(format!("{}: {e}", st_path.display())))?;
+        for (name, p) in self.lora_parameters() {
+            let view = st
+                .tensor(&name)
+                .map_err(|_| err(format!("adapter_model.safetensors has no tensor `{name}`")))?;
+            if view.shape() != p.shape() || view.dtype() != Dtype::F32 {
+                return Err(err(format!(
+                    "`{name}` is {:?} {:?}, the adapter needs F32 {:?}",
+                    view.dtype(),
+                    view.shape(),
+                    p.shape()
+                )));
+            }
+            let values: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
+            p.set_data(Tensor::from_vec(values, p.shape())?.data().clone())?;
+        }
+        Ok(())
+    }
+
+    /// Writes the LoRA adapter as PEFT does (`adapter_model.safetensors` with PEFT's names,
+    /// `adapter_config.json`), each file crash-safely.
+    pub fn save_adapter(&self, dir: &Path) -> Result<()> {
+        let Some(Projection::Lora(first)) = self.blocks.first().map(|b| &b.c_attn) else {
+            return Err(err("save_adapter: the model has no LoRA adapters"));
+        };
+        let r = first.a.shape()[0];
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("gpt2", dir, e))?;
+        let bytes = rewind::weights::to_bytes(&self.lora_parameters())?;
+        rewind::atomic_file::write_atomic("gpt2", &dir.join("adapter_model.safetensors"), &bytes)?;
+        let config = serde_json::json!({
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "r": r,
+            "lora_alpha": first.scale * r as f64,
+            "lora_dropout": 0.0,
+            "target_modules": ["c_attn"],
+            "fan_in_fan_out": true,
+            "bias": "none",
+            "use_dora": false,
+            "use_rslora": false,
+            "init_lora_weights": true,
+            "inference_mode": true,
+            "modules_to_save": null,
+            "base_model_name_or_path": null,
+        });
+        let text = serde_json::to_string_pretty(&config).map_err(|e| err(e.to_string()))?;
+        rewind::atomic_file::write_atomic("gpt2", &dir.join("adapter_config.json"), text.as_bytes())
     }
 
     /// Every parameter under transformers' name (`transformer.h.0.attn.c_attn.weight`, …);

@@ -1,0 +1,27 @@
+#!/usr/bin/env python3
+"""Loads a LoRA adapter that rewind trained and wrote (lab/examples/gpt2_adapter.rs) into PEFT
+on the fixture GPT-2 and compares PEFT's logits with rewind's for the reference batch.
+
+    cargo run --release -p rewind-lab --example gpt2_adapter tests/fixtures/gpt2-tiny /tmp/adapter
+    .venv-ref/bin/python scripts/check_rewind_adapter.py tests/fixtures/gpt2-tiny /tmp/adapter
+"""
+import sys
+
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import GPT2LMHeadModel
+
+if len(sys.argv) != 3:
+    sys.exit(__doc__)
+fixture, adapter = sys.argv[1], sys.argv[2]
+ref = load_file(f"{fixture}/reference.safetensors")
+base = GPT2LMHeadModel.from_pretrained(fixture, attn_implementation="eager")
+model = PeftModel.from_pretrained(base, adapter)
+model.eval()
+with torch.no_grad():
+    logits = model(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"]).logits
+ours = load_file(f"{adapter}/rewind_logits.safetensors")["logits"]
+worst = (logits - ours).abs().max().item() / logits.abs().max().item()
+print(f"PEFT loaded rewind's adapter; logits within {worst:.2e} of rewind's (relative to the largest)")
+sys.exit(0 if worst <= 1e-5 else 1)
