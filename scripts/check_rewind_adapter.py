@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Loads a LoRA adapter that rewind trained and wrote (lab/examples/gpt2_adapter.rs) into PEFT
-on the fixture GPT-2 and compares PEFT's logits with rewind's for the reference batch.
+on the fixture GPT-2, and the merged model rewind saved into transformers, and compares their
+logits with rewind's for the reference batch.
 
     cargo run --release -p rewind-lab --example gpt2_adapter tests/fixtures/gpt2-tiny /tmp/adapter
     .venv-ref/bin/python scripts/check_rewind_adapter.py tests/fixtures/gpt2-tiny /tmp/adapter
@@ -24,4 +25,10 @@ with torch.no_grad():
 ours = load_file(f"{adapter}/rewind_logits.safetensors")["logits"]
 worst = (logits - ours).abs().max().item() / logits.abs().max().item()
 print(f"PEFT loaded rewind's adapter; logits within {worst:.2e} of rewind's (relative to the largest)")
-sys.exit(0 if worst <= 1e-5 else 1)
+merged = GPT2LMHeadModel.from_pretrained(f"{adapter}/merged", attn_implementation="eager")
+merged.eval()
+with torch.no_grad():
+    m_logits = merged(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"]).logits
+worst_m = (m_logits - ours).abs().max().item() / m_logits.abs().max().item()
+print(f"transformers loaded rewind's merged model; logits within {worst_m:.2e} of rewind's")
+sys.exit(0 if max(worst, worst_m) <= 1e-5 else 1)

@@ -179,6 +179,38 @@ def peft_story(ref):
     return out.loss.item()
 
 
+def second_config(vocab, ref):
+    """Another random GPT-2 (3 layers, n_embd 32, 8 heads of 4, gelu_pytorch_tanh, epsilon
+    1e-6, 16 positions) with its logits for the reference batch: gpt2-tiny/other/."""
+    torch.manual_seed(3)
+    cfg = GPT2Config(
+        vocab_size=vocab,
+        n_positions=16,
+        n_embd=32,
+        n_layer=3,
+        n_head=8,
+        activation_function="gelu_pytorch_tanh",
+        layer_norm_epsilon=1e-6,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    cfg._attn_implementation = "eager"
+    model = GPT2LMHeadModel(cfg)
+    # Non-trivial norms, so their parameters matter.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".ln_" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    path = os.path.join(OUT, "other")
+    model.save_pretrained(path, safe_serialization=True)
+    with torch.no_grad():
+        logits = model(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"]).logits
+    save_file({"logits": logits.contiguous()}, os.path.join(path, "logits.safetensors"))
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -231,6 +263,7 @@ def main():
             "tokenizers": tokenizers.__version__,
         },
     )
+    second_config(vocab, ref)
     story = checkpointing_story(ref)
     print("PEFT LoRA loss:", peft_story(ref))
     print("reentrant over frozen embeddings:", story["reentrant_error"])

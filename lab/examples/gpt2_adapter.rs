@@ -1,6 +1,7 @@
 //! Trains the fixture GPT-2's PEFT adapter for a few SGD steps with rewind, then writes the
-//! adapter (PEFT's format) and rewind's logits for the reference batch into OUT_DIR, for
-//! `scripts/check_rewind_adapter.py` to load in PEFT and compare.
+//! adapter (PEFT's format), rewind's logits for the reference batch, and the merged model
+//! (`merged/`, transformers' format) into OUT_DIR, for `scripts/check_rewind_adapter.py` to load
+//! in PEFT and transformers and compare.
 //! Usage: `gpt2_adapter FIXTURE_DIR OUT_DIR`.
 use rewind::checkpoint::{CheckpointMode, SavePolicy, Segmentation};
 use rewind::indices::Indices;
@@ -58,6 +59,9 @@ fn main() -> rewind::Result<()> {
         &out.join("rewind_logits.safetensors"),
         &[("logits".to_string(), logits)],
     )?;
+    // The adapter merged into the base: a plain transformers checkpoint.
+    m.merge_lora()?;
+    m.save_pretrained(&out.join("merged"))?;
     println!("wrote {}", out.display());
     Ok(())
 }

@@ -383,3 +383,89 @@ fn a_peft_lora_adapter_loads_gives_peft_logits_and_gradients_and_saves_back_as_p
     again.load_adapter(&dir).unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_merged_adapter_saves_as_a_transformers_checkpoint_with_the_same_logits() {
+    let r = reference();
+    let mut m = Gpt2::load(&fixture()).unwrap();
+    m.load_adapter(&fixture().join("adapter")).unwrap();
+    let ids = Indices::new(r.ids.clone(), &r.shape).unwrap();
+    let store = Segmentation::store_all(2);
+    let logits = |m: &Gpt2| {
+        rewind::tape::no_grad(|| {
+            m.logits(
+                &ids,
+                Some(&r.mask),
+                &store,
+                CheckpointMode::NonReentrant,
+                &SavePolicy::RecomputeAll,
+            )
+        })
+        .unwrap()
+        .to_vec_f32()
+    };
+    let adapted = logits(&m);
+    assert!(
+        m.save_pretrained(&std::env::temp_dir()).is_err(),
+        "LoRA must be merged first"
+    );
+    m.merge_lora().unwrap();
+    let merged = logits(&m);
+    let scale = max_abs(&adapted);
+    let worst = adapted
+        .iter()
+        .zip(&merged)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-5 * scale, "merging moved the logits by {worst}");
+    let dir = std::env::temp_dir().join(format!("rewind-merged-{}", std::process::id()));
+    m.save_pretrained(&dir).unwrap();
+    let back = Gpt2::load(&dir).unwrap();
+    assert_eq!(
+        logits(&back),
+        merged,
+        "a saved checkpoint reloads bit for bit"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn another_gpt2_config_with_the_pytorch_tanh_gelu_matches_too() {
+    // 3 layers, n_embd 32, 8 heads of 4, gelu_pytorch_tanh, epsilon 1e-6, perturbed norms.
+    let r = reference();
+    let dir = fixture().join("other");
+    let m = Gpt2::load(&dir).unwrap();
+    assert_eq!(
+        (m.cfg.n_layer, m.cfg.n_head, m.cfg.layer_norm_epsilon),
+        (3, 8, 1e-6)
+    );
+    let ids = Indices::new(r.ids.clone(), &r.shape).unwrap();
+    let got = rewind::tape::no_grad(|| {
+        m.logits(
+            &ids,
+            Some(&r.mask),
+            &Segmentation::store_all(3),
+            CheckpointMode::NonReentrant,
+            &SavePolicy::RecomputeAll,
+        )
+    })
+    .unwrap()
+    .to_vec_f32();
+    let bytes = std::fs::read(dir.join("logits.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let want: Vec<f32> = bytemuck::pod_collect_to_vec(st.tensor("logits").unwrap().data());
+    let scale = max_abs(&want);
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1e-5 * scale,
+        "logits off by {worst} (largest {scale})"
+    );
+    eprintln!(
+        "second config: logits within {:.1e} of the largest",
+        worst / scale
+    );
+}

@@ -428,6 +428,81 @@ impl Gpt2 {
         rewind::atomic_file::write_atomic("gpt2", &dir.join("adapter_config.json"), text.as_bytes())
     }
 
+    /// Folds every LoRA adapter into its base weight (W ← W + (α/r)·B·A, PEFT's
+    /// `merge_and_unload`) and drops the adapters: a plain GPT-2 again, all parameters frozen
+    /// as the adapted model had them.
+    pub fn merge_lora(&mut self) -> Result<()> {
+        for blk in &mut self.blocks {
+            let b = Rc::get_mut(blk).ok_or_else(|| {
+                err("merge_lora: a block is shared; merge before using the model")
+            })?;
+            if let Projection::Lora(_) = b.c_attn {
+                let placeholder = Projection::Plain(Linear::new(1, 1, false)?);
+                let Projection::Lora(l) = std::mem::replace(&mut b.c_attn, placeholder) else {
+                    unreachable!("matched Lora above");
+                };
+                let delta = rewind::tape::no_grad(|| l.b.matmul(&l.a)?.mul_scalar(l.scale))?;
+                let merged = rewind::tape::no_grad(|| l.base.weight.add(&delta))?;
+                l.base.weight.set_data(merged.data().clone())?;
+                b.c_attn = Projection::Plain(l.base);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `config.json` and `model.safetensors` as transformers' `save_pretrained` does
+    /// (`Conv1D` weights `[in, out]`, the head tied and not stored), each file crash-safely.
+    /// A model with LoRA adapters must be merged first.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        if self
+            .blocks
+            .iter()
+            .any(|b| matches!(b.c_attn, Projection::Lora(_)))
+        {
+            return Err(err(
+                "save_pretrained: merge the LoRA adapters first (merge_lora)",
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("gpt2", dir, e))?;
+        let params: Vec<(String, Tensor)> = self
+            .hf_parameters()
+            .into_iter()
+            .map(|(n, p)| {
+                let t = if is_conv1d_weight(&n) {
+                    rewind::tape::no_grad(|| p.transpose(0, 1))?
+                } else {
+                    p.detach()
+                };
+                Ok((n, t))
+            })
+            .collect::<Result<_>>()?;
+        let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        let bytes =
+            rewind::weights::serialize_raw(&rewind::weights::raw_params(&params), Some(meta))?;
+        rewind::atomic_file::write_atomic("gpt2", &dir.join("model.safetensors"), &bytes)?;
+        let c = &self.cfg;
+        let config = serde_json::json!({
+            "architectures": ["GPT2LMHeadModel"],
+            "model_type": "gpt2",
+            "vocab_size": c.vocab_size,
+            "n_positions": c.n_positions,
+            "n_embd": c.n_embd,
+            "n_layer": c.n_layer,
+            "n_head": c.n_head,
+            "n_inner": null,
+            "activation_function": "gelu_new",
+            "layer_norm_epsilon": c.layer_norm_epsilon,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            "tie_word_embeddings": true,
+            "scale_attn_weights": true,
+            "dtype": "float32",
+        });
+        let text = serde_json::to_string_pretty(&config).map_err(|e| err(e.to_string()))?;
+        rewind::atomic_file::write_atomic("gpt2", &dir.join("config.json"), text.as_bytes())
+    }
+
     /// Every parameter under transformers' name (`transformer.h.0.attn.c_attn.weight`, …);
     /// `Conv1D` weights are held transposed (see [`Self::load`]).
     pub fn hf_parameters(&self) -> Vec<(String, Tensor)> {
