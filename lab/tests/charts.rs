@@ -12,6 +12,7 @@ fn row(depth: usize, plan: &str, secs: f64, mib: f64) -> SweepRow {
         plan: plan.to_string(),
         segmentation: String::new(),
         step_secs: secs,
+        step_range: (secs, secs),
         forward_saved: bytes,
         peak_saved: bytes,
         predicted_peak: Some(bytes),
@@ -105,7 +106,8 @@ fn labels_of_points_that_nearly_coincide_do_not_overlap() {
 
 #[test]
 fn a_bench_csv_reads_back_into_the_rows_it_was_written_from() {
-    let rows = vec![row(4, "store", 0.3, 70.0), row(16, "ops/2", 1.4, 142.0)];
+    let mut rows = vec![row(4, "store", 0.3, 70.0), row(16, "ops/2", 1.4, 142.0)];
+    rows[0].step_range = (0.25, 0.5);
     let back = rows_from_csv(&csv(&rows)).unwrap();
     assert_eq!(back.len(), 2);
     for (a, b) in rows.iter().zip(&back) {
@@ -117,4 +119,14 @@ fn a_bench_csv_reads_back_into_the_rows_it_was_written_from() {
         assert!((a.step_secs - b.step_secs).abs() < 1e-6);
     }
     assert!(rows_from_csv("header\n1,2,3\n").is_err());
+    // The ranges survive, and a CSV from before they existed still reads (docs/bench.csv).
+    assert_eq!(back[0].step_range, rows[0].step_range);
+    let old =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/bench.csv")).unwrap();
+    let old = rows_from_csv(&old).unwrap();
+    assert_eq!(old.len(), 40);
+    assert!(
+        old.iter()
+            .all(|r| r.step_range == (r.step_secs, r.step_secs))
+    );
 }

@@ -1,7 +1,7 @@
 //! Recompute vs store: the residual-MLP stack at several depths under several plans, with step
 //! time, exact peak saved bytes from the tape, predicted peak, peak heap and recomputation.
 
-use super::median_secs;
+use super::timed;
 use crate::alloc_counter;
 use crate::mib;
 use rewind::checkpoint::op_plan::{self, BudgetPlan};
@@ -56,6 +56,8 @@ pub struct SweepRow {
     pub segmentation: String,
     /// Median seconds per SGD step.
     pub step_secs: f64,
+    /// Fastest and slowest of the timed steps (the spread, to tell noise from effect).
+    pub step_range: (f64, f64),
     /// Bytes saved for backward when the forward ended (what PyTorch's saved-tensor hooks see).
     pub forward_saved: usize,
     /// Peak saved bytes over a step, from the tape (recomputation included).
@@ -190,7 +192,7 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
             };
             let mut err = Ok(());
             let (mut peak_saved, mut peak_heap, mut forward_saved) = (0, None, 0);
-            let secs = median_secs(cfg.reps, || {
+            let timing = timed(cfg.reps, || {
                 tape::reset_peak_saved_bytes();
                 alloc_counter::reset_peak();
                 match step(&m, &mut opt, &x, &seg, &policies) {
@@ -213,7 +215,8 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
                     }
                     _ => seg.describe(),
                 },
-                step_secs: secs,
+                step_secs: timing.median,
+                step_range: (timing.min, timing.max),
                 forward_saved,
                 peak_saved,
                 predicted_peak: predicted,
@@ -232,7 +235,7 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&SweepRow)) -> Result<V
 /// marks a budget below the least any segmentation needs, raised to that least.
 pub fn table(rows: &[SweepRow]) -> String {
     let mut s = String::from(
-        "   L  plan        step s  ×store  fwd-saved MiB  ×store  peak-saved MiB  ×store  predicted MiB  heap MiB  recomputed  segments\n",
+        "   L  plan        step s      range s  ×store  fwd-saved MiB  ×store  peak-saved MiB  ×store  predicted MiB  heap MiB  recomputed  segments\n",
     );
     for r in rows {
         let base = rows
@@ -241,10 +244,11 @@ pub fn table(rows: &[SweepRow]) -> String {
             .unwrap_or(r);
         let _ = writeln!(
             s,
-            "{:>4}  {:<10} {:>7.3}  {:>6.2}  {:>13.1}  {:>6.3}  {:>14.1}  {:>6.3}  {:>13}  {:>8}  {:>10}  {}",
+            "{:>4}  {:<10} {:>7.3}  {:>11}  {:>6.2}  {:>13.1}  {:>6.3}  {:>14.1}  {:>6.3}  {:>13}  {:>8}  {:>10}  {}",
             r.depth,
             r.plan,
             r.step_secs,
+            format!("{:.3}–{:.3}", r.step_range.0, r.step_range.1),
             r.step_secs / base.step_secs,
             mib(r.forward_saved),
             r.forward_saved as f64 / base.forward_saved.max(1) as f64,
@@ -268,15 +272,17 @@ pub fn table(rows: &[SweepRow]) -> String {
 /// CSV of every row.
 pub fn csv(rows: &[SweepRow]) -> String {
     let mut s = String::from(
-        "depth,plan,step_secs,forward_saved_bytes,peak_saved_bytes,predicted_peak_bytes,peak_heap_bytes,recomputed_blocks,budget_bytes,segments\n",
+        "depth,plan,step_secs,step_min_secs,step_max_secs,forward_saved_bytes,peak_saved_bytes,predicted_peak_bytes,peak_heap_bytes,recomputed_blocks,budget_bytes,segments\n",
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{:.6},{},{},{},{},{},{},\"{}\"",
+            "{},{},{:.6},{:.6},{:.6},{},{},{},{},{},{},\"{}\"",
             r.depth,
             r.plan,
             r.step_secs,
+            r.step_range.0,
+            r.step_range.1,
             r.forward_saved,
             r.peak_saved,
             r.predicted_peak.map_or(String::new(), |p| p.to_string()),
@@ -289,20 +295,38 @@ pub fn csv(rows: &[SweepRow]) -> String {
     s
 }
 
-/// The rows of a CSV that [`csv`] wrote, to redraw its charts without measuring again.
+/// The rows of a CSV that [`csv`] wrote (or an earlier version without the step range), to
+/// redraw its charts without measuring again.
 pub fn rows_from_csv(text: &str) -> Result<Vec<SweepRow>> {
     let bad = |line: usize, what: &str| {
         rewind::Error::invalid("bench", format!("CSV line {}: {what}", line + 1))
     };
+    let ranged = text
+        .lines()
+        .next()
+        .is_some_and(|h| h.contains("step_min_secs"));
+    let n = if ranged { 12 } else { 10 };
     text.lines()
         .enumerate()
         .skip(1)
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| {
-            let f: Vec<&str> = line.splitn(10, ',').collect();
-            if f.len() != 10 {
-                return Err(bad(i, "expected 10 fields"));
+            let mut f: Vec<&str> = line.splitn(n, ',').collect();
+            if f.len() != n {
+                return Err(bad(i, &format!("expected {n} fields")));
             }
+            let secs = |k: usize| -> Result<f64> {
+                f[k].parse()
+                    .map_err(|_| bad(i, &format!("field {} is not a number", k + 1)))
+            };
+            let median = secs(2)?;
+            let range = if ranged {
+                let r = (secs(3)?, secs(4)?);
+                f.drain(3..5);
+                r
+            } else {
+                (median, median)
+            };
             let int = |k: usize| -> Result<usize> {
                 f[k].parse()
                     .map_err(|_| bad(i, &format!("field {} is not a count", k + 1)))
@@ -317,9 +341,8 @@ pub fn rows_from_csv(text: &str) -> Result<Vec<SweepRow>> {
             Ok(SweepRow {
                 depth: int(0)?,
                 plan: f[1].to_string(),
-                step_secs: f[2]
-                    .parse()
-                    .map_err(|_| bad(i, "field 3 is not a number"))?,
+                step_secs: median,
+                step_range: range,
                 forward_saved: int(3)?,
                 peak_saved: int(4)?,
                 predicted_peak: opt(5)?,

@@ -11,7 +11,23 @@ pub mod plot;
 use std::time::Instant;
 
 /// Median wall time in seconds of `reps` runs of `f` (after one warm-up run).
-pub fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+pub fn median_secs(reps: usize, f: impl FnMut()) -> f64 {
+    timed(reps, f).median
+}
+
+/// The median and range of `reps` timed runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Median seconds.
+    pub median: f64,
+    /// Fastest run.
+    pub min: f64,
+    /// Slowest run.
+    pub max: f64,
+}
+
+/// Times `reps` runs of `f` after one warm-up run.
+pub fn timed(reps: usize, mut f: impl FnMut()) -> Timing {
     f();
     let mut t: Vec<f64> = (0..reps.max(1))
         .map(|_| {
@@ -21,5 +37,9 @@ pub fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
         })
         .collect();
     t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
+    Timing {
+        median: t[t.len() / 2],
+        min: t[0],
+        max: t[t.len() - 1],
+    }
 }
