@@ -275,9 +275,75 @@ fn model_fits(m: &ModelArgs, lora_rank: usize) -> Checked {
     )
 }
 
+/// `--model DIR`: a GPT-2 checkpoint the trainer can load; its sizes in place of the flags'.
+fn model_dir(a: &TrainArgs) -> Result<Option<ModelArgs>, Usage> {
+    let Some(dir) = &a.model_dir else {
+        return Ok(None);
+    };
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        readable_file("model", &dir.join(f))
+            .map_err(|_| usage("model", dir.display(), format!("has no readable {f}")))?;
+    }
+    let text = std::fs::read_to_string(dir.join("config.json"))
+        .map_err(|e| usage("model", dir.display(), e))?;
+    let c = rewind_lab::models::Gpt2Config::from_json(&text)
+        .map_err(|e| usage("model", dir.display(), e))?;
+    if a.model.max_len > c.n_positions {
+        return Err(usage(
+            "max-len",
+            a.model.max_len,
+            format!("the model at --model has {} positions", c.n_positions),
+        ));
+    }
+    Ok(Some(ModelArgs {
+        d: c.n_embd,
+        heads: c.n_head,
+        layers: c.n_layer,
+        vocab: c.vocab_size,
+        ..a.model.clone()
+    }))
+}
+
 /// `rewind train`.
 pub fn train(a: &TrainArgs) -> Checked {
-    model(&a.model)?;
+    let from_dir = model_dir(a)?;
+    let sized = from_dir.as_ref().unwrap_or(&a.model);
+    if from_dir.is_none() {
+        model(&a.model)?;
+    } else {
+        count(
+            "steps",
+            a.model.steps.try_into().unwrap_or(usize::MAX),
+            1,
+            10_000_000,
+            "one run's step records; resume from a --save to go further",
+        )?;
+        count(
+            "max-len",
+            a.model.max_len,
+            2,
+            usize::MAX,
+            "a sample needs an input and a next token",
+        )?;
+        count(
+            "samples",
+            a.model.samples,
+            2,
+            usize::MAX,
+            "one sample to train on and one held out",
+        )?;
+        count(
+            "batch-size",
+            a.model.batch_size,
+            1,
+            usize::MAX,
+            "samples per micro-batch",
+        )?;
+        positive("lr", a.model.lr)?;
+        if let Some(p) = &a.model.text_file {
+            readable_file("text-file", p)?;
+        }
+    }
     non_negative("weight-decay", a.weight_decay)?;
     count(
         "accumulation",
@@ -290,14 +356,14 @@ pub fn train(a: &TrainArgs) -> Checked {
         "lora-rank",
         a.lora_rank,
         0,
-        a.model.d,
-        "a rank above the width --d adds nothing",
+        sized.d,
+        "a rank above the model's width adds nothing",
     )?;
-    if a.freeze.lower_blocks > a.model.layers {
+    if a.freeze.lower_blocks > sized.layers {
         return Err(usage(
             "freeze",
             a.freeze,
-            format!("the model has {} blocks (--layers)", a.model.layers),
+            format!("the model has {} blocks", sized.layers),
         ));
     }
     if a.checkpoint_policy != PolicyChoice::RecomputeAll {
@@ -355,7 +421,7 @@ pub fn train(a: &TrainArgs) -> Checked {
     if let Some(p) = &a.json {
         writable_file("json", p)?;
     }
-    model_fits(&a.model, a.lora_rank)
+    model_fits(sized, a.lora_rank)
 }
 
 /// A `save-names:` policy names only tensors the transformer names.

@@ -56,6 +56,12 @@ pub struct ModelArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Fine-tune the GPT-2 in this transformers checkpoint directory (config.json,
+    /// model.safetensors, tokenizer.json) instead of the lab's transformer; its config sets the
+    /// sizes, so --d, --heads, --layers and --vocab do not apply. With --lora-rank, LoRA goes on
+    /// c_attn and everything else is frozen, as PEFT does.
+    #[arg(long = "model", value_name = "DIR", conflicts_with_all = ["d", "heads", "layers", "vocab"])]
+    pub model_dir: Option<PathBuf>,
     /// Checkpoint plan: none, every (every block), sqrt (√L segments), budget:<bytes> (e.g.
     /// budget:8MiB: least recomputation within that many saved bytes).
     #[arg(long, default_value = "none")]
@@ -147,6 +153,20 @@ impl ModelArgs {
 
 impl TrainArgs {
     fn config(&self) -> TrainConfig {
+        let mut base = self.model.config();
+        if let Some(dir) = &self.model_dir {
+            // The checkpoint's sizes (checked up front by cli_checks).
+            if let Some(c) = std::fs::read_to_string(dir.join("config.json"))
+                .ok()
+                .and_then(|t| rewind_lab::models::Gpt2Config::from_json(&t).ok())
+            {
+                base.d = c.n_embd;
+                base.heads = c.n_head;
+                base.layers = c.n_layer;
+                base.vocab = c.vocab_size;
+            }
+            base.model_dir = Some(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone()));
+        }
         TrainConfig {
             plan: self.checkpoint,
             mode: self.checkpoint_mode,
@@ -159,7 +179,7 @@ impl TrainArgs {
             freeze: self.freeze,
             lora_rank: self.lora_rank,
             padding: self.padding,
-            ..self.model.config()
+            ..base
         }
     }
 }

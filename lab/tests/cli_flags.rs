@@ -85,6 +85,7 @@ fn table() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
         vec!["/proc/rewind/run.safetensors", "/tmp", ""],
     ));
     t.push(("train", "save-every", counts(&["0"])));
+    t.push(("train", "model", vec!["/nonexistent/gpt2", "/tmp", ""]));
     t.push((
         "train",
         "resume",

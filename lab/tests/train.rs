@@ -442,3 +442,80 @@ fn resume_refuses_a_text_file_whose_contents_changed_since_the_save() {
     assert!(err.contains("content hash saved "), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The GPT-2 fixture that transformers wrote (2 layers, n_embd 64, 4 heads, 500 tokens).
+fn gpt2_fixture() -> TrainConfig {
+    let mut c = TrainConfig {
+        model_dir: Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/gpt2-tiny"),
+        ),
+        d: 64,
+        heads: 4,
+        layers: 2,
+        vocab: 500,
+        max_len: 32,
+        batch_size: 4,
+        lr: 1e-3,
+        ..TrainConfig::default()
+    };
+    c.corpus.samples = 40;
+    c
+}
+
+#[test]
+fn a_transformers_gpt2_fine_tunes_with_lora_checkpointing_and_resumes_bit_identically() {
+    for (lora_rank, plan, optimizer) in [
+        (0, PlanChoice::None, OptimChoice::AdamW),
+        (4, PlanChoice::Every, OptimChoice::AdamW8bit),
+    ] {
+        let cfg = TrainConfig {
+            lora_rank,
+            plan,
+            optimizer,
+            padding: PaddingChoice::Dynamic,
+            ..gpt2_fixture()
+        };
+        let mut straight = Trainer::new(cfg.clone()).unwrap();
+        // LoRA on c_attn: 2 blocks × (A, B); otherwise every parameter.
+        assert_eq!(
+            straight.trainable_tensors(),
+            if lora_rank > 0 { 4 } else { 28 }
+        );
+        let first = straight.step().unwrap().loss;
+        steps(&mut straight, 3);
+        let mut a = Trainer::new(cfg.clone()).unwrap();
+        steps(&mut a, 2);
+        let bytes = a.save_bytes().unwrap();
+        let mut b = Trainer::resume_from_bytes(cfg, &bytes).unwrap();
+        steps(&mut b, 2);
+        assert!(
+            weight_bits(&b) == weight_bits(&straight),
+            "lora {lora_rank}: resume differs"
+        );
+        let last = straight.step().unwrap().loss;
+        assert!(
+            last < first,
+            "lora {lora_rank}: loss {first} → {last} did not fall"
+        );
+    }
+}
+
+#[test]
+fn reentrant_checkpointing_of_a_lora_gpt2_fails_like_pytorch_and_the_flag_fixes_it() {
+    let cfg = TrainConfig {
+        lora_rank: 4,
+        plan: PlanChoice::Every,
+        mode: CheckpointMode::Reentrant,
+        ..gpt2_fixture()
+    };
+    let err = Trainer::new(cfg.clone()).unwrap().step().unwrap_err();
+    assert_eq!(err.to_string(), NO_GRAD_FN_MSG);
+    assert!(suggest_fix(&cfg, &err).is_some());
+    rewind::warnings::take();
+    rewind::tape::clear();
+    let fixed = TrainConfig {
+        enable_input_require_grads: true,
+        ..cfg
+    };
+    Trainer::new(fixed).unwrap().step().unwrap();
+}

@@ -44,6 +44,8 @@ pub struct HfTokenizer {
     added: Vec<(String, u32)>,
     bytes: [char; 256],
     pattern: Regex,
+    /// FNV-1a of the `tokenizer.json` text.
+    source_hash: u64,
 }
 
 impl HfTokenizer {
@@ -136,7 +138,41 @@ impl HfTokenizer {
             added,
             bytes: byte_chars(),
             pattern,
+            source_hash: super::Fnv1a::of(text.as_bytes()),
         })
+    }
+
+    /// FNV-1a of the `tokenizer.json` it was read from.
+    pub fn content_hash(&self) -> u64 {
+        self.source_hash
+    }
+
+    /// The text of `ids` (unknown ids are skipped; invalid UTF-8 is replaced).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let token_of: HashMap<u32, &str> = self
+            .vocab
+            .iter()
+            .map(|(t, &i)| (i, t.as_str()))
+            .chain(self.added.iter().map(|(t, i)| (*i, t.as_str())))
+            .collect();
+        let byte_of: HashMap<char, u8> = self
+            .bytes
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect();
+        let mut out = Vec::new();
+        for id in ids {
+            let Some(tok) = token_of.get(id) else {
+                continue;
+            };
+            if self.added.iter().any(|(t, i)| i == id && t == tok) {
+                out.extend_from_slice(tok.as_bytes());
+            } else {
+                out.extend(tok.chars().filter_map(|c| byte_of.get(&c)));
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// Number of ids (the vocabulary and the added tokens).

@@ -529,6 +529,46 @@ impl Gpt2 {
         policy: &SavePolicy,
     ) -> Result<Tensor> {
         let (b, t) = (ids.shape()[0], ids.shape()[1]);
+        let hidden = match attention_mask {
+            None => None,
+            Some(m) if m.len() == b * t => Some(Tensor::from_vec(
+                m.iter()
+                    .map(|&v| if v == 0 { 1.0f32 } else { 0.0 })
+                    .collect(),
+                &[b, t],
+            )?),
+            Some(m) => {
+                return Err(err(format!(
+                    "attention mask of {} values for a [{b}, {t}] batch",
+                    m.len()
+                )));
+            }
+        };
+        self.logits_hidden(ids, hidden.as_ref(), seg, mode, policy)
+    }
+
+    /// [`Self::logits`] with the padding given as `[B, T]` floats, 1.0 where a key is padding
+    /// (the collators' `key_pad_mask`).
+    pub fn logits_hidden(
+        &self,
+        ids: &Indices,
+        key_pad_mask: Option<&Tensor>,
+        seg: &Segmentation,
+        mode: CheckpointMode,
+        policy: &SavePolicy,
+    ) -> Result<Tensor> {
+        let (h, modules) = self.embed(ids, key_pad_mask)?;
+        let h = run_blocks_with_policy(&modules, &h, seg, mode, "transformer.h", policy)?;
+        self.ln_f.forward(&h)?.linear(&self.wte.weight, None)
+    }
+
+    /// The embedded batch and the blocks bound to its key mask: what the block chain runs on.
+    pub fn embed(
+        &self,
+        ids: &Indices,
+        key_pad_mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Vec<Rc<dyn Module>>)> {
+        let (b, t) = (ids.shape()[0], ids.shape()[1]);
         if t > self.cfg.n_positions {
             return Err(Error::IndexOutOfRange {
                 op: "gpt2",
@@ -538,22 +578,8 @@ impl Gpt2 {
         }
         let positions = Indices::new((0..b).flat_map(|_| 0..t as i64).collect(), &[b, t])?;
         let h = self.wte.forward(ids)?.add(&self.wpe.forward(&positions)?)?;
-        let mask = match attention_mask {
-            None => None,
-            Some(m) if m.len() == b * t => Some(Tensor::from_vec(
-                m.iter()
-                    .map(|&v| if v == 0 { 1.0f32 } else { 0.0 })
-                    .collect(),
-                &[b, 1, 1, t],
-            )?),
-            Some(m) => {
-                return Err(err(format!(
-                    "attention mask of {} values for a [{b}, {t}] batch",
-                    m.len()
-                )));
-            }
-        };
-        let modules: Vec<Rc<dyn Module>> = self
+        let mask = key_pad_mask.map(|m| m.reshape(&[b, 1, 1, t])).transpose()?;
+        let modules = self
             .blocks
             .iter()
             .map(|blk| {
@@ -563,8 +589,7 @@ impl Gpt2 {
                 }) as Rc<dyn Module>
             })
             .collect();
-        let h = run_blocks_with_policy(&modules, &h, seg, mode, "transformer.h", policy)?;
-        self.ln_f.forward(&h)?.linear(&self.wte.weight, None)
+        Ok((h, modules))
     }
 
     /// transformers' causal-LM loss: logits at position i predict label i + 1; labels −100

@@ -2,9 +2,11 @@
 //! transformer, and GPT-2 loaded from a transformers checkpoint. The residual MLP of the benchmarks is the engine's [`rewind::nn::ResidualMlp`].
 
 pub mod gpt2;
+pub mod lm;
 pub mod repro;
 pub mod transformer;
 
 pub use gpt2::{Gpt2, Gpt2Config};
+pub use lm::LmModel;
 pub use repro::{ReproConfig, ReproModel};
 pub use transformer::{Transformer, TransformerConfig};

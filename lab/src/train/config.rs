@@ -127,6 +127,10 @@ pub struct TrainConfig {
     /// Train on this UTF-8 text file instead (one sample per paragraph: blocks of text
     /// separated by blank lines).
     pub text_file: Option<std::path::PathBuf>,
+    /// Fine-tune the GPT-2 in this transformers checkpoint directory (with its
+    /// `tokenizer.json`) instead of the lab's transformer; `d`, `heads`, `layers` and `vocab`
+    /// then repeat its config.
+    pub model_dir: Option<std::path::PathBuf>,
     /// Fraction of samples held out for the final evaluation loss.
     pub eval_fraction: f64,
     /// Checkpoint plan.
@@ -173,6 +177,7 @@ impl Default for TrainConfig {
                 alpha: 1.5,
             },
             text_file: None,
+            model_dir: None,
             eval_fraction: 0.1,
             plan: PlanChoice::None,
             mode: CheckpointMode::NonReentrant,
@@ -361,6 +366,12 @@ impl TrainConfig {
             ("corpus_seed", corpus(c.seed.into())),
             ("corpus_max_statements", corpus(c.max_statements.into())),
             ("corpus_alpha", corpus(c.alpha.into())),
+            (
+                "model",
+                self.model_dir
+                    .as_ref()
+                    .map_or(Value::Null, |p| p.display().to_string().into()),
+            ),
             (
                 "text_file",
                 self.text_file

@@ -3,8 +3,10 @@
 //! reporting loss, throughput and memory per step.
 
 use super::config::{OptimChoice, PaddingChoice, PlanChoice, TrainConfig};
-use crate::data::{Batch, Padding, Tokenizer, batches, synthetic_corpus};
-use crate::models::{Transformer, TransformerConfig};
+use crate::data::{
+    Batch, HfTokenizer, Padding, TextTokenizer, Tokenizer, batches, synthetic_corpus,
+};
+use crate::models::{Gpt2, LmModel, Transformer, TransformerConfig};
 use rewind::amp::GradScaler;
 use rewind::checkpoint::{CheckpointMode, Plan, Segmentation, diagnose, plan};
 use rewind::dtype::DType;
@@ -19,8 +21,8 @@ use std::time::Instant;
 /// Tokenized samples: the training split and a held-out split for the final loss.
 #[derive(Debug, Clone)]
 pub struct Data {
-    /// The BPE trained on the whole corpus.
-    pub tokenizer: Tokenizer,
+    /// The BPE trained on the whole corpus, or the model's `tokenizer.json`.
+    pub tokenizer: TextTokenizer,
     /// Training samples (truncated to `max_len`).
     pub train: Vec<Vec<u32>>,
     /// Held-out samples.
@@ -49,16 +51,20 @@ impl Data {
                 ),
             ));
         }
-        let tokenizer = Tokenizer::train(&texts, cfg.vocab);
-        let mut samples: Vec<Vec<u32>> = texts
-            .iter()
-            .map(|t| {
-                let mut ids = tokenizer.encode(t);
-                ids.truncate(cfg.max_len);
-                ids
-            })
-            .filter(|ids| ids.len() >= 2)
-            .collect();
+        let tokenizer = match &cfg.model_dir {
+            Some(dir) => {
+                TextTokenizer::Hf(Box::new(HfTokenizer::load(&dir.join("tokenizer.json"))?))
+            }
+            None => TextTokenizer::Bpe(Tokenizer::train(&texts, cfg.vocab)),
+        };
+        let mut samples: Vec<Vec<u32>> = Vec::with_capacity(texts.len());
+        for t in &texts {
+            let mut ids = tokenizer.encode(t)?;
+            ids.truncate(cfg.max_len);
+            if ids.len() >= 2 {
+                samples.push(ids);
+            }
+        }
         if samples.len() < 2 {
             return Err(Error::invalid(
                 "train",
@@ -144,7 +150,7 @@ pub struct Trainer {
     /// Its data.
     pub data: Data,
     /// The model.
-    pub model: Transformer,
+    pub model: LmModel,
     pub(super) opt: Box<dyn Optimizer>,
     pub(super) scaler: Option<GradScaler>,
     pub(super) seg: Segmentation,
@@ -166,18 +172,61 @@ impl std::fmt::Debug for Trainer {
 }
 
 /// Freezes what `cfg.freeze` names (LoRA has already frozen the base weights).
-fn apply_freezing(model: &Transformer, cfg: &TrainConfig) -> Result<()> {
+fn apply_freezing(model: &LmModel, cfg: &TrainConfig) -> Result<()> {
     let named = model.named_parameters();
     if cfg.freeze.embeddings {
-        freeze(&named, "model.embed_")?;
+        for prefix in model.embedding_prefixes() {
+            freeze(&named, prefix)?;
+        }
     }
     for i in 0..cfg.freeze.lower_blocks {
-        freeze(&named, &format!("model.layers.{i}."))?;
+        freeze(&named, &model.block_prefix(i))?;
     }
     Ok(())
 }
 
-fn build_optimizer(cfg: &TrainConfig, model: &Transformer) -> Result<Box<dyn Optimizer>> {
+/// The model `cfg` describes: the lab's transformer, or the GPT-2 in `cfg.model_dir` (LoRA on
+/// `c_attn` as PEFT puts it, everything else frozen, with `lora_rank > 0`).
+fn build_model(cfg: &TrainConfig, data: &Data) -> Result<LmModel> {
+    match &cfg.model_dir {
+        None => Ok(LmModel::Small(Transformer::new(TransformerConfig {
+            vocab: data.tokenizer.vocab_size(),
+            max_len: cfg.max_len,
+            d: cfg.d,
+            heads: cfg.heads,
+            layers: cfg.layers,
+            lora_rank: cfg.lora_rank,
+        })?)),
+        Some(dir) => {
+            let mut m = Gpt2::load(dir)?;
+            if cfg.max_len > m.cfg.n_positions {
+                return Err(Error::invalid(
+                    "train",
+                    format!(
+                        "max_len {} exceeds the model's {} positions",
+                        cfg.max_len, m.cfg.n_positions
+                    ),
+                ));
+            }
+            if data.tokenizer.vocab_size() > m.cfg.vocab_size {
+                return Err(Error::invalid(
+                    "train",
+                    format!(
+                        "tokenizer.json has {} ids, the model {}",
+                        data.tokenizer.vocab_size(),
+                        m.cfg.vocab_size
+                    ),
+                ));
+            }
+            if cfg.lora_rank > 0 {
+                m.add_lora(cfg.lora_rank, 2.0 * cfg.lora_rank as f64)?;
+            }
+            Ok(LmModel::Gpt2(m))
+        }
+    }
+}
+
+fn build_optimizer(cfg: &TrainConfig, model: &LmModel) -> Result<Box<dyn Optimizer>> {
     let params: Vec<_> = model
         .parameters()
         .into_iter()
@@ -203,19 +252,12 @@ impl Trainer {
         cfg.validate()?;
         let data = Data::build(&cfg)?;
         rewind::rng::manual_seed(cfg.seed);
-        let model = Transformer::new(TransformerConfig {
-            vocab: data.tokenizer.vocab_size(),
-            max_len: cfg.max_len,
-            d: cfg.d,
-            heads: cfg.heads,
-            layers: cfg.layers,
-            lora_rank: cfg.lora_rank,
-        })?;
+        let model = build_model(&cfg, &data)?;
         apply_freezing(&model, &cfg)?;
         let opt = build_optimizer(&cfg, &model)?;
         let input_grads = cfg
             .enable_input_require_grads
-            .then(|| model.tok.enable_input_require_grads());
+            .then(|| model.token_embedding().enable_input_require_grads());
         let seg = segmentation(&cfg, &model, &data)?;
         let mut t = Trainer {
             scaler: cfg.amp.then(GradScaler::new),
@@ -294,8 +336,7 @@ impl Trainer {
             slots += batch.slots();
             let loss = {
                 let _amp = self.cfg.amp.then(|| autocast(Some(DType::F16)));
-                self.model
-                    .loss_with(&batch, &self.seg, self.cfg.mode, &policy)?
+                self.model.loss(&batch, &self.seg, self.cfg.mode, &policy)?
             };
             self.check_reach(&loss)?;
             loss_sum += loss.item()?;
@@ -396,7 +437,12 @@ impl Trainer {
                 .filter(|&&l| l != IGNORE_INDEX)
                 .count();
             let seg = Segmentation::store_all(self.cfg.layers);
-            let loss = self.model.loss(&b, &seg, CheckpointMode::NonReentrant)?;
+            let loss = self.model.loss(
+                &b,
+                &seg,
+                CheckpointMode::NonReentrant,
+                &rewind::checkpoint::SavePolicy::RecomputeAll,
+            )?;
             sum += loss.item()? * n as f64;
             count += n;
         }
@@ -439,7 +485,7 @@ impl Trainer {
 
 /// The segmentation of `cfg.plan`; a budget is planned from block costs measured on a
 /// full-length batch, the largest any padding produces, so every batch fits.
-fn segmentation(cfg: &TrainConfig, model: &Transformer, data: &Data) -> Result<Segmentation> {
+fn segmentation(cfg: &TrainConfig, model: &LmModel, data: &Data) -> Result<Segmentation> {
     let n = cfg.layers;
     match cfg.plan {
         PlanChoice::None => Ok(Segmentation::store_all(n)),
