@@ -366,9 +366,18 @@ pub fn train(a: &TrainArgs) -> Checked {
             format!("the model has {} blocks", sized.layers),
         ));
     }
+    if let Some(n) = a.hf_activation_checkpointing {
+        count(
+            "hf-activation-checkpointing",
+            n,
+            1,
+            usize::MAX,
+            "transformers' every_n_layers",
+        )?;
+    }
     if a.checkpoint_policy != PolicyChoice::RecomputeAll {
         known_names(&a.checkpoint_policy)?;
-        if a.checkpoint == PlanChoice::None {
+        if a.checkpoint == PlanChoice::None && a.hf_activation_checkpointing.is_none() {
             return Err(usage(
                 "checkpoint-policy",
                 &a.checkpoint_policy,

@@ -62,8 +62,14 @@ pub struct TrainArgs {
     /// c_attn and everything else is frozen, as PEFT does.
     #[arg(long = "model", value_name = "DIR", conflicts_with_all = ["d", "heads", "layers", "vocab"])]
     pub model_dir: Option<PathBuf>,
-    /// Checkpoint plan: none, every (every block), sqrt (√L segments), budget:<bytes> (e.g.
-    /// budget:8MiB: least recomputation within that many saved bytes).
+    /// transformers' `activation_checkpointing_enable(every_n_layers=N)` (5.x; `gradient_
+    /// checkpointing_enable` is its deprecated alias): every N-th block checkpointed,
+    /// non-reentrant, and `enable_input_require_grads()` on — why today's transformers no longer
+    /// fails. Replaces --checkpoint, --checkpoint-mode and --enable-input-require-grads.
+    #[arg(long, value_name = "N", conflicts_with_all = ["checkpoint", "checkpoint_mode", "enable_input_require_grads"])]
+    pub hf_activation_checkpointing: Option<usize>,
+    /// Checkpoint plan: none, every (every block), sqrt (√L segments), every-nth:N (every N-th
+    /// block), budget:<bytes> (e.g. budget:8MiB: least recomputation within that many saved bytes).
     #[arg(long, default_value = "none")]
     pub checkpoint: PlanChoice,
     /// Checkpoint mode: reentrant (PyTorch's use_reentrant=True) or non-reentrant.
@@ -167,11 +173,23 @@ impl TrainArgs {
             }
             base.model_dir = Some(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone()));
         }
+        let (plan, mode, input_grads) = match self.hf_activation_checkpointing {
+            Some(n) => (
+                PlanChoice::EveryNth(n.max(1)),
+                rewind::checkpoint::CheckpointMode::NonReentrant,
+                true,
+            ),
+            None => (
+                self.checkpoint,
+                self.checkpoint_mode,
+                self.enable_input_require_grads,
+            ),
+        };
         TrainConfig {
-            plan: self.checkpoint,
-            mode: self.checkpoint_mode,
+            plan,
+            mode,
             policy: self.checkpoint_policy.clone(),
-            enable_input_require_grads: self.enable_input_require_grads,
+            enable_input_require_grads: input_grads,
             amp: self.amp,
             optimizer: self.optimizer,
             weight_decay: self.weight_decay,

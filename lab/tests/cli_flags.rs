@@ -86,6 +86,7 @@ fn table() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     ));
     t.push(("train", "save-every", counts(&["0"])));
     t.push(("train", "model", vec!["/nonexistent/gpt2", "/tmp", ""]));
+    t.push(("train", "hf-activation-checkpointing", counts(&["0"])));
     t.push((
         "train",
         "resume",

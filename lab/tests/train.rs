@@ -519,3 +519,43 @@ fn reentrant_checkpointing_of_a_lora_gpt2_fails_like_pytorch_and_the_flag_fixes_
     };
     Trainer::new(fixed).unwrap().step().unwrap();
 }
+
+#[test]
+fn transformers_activation_checkpointing_defaults_train_lora_without_error_and_change_no_bit() {
+    // transformers 5.24's activation_checkpointing_enable(every_n_layers=n): every n-th block,
+    // non-reentrant, enable_input_require_grads() on — the report's setup no longer fails.
+    let base = TrainConfig {
+        lora_rank: 4,
+        ..gpt2_fixture()
+    };
+    let mut stored = Trainer::new(base.clone()).unwrap();
+    steps(&mut stored, 2);
+    for n in [1, 2] {
+        let cfg = TrainConfig {
+            plan: PlanChoice::EveryNth(n),
+            mode: CheckpointMode::NonReentrant,
+            enable_input_require_grads: true,
+            ..base.clone()
+        };
+        let mut t = Trainer::new(cfg).unwrap();
+        let segs: Vec<bool> = t
+            .segmentation()
+            .segments
+            .iter()
+            .map(|s| s.checkpointed)
+            .collect();
+        assert_eq!(
+            segs,
+            if n == 1 {
+                vec![true, true]
+            } else {
+                vec![true, false]
+            }
+        );
+        steps(&mut t, 2);
+        assert!(
+            weight_bits(&t) == weight_bits(&stored),
+            "every_n_layers={n}"
+        );
+    }
+}

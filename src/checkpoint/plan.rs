@@ -20,6 +20,9 @@ pub enum Plan {
     EveryBlock,
     /// Checkpointed segments of `k` blocks each.
     EveryK(usize),
+    /// Block i its own checkpointed segment when i is a multiple of `n`, the others stored:
+    /// transformers' `activation_checkpointing_enable(every_n_layers=n)`.
+    EveryNth(usize),
     /// PyTorch's `checkpoint_sequential(blocks, segments)`: equal segments, the last one stored.
     Sequential(usize),
     /// `Sequential(round(√n))`, Chen et al.'s O(√n) memory.
@@ -174,7 +177,10 @@ pub fn segment(plan: Plan, n: usize, costs: Option<&BlockCosts>) -> Result<Segme
     Ok(match plan {
         Plan::None => Segmentation::from_runs(n, [(0..n, false)]),
         Plan::EveryBlock => Segmentation::from_runs(n, (0..n).map(|i| (i..i + 1, true))),
-        Plan::EveryK(0) | Plan::Sequential(0) => {
+        Plan::EveryNth(k) if k > 0 => {
+            Segmentation::from_runs(n, (0..n).map(|i| (i..i + 1, i % k == 0)))
+        }
+        Plan::EveryK(0) | Plan::Sequential(0) | Plan::EveryNth(_) => {
             return Err(Error::invalid(
                 "plan",
                 "segments must hold at least one block",

@@ -18,6 +18,8 @@ pub enum PlanChoice {
     Every,
     /// √L segments, the last stored (`checkpoint_sequential`).
     Sqrt,
+    /// Every n-th block checkpointed, the others stored (transformers' `every_n_layers`).
+    EveryNth(usize),
     /// Least recomputation within this many bytes of saved activations, from block costs
     /// measured on a full-length batch (so every batch fits).
     Budget(usize),
@@ -210,13 +212,19 @@ impl FromStr for PlanChoice {
             "none" => PlanChoice::None,
             "every" => PlanChoice::Every,
             "sqrt" => PlanChoice::Sqrt,
+            _ if s.starts_with("every-nth:") => match s["every-nth:".len()..].parse() {
+                Ok(n) if n > 0 => PlanChoice::EveryNth(n),
+                _ => {
+                    return Err(bad("checkpoint plan", s, "every-nth:N with N ≥ 1"));
+                }
+            },
             _ => match s.strip_prefix("budget:").map(parse_bytes) {
                 Some(Some(b)) => PlanChoice::Budget(b),
                 _ => {
                     return Err(bad(
                         "checkpoint plan",
                         s,
-                        "none, every, sqrt or budget:<bytes> (e.g. budget:4MiB)",
+                        "none, every, sqrt, every-nth:N or budget:<bytes> (e.g. budget:4MiB)",
                     ));
                 }
             },
@@ -245,6 +253,7 @@ impl fmt::Display for PlanChoice {
             PlanChoice::None => write!(f, "none"),
             PlanChoice::Every => write!(f, "every"),
             PlanChoice::Sqrt => write!(f, "sqrt"),
+            PlanChoice::EveryNth(n) => write!(f, "every-nth:{n}"),
             PlanChoice::Budget(b) => write!(f, "budget:{b}B"),
         }
     }

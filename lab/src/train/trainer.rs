@@ -491,6 +491,7 @@ fn segmentation(cfg: &TrainConfig, model: &LmModel, data: &Data) -> Result<Segme
         PlanChoice::None => Ok(Segmentation::store_all(n)),
         PlanChoice::Every => plan::segment(Plan::EveryBlock, n, None),
         PlanChoice::Sqrt => plan::segment(Plan::Sqrt, n, None),
+        PlanChoice::EveryNth(k) => plan::segment(Plan::EveryNth(k), n, None),
         PlanChoice::Budget(bytes) => {
             let probe: Vec<Vec<u32>> = (0..cfg.batch_size)
                 .map(|i| {
