@@ -430,6 +430,14 @@ pub fn train(a: &TrainArgs) -> Checked {
     if let Some(p) = &a.json {
         writable_file("json", p)?;
     }
+    for (flag, dir) in [("save-adapter", &a.save_adapter), ("merge", &a.merge)] {
+        if let Some(d) = dir {
+            if a.lora_rank == 0 {
+                return Err(usage(flag, d.display(), "needs --lora-rank 1 or more"));
+            }
+            writable_dir(flag, d)?;
+        }
+    }
     model_fits(sized, a.lora_rank)
 }
 

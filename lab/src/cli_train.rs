@@ -109,6 +109,14 @@ pub struct TrainArgs {
     /// written to a temporary file, synced and renamed, so a kill never leaves a broken save.
     #[arg(long)]
     pub save: Option<PathBuf>,
+    /// With --model and --lora-rank: write the trained LoRA adapter here in PEFT's format
+    /// (adapter_model.safetensors, adapter_config.json) at the end.
+    #[arg(long, value_name = "DIR", requires_all = ["model_dir", "lora_rank"])]
+    pub save_adapter: Option<PathBuf>,
+    /// With --model and --lora-rank: merge the adapter into the base weights at the end and write
+    /// the model here as transformers' save_pretrained does (config.json, model.safetensors).
+    #[arg(long, value_name = "DIR", requires_all = ["model_dir", "lora_rank"])]
+    pub merge: Option<PathBuf>,
     /// Also save every N steps (to --save), so an interrupted run loses at most N steps.
     #[arg(long)]
     pub save_every: Option<u64>,
@@ -291,6 +299,23 @@ pub fn run(args: &TrainArgs) -> rewind::Result<Ended> {
             trainer.steps_done(),
             p.display()
         );
+    }
+    if let rewind_lab::models::LmModel::Gpt2(m) = &mut trainer.model {
+        if let Some(dir) = &args.save_adapter {
+            m.save_adapter(dir)?;
+            eprintln!(
+                "wrote the LoRA adapter (PEFT's format) to {}",
+                dir.display()
+            );
+        }
+        if let Some(dir) = &args.merge {
+            m.merge_lora()?;
+            m.save_pretrained(dir)?;
+            eprintln!(
+                "wrote the merged model (transformers' format) to {}",
+                dir.display()
+            );
+        }
     }
     Ok(Ended::Done)
 }

@@ -186,3 +186,49 @@ fn compare_and_repro_exit_codes_match_their_printed_verdicts() {
         "{err}"
     );
 }
+
+#[test]
+fn train_model_writes_a_peft_adapter_and_a_merged_transformers_checkpoint() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/gpt2-tiny");
+    let dir = std::env::temp_dir().join(format!("rewind-cli-merge-{}", std::process::id()));
+    let (adapter, merged) = (dir.join("adapter"), dir.join("merged"));
+    let out = rewind(&[
+        "train",
+        "--model",
+        fixture,
+        "--max-len",
+        "32",
+        "--samples",
+        "40",
+        "--batch-size",
+        "4",
+        "--lora-rank",
+        "4",
+        "--steps",
+        "2",
+        "--quiet",
+        "--save-adapter",
+        adapter.to_str().unwrap(),
+        "--merge",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["trainable_tensors"], 4);
+    assert!(
+        v["config"]["model"]
+            .as_str()
+            .unwrap()
+            .ends_with("gpt2-tiny")
+    );
+    // The adapter reloads onto the base, the merged model loads as a plain GPT-2.
+    let mut m = rewind_lab::models::Gpt2::load(std::path::Path::new(fixture)).unwrap();
+    m.load_adapter(&adapter).unwrap();
+    let merged = rewind_lab::models::Gpt2::load(&merged).unwrap();
+    assert_eq!(merged.cfg, m.cfg);
+    std::fs::remove_dir_all(&dir).ok();
+}
