@@ -36,7 +36,7 @@ enum Command {
     Memory(MemoryArgs),
     /// Fine-tune the small transformer on the synthetic corpus with any mix of checkpointing,
     /// AMP, 8-bit AdamW, accumulation, freezing, LoRA and padding; prints a JSON summary.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Run the baseline, then checkpointing, accumulation, freezing, AMP, 8-bit AdamW, dynamic
     /// and grouped padding one at a time, then all together, on the same model and data;
     /// prints one table and the targets (exits 3 if one is not met), writes CSV and SVG.
