@@ -430,6 +430,21 @@ pub fn train(a: &TrainArgs) -> Checked {
     if let Some(p) = &a.json {
         writable_file("json", p)?;
     }
+    let targets = &rewind_lab::models::gpt2::LORA_TARGETS;
+    if a.lora_targets.is_empty() {
+        return Err(usage("lora-targets", "", "needs at least one projection"));
+    }
+    if let Some(t) = a
+        .lora_targets
+        .iter()
+        .find(|t| !targets.contains(&t.as_str()))
+    {
+        return Err(usage(
+            "lora-targets",
+            t,
+            format!("is not a GPT-2 projection ({})", targets.join(", ")),
+        ));
+    }
     for (flag, dir) in [("save-adapter", &a.save_adapter), ("merge", &a.merge)] {
         if let Some(d) = dir {
             if a.lora_rank == 0 {

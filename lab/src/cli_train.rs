@@ -109,6 +109,15 @@ pub struct TrainArgs {
     /// written to a temporary file, synced and renamed, so a kill never leaves a broken save.
     #[arg(long)]
     pub save: Option<PathBuf>,
+    /// With --model: the GPT-2 projections that get LoRA, PEFT's target_modules (c_attn, c_proj
+    /// — the attention output and the MLP down projection — and c_fc).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "c_attn",
+        requires = "model_dir"
+    )]
+    pub lora_targets: Vec<String>,
     /// With --model and --lora-rank: write the trained LoRA adapter here in PEFT's format
     /// (adapter_model.safetensors, adapter_config.json) at the end.
     #[arg(long, value_name = "DIR", requires_all = ["model_dir", "lora_rank"])]
@@ -204,6 +213,7 @@ impl TrainArgs {
             accumulation: self.accumulation,
             freeze: self.freeze,
             lora_rank: self.lora_rank,
+            lora_targets: self.lora_targets.clone(),
             padding: self.padding,
             ..base
         }

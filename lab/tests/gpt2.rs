@@ -469,3 +469,73 @@ fn another_gpt2_config_with_the_pytorch_tanh_gelu_matches_too() {
         worst / scale
     );
 }
+
+#[test]
+fn lora_on_every_projection_round_trips_through_peft_files_and_merges() {
+    // PEFT's target_modules ["c_attn", "c_proj", "c_fc"]: c_proj names both the attention
+    // output and the MLP down projection, as PEFT's suffix match does: 4 adapters a block.
+    let r = reference();
+    let ids = Indices::new(r.ids.clone(), &r.shape).unwrap();
+    let store = Segmentation::store_all(2);
+    let logits = |m: &Gpt2| {
+        rewind::tape::no_grad(|| {
+            m.logits(
+                &ids,
+                Some(&r.mask),
+                &store,
+                CheckpointMode::NonReentrant,
+                &SavePolicy::RecomputeAll,
+            )
+        })
+        .unwrap()
+        .to_vec_f32()
+    };
+    rewind::rng::manual_seed(4);
+    let mut m = Gpt2::load(&fixture()).unwrap();
+    m.add_lora_to(4, 8.0, &["c_attn", "c_proj", "c_fc"])
+        .unwrap();
+    assert_eq!(m.lora_parameters().len(), 2 * 4 * 2);
+    assert_eq!(m.lora_targets(), ["c_attn", "c_proj", "c_fc"]);
+    // Give B values (it starts at zero) so the adapters change the output.
+    for (n, p) in m.lora_parameters() {
+        if n.ends_with("lora_B.weight") {
+            let v: Vec<f32> = (0..p.numel())
+                .map(|i| ((i % 7) as f32 - 3.0) * 1e-2)
+                .collect();
+            p.set_data(
+                rewind::Tensor::from_vec(v, p.shape())
+                    .unwrap()
+                    .data()
+                    .clone(),
+            )
+            .unwrap();
+        }
+    }
+    let adapted = logits(&m);
+    assert_ne!(adapted, logits(&Gpt2::load(&fixture()).unwrap()));
+    let dir = std::env::temp_dir().join(format!("rewind-lora-all-{}", std::process::id()));
+    m.save_adapter(&dir).unwrap();
+    let mut back = Gpt2::load(&fixture()).unwrap();
+    back.load_adapter(&dir).unwrap();
+    assert_eq!(
+        logits(&back),
+        adapted,
+        "the adapter files reload bit for bit"
+    );
+    m.merge_lora().unwrap();
+    let merged = logits(&m);
+    let scale = max_abs(&adapted);
+    let worst = adapted
+        .iter()
+        .zip(&merged)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-5 * scale, "merging moved the logits by {worst}");
+    assert!(
+        Gpt2::load(&fixture())
+            .unwrap()
+            .add_lora_to(4, 8.0, &["wte"])
+            .is_err()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -111,13 +111,13 @@ pub struct Gpt2Block {
     /// Fused q, k, v projection (`attn.c_attn`), `[3d, d]`; LoRA-adapted by [`Gpt2::add_lora`].
     pub c_attn: Projection,
     /// Attention output projection (`attn.c_proj`).
-    pub c_proj: Linear,
+    pub c_proj: Projection,
     /// Second norm.
     pub ln_2: LayerNorm,
     /// MLP up projection (`mlp.c_fc`).
-    pub c_fc: Linear,
+    pub c_fc: Projection,
     /// MLP down projection (`mlp.c_proj`).
-    pub mlp_proj: Linear,
+    pub mlp_proj: Projection,
     heads: usize,
 }
 
@@ -132,10 +132,10 @@ impl Gpt2Block {
         Ok(Gpt2Block {
             ln_1: norm()?,
             c_attn: Projection::Plain(Linear::new(d, 3 * d, true)?),
-            c_proj: Linear::new(d, d, true)?,
+            c_proj: Projection::Plain(Linear::new(d, d, true)?),
             ln_2: norm()?,
-            c_fc: Linear::new(d, 4 * d, true)?,
-            mlp_proj: Linear::new(4 * d, d, true)?,
+            c_fc: Projection::Plain(Linear::new(d, 4 * d, true)?),
+            mlp_proj: Projection::Plain(Linear::new(4 * d, d, true)?),
             heads: cfg.n_head,
         })
     }
@@ -166,18 +166,17 @@ impl Gpt2Block {
             .matmul(&v)?
             .permute(&[0, 2, 1, 3])?
             .reshape(&[b, t, d])?;
-        self.c_proj.forward(&ctx)
+        self.c_proj.module().forward(&ctx)
     }
 
     /// The block with padded keys hidden by `key_mask` (`[B, 1, 1, T]`, 1.0 = hidden).
     pub fn forward_masked(&self, x: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
         let h = x.add(&self.attention(&self.ln_1.forward(x)?, key_mask)?)?;
-        let m = self.mlp_proj.forward(
-            &self
-                .c_fc
-                .forward(&self.ln_2.forward(&h)?)?
-                .gelu_with(GeluApprox::Tanh)?,
-        )?;
+        let up = self.c_fc.module().forward(&self.ln_2.forward(&h)?)?;
+        let m = self
+            .mlp_proj
+            .module()
+            .forward(&up.gelu_with(GeluApprox::Tanh)?)?;
         h.add(&m)
     }
 }
@@ -185,20 +184,49 @@ impl Gpt2Block {
 impl Parameters for Gpt2Block {
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         let mut p = prefixed("ln_1", self.ln_1.named_parameters());
-        match &self.c_attn {
-            Projection::Plain(l) => p.extend(prefixed("attn.c_attn", l.named_parameters())),
-            // PEFT's names: the base keeps transformers' name, the adapters `lora_{A,B}.weight`.
-            Projection::Lora(l) => {
-                p.extend(prefixed("attn.c_attn", l.base.named_parameters()));
-                p.push(("attn.c_attn.lora_A.weight".into(), l.a.clone()));
-                p.push(("attn.c_attn.lora_B.weight".into(), l.b.clone()));
-            }
-        }
-        p.extend(prefixed("attn.c_proj", self.c_proj.named_parameters()));
+        projection(&mut p, "attn.c_attn", &self.c_attn);
+        projection(&mut p, "attn.c_proj", &self.c_proj);
         p.extend(prefixed("ln_2", self.ln_2.named_parameters()));
-        p.extend(prefixed("mlp.c_fc", self.c_fc.named_parameters()));
-        p.extend(prefixed("mlp.c_proj", self.mlp_proj.named_parameters()));
+        projection(&mut p, "mlp.c_fc", &self.c_fc);
+        projection(&mut p, "mlp.c_proj", &self.mlp_proj);
         p
+    }
+}
+
+/// A projection's parameters under transformers' names (PEFT's for the adapters: the base keeps
+/// transformers' name, the adapters are `lora_{A,B}.weight`).
+fn projection(p: &mut Vec<(String, Tensor)>, name: &str, proj: &Projection) {
+    match proj {
+        Projection::Plain(l) => p.extend(prefixed(name, l.named_parameters())),
+        Projection::Lora(l) => {
+            p.extend(prefixed(name, l.base.named_parameters()));
+            p.push((format!("{name}.lora_A.weight"), l.a.clone()));
+            p.push((format!("{name}.lora_B.weight"), l.b.clone()));
+        }
+    }
+}
+
+/// The projections PEFT's `target_modules` can name in a GPT-2 block (`c_proj` names both
+/// the attention output and the MLP down projection, as PEFT's suffix match does).
+pub const LORA_TARGETS: [&str; 3] = ["c_attn", "c_proj", "c_fc"];
+
+impl Gpt2Block {
+    fn projections_mut(&mut self) -> [(&'static str, &mut Projection); 4] {
+        [
+            ("c_attn", &mut self.c_attn),
+            ("c_proj", &mut self.c_proj),
+            ("c_fc", &mut self.c_fc),
+            ("c_proj", &mut self.mlp_proj),
+        ]
+    }
+
+    fn projections(&self) -> [(&'static str, &Projection); 4] {
+        [
+            ("c_attn", &self.c_attn),
+            ("c_proj", &self.c_proj),
+            ("c_fc", &self.c_fc),
+            ("c_proj", &self.mlp_proj),
+        ]
     }
 }
 
@@ -314,8 +342,19 @@ impl Gpt2 {
     /// PEFT's `get_peft_model` with LoRA on every block's `c_attn` (rank `r`, scale α/r):
     /// every other parameter is frozen; the adapters start as [`LoraLinear::new`] draws them.
     pub fn add_lora(&mut self, r: usize, alpha: f64) -> Result<()> {
+        self.add_lora_to(r, alpha, &["c_attn"])
+    }
+
+    /// [`Self::add_lora`] on the projections `targets` names (from [`LORA_TARGETS`]).
+    pub fn add_lora_to(&mut self, r: usize, alpha: f64, targets: &[&str]) -> Result<()> {
         if r == 0 {
             return Err(err("LoRA rank 0"));
+        }
+        if let Some(t) = targets.iter().find(|t| !LORA_TARGETS.contains(t)) {
+            return Err(err(format!(
+                "LoRA target `{t}` is not a GPT-2 projection ({})",
+                LORA_TARGETS.join(", ")
+            )));
         }
         for (_, p) in self.hf_parameters() {
             p.requires_grad_(false)?;
@@ -324,15 +363,32 @@ impl Gpt2 {
             let b = Rc::get_mut(blk).ok_or_else(|| {
                 err("add_lora: a block is shared; add LoRA before using the model")
             })?;
-            if let Projection::Plain(_) = b.c_attn {
-                let placeholder = Projection::Plain(Linear::new(1, 1, false)?);
-                let Projection::Plain(base) = std::mem::replace(&mut b.c_attn, placeholder) else {
-                    unreachable!("matched Plain above");
-                };
-                b.c_attn = Projection::Lora(LoraLinear::new(base, r, alpha)?);
+            for (name, proj) in b.projections_mut() {
+                if targets.contains(&name) && matches!(proj, Projection::Plain(_)) {
+                    let placeholder = Projection::Plain(Linear::new(1, 1, false)?);
+                    let Projection::Plain(base) = std::mem::replace(proj, placeholder) else {
+                        unreachable!("matched Plain above");
+                    };
+                    *proj = Projection::Lora(LoraLinear::new(base, r, alpha)?);
+                }
             }
         }
         Ok(())
+    }
+
+    /// The projection names that carry LoRA adapters, in [`LORA_TARGETS`] order.
+    pub fn lora_targets(&self) -> Vec<&'static str> {
+        LORA_TARGETS
+            .iter()
+            .copied()
+            .filter(|t| {
+                self.blocks.iter().any(|b| {
+                    b.projections()
+                        .iter()
+                        .any(|(n, p)| n == t && matches!(p, Projection::Lora(_)))
+                })
+            })
+            .collect()
     }
 
     /// The LoRA adapters under PEFT's names (`base_model.model.transformer.h.0.attn.c_attn.lora_A.weight`).
@@ -356,7 +412,11 @@ impl Gpt2 {
         if v["peft_type"] != "LORA" {
             return Err(bad(&format!("peft_type {}", v["peft_type"])));
         }
-        if v["target_modules"] != serde_json::json!(["c_attn"]) {
+        let targets: Vec<&str> = v["target_modules"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
+            .unwrap_or_default();
+        if targets.is_empty() || targets.iter().any(|t| !LORA_TARGETS.contains(t)) {
             return Err(bad(&format!("target_modules {}", v["target_modules"])));
         }
         for flag in ["use_dora", "use_rslora"] {
@@ -375,7 +435,7 @@ impl Gpt2 {
         let alpha = v["lora_alpha"]
             .as_f64()
             .ok_or_else(|| err("adapter_config.json: `lora_alpha` is missing"))?;
-        self.add_lora(r, alpha)?;
+        self.add_lora_to(r, alpha, &targets)?;
         let st_path = dir.join("adapter_model.safetensors");
         let bytes = std::fs::read(&st_path).map_err(|e| Error::io("gpt2", &st_path, e))?;
         let st = SafeTensors::deserialize(&bytes)
@@ -401,9 +461,15 @@ impl Gpt2 {
     /// Writes the LoRA adapter as PEFT does (`adapter_model.safetensors` with PEFT's names,
     /// `adapter_config.json`), each file crash-safely.
     pub fn save_adapter(&self, dir: &Path) -> Result<()> {
-        let Some(Projection::Lora(first)) = self.blocks.first().map(|b| &b.c_attn) else {
-            return Err(err("save_adapter: the model has no LoRA adapters"));
-        };
+        let first = self
+            .blocks
+            .iter()
+            .flat_map(|b| b.projections())
+            .find_map(|(_, p)| match p {
+                Projection::Lora(l) => Some(l),
+                Projection::Plain(_) => None,
+            })
+            .ok_or_else(|| err("save_adapter: the model has no LoRA adapters"))?;
         let r = first.a.shape()[0];
         std::fs::create_dir_all(dir).map_err(|e| Error::io("gpt2", dir, e))?;
         let bytes = rewind::weights::to_bytes(&self.lora_parameters())?;
@@ -414,7 +480,7 @@ impl Gpt2 {
             "r": r,
             "lora_alpha": first.scale * r as f64,
             "lora_dropout": 0.0,
-            "target_modules": ["c_attn"],
+            "target_modules": self.lora_targets(),
             "fan_in_fan_out": true,
             "bias": "none",
             "use_dora": false,
@@ -436,15 +502,17 @@ impl Gpt2 {
             let b = Rc::get_mut(blk).ok_or_else(|| {
                 err("merge_lora: a block is shared; merge before using the model")
             })?;
-            if let Projection::Lora(_) = b.c_attn {
-                let placeholder = Projection::Plain(Linear::new(1, 1, false)?);
-                let Projection::Lora(l) = std::mem::replace(&mut b.c_attn, placeholder) else {
-                    unreachable!("matched Lora above");
-                };
-                let delta = rewind::tape::no_grad(|| l.b.matmul(&l.a)?.mul_scalar(l.scale))?;
-                let merged = rewind::tape::no_grad(|| l.base.weight.add(&delta))?;
-                l.base.weight.set_data(merged.data().clone())?;
-                b.c_attn = Projection::Plain(l.base);
+            for (_, proj) in b.projections_mut() {
+                if matches!(proj, Projection::Lora(_)) {
+                    let placeholder = Projection::Plain(Linear::new(1, 1, false)?);
+                    let Projection::Lora(l) = std::mem::replace(proj, placeholder) else {
+                        unreachable!("matched Lora above");
+                    };
+                    let delta = rewind::tape::no_grad(|| l.b.matmul(&l.a)?.mul_scalar(l.scale))?;
+                    let merged = rewind::tape::no_grad(|| l.base.weight.add(&delta))?;
+                    l.base.weight.set_data(merged.data().clone())?;
+                    *proj = Projection::Plain(l.base);
+                }
             }
         }
         Ok(())
@@ -454,11 +522,7 @@ impl Gpt2 {
     /// (`Conv1D` weights `[in, out]`, the head tied and not stored), each file crash-safely.
     /// A model with LoRA adapters must be merged first.
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
-        if self
-            .blocks
-            .iter()
-            .any(|b| matches!(b.c_attn, Projection::Lora(_)))
-        {
+        if !self.lora_targets().is_empty() {
             return Err(err(
                 "save_pretrained: merge the LoRA adapters first (merge_lora)",
             ));

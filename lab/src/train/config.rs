@@ -122,6 +122,8 @@ pub struct TrainConfig {
     pub max_len: usize,
     /// LoRA rank on q/v (0: full fine-tuning).
     pub lora_rank: usize,
+    /// With `model_dir`: the GPT-2 projections that get LoRA (PEFT's `target_modules`).
+    pub lora_targets: Vec<String>,
     /// BPE vocabulary size.
     pub vocab: usize,
     /// The synthetic corpus.
@@ -171,6 +173,7 @@ impl Default for TrainConfig {
             layers: 8,
             max_len: 128,
             lora_rank: 0,
+            lora_targets: vec!["c_attn".to_string()],
             vocab: 512,
             corpus: CorpusConfig {
                 samples: 2000,
@@ -370,6 +373,14 @@ impl TrainConfig {
             ("layers", self.layers.into()),
             ("max_len", self.max_len.into()),
             ("lora_rank", self.lora_rank.into()),
+            (
+                "lora_targets",
+                if self.model_dir.is_some() {
+                    self.lora_targets.clone().into()
+                } else {
+                    Value::Null
+                },
+            ),
             ("vocab", self.vocab.into()),
             ("corpus_samples", corpus(c.samples.into())),
             ("corpus_seed", corpus(c.seed.into())),

@@ -219,7 +219,8 @@ fn build_model(cfg: &TrainConfig, data: &Data) -> Result<LmModel> {
                 ));
             }
             if cfg.lora_rank > 0 {
-                m.add_lora(cfg.lora_rank, 2.0 * cfg.lora_rank as f64)?;
+                let targets: Vec<&str> = cfg.lora_targets.iter().map(String::as_str).collect();
+                m.add_lora_to(cfg.lora_rank, 2.0 * cfg.lora_rank as f64, &targets)?;
             }
             Ok(LmModel::Gpt2(m))
         }
