@@ -209,6 +209,14 @@ def second_config(vocab, ref):
     with torch.no_grad():
         logits = model(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"]).logits
     save_file({"logits": logits.contiguous()}, os.path.join(path, "logits.safetensors"))
+    # The same model stored in f16 (as many hub checkpoints are): rewind loads f32 master
+    # copies of the f16 values; the reference is that upcast model's f32 logits.
+    half = os.path.join(OUT, "other-f16")
+    model.half().save_pretrained(half, safe_serialization=True)
+    model.float()
+    with torch.no_grad():
+        logits = model(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"]).logits
+    save_file({"logits": logits.contiguous()}, os.path.join(half, "logits.safetensors"))
 
 
 def main():

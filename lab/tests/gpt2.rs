@@ -431,9 +431,16 @@ fn a_merged_adapter_saves_as_a_transformers_checkpoint_with_the_same_logits() {
 
 #[test]
 fn another_gpt2_config_with_the_pytorch_tanh_gelu_matches_too() {
-    // 3 layers, n_embd 32, 8 heads of 4, gelu_pytorch_tanh, epsilon 1e-6, perturbed norms.
+    // 3 layers, n_embd 32, 8 heads of 4, gelu_pytorch_tanh, epsilon 1e-6, perturbed norms;
+    // stored in f32, and in f16 (loaded as f32 master copies of the f16 values).
+    for sub in ["other", "other-f16"] {
+        other_config_matches(sub);
+    }
+}
+
+fn other_config_matches(sub: &str) {
     let r = reference();
-    let dir = fixture().join("other");
+    let dir = fixture().join(sub);
     let m = Gpt2::load(&dir).unwrap();
     assert_eq!(
         (m.cfg.n_layer, m.cfg.n_head, m.cfg.layer_norm_epsilon),
@@ -465,7 +472,7 @@ fn another_gpt2_config_with_the_pytorch_tanh_gelu_matches_too() {
         "logits off by {worst} (largest {scale})"
     );
     eprintln!(
-        "second config: logits within {:.1e} of the largest",
+        "{sub}: logits within {:.1e} of the largest",
         worst / scale
     );
 }
