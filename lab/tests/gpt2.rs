@@ -471,10 +471,7 @@ fn other_config_matches(sub: &str) {
         worst <= 1e-5 * scale,
         "logits off by {worst} (largest {scale})"
     );
-    eprintln!(
-        "{sub}: logits within {:.1e} of the largest",
-        worst / scale
-    );
+    eprintln!("{sub}: logits within {:.1e} of the largest", worst / scale);
 }
 
 #[test]
