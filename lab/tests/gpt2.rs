@@ -54,6 +54,15 @@ fn reference() -> Reference {
     }
 }
 
+/// The largest elementwise difference of two equally long results.
+fn worst_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "results of different sizes");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
 fn max_abs(v: &[f32]) -> f32 {
     v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
 }
@@ -110,11 +119,7 @@ fn a_transformers_gpt2_checkpoint_gives_transformers_logits_loss_and_gradients()
         let (logits, loss, grads) = run(&m, &r, seg, &policy);
         // Logits: 1e-5 relative to the largest logit.
         let scale = max_abs(&r.logits);
-        let worst = logits
-            .iter()
-            .zip(&r.logits)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let worst = worst_diff(&logits, &r.logits);
         assert!(
             worst <= 1e-5 * scale,
             "logits off by {worst} (scale {scale})"
@@ -136,11 +141,7 @@ fn a_transformers_gpt2_checkpoint_gives_transformers_logits_loss_and_gradients()
             assert_eq!(name, rname);
             assert_eq!(g.len(), shape.iter().product::<usize>(), "{name}");
             let scale = max_abs(want);
-            let worst = g
-                .iter()
-                .zip(want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let worst = worst_diff(g, want);
             assert!(
                 worst <= 1e-4 * scale,
                 "{name}: off by {worst} (largest {scale})"
@@ -265,11 +266,7 @@ fn reentrant_checkpointing_over_frozen_embeddings_fails_like_transformers_and_th
             let v = st.tensor(&format!("input_require_grads.{name}")).unwrap();
             let want: Vec<f32> = bytemuck::pod_collect_to_vec(v.data());
             let scale = max_abs(&want);
-            let worst = g
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let worst = worst_diff(&g, &want);
             assert!(
                 worst <= 1e-4 * scale,
                 "{what}, {name}: off by {worst} (largest {scale})"
@@ -322,11 +319,7 @@ fn a_peft_lora_adapter_loads_gives_peft_logits_and_gradients_and_saves_back_as_p
         let want = floats("logits");
         let scale = max_abs(&want);
         let got = logits.to_vec_f32();
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let worst = worst_diff(&got, &want);
         assert!(worst <= 1e-5 * scale, "logits off by {worst}");
         let loss = Gpt2::causal_lm_loss(&logits, &r.labels).unwrap();
         let want_loss = floats("loss")[0];
@@ -337,11 +330,7 @@ fn a_peft_lora_adapter_loads_gives_peft_logits_and_gradients_and_saves_back_as_p
             let g = p.grad().unwrap().to_vec_f32();
             let scale = max_abs(&want);
             assert!(scale > 0.0, "{name}: PEFT's gradient is zero");
-            let worst = g
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let worst = worst_diff(&g, &want);
             assert!(
                 worst <= 1e-4 * scale,
                 "{name}: off by {worst} (largest {scale})"
@@ -412,11 +401,7 @@ fn a_merged_adapter_saves_as_a_transformers_checkpoint_with_the_same_logits() {
     m.merge_lora().unwrap();
     let merged = logits(&m);
     let scale = max_abs(&adapted);
-    let worst = adapted
-        .iter()
-        .zip(&merged)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = worst_diff(&adapted, &merged);
     assert!(worst <= 1e-5 * scale, "merging moved the logits by {worst}");
     let dir = std::env::temp_dir().join(format!("rewind-merged-{}", std::process::id()));
     m.save_pretrained(&dir).unwrap();
@@ -462,11 +447,7 @@ fn other_config_matches(sub: &str) {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let want: Vec<f32> = bytemuck::pod_collect_to_vec(st.tensor("logits").unwrap().data());
     let scale = max_abs(&want);
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = worst_diff(&got, &want);
     assert!(
         worst <= 1e-5 * scale,
         "logits off by {worst} (largest {scale})"
@@ -529,11 +510,7 @@ fn lora_on_every_projection_round_trips_through_peft_files_and_merges() {
     m.merge_lora().unwrap();
     let merged = logits(&m);
     let scale = max_abs(&adapted);
-    let worst = adapted
-        .iter()
-        .zip(&merged)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = worst_diff(&adapted, &merged);
     assert!(worst <= 1e-5 * scale, "merging moved the logits by {worst}");
     assert!(
         Gpt2::load(&fixture())

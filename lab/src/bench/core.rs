@@ -4,8 +4,8 @@
 use super::median_secs;
 use rewind::dtype::DType;
 use rewind::error::Result;
+use rewind::nn::Parameters;
 use rewind::nn::ResidualMlp;
-use rewind::nn::{Module, Parameters};
 use rewind::optim::{Optimizer, ParamGroup, Sgd};
 use rewind::rng;
 use rewind::tensor::Tensor;
@@ -216,34 +216,4 @@ pub fn adamw_step_ms(n: usize, eight_bit: bool, reps: usize) -> Result<f64> {
     });
     out?;
     Ok(secs * 1e3)
-}
-
-/// Median seconds of one SGD training step and the step's effective GFLOP/s
-/// (3 × forward matmul FLOPs / time).
-pub fn mlp_step(cfg: MlpConfig, reps: usize) -> Result<(f64, f64)> {
-    rng::manual_seed(0);
-    let model = ResidualMlp::new(cfg.depth, cfg.d, cfg.hidden)?;
-    let x = Tensor::randn(&[cfg.rows, cfg.d])?;
-    let mut opt = Sgd::new(
-        vec![ParamGroup::new(model.parameters(), 1e-3, 0.0)],
-        0.0,
-        false,
-    )?;
-    let mut out = Ok(());
-    let secs = median_secs(reps, || {
-        if let Err(e) = sgd_step(&model, &mut opt, &x) {
-            out = Err(e);
-        }
-    });
-    out?;
-    Ok((secs, 3.0 * model.forward_flops(cfg.rows) / secs / 1e9))
-}
-
-/// loss = mean(model(x)²); backward; an SGD step; clear grads.
-fn sgd_step(model: &ResidualMlp, opt: &mut Sgd, x: &Tensor) -> Result<()> {
-    let y = model.forward(x)?;
-    y.mul(&y)?.mean()?.backward()?;
-    opt.step()?;
-    opt.zero_grad();
-    Ok(())
 }

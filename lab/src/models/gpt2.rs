@@ -150,22 +150,7 @@ impl Gpt2Block {
                 .permute(&[0, 2, 1, 3])
         };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let scores = q
-            .matmul(&k.transpose(-1, -2)?)?
-            .mul_scalar(1.0 / (dh as f64).sqrt())?;
-        let causal: Vec<f32> = (0..t * t)
-            .map(|i| if i % t > i / t { 1.0 } else { 0.0 })
-            .collect();
-        let causal = Tensor::from_vec(causal, &[1, 1, t, t])?.to_dtype(scores.dtype())?;
-        let mut scores = scores.masked_fill(&causal, f64::NEG_INFINITY)?;
-        if let Some(m) = key_mask {
-            scores = scores.masked_fill(&m.to_dtype(scores.dtype())?, f64::NEG_INFINITY)?;
-        }
-        let ctx = scores
-            .softmax(-1)?
-            .matmul(&v)?
-            .permute(&[0, 2, 1, 3])?
-            .reshape(&[b, t, d])?;
+        let ctx = super::causal_attention(&q, &k, &v, key_mask)?;
         self.c_proj.module().forward(&ctx)
     }
 

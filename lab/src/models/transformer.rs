@@ -98,29 +98,12 @@ impl TransformerBlock {
     }
 
     fn attention(&self, x: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
-        let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let (q, k, v) = (
             self.split(&checkpoint_name(&self.q.module().forward(x)?, "q"))?,
             self.split(&checkpoint_name(&self.k.module().forward(x)?, "k"))?,
             self.split(&checkpoint_name(&self.v.module().forward(x)?, "v"))?,
         );
-        let scores = q
-            .matmul(&k.transpose(-1, -2)?)?
-            .mul_scalar(1.0 / ((d / self.heads) as f64).sqrt())?;
-        // Hide future positions and padded keys.
-        let causal: Vec<f32> = (0..t * t)
-            .map(|i| if i % t > i / t { 1.0 } else { 0.0 })
-            .collect();
-        let causal = Tensor::from_vec(causal, &[1, 1, t, t])?.to_dtype(scores.dtype())?;
-        let mut scores = scores.masked_fill(&causal, f64::NEG_INFINITY)?;
-        if let Some(m) = key_mask {
-            scores = scores.masked_fill(&m.to_dtype(scores.dtype())?, f64::NEG_INFINITY)?;
-        }
-        let probs = checkpoint_name(&scores.softmax(-1)?, "attn_probs");
-        let ctx = probs
-            .matmul(&v)?
-            .permute(&[0, 2, 1, 3])?
-            .reshape(&[b, t, d])?;
+        let ctx = super::causal_attention(&q, &k, &v, key_mask)?;
         self.o
             .module()
             .forward(&checkpoint_name(&ctx, "attn_context"))
