@@ -1,6 +1,8 @@
-//! Optimizer steps allocate nothing: after the first step (which creates the state), a step of
-//! 8-bit or fp32 AdamW on 1M parameters does not raise the heap's peak by a single byte
-//! (scratch lives on the stack). Own test binary: it installs a counting allocator.
+//! Optimizer steps allocate no per-parameter memory: after the first step (which creates the
+//! state), a step of 8-bit or fp32 AdamW on 1M parameters (4 MiB) raises the heap's peak by less
+//! than 16 KiB — scratch lives on the stack. The few bytes allowed are rayon's: its work-stealing
+//! queues grow now and then depending on how the chunks were stolen (CI once saw 3,752 bytes).
+//! Own test binary: it installs a counting allocator.
 
 use rewind::Tensor;
 use rewind::optim::{AdamW, AdamW8bit, Optimizer, ParamGroup};
@@ -8,6 +10,10 @@ use rewind_lab::alloc_counter::{CountingAlloc, live_bytes, peak_bytes, reset_pea
 
 #[global_allocator]
 static GLOBAL: CountingAlloc<std::alloc::System> = CountingAlloc(std::alloc::System);
+
+/// Far below the smallest copy of anything per parameter (the 8-bit state of 1M parameters is
+/// 2 MiB, a gradient copy 4 MiB), above what a thread pool's queues take.
+const SCHEDULER_SLACK: usize = 16 << 10;
 
 fn extra_bytes_of_a_step(opt: &mut dyn Optimizer) -> usize {
     opt.step().unwrap(); // creates the state
@@ -18,7 +24,7 @@ fn extra_bytes_of_a_step(opt: &mut dyn Optimizer) -> usize {
 }
 
 #[test]
-fn optimizer_steps_after_the_first_allocate_nothing() {
+fn optimizer_steps_after_the_first_allocate_no_per_parameter_memory() {
     let n = 1 << 20;
     let p = Tensor::from_vec(vec![0.5f32; n], &[n])
         .unwrap()
@@ -26,11 +32,13 @@ fn optimizer_steps_after_the_first_allocate_nothing() {
         .unwrap();
     p.set_grad(Some(Tensor::from_vec(vec![1e-3f32; n], &[n]).unwrap()));
     let group = || vec![ParamGroup::new(vec![p.clone()], 1e-3, 0.01)];
-    // 4 MiB of parameters; a copy of anything per step would show here.
     for (name, extra) in [
         ("8-bit", extra_bytes_of_a_step(&mut AdamW8bit::new(group()))),
         ("fp32", extra_bytes_of_a_step(&mut AdamW::new(group()))),
     ] {
-        assert_eq!(extra, 0, "{name} AdamW step allocated {extra} bytes");
+        assert!(
+            extra < SCHEDULER_SLACK,
+            "{name} AdamW step allocated {extra} bytes (bound {SCHEDULER_SLACK})"
+        );
     }
 }
