@@ -2,7 +2,7 @@
 //! two threads, best of 5: the figures beside `scripts/tokenizer_speed.py`'s for the
 //! `tokenizers` library. Usage: `tokenizer_speed TEXT_FILE TOKENIZER_JSON`.
 use rayon::prelude::*;
-use rewind_lab::data::HfTokenizer;
+use rewind_lab::data::Tokenizer;
 fn main() -> rewind::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
@@ -17,7 +17,7 @@ fn main() -> rewind::Result<()> {
         .split("\n\n")
         .filter(|p| !p.trim().is_empty())
         .collect();
-    let tok = HfTokenizer::load(std::path::Path::new(&args[2]))?;
+    let tok = Tokenizer::load(std::path::Path::new(&args[2]))?;
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

@@ -210,7 +210,7 @@ fn model(m: &ModelArgs) -> Checked {
         m.vocab,
         257,
         1 << 16,
-        "256 byte ids and the padding id, at most 65536 ids",
+        "256 byte ids and <|endoftext|>, at most 65536 ids",
     )?;
     count(
         "samples",

@@ -33,7 +33,7 @@ pub struct ModelArgs {
     /// Longest sequence (position table); longer samples are truncated.
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
-    /// BPE vocabulary size.
+    /// Byte-level BPE vocabulary size (the 256 bytes, `<|endoftext|>`, then merges).
     #[arg(long, default_value_t = 512)]
     pub vocab: usize,
     /// Samples in the synthetic corpus (10% held out for the evaluation loss).

@@ -8,7 +8,7 @@ use rewind::nn::Parameters;
 use rewind_lab::data::{Padding, batches};
 use rewind_lab::models::{Transformer, TransformerConfig};
 
-/// Vocabulary 260: the 256 bytes, padding (256) and a few merges, as a trained BPE gives.
+/// Vocabulary 260: `<|endoftext|>`, the 256 bytes and a few merges, as a trained BPE gives.
 const CFG: TransformerConfig = TransformerConfig {
     vocab: 260,
     max_len: 24,

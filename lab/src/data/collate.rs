@@ -5,12 +5,15 @@
 //! the key mask marks padded positions so attention can hide them.
 
 use super::DataRng;
-use super::bpe::PAD;
 use rewind::dtype::DType;
 use rewind::error::Result;
 use rewind::indices::Indices;
 use rewind::ops::loss::IGNORE_INDEX;
 use rewind::tensor::Tensor;
+
+/// The id padded positions hold: 0, the `<|endoftext|>` the lab's tokenizer starts with. Any id
+/// would do: padding is masked out of attention and loss.
+pub const PAD: u32 = 0;
 
 /// How batches are padded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

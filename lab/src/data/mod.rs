@@ -1,58 +1,16 @@
-//! Data with no download: a seeded synthetic corpus with long-tailed lengths, a byte-level BPE
-//! tokenizer trained on it, and collators for fixed, dynamic and length-grouped padding.
+//! Data with no download: a seeded synthetic corpus with long-tailed lengths, the byte-level
+//! BPE tokenizer (`tokenizer.json`, read or trained on the corpus), and collators for fixed,
+//! dynamic and length-grouped padding.
 
-pub mod bpe;
+pub mod bpe_trainer;
 pub mod collate;
 pub mod corpus;
-pub mod hf_tokenizer;
+pub mod tokenizer;
 
-pub use bpe::Tokenizer;
-pub use collate::{Batch, Padding, batches};
+pub use bpe_trainer::END_OF_TEXT;
+pub use collate::{Batch, PAD, Padding, batches};
 pub use corpus::{CorpusConfig, synthetic_corpus};
-pub use hf_tokenizer::HfTokenizer;
-
-/// The tokenizer a run uses: the lab's BPE trained on the corpus, or a `tokenizer.json`.
-#[derive(Debug, Clone)]
-pub enum TextTokenizer {
-    /// Trained on the corpus.
-    Bpe(Tokenizer),
-    /// Read from a `tokenizer.json` (`train --model DIR`).
-    Hf(Box<HfTokenizer>),
-}
-
-impl TextTokenizer {
-    /// The ids of `text`.
-    pub fn encode(&self, text: &str) -> rewind::Result<Vec<u32>> {
-        match self {
-            TextTokenizer::Bpe(t) => Ok(t.encode(text)),
-            TextTokenizer::Hf(t) => t.encode(text),
-        }
-    }
-
-    /// Number of ids.
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            TextTokenizer::Bpe(t) => t.vocab_size(),
-            TextTokenizer::Hf(t) => t.vocab_size(),
-        }
-    }
-
-    /// A hash of what defines it (the merges, or the `tokenizer.json` text).
-    pub fn content_hash(&self) -> u64 {
-        match self {
-            TextTokenizer::Bpe(t) => t.content_hash(),
-            TextTokenizer::Hf(t) => t.content_hash(),
-        }
-    }
-
-    /// The text of `ids`.
-    pub fn decode(&self, ids: &[u32]) -> String {
-        match self {
-            TextTokenizer::Bpe(t) => t.decode(ids),
-            TextTokenizer::Hf(t) => t.decode(ids),
-        }
-    }
-}
+pub use tokenizer::Tokenizer;
 
 /// FNV-1a (64-bit): the content hash of save files and of the text a run trained on. It
 /// detects corruption and changed inputs, not tampering.

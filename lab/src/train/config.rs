@@ -124,7 +124,7 @@ pub struct TrainConfig {
     pub lora_rank: usize,
     /// With `model_dir`: the GPT-2 projections that get LoRA (PEFT's `target_modules`).
     pub lora_targets: Vec<String>,
-    /// BPE vocabulary size.
+    /// Byte-level BPE vocabulary size (the 256 bytes, `<|endoftext|>`, then merges).
     pub vocab: usize,
     /// The synthetic corpus.
     pub corpus: CorpusConfig,
@@ -438,7 +438,7 @@ impl TrainConfig {
         }
         if self.vocab < 257 {
             return fail(format!(
-                "vocabulary {} is below the 256 bytes plus padding",
+                "vocabulary {} is below the 256 bytes plus <|endoftext|>",
                 self.vocab
             ));
         }

@@ -16,7 +16,9 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-const FORMAT: &str = "rewind-train/2";
+/// Version 3: the tokenizer is the `tokenizers`-compatible byte-level BPE (version 2 saves hold
+/// ids of the lab's former BPE and cannot resume).
+const FORMAT: &str = "rewind-train/3";
 
 fn err(msg: impl Into<String>) -> Error {
     Error::invalid("resume", msg)

@@ -3,9 +3,7 @@
 //! reporting loss, throughput and memory per step.
 
 use super::config::{OptimChoice, PaddingChoice, PlanChoice, TrainConfig};
-use crate::data::{
-    Batch, HfTokenizer, Padding, TextTokenizer, Tokenizer, batches, synthetic_corpus,
-};
+use crate::data::{Batch, Padding, Tokenizer, batches, synthetic_corpus};
 use crate::models::{Gpt2, LmModel, Transformer, TransformerConfig};
 use rewind::amp::GradScaler;
 use rewind::checkpoint::{CheckpointMode, Plan, Segmentation, diagnose, plan};
@@ -22,7 +20,7 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct Data {
     /// The BPE trained on the whole corpus, or the model's `tokenizer.json`.
-    pub tokenizer: TextTokenizer,
+    pub tokenizer: Tokenizer,
     /// Training samples (truncated to `max_len`).
     pub train: Vec<Vec<u32>>,
     /// Held-out samples.
@@ -52,10 +50,8 @@ impl Data {
             ));
         }
         let tokenizer = match &cfg.model_dir {
-            Some(dir) => {
-                TextTokenizer::Hf(Box::new(HfTokenizer::load(&dir.join("tokenizer.json"))?))
-            }
-            None => TextTokenizer::Bpe(Tokenizer::train(&texts, cfg.vocab)),
+            Some(dir) => Tokenizer::load(&dir.join("tokenizer.json"))?,
+            None => Tokenizer::train(&texts, cfg.vocab)?,
         };
         let mut samples: Vec<Vec<u32>> = Vec::with_capacity(texts.len());
         for t in &texts {

@@ -1,5 +1,7 @@
-//! A `tokenizer.json` as the `tokenizers` library writes it for GPT-2: byte-level BPE with
-//! GPT-2's pre-tokenizer and its added (special) tokens, encoding to exactly the library's ids.
+//! The project's one tokenizer: a `tokenizer.json` as the `tokenizers` library writes it for
+//! GPT-2 — byte-level BPE with GPT-2's pre-tokenizer and its added (special) tokens — encoding to
+//! exactly the library's ids. It is read from a model directory or trained on a corpus
+//! (`bpe_trainer.rs`, the library's `BpeTrainer`, merge for merge).
 //!
 //! Encoding: the text is split at added tokens (matched as written, longest first); each
 //! remaining piece is split by GPT-2's pattern
@@ -10,14 +12,16 @@
 use regex::Regex;
 use rewind::error::{Error, Result};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
+use std::sync::OnceLock;
 
 fn err(msg: impl Into<String>) -> Error {
     Error::invalid("tokenizer", msg)
 }
 
 /// GPT-2's map from bytes to printable characters (`bytes_to_unicode`).
-fn byte_chars() -> [char; 256] {
+pub(super) fn byte_chars() -> [char; 256] {
     let mut out = ['\0'; 256];
     let printable = |b: u32| {
         (b'!' as u32..=b'~' as u32).contains(&b)
@@ -36,28 +40,63 @@ fn byte_chars() -> [char; 256] {
     out
 }
 
-/// A byte-level BPE tokenizer read from `tokenizer.json`.
-#[derive(Debug, Clone)]
-pub struct HfTokenizer {
-    vocab: HashMap<String, u32>,
-    ranks: HashMap<(String, String), u32>,
-    added: Vec<(String, u32)>,
-    bytes: [char; 256],
-    pattern: Regex,
-    /// FNV-1a of the `tokenizer.json` text.
-    source_hash: u64,
+/// GPT-2's pre-tokenizer: the splits of `text` by GPT-2's pattern, each ending where the
+/// `tokenizers` library ends it.
+pub(super) fn pre_tokenize(text: &str) -> impl Iterator<Item = Result<&str>> {
+    static PATTERN: OnceLock<Regex> = OnceLock::new();
+    // `\s+(?!\S)` needs look-ahead, which `regex` lacks: it is applied below.
+    let pattern = PATTERN.get_or_init(|| {
+        Regex::new(r"^(?:'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+)")
+            .expect("GPT-2's pattern compiles")
+    });
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if i >= text.len() {
+            return None;
+        }
+        let Some(m) = pattern.find(&text[i..]) else {
+            let at = i;
+            i = text.len();
+            return Some(Err(err(format!("no split matches at byte {at}"))));
+        };
+        let mut piece = m.as_str();
+        // `\s+(?!\S)`: a run of two or more spaces before a non-space leaves its last one to
+        // the next split.
+        if piece.chars().all(char::is_whitespace) && i + piece.len() < text.len() {
+            let mut chars = piece.char_indices();
+            if let (Some(_), Some((last, _))) = (chars.nth(1), piece.char_indices().last()) {
+                piece = &piece[..last];
+            }
+        }
+        i += piece.len();
+        Some(Ok(piece))
+    })
 }
 
-impl HfTokenizer {
+/// A byte-level BPE tokenizer in the `tokenizers` library's `tokenizer.json` format.
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    vocab: HashMap<String, u32>,
+    /// `(left id, right id)` packed in a u64 → (rank, merged id).
+    merges: HashMap<u64, (u32, u32), BuildHasherDefault<PairHasher>>,
+    /// The id of each byte's character, `u32::MAX` where the vocabulary lacks it.
+    byte_ids: [u32; 256],
+    added: Vec<(String, u32)>,
+    bytes: [char; 256],
+    /// The `tokenizer.json` text it was read from.
+    source: String,
+}
+
+impl Tokenizer {
     /// Reads a `tokenizer.json` file.
-    pub fn load(path: &Path) -> Result<HfTokenizer> {
+    pub fn load(path: &Path) -> Result<Tokenizer> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("tokenizer", path, e))?;
-        HfTokenizer::from_json(&text)
+        Tokenizer::from_json(&text)
     }
 
     /// Parses a `tokenizer.json`; what this implementation does not do (another model, a
     /// normalizer, another pre-tokenizer, dropout, merges suffixes) is an error naming it.
-    pub fn from_json(text: &str) -> Result<HfTokenizer> {
+    pub fn from_json(text: &str) -> Result<Tokenizer> {
         let v: serde_json::Value =
             serde_json::from_str(text).map_err(|e| err(format!("tokenizer.json: {e}")))?;
         let model = &v["model"];
@@ -103,7 +142,15 @@ impl HfTokenizer {
         let merges = model["merges"]
             .as_array()
             .ok_or_else(|| err("tokenizer.json: model.merges is not a list"))?;
-        let mut ranks = HashMap::with_capacity(merges.len());
+        let id_of = |t: &str, rank: usize| {
+            vocab.get(t).copied().ok_or_else(|| {
+                err(format!(
+                    "tokenizer.json: merge {rank} uses or makes {t:?}, which the vocabulary lacks"
+                ))
+            })
+        };
+        let mut ranks: HashMap<u64, (u32, u32), _> = HashMap::default();
+        ranks.reserve(merges.len());
         for (rank, m) in merges.iter().enumerate() {
             let pair = match m {
                 serde_json::Value::String(s) => s
@@ -116,8 +163,12 @@ impl HfTokenizer {
                 _ => None,
             }
             .ok_or_else(|| err(format!("tokenizer.json: merge {rank} is malformed: {m}")))?;
-            ranks.entry(pair).or_insert(rank as u32);
+            let (a, b) = (id_of(&pair.0, rank)?, id_of(&pair.1, rank)?);
+            let merged = id_of(&format!("{}{}", pair.0, pair.1), rank)?;
+            ranks.entry(pack(a, b)).or_insert((rank as u32, merged));
         }
+        let bytes = byte_chars();
+        let byte_ids = bytes.map(|c| vocab.get(&c.to_string()).copied().unwrap_or(u32::MAX));
         let mut added: Vec<(String, u32)> = v["added_tokens"]
             .as_array()
             .map(|a| {
@@ -129,22 +180,25 @@ impl HfTokenizer {
             })
             .unwrap_or_default();
         added.sort_by_key(|a| std::cmp::Reverse(a.0.len()));
-        let pattern =
-            Regex::new(r"^(?:'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+)")
-                .map_err(|e| err(e.to_string()))?;
-        Ok(HfTokenizer {
+        Ok(Tokenizer {
             vocab,
-            ranks,
+            merges: ranks,
+            byte_ids,
             added,
-            bytes: byte_chars(),
-            pattern,
-            source_hash: super::Fnv1a::of(text.as_bytes()),
+            bytes,
+            source: text.to_string(),
         })
     }
 
     /// FNV-1a of the `tokenizer.json` it was read from.
     pub fn content_hash(&self) -> u64 {
-        self.source_hash
+        super::Fnv1a::of(self.source.as_bytes())
+    }
+
+    /// The `tokenizer.json` text: the file it was read from, byte for byte, or for a trained
+    /// tokenizer what the `tokenizers` library writes for the same training.
+    pub fn to_json(&self) -> &str {
+        &self.source
     }
 
     /// The text of `ids` (unknown ids are skipped; invalid UTF-8 is replaced).
@@ -215,67 +269,73 @@ impl HfTokenizer {
 
     /// GPT-2's pre-tokenizer, then BPE on each split.
     fn encode_plain(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
-        let mut i = 0;
-        while i < text.len() {
-            let m = self
-                .pattern
-                .find(&text[i..])
-                .ok_or_else(|| err(format!("no split matches at byte {i}")))?;
-            let mut piece = m.as_str();
-            let end = i + piece.len();
-            // `\s+(?!\S)`: a run of two or more spaces before a non-space leaves its last one
-            // to the next split.
-            if piece.chars().all(char::is_whitespace) && end < text.len() {
-                let mut chars = piece.char_indices();
-                if let (Some(_), Some((last, _))) = (chars.nth(1), piece.char_indices().last()) {
-                    piece = &piece[..last];
-                }
-            }
-            self.bpe(piece, out)?;
-            i += piece.len();
+        for piece in pre_tokenize(text) {
+            self.bpe(piece?, out)?;
         }
         Ok(())
     }
 
+    /// BPE on one split, appended to `out`: the adjacent pair of lowest rank merges (every
+    /// occurrence, left to right) until no pair has a merge.
     fn bpe(&self, piece: &str, out: &mut Vec<u32>) -> Result<()> {
-        let mut parts: Vec<String> = piece
-            .bytes()
-            .map(|b| self.bytes[b as usize].to_string())
-            .collect();
-        while parts.len() > 1 {
-            let best = parts
+        let start = out.len();
+        for b in piece.bytes() {
+            match self.byte_ids[b as usize] {
+                u32::MAX => {
+                    let c = self.bytes[b as usize];
+                    return Err(err(format!("the vocabulary has no token {c:?}")));
+                }
+                id => out.push(id),
+            }
+        }
+        loop {
+            let best = out[start..]
                 .windows(2)
-                .enumerate()
-                .filter_map(|(k, w)| {
-                    self.ranks
-                        .get(&(w[0].clone(), w[1].clone()))
-                        .map(|&r| (r, k))
+                .filter_map(|w| {
+                    let key = pack(w[0], w[1]);
+                    self.merges.get(&key).map(|&(rank, id)| (rank, key, id))
                 })
                 .min();
-            let Some((rank, _)) = best else { break };
-            let mut merged = Vec::with_capacity(parts.len());
-            let mut k = 0;
-            while k < parts.len() {
-                if k + 1 < parts.len()
-                    && self.ranks.get(&(parts[k].clone(), parts[k + 1].clone())) == Some(&rank)
-                {
-                    merged.push(format!("{}{}", parts[k], parts[k + 1]));
-                    k += 2;
+            let Some((_, key, id)) = best else {
+                return Ok(());
+            };
+            let (mut read, mut write) = (start, start);
+            while read < out.len() {
+                if read + 1 < out.len() && pack(out[read], out[read + 1]) == key {
+                    out[write] = id;
+                    read += 2;
                 } else {
-                    merged.push(std::mem::take(&mut parts[k]));
-                    k += 1;
+                    out[write] = out[read];
+                    read += 1;
                 }
+                write += 1;
             }
-            parts = merged;
+            out.truncate(write);
         }
-        for p in parts {
-            out.push(
-                *self
-                    .vocab
-                    .get(&p)
-                    .ok_or_else(|| err(format!("the vocabulary has no token {p:?}")))?,
-            );
+    }
+}
+
+fn pack(a: u32, b: u32) -> u64 {
+    (a as u64) << 32 | b as u64
+}
+
+/// A multiplicative hash for packed id pairs: the merge lookup is the encoder's inner loop, and
+/// the keys are not chosen by an adversary who could make them collide.
+#[derive(Default)]
+struct PairHasher(u64);
+
+impl Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
-        Ok(())
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (x ^ x >> 29).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
