@@ -82,7 +82,7 @@ impl Tensor {
 fn add_assign(acc: &Tensor, g: &Tensor) -> Result<()> {
     let src = g.data();
     let mut dst = acc.storage().borrow_mut();
-    zip_buffers!("accumulate_grad", &mut *dst, &*src, d, s => cpu::zip_assign(d, s, |x, y| x + y))
+    zip_buffers!("accumulate_grad", &mut *dst, &*src, d, s => cpu::zip_assign(d, s, #[inline(always)] |x, y| x + y))
 }
 
 /// Sums two gradients, in place when nothing else can observe `acc`.

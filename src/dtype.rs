@@ -40,16 +40,24 @@ pub trait Real:
     fn erf(self) -> Self;
     /// tanh as the kernels compute it (for f32 a vectorisable rational approximation).
     fn tanh_k(self) -> Self;
+    /// eˣ as the kernels compute it (for f32 a vectorisable polynomial, within 2 ulps).
+    fn exp_k(self) -> Self;
     /// Converts an `f64` constant.
     fn c(x: f64) -> Self;
 }
 
 impl Real for f32 {
+    #[inline(always)]
     fn erf(self) -> Self {
         fast_erf(self)
     }
+    #[inline(always)]
     fn tanh_k(self) -> Self {
         fast_tanh(self)
+    }
+    #[inline(always)]
+    fn exp_k(self) -> Self {
+        fast_exp(self)
     }
     fn c(x: f64) -> Self {
         x as f32
@@ -57,19 +65,61 @@ impl Real for f32 {
 }
 
 impl Real for f64 {
+    #[inline(always)]
     fn erf(self) -> Self {
         libm::erf(self)
     }
+    #[inline(always)]
     fn tanh_k(self) -> Self {
         self.tanh()
+    }
+    #[inline(always)]
+    fn exp_k(self) -> Self {
+        self.exp()
     }
     fn c(x: f64) -> Self {
         x
     }
 }
 
+/// eˣ for f32 within 2 ulps of the true value, branch-free so loops over it vectorise (libm's
+/// `expf` is a call per element): e^x = 2ⁿ·e^r with n = round(x/ln 2), r = x − n·ln 2 split in
+/// two constants, e^r by Cephes' degree-6 polynomial, 2ⁿ built in the exponent bits. Below
+/// −87.3 (where 2ⁿ would be subnormal) the result is 0, above 88.72 infinity; NaN stays NaN.
+#[inline(always)]
+pub fn fast_exp(a: f32) -> f32 {
+    // Adding 1.5·2²³ rounds to an integer in the low mantissa bits (round to nearest even):
+    // no `round` call, which without SSE4.1 is one per element.
+    const SHIFT: f32 = 12_582_912.0;
+    let x = a.clamp(-87.336_55, 88.722_83);
+    let t = x * std::f32::consts::LOG2_E + SHIFT;
+    let n = t - SHIFT;
+    let ni = t.to_bits() as i32 - SHIFT.to_bits() as i32;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let er = p * r * r + r + 1.0;
+    // n ∈ [−126, 128]; 2ⁿ as two normal powers of two, as 2¹²⁸ is not an f32.
+    let pow = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    let y = er * pow(ni >> 1) * pow(ni - (ni >> 1));
+    if a.is_nan() {
+        a
+    } else if a < -87.336_55 {
+        0.0
+    } else if a > 88.722_83 {
+        f32::INFINITY
+    } else {
+        y
+    }
+}
+
 /// erf for f32 (within 5e-7 of the true value) as a branch-free odd/even rational function on [−4, 4] (Eigen's
 /// `generic_fast_erf_float` coefficients), so loops over it vectorise. NaN stays NaN.
+#[inline(always)]
 pub fn fast_erf(a: f32) -> f32 {
     let x = a.clamp(-4.0, 4.0);
     let x2 = x * x;
@@ -93,6 +143,7 @@ pub fn fast_erf(a: f32) -> f32 {
 
 /// tanh for f32 (within 5e-7 of the true value) as a branch-free 13/6 rational function clamped to ±7.9053 (Eigen's
 /// `generic_fast_tanh_float` coefficients), so loops over it vectorise. NaN stays NaN.
+#[inline(always)]
 pub fn fast_tanh(a: f32) -> f32 {
     let x = a.clamp(-7.905_311, 7.905_311);
     let x2 = x * x;

@@ -47,6 +47,45 @@ pub trait Gemm: Element {
         beta: bool,
         c: &mut [Self],
     );
+
+    /// `c = a·b` into memory that need not be initialised: every one of the m·n elements is
+    /// written and none is read.
+    #[allow(clippy::too_many_arguments)] // the BLAS signature: sizes, operands, layouts
+    fn gemm_overwrite(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[Self],
+        la: Layout,
+        b: &[Self],
+        lb: Layout,
+        c: &mut [std::mem::MaybeUninit<Self>],
+    );
+}
+
+/// `a·b` (m×k times k×n) as a new m×n buffer, without zeroing it first (the product
+/// overwrites it); `op` names the caller in an out-of-memory error.
+#[allow(clippy::too_many_arguments)] // the BLAS signature: sizes, operands, layouts
+pub fn product<E: Gemm>(
+    op: &'static str,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[E],
+    la: Layout,
+    b: &[E],
+    lb: Layout,
+) -> crate::error::Result<Vec<E>> {
+    let len = m.checked_mul(n).ok_or(crate::error::Error::OutOfMemory {
+        op,
+        bytes: usize::MAX,
+    })?;
+    let mut c: Vec<E> = super::with_capacity(op, len)?;
+    E::gemm_overwrite(m, k, n, a, la, b, lb, &mut c.spare_capacity_mut()[..len]);
+    // SAFETY: the capacity is at least `len` and `gemm_overwrite` initialised all `len`
+    // elements.
+    unsafe { c.set_len(len) };
+    Ok(c)
 }
 
 fn strides(rows: usize, cols: usize, l: Layout) -> (isize, isize) {
@@ -56,9 +95,56 @@ fn strides(rows: usize, cols: usize, l: Layout) -> (isize, isize) {
     }
 }
 
+/// Panics unless the operands hold m×k, k×n and m×n elements (checked without overflow).
+fn check_lengths(m: usize, k: usize, n: usize, a: usize, b: usize, c: usize) {
+    let fits = |len: usize, r: usize, c: usize| r.checked_mul(c).is_some_and(|x| x <= len);
+    assert!(
+        fits(a, m, k) && fits(b, k, n) && fits(c, m, n),
+        "gemm: operand too short"
+    );
+}
+
 macro_rules! gemm_via {
     ($t:ty, $f:path) => {
         impl Gemm for $t {
+            fn gemm_overwrite(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: &[$t],
+                la: Layout,
+                b: &[$t],
+                lb: Layout,
+                c: &mut [std::mem::MaybeUninit<$t>],
+            ) {
+                check_lengths(m, k, n, a.len(), b.len(), c.len());
+                count(m, k, n);
+                let (rsa, csa) = strides(m, k, la);
+                let (rsb, csb) = strides(k, n, lb);
+                // SAFETY: the lengths were checked above; the strides describe row-major m×k,
+                // k×n and m×n matrices inside those slices; `c` does not alias `a` or `b`. With
+                // β = 0 matrixmultiply writes every element of C without reading it ("if β is
+                // zero, then C does not need to be initialized"), zeros when k = 0.
+                unsafe {
+                    $f(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        rsa,
+                        csa,
+                        b.as_ptr(),
+                        rsb,
+                        csb,
+                        0.0,
+                        c.as_mut_ptr().cast::<$t>(),
+                        n as isize,
+                        1,
+                    );
+                }
+            }
+
             fn gemm(
                 m: usize,
                 k: usize,
@@ -70,12 +156,7 @@ macro_rules! gemm_via {
                 beta: bool,
                 c: &mut [$t],
             ) {
-                let fits =
-                    |len: usize, r: usize, c: usize| r.checked_mul(c).is_some_and(|x| x <= len);
-                assert!(
-                    fits(a.len(), m, k) && fits(b.len(), k, n) && fits(c.len(), m, n),
-                    "gemm: operand too short"
-                );
+                check_lengths(m, k, n, a.len(), b.len(), c.len());
                 count(m, k, n);
                 let (rsa, csa) = strides(m, k, la);
                 let (rsb, csb) = strides(k, n, lb);
@@ -109,6 +190,23 @@ gemm_via!(f32, matrixmultiply::sgemm);
 gemm_via!(f64, matrixmultiply::dgemm);
 
 impl Gemm for f16 {
+    fn gemm_overwrite(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f16],
+        la: Layout,
+        b: &[f16],
+        lb: Layout,
+        c: &mut [std::mem::MaybeUninit<f16>],
+    ) {
+        let mut wc = vec![f16::ZERO; m * n];
+        Self::gemm(m, k, n, a, la, b, lb, false, &mut wc);
+        for (o, v) in c.iter_mut().zip(wc) {
+            o.write(v);
+        }
+    }
+
     fn gemm(
         m: usize,
         k: usize,

@@ -53,6 +53,32 @@ pub fn with_capacity<T>(op: &'static str, n: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
+/// Whether this CPU has AVX2 and FMA: elementwise loops then run compiled for them (8 lanes
+/// instead of SSE2's 4). The arithmetic is the same IEEE operations (no fused multiply-adds
+/// are introduced), so results are bit-identical either way.
+#[cfg(target_arch = "x86_64")]
+fn wide_simd() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// Runs `body` compiled for AVX2 + FMA where the CPU has them (see [`wide_simd`]).
+#[inline(always)]
+fn simd<R>(body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(body: impl FnOnce() -> R) -> R {
+            body()
+        }
+        if wide_simd() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above), which is
+            // all `#[target_feature]` requires of the caller.
+            return unsafe { avx2(body) };
+        }
+    }
+    body()
+}
+
 /// `out[i] = f(x[i])`; `op` names the caller in an out-of-memory error.
 pub fn map<E: Element>(
     op: &'static str,
@@ -61,19 +87,10 @@ pub fn map<E: Element>(
 ) -> Result<Vec<E>> {
     let mut out = zeroed(op, x.len())?;
     let run = |(o, i): (&mut [E], &[E])| {
-        if E::WIDENS {
-            let mut buf = [<E::C as num_traits::Zero>::zero(); WIDE];
-            for (o, i) in o.chunks_mut(WIDE).zip(i.chunks(WIDE)) {
-                let b = &mut buf[..i.len()];
-                E::widen_slice(i, b);
-                b.iter_mut().for_each(|v| *v = f(*v));
-                E::narrow_slice(b, o);
-            }
-            return;
-        }
-        for (o, &i) in o.iter_mut().zip(i) {
-            *o = E::from_c(f(i.to_c()));
-        }
+        simd(
+            #[inline(always)]
+            || map_into(o, i, &f),
+        )
     };
     if x.len() <= CHUNK {
         run((&mut out, x));
@@ -85,7 +102,26 @@ pub fn map<E: Element>(
     Ok(out)
 }
 
+/// `o[i] = f(x[i])` on equal-length slices, converting f16 in chunks.
+#[inline(always)]
+fn map_into<E: Element>(o: &mut [E], x: &[E], f: &impl Fn(E::C) -> E::C) {
+    if E::WIDENS {
+        let mut buf = [<E::C as num_traits::Zero>::zero(); WIDE];
+        for (o, x) in o.chunks_mut(WIDE).zip(x.chunks(WIDE)) {
+            let b = &mut buf[..x.len()];
+            E::widen_slice(x, b);
+            b.iter_mut().for_each(|v| *v = f(*v));
+            E::narrow_slice(b, o);
+        }
+        return;
+    }
+    for (o, &x) in o.iter_mut().zip(x) {
+        *o = E::from_c(f(x.to_c()));
+    }
+}
+
 /// `o[i] = f(a[i], b[i])` on equal-length slices, converting f16 in chunks.
+#[inline(always)]
 pub(crate) fn zip_into<E: Element>(o: &mut [E], a: &[E], b: &[E], f: &impl Fn(E::C, E::C) -> E::C) {
     if !E::WIDENS {
         for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
@@ -113,7 +149,12 @@ pub fn zip<E: Element>(
     f: impl Fn(E::C, E::C) -> E::C + Sync,
 ) -> Result<Vec<E>> {
     let mut out = zeroed(op, a.len())?;
-    let run = |((o, a), b): ((&mut [E], &[E]), &[E])| zip_into(o, a, b, &f);
+    let run = |((o, a), b): ((&mut [E], &[E]), &[E])| {
+        simd(
+            #[inline(always)]
+            || zip_into(o, a, b, &f),
+        )
+    };
     if a.len() <= CHUNK {
         run(((&mut out, a), b));
     } else {
@@ -128,9 +169,14 @@ pub fn zip<E: Element>(
 /// `a[i] = f(a[i], b[i])` in place.
 pub fn zip_assign<E: Element>(a: &mut [E], b: &[E], f: impl Fn(E::C, E::C) -> E::C + Sync) {
     let run = |(a, b): (&mut [E], &[E])| {
-        for (a, &b) in a.iter_mut().zip(b) {
-            *a = E::from_c(f(a.to_c(), b.to_c()));
-        }
+        simd(
+            #[inline(always)]
+            || {
+                for (a, &b) in a.iter_mut().zip(b) {
+                    *a = E::from_c(f(a.to_c(), b.to_c()));
+                }
+            },
+        )
     };
     if a.len() <= CHUNK {
         run((a, b));

@@ -169,7 +169,7 @@ fn forward_raw(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 impl Tensor {
     fn neg_raw(&self) -> Result<Tensor> {
-        let out = with_buffer!(&*self.data(), v => cpu::map("neg", v, |x| -x)?.into_buffer());
+        let out = with_buffer!(&*self.data(), v => cpu::map("neg", v, #[inline(always)] |x| -x)?.into_buffer());
         Ok(Tensor::activation(out, self.shape().into()))
     }
 

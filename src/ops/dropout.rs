@@ -47,7 +47,7 @@ impl Tensor {
         }
         let (out, m) = with_buffer!(&*self.data(), x => {
             let m = mask(x, x.len(), p);
-            (cpu::zip("dropout", x, &m, |a, b| a * b)?.into_buffer(), m.into_buffer())
+            (cpu::zip("dropout", x, &m, #[inline(always)] |a, b| a * b)?.into_buffer(), m.into_buffer())
         });
         let m = Tensor::activation(m, self.shape().into());
         Ok(record(
@@ -65,7 +65,7 @@ struct DropoutBackward {
 
 impl Backward for DropoutBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
-        let out = zip_buffers!("dropout_backward", &*g.data(), &*self.mask.data(), gv, mv => cpu::zip("dropout_backward", gv, mv, |a, b| a * b)?.into_buffer())?;
+        let out = zip_buffers!("dropout_backward", &*g.data(), &*self.mask.data(), gv, mv => cpu::zip("dropout_backward", gv, mv, #[inline(always)] |a, b| a * b)?.into_buffer())?;
         Ok(smallvec![Some(Tensor::activation(out, g.shape().into()))])
     }
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {

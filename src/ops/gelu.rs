@@ -21,12 +21,14 @@ struct GeluErf;
 impl Unary for GeluErf {
     const NAME: &'static str = "gelu";
     const SAVES: Saves = Saves::Input;
+    #[inline(always)]
     fn f<T: Real>(self, x: T) -> T {
         T::c(0.5) * x * (T::one() + (x * T::c(std::f64::consts::FRAC_1_SQRT_2)).erf())
     }
+    #[inline(always)]
     fn df<T: Real>(self, x: T, _y: T) -> T {
         let cdf = T::c(0.5) * (T::one() + (x * T::c(std::f64::consts::FRAC_1_SQRT_2)).erf());
-        let pdf = (-T::c(0.5) * x * x).exp() * T::c(0.398_942_280_401_432_7);
+        let pdf = (-T::c(0.5) * x * x).exp_k() * T::c(0.398_942_280_401_432_7);
         cdf + x * pdf
     }
 }
@@ -44,10 +46,11 @@ const C: f64 = 0.044_715;
 impl Unary for GeluTanh {
     const NAME: &'static str = "gelu_tanh";
     const SAVES: Saves = Saves::Input;
+    #[inline(always)]
     fn f<T: Real>(self, x: T) -> T {
         // x·σ(2u); for u ≥ 0 as x − x·σ(−2u), so the result is rounded once, near x.
         let u = T::c(K) * (x + T::c(C) * x * x * x);
-        let e = (T::c(-2.0) * u.abs()).exp();
+        let e = (T::c(-2.0) * u.abs()).exp_k();
         let small = e * (T::one() + e).recip();
         if u >= T::zero() {
             x - x * small
@@ -55,9 +58,10 @@ impl Unary for GeluTanh {
             x * small
         }
     }
+    #[inline(always)]
     fn df<T: Real>(self, x: T, _y: T) -> T {
         let u = T::c(K) * (x + T::c(C) * x * x * x);
-        let e = (T::c(-2.0) * u.abs()).exp();
+        let e = (T::c(-2.0) * u.abs()).exp_k();
         let inv = (T::one() + e).recip();
         let half_1_plus_t = if u >= T::zero() { inv } else { e * inv };
         let sech2 = T::c(4.0) * e * inv * inv;

@@ -3,7 +3,7 @@
 //! Saves: x when W needs a gradient, W when x does; nothing for b.
 
 use crate::autograd::{Backward, Grads};
-use crate::cpu::gemm::{Gemm, Layout};
+use crate::cpu::gemm::{Gemm, Layout, product};
 use crate::cpu::reduce::sum_axis;
 use crate::error::{Error, Result};
 use crate::ops::{autocast, same_dtype, save};
@@ -22,11 +22,22 @@ fn forward<E: Gemm>(
     din: usize,
     dout: usize,
 ) -> Result<Vec<E>> {
-    let mut y = crate::cpu::zeroed("linear", rows * dout)?;
-    if let Some(b) = b {
-        for row in y.chunks_mut(dout.max(1)) {
-            row.copy_from_slice(b);
-        }
+    let Some(b) = b else {
+        return product(
+            "linear",
+            rows,
+            din,
+            dout,
+            x,
+            Layout::Normal,
+            w,
+            Layout::Transposed,
+        );
+    };
+    // The bias preloaded row by row (no zeroing pass), then accumulated into.
+    let mut y = crate::cpu::with_capacity("linear", rows * dout)?;
+    for _ in 0..rows {
+        y.extend_from_slice(b);
     }
     E::gemm(
         rows,
@@ -36,7 +47,7 @@ fn forward<E: Gemm>(
         Layout::Normal,
         w,
         Layout::Transposed,
-        b.is_some(),
+        true,
         &mut y,
     );
     Ok(y)
@@ -117,9 +128,7 @@ impl Backward for LinearBackward {
         let gx = match (needs[0], &self.w) {
             (true, Some(w)) => Some(
                 zip_buffers!("linear_backward", &*g.data(), &*w.data(), gv, wv => {
-                    let mut dx = vec![Default::default(); rows * din];
-                    Gemm::gemm(rows, dout, din, gv, Layout::Normal, wv, Layout::Normal, false, &mut dx);
-                    dx.into_buffer()
+                    product("linear_backward", rows, dout, din, gv, Layout::Normal, wv, Layout::Normal)?.into_buffer()
                 })?,
             ),
             _ => None,
@@ -127,9 +136,7 @@ impl Backward for LinearBackward {
         let gw = match (needs[1], &self.x) {
             (true, Some(x)) => Some(
                 zip_buffers!("linear_backward", &*g.data(), &*x.data(), gv, xv => {
-                    let mut dw = vec![Default::default(); dout * din];
-                    Gemm::gemm(dout, rows, din, gv, Layout::Transposed, xv, Layout::Normal, false, &mut dw);
-                    dw.into_buffer()
+                    product("linear_backward", dout, rows, din, gv, Layout::Transposed, xv, Layout::Normal)?.into_buffer()
                 })?,
             ),
             _ => None,

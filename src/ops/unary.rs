@@ -39,7 +39,7 @@ pub(crate) fn apply<U: Unary>(x: &Tensor, op: U) -> Result<Tensor> {
     } else {
         x
     };
-    let out = with_buffer!(&*x.data(), v => cpu::map(U::NAME, v, |a| op.f(a))?.into_buffer());
+    let out = with_buffer!(&*x.data(), v => cpu::map(U::NAME, v, #[inline(always)] |a| op.f(a))?.into_buffer());
     Ok(record(
         U::NAME,
         &[x],
@@ -58,15 +58,32 @@ pub(crate) fn apply<U: Unary>(x: &Tensor, op: U) -> Result<Tensor> {
 /// g·f' where f' is constant.
 fn grad_const<E: Element, U: Unary>(g: &[E], op: U) -> Result<Vec<E>> {
     let d = op.df(E::C::zero(), E::C::zero());
-    cpu::map(U::NAME, g, |g| g * d)
+    cpu::map(
+        U::NAME,
+        g,
+        #[inline(always)]
+        |g| g * d,
+    )
 }
 
 /// g·f'(saved), the saved value being the input (`is_input`) or the output.
 fn grad_saved<E: Element, U: Unary>(g: &[E], s: &[E], op: U, is_input: bool) -> Result<Vec<E>> {
     if is_input {
-        cpu::zip(U::NAME, g, s, |g, x| g * op.df(x, E::C::zero()))
+        cpu::zip(
+            U::NAME,
+            g,
+            s,
+            #[inline(always)]
+            |g, x| g * op.df(x, E::C::zero()),
+        )
     } else {
-        cpu::zip(U::NAME, g, s, |g, y| g * op.df(E::C::zero(), y))
+        cpu::zip(
+            U::NAME,
+            g,
+            s,
+            #[inline(always)]
+            |g, y| g * op.df(E::C::zero(), y),
+        )
     }
 }
 
@@ -111,11 +128,13 @@ macro_rules! unary_op {
             const SAVES: Saves = Saves::$saves;
             const AUTOCAST_F32: bool = $f32;
             #[allow(unused_variables)]
+            #[inline(always)]
             fn f<T: Real>(self, $x: T) -> T {
                 let $s = T::c(self.0);
                 $f
             }
             #[allow(unused_variables)]
+            #[inline(always)]
             fn df<T: Real>(self, $dx: T, $dy: T) -> T {
                 let $s2 = T::c(self.0);
                 $df
