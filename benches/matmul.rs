@@ -1,4 +1,4 @@
-//! f32 matmul throughput through the engine (GEMM via `matrixmultiply`).
+//! f32 matmul throughput through the engine (GEMM via the `gemm` crate).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rewind::Tensor;

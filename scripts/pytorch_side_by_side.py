@@ -117,6 +117,24 @@ def mlp_step_secs(plan, reps, depth=16, d=256, hidden=1024, rows=2048):
     return median_secs(reps, step)
 
 
+def step_matmuls_secs(reps, depth=16, d=256, hidden=1024, rows=2048):
+    """The stored step's matrix products alone, as rewind's bench-core times them: per block
+    the two forward products and the four backward ones, with the step's shapes and transposes."""
+    f = lambda *s: torch.randn(*s)
+    x, w1, a, w2, g2, g1 = f(rows, d), f(hidden, d), f(rows, hidden), f(d, hidden), f(rows, d), f(rows, hidden)
+
+    def run():
+        for _ in range(depth):
+            x @ w1.t()
+            a @ w2.t()
+            g2 @ w2
+            g2.t() @ a
+            g1 @ w1
+            g1.t() @ x
+
+    return median_secs(reps, run)
+
+
 def adamw_ms(reps, n=1 << 24, **kw):
     p = torch.full((n,), 0.01, requires_grad=True)
     p.grad = (torch.arange(n) % 1000 - 500).float() * 1e-4
@@ -173,6 +191,7 @@ def main():
             "gemm_1024_gflops": gemm_gflops(reps=args.reps),
             "adamw_fp32_ms": adamw_ms(args.reps, fused=True),
             "adamw_fp32_foreach_ms": adamw_ms(args.reps, foreach=True),
+            "mlp_step_matmuls_s": step_matmuls_secs(args.reps),
         }
         for p in ("store", "every", "sqrt4", "every+dots"):
             pt[f"mlp_step_s.{p}"] = mlp_step_secs(p, args.reps)
@@ -193,6 +212,7 @@ def main():
         ("tape overhead, tanh chain (µs/op)", "tape_tanh_us_per_op", "tape_tanh_us_per_op"),
         ("tape overhead, x*a+b chain (µs/op)", "tape_muladd_us_per_op", "tape_muladd_us_per_op"),
         ("f32 GEMM 1024³ (GFLOP/s, higher is better)", "gemm_1024_gflops", "gemm_1024_gflops"),
+        ("the stored step's 96 matmuls alone (s)", "mlp_step_matmuls_s", "mlp_step_matmuls_s"),
         ("MLP step, store everything (s)", "mlp_step_s.store", "mlp_step_s.store"),
         ("MLP step, every block checkpointed (s)", "mlp_step_s.every", "mlp_step_s.every"),
         ("MLP step, 4 segments (s)", "mlp_step_s.sqrt4", "mlp_step_s.sqrt4"),
@@ -214,7 +234,9 @@ def main():
     print(
         f"\nrecompute overhead (every ÷ store): PyTorch {ps('every') / ps('store'):.2f}, "
         f"rewind {rs('every') / rs('store'):.2f}; selective (every+dots ÷ store): "
-        f"PyTorch {ps('every+dots') / ps('store'):.2f}, rewind {rs('every+dots') / rs('store'):.2f}"
+        f"PyTorch {ps('every+dots') / ps('store'):.2f}, rewind {rs('every+dots') / rs('store'):.2f}; "
+        f"stored step ÷ its matmuls alone: PyTorch {ps('store') / med['mlp_step_matmuls_s']:.2f}, "
+        f"rewind {rs('store') / med['rw.mlp_step_matmuls_s']:.2f}"
     )
 
 

@@ -62,9 +62,9 @@ pub struct ReproArgs {
 #[derive(Args, Debug, Clone)]
 #[command(allow_negative_numbers = true)]
 pub struct BenchArgs {
-    /// Timed steps per point (median reported); with --cuda, each kernel is timed
-    /// max(reps, 10) times.
-    #[arg(long, default_value_t = 5)]
+    /// Timed steps per point (median and range reported; one warm-up step per depth); with
+    /// --cuda, each kernel is timed max(reps, 10) times.
+    #[arg(long, default_value_t = 3)]
     pub reps: usize,
     /// Depths to sweep.
     #[arg(long, value_delimiter = ',', default_value = "4,8,16,32,64")]
@@ -319,6 +319,12 @@ fn bench_core(reps: usize, depth: usize, json: Option<&std::path::Path>) -> rewi
         "residual MLP step ({} blocks {}→{}→{}, {} rows, f32, SGD, non-reentrant checkpointing):",
         cfg.depth, cfg.d, cfg.hidden, cfg.d, cfg.rows
     );
+    let gemms = core::step_gemms_secs(cfg, reps)?;
+    println!(
+        "  its matmuls alone ({} × 6 products, no tape) {gemms:.3} s = {:.1} GFLOP/s",
+        cfg.depth,
+        12.0 * (cfg.depth * cfg.rows * cfg.d * cfg.hidden) as f64 / gemms / 1e9
+    );
     let mut steps = serde_json::Map::new();
     let mut store = f64::NAN;
     for plan in core::StepPlan::ALL {
@@ -327,10 +333,11 @@ fn bench_core(reps: usize, depth: usize, json: Option<&std::path::Path>) -> rewi
             store = secs;
         }
         println!(
-            "  {:<11} {:.3} s  ×store {:.2}  {:.1} GFLOP/s effective = {:.0}% of the GEMM bench",
+            "  {:<11} {:.3} s  ×store {:.2}  ×matmuls {:.2}  {:.1} GFLOP/s effective = {:.0}% of the GEMM bench",
             plan.name(),
             secs,
             secs / store,
+            secs / gemms,
             gflops,
             100.0 * gflops / gemm
         );
@@ -348,6 +355,7 @@ fn bench_core(reps: usize, depth: usize, json: Option<&std::path::Path>) -> rewi
             "gemm_1024_gflops": gemm,
             "mlp": {"depth": cfg.depth, "d": cfg.d, "hidden": cfg.hidden, "rows": cfg.rows},
             "mlp_step_s": steps,
+            "mlp_step_matmuls_s": gemms,
             "adamw_fp32_ms": fp32,
             "adamw_8bit_ms": q8,
             "adamw_params": n,

@@ -1,4 +1,5 @@
-//! Matrix products through the `matrixmultiply` crate (threaded, strided: transposes are free).
+//! Matrix products through the `gemm` crate (threaded, strided: transposes are free; measured
+//! against `matrixmultiply` and a hand-written AVX2 kernel in `benches/gemm_kernels.rs`).
 //! f16 operands are widened to f32, multiplied with f32 accumulation and rounded once.
 
 use crate::dtype::Element;
@@ -104,8 +105,63 @@ fn check_lengths(m: usize, k: usize, n: usize, a: usize, b: usize, c: usize) {
     );
 }
 
+/// `c = a·b (+ c when beta)` through the `gemm` crate: its AVX-512 kernels where the CPU has
+/// them, AVX2 + FMA or portable ones elsewhere (chosen at run time), threaded on rayon's pool.
+/// Its threads split rows and columns of C, never k, so every element sums in one order
+/// whatever the thread count: the same operands give the same bits.
+///
+/// # Safety
+/// `a`, `b` hold m×k and k×n elements laid out as `la`, `lb`; `c` points to m·n writable
+/// elements (initialised when `beta`) aliasing neither.
+#[allow(clippy::too_many_arguments)] // the BLAS signature
+unsafe fn backend<T: 'static + Copy + num_traits::Zero + num_traits::One>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[T],
+    la: Layout,
+    b: &[T],
+    lb: Layout,
+    beta: bool,
+    c: *mut T,
+) {
+    let (rsa, csa) = strides(m, k, la);
+    let (rsb, csb) = strides(k, n, lb);
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the caller's contract. gemm computes dst = α·dst + β·a·b, column strides first;
+    // with read_dst false it writes every element of dst without reading it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            n as isize,
+            beta,
+            a.as_ptr(),
+            csa,
+            rsa,
+            b.as_ptr(),
+            csb,
+            rsb,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
 macro_rules! gemm_via {
-    ($t:ty, $f:path) => {
+    ($t:ty, $raw:ident) => {
         impl Gemm for $t {
             fn gemm_overwrite(
                 m: usize,
@@ -119,30 +175,9 @@ macro_rules! gemm_via {
             ) {
                 check_lengths(m, k, n, a.len(), b.len(), c.len());
                 count(m, k, n);
-                let (rsa, csa) = strides(m, k, la);
-                let (rsb, csb) = strides(k, n, lb);
-                // SAFETY: the lengths were checked above; the strides describe row-major m×k,
-                // k×n and m×n matrices inside those slices; `c` does not alias `a` or `b`. With
-                // β = 0 matrixmultiply writes every element of C without reading it ("if β is
-                // zero, then C does not need to be initialized"), zeros when k = 0.
-                unsafe {
-                    $f(
-                        m,
-                        k,
-                        n,
-                        1.0,
-                        a.as_ptr(),
-                        rsa,
-                        csa,
-                        b.as_ptr(),
-                        rsb,
-                        csb,
-                        0.0,
-                        c.as_mut_ptr().cast::<$t>(),
-                        n as isize,
-                        1,
-                    );
-                }
+                // SAFETY: the lengths were checked above; `c` does not alias `a` or `b`, and
+                // with beta false it is written, never read.
+                unsafe { $raw(m, k, n, a, la, b, lb, false, c.as_mut_ptr().cast::<$t>()) }
             }
 
             fn gemm(
@@ -158,36 +193,16 @@ macro_rules! gemm_via {
             ) {
                 check_lengths(m, k, n, a.len(), b.len(), c.len());
                 count(m, k, n);
-                let (rsa, csa) = strides(m, k, la);
-                let (rsb, csb) = strides(k, n, lb);
-                // SAFETY: the lengths were checked above without overflow; the strides describe row-major m×k,
-                // k×n and m×n matrices inside those slices, and `c` does not alias `a` or `b`
-                // (a mutable and two shared borrows).
-                unsafe {
-                    $f(
-                        m,
-                        k,
-                        n,
-                        1.0,
-                        a.as_ptr(),
-                        rsa,
-                        csa,
-                        b.as_ptr(),
-                        rsb,
-                        csb,
-                        if beta { 1.0 } else { 0.0 },
-                        c.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    );
-                }
+                // SAFETY: the lengths were checked above; `c` (a mutable borrow) does not alias
+                // `a` or `b` and is initialised.
+                unsafe { $raw(m, k, n, a, la, b, lb, beta, c.as_mut_ptr()) }
             }
         }
     };
 }
 
-gemm_via!(f32, matrixmultiply::sgemm);
-gemm_via!(f64, matrixmultiply::dgemm);
+gemm_via!(f32, backend);
+gemm_via!(f64, backend);
 
 impl Gemm for f16 {
     fn gemm_overwrite(
@@ -227,5 +242,109 @@ impl Gemm for f16 {
         let mut wc = if beta { widen(c) } else { vec![0.0; m * n] };
         f32::gemm(m, k, n, &wa, la, &wb, lb, beta, &mut wc);
         c.convert_from_f32_slice(&wc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::MaybeUninit;
+
+    fn operands(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let a = (0..m * k)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.1)
+            .collect();
+        let b = (0..k * n)
+            .map(|i| ((i * 5 % 19) as f32 - 9.0) * 0.1)
+            .collect();
+        (a, b)
+    }
+
+    /// Element (i, j) of an r×c operand stored as `l`.
+    fn at(v: &[f32], l: Layout, (r, c): (usize, usize), i: usize, j: usize) -> f64 {
+        f64::from(match l {
+            Layout::Normal => v[i * c + j],
+            Layout::Transposed => v[j * r + i],
+        })
+    }
+
+    #[test]
+    fn every_layout_and_ragged_size_matches_an_f64_product_and_never_reads_an_overwritten_c() {
+        use Layout::*;
+        for (m, k, n) in [
+            (1, 1, 1),
+            (7, 3, 17),
+            (32, 16, 32),
+            (97, 300, 33),
+            (13, 513, 300),
+            (5, 0, 4),
+        ] {
+            let (a, b) = operands(m, k, n);
+            for la in [Normal, Transposed] {
+                for lb in [Normal, Transposed] {
+                    let want: Vec<f64> = (0..m * n)
+                        .map(|e| {
+                            (0..k)
+                                .map(|p| {
+                                    at(&a, la, (m, k), e / n, p) * at(&b, lb, (k, n), p, e % n)
+                                })
+                                .sum()
+                        })
+                        .collect();
+                    // Overwrite: C starts as NaN, which a read would carry into the result.
+                    let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
+                    f32::gemm_overwrite(m, k, n, &a, la, &b, lb, &mut c);
+                    // Accumulate: C starts at 1.
+                    let mut acc = vec![1.0f32; m * n];
+                    f32::gemm(m, k, n, &a, la, &b, lb, true, &mut acc);
+                    for e in 0..m * n {
+                        // SAFETY: gemm_overwrite initialised every element.
+                        let got = f64::from(unsafe { c[e].assume_init() });
+                        let tol = 1e-5 * (1.0 + want[e].abs()) * (k as f64 + 1.0).sqrt();
+                        assert!(
+                            (got - want[e]).abs() <= tol,
+                            "{m}x{k}x{n} {la:?} {lb:?} at {e}: {got} vs {}",
+                            want[e]
+                        );
+                        let got = f64::from(acc[e]);
+                        assert!(
+                            (got - want[e] - 1.0).abs() <= tol,
+                            "accumulating {m}x{k}x{n} at {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_bits_do_not_depend_on_the_thread_count() {
+        // The step's widest product; determinism: store and recompute run on whatever pool.
+        let (m, k, n) = (512, 1024, 256);
+        let (a, b) = operands(m, k, n);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut c = vec![0.0f32; m * n];
+            pool.install(|| {
+                f32::gemm(
+                    m,
+                    k,
+                    n,
+                    &a,
+                    Layout::Normal,
+                    &b,
+                    Layout::Transposed,
+                    false,
+                    &mut c,
+                )
+            });
+            c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let one = run(1);
+        assert_eq!(one, run(2), "2 threads");
+        assert_eq!(one, run(3), "3 threads");
     }
 }

@@ -192,6 +192,38 @@ pub fn mlp_step_with(cfg: MlpConfig, plan: StepPlan, reps: usize) -> Result<(f64
     Ok((secs, 3.0 * model.forward_flops(cfg.rows) / secs / 1e9))
 }
 
+/// Median seconds of the stored step's matrix products alone: per block the two forward
+/// products and the four backward ones (input and weight gradients), with the step's shapes and
+/// transposes, through the engine's GEMM — the floor a step with free everything-else would
+/// reach.
+pub fn step_gemms_secs(cfg: MlpConfig, reps: usize) -> Result<f64> {
+    use rewind::cpu::gemm::{Layout::*, product};
+    let (r, d, h) = (cfg.rows, cfg.d, cfg.hidden);
+    let filled =
+        |n: usize| -> Vec<f32> { (0..n).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect() };
+    let (x, w1, a, w2) = (filled(r * d), filled(h * d), filled(r * h), filled(d * h));
+    let (g2, g1) = (filled(r * d), filled(r * h));
+    let mut out = Ok(());
+    let secs = median_secs(reps, || {
+        let run = || -> Result<()> {
+            for _ in 0..cfg.depth {
+                product("fc1", r, d, h, &x, Normal, &w1, Transposed)?;
+                product("fc2", r, h, d, &a, Normal, &w2, Transposed)?;
+                product("fc2 dx", r, d, h, &g2, Normal, &w2, Normal)?;
+                product("fc2 dW", d, r, h, &g2, Transposed, &a, Normal)?;
+                product("fc1 dx", r, h, d, &g1, Normal, &w1, Normal)?;
+                product("fc1 dW", h, r, d, &g1, Transposed, &x, Normal)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            out = Err(e);
+        }
+    });
+    out?;
+    Ok(secs)
+}
+
 /// Median milliseconds of one AdamW step (fp32 or blockwise 8-bit state) on `n` parameters.
 pub fn adamw_step_ms(n: usize, eight_bit: bool, reps: usize) -> Result<f64> {
     use rewind::optim::{AdamW, AdamW8bit};

@@ -27,8 +27,15 @@ pub struct Timing {
 }
 
 /// Times `reps` runs of `f` after one warm-up run.
-pub fn timed(reps: usize, mut f: impl FnMut()) -> Timing {
-    f();
+pub fn timed(reps: usize, f: impl FnMut()) -> Timing {
+    timed_after(1, reps, f)
+}
+
+/// Times `reps` runs of `f` after `warm_up` untimed ones.
+pub fn timed_after(warm_up: usize, reps: usize, mut f: impl FnMut()) -> Timing {
+    for _ in 0..warm_up {
+        f();
+    }
     let mut t: Vec<f64> = (0..reps.max(1))
         .map(|_| {
             let s = Instant::now();
