@@ -296,7 +296,11 @@ fn bar_panel(p: &BarPanel, area: &DrawingArea<SVGBackend<'_>, Shift>, c: RGBColo
         .light_line_style(WHITE.mix(0.0))
         .y_labels(n)
         .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => names.get(n - 1 - *i).cloned().unwrap_or_default(),
+            // The segmented range has one segment past the last bar: no label there.
+            SegmentValue::CenterOf(i) => n
+                .checked_sub(*i + 1)
+                .and_then(|j| names.get(j).cloned())
+                .unwrap_or_default(),
             _ => String::new(),
         })
         .x_label_formatter(&|v| tick(*v))
