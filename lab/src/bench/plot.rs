@@ -288,7 +288,8 @@ fn bar_panel(p: &BarPanel, area: &DrawingArea<SVGBackend<'_>, Shift>, c: RGBColo
         .margin(12)
         .x_label_area_size(32)
         .y_label_area_size(150)
-        .build_cartesian_2d(x_range, (0..n).into_segmented())
+        // An integer range is inclusive in plotters: 0..n - 1 gives exactly n rows.
+        .build_cartesian_2d(x_range, (0..n.max(1) - 1).into_segmented())
         .map_err(plot_err)?;
     chart
         .configure_mesh()
@@ -296,7 +297,7 @@ fn bar_panel(p: &BarPanel, area: &DrawingArea<SVGBackend<'_>, Shift>, c: RGBColo
         .light_line_style(WHITE.mix(0.0))
         .y_labels(n)
         .y_label_formatter(&|v| match v {
-            // The segmented range has one segment past the last bar: no label there.
+            // Labels only for bar rows; any other segment value is left blank.
             SegmentValue::CenterOf(i) => n
                 .checked_sub(*i + 1)
                 .and_then(|j| names.get(j).cloned())
