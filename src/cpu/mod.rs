@@ -53,6 +53,30 @@ pub fn with_capacity<T>(op: &'static str, n: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
+/// `n` elements written by `fill(chunk, start)`, which writes every element of the chunk that
+/// starts at element `start` (chunks of [`CHUNK`] in parallel above that size): no zeroing pass
+/// first, since reused allocator memory is not free to zero.
+fn build<E: Element>(
+    op: &'static str,
+    n: usize,
+    fill: impl Fn(&mut [std::mem::MaybeUninit<E>], usize) + Sync,
+) -> Result<Vec<E>> {
+    let mut out = with_capacity::<E>(op, n)?;
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if n <= CHUNK {
+        fill(spare, 0);
+    } else {
+        spare
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, c)| fill(c, i * CHUNK));
+    }
+    // SAFETY: the capacity is at least n and `fill` wrote each of the n elements (every chunk
+    // of `spare` was handed to it once); E is Copy, so a panic inside leaves nothing to drop.
+    unsafe { out.set_len(n) };
+    Ok(out)
+}
+
 /// Whether this CPU has AVX2 and FMA: elementwise loops then run compiled for them (8 lanes
 /// instead of SSE2's 4). The arithmetic is the same IEEE operations (no fused multiply-adds
 /// are introduced), so results are bit-identical either way.
@@ -85,6 +109,19 @@ pub fn map<E: Element>(
     x: &[E],
     f: impl Fn(E::C) -> E::C + Sync,
 ) -> Result<Vec<E>> {
+    if !E::WIDENS {
+        return build(op, x.len(), |o, start| {
+            let x = &x[start..start + o.len()];
+            simd(
+                #[inline(always)]
+                || {
+                    for (o, &x) in o.iter_mut().zip(x) {
+                        o.write(E::from_c(f(x.to_c())));
+                    }
+                },
+            )
+        });
+    }
     let mut out = zeroed(op, x.len())?;
     let run = |(o, i): (&mut [E], &[E])| {
         simd(
@@ -148,6 +185,19 @@ pub fn zip<E: Element>(
     b: &[E],
     f: impl Fn(E::C, E::C) -> E::C + Sync,
 ) -> Result<Vec<E>> {
+    if !E::WIDENS && a.len() == b.len() {
+        return build(op, a.len(), |o, start| {
+            let (a, b) = (&a[start..start + o.len()], &b[start..start + o.len()]);
+            simd(
+                #[inline(always)]
+                || {
+                    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                        o.write(E::from_c(f(a.to_c(), b.to_c())));
+                    }
+                },
+            )
+        });
+    }
     let mut out = zeroed(op, a.len())?;
     let run = |((o, a), b): ((&mut [E], &[E]), &[E])| {
         simd(
