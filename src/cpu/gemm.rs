@@ -105,60 +105,67 @@ fn check_lengths(m: usize, k: usize, n: usize, a: usize, b: usize, c: usize) {
     );
 }
 
-/// `c = a·b (+ c when beta)` through the `gemm` crate: its AVX-512 kernels where the CPU has
-/// them, AVX2 + FMA or portable ones elsewhere (chosen at run time), threaded on rayon's pool.
+/// `c = a·b (+ c when beta)` through the `gemm` crate's kernels for `$t`: AVX-512 where the CPU
+/// has it, AVX2 + FMA or portable ones elsewhere (chosen at run time), threaded on rayon's pool.
 /// Its threads split rows and columns of C, never k, so every element sums in one order
 /// whatever the thread count: the same operands give the same bits.
-///
-/// # Safety
-/// `a`, `b` hold m×k and k×n elements laid out as `la`, `lb`; `c` points to m·n writable
-/// elements (initialised when `beta`) aliasing neither.
-#[allow(clippy::too_many_arguments)] // the BLAS signature
-unsafe fn backend<T: 'static + Copy + num_traits::Zero + num_traits::One>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[T],
-    la: Layout,
-    b: &[T],
-    lb: Layout,
-    beta: bool,
-    c: *mut T,
-) {
-    let (rsa, csa) = strides(m, k, la);
-    let (rsb, csb) = strides(k, n, lb);
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
+macro_rules! via_gemm_crate {
+    ($name:ident, $t:ty, $kernels:path) => {
+        /// # Safety
+        /// `a`, `b` hold m×k and k×n elements laid out as `la`, `lb`; `c` points to m·n
+        /// writable elements (initialised when `beta`) aliasing neither.
+        #[allow(clippy::too_many_arguments)] // the BLAS signature
+        unsafe fn $name(
+            m: usize,
+            k: usize,
+            n: usize,
+            a: &[$t],
+            la: Layout,
+            b: &[$t],
+            lb: Layout,
+            beta: bool,
+            c: *mut $t,
+        ) {
+            use $kernels as kernels;
+            let (rsa, csa) = strides(m, k, la);
+            let (rsb, csb) = strides(k, n, lb);
+            let threads = rayon::current_num_threads();
+            let par = if threads > 1 {
+                gemm_common::Parallelism::Rayon(threads)
+            } else {
+                gemm_common::Parallelism::None
+            };
+            // SAFETY: the caller's contract. The kernel computes dst = α·dst + β·a·b, column
+            // strides first; with read_dst false it writes every element of dst, reading none.
+            unsafe {
+                kernels::get_gemm_fn()(
+                    m,
+                    n,
+                    k,
+                    c,
+                    1,
+                    n as isize,
+                    beta,
+                    a.as_ptr(),
+                    csa,
+                    rsa,
+                    b.as_ptr(),
+                    csb,
+                    rsb,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            }
+        }
     };
-    // SAFETY: the caller's contract. gemm computes dst = α·dst + β·a·b, column strides first;
-    // with read_dst false it writes every element of dst without reading it.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c,
-            1,
-            n as isize,
-            beta,
-            a.as_ptr(),
-            csa,
-            rsa,
-            b.as_ptr(),
-            csb,
-            rsb,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            par,
-        )
-    }
 }
+
+via_gemm_crate!(f32_backend, f32, gemm_f32::gemm::f32);
+via_gemm_crate!(f64_backend, f64, gemm_f64::gemm::f64);
 
 macro_rules! gemm_via {
     ($t:ty, $raw:ident) => {
@@ -201,8 +208,8 @@ macro_rules! gemm_via {
     };
 }
 
-gemm_via!(f32, backend);
-gemm_via!(f64, backend);
+gemm_via!(f32, f32_backend);
+gemm_via!(f64, f64_backend);
 
 impl Gemm for f16 {
     fn gemm_overwrite(
