@@ -105,10 +105,52 @@ fn check_lengths(m: usize, k: usize, n: usize, a: usize, b: usize, c: usize) {
     );
 }
 
+/// The engine's [`Gemm`] for `$t` on the raw product `$raw` (lengths checked, FLOPs counted).
+macro_rules! gemm_via {
+    ($t:ty, $raw:ident) => {
+        impl Gemm for $t {
+            fn gemm_overwrite(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: &[$t],
+                la: Layout,
+                b: &[$t],
+                lb: Layout,
+                c: &mut [std::mem::MaybeUninit<$t>],
+            ) {
+                check_lengths(m, k, n, a.len(), b.len(), c.len());
+                count(m, k, n);
+                // SAFETY: the lengths were checked above; `c` does not alias `a` or `b`, and
+                // with beta false it is written, never read.
+                unsafe { $raw(m, k, n, a, la, b, lb, false, c.as_mut_ptr().cast::<$t>()) }
+            }
+
+            fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: &[$t],
+                la: Layout,
+                b: &[$t],
+                lb: Layout,
+                beta: bool,
+                c: &mut [$t],
+            ) {
+                check_lengths(m, k, n, a.len(), b.len(), c.len());
+                count(m, k, n);
+                // SAFETY: the lengths were checked above; `c` (a mutable borrow) does not alias
+                // `a` or `b` and is initialised.
+                unsafe { $raw(m, k, n, a, la, b, lb, beta, c.as_mut_ptr()) }
+            }
+        }
+    };
+}
+
 /// `c = a·b (+ c when beta)` through the `gemm` crate's kernels for `$t`: AVX-512 where the CPU
 /// has it, AVX2 + FMA or portable ones elsewhere (chosen at run time), threaded on rayon's pool.
 /// Its threads split rows and columns of C, never k, so every element sums in one order
-/// whatever the thread count: the same operands give the same bits.
+/// whatever the thread count: the same operands give the same bits. Also implements [`Gemm`].
 macro_rules! via_gemm_crate {
     ($name:ident, $t:ty, $kernels:path) => {
         /// # Safety
@@ -161,55 +203,12 @@ macro_rules! via_gemm_crate {
                 )
             }
         }
+        gemm_via!($t, $name);
     };
 }
 
 via_gemm_crate!(f32_backend, f32, gemm_f32::gemm::f32);
 via_gemm_crate!(f64_backend, f64, gemm_f64::gemm::f64);
-
-macro_rules! gemm_via {
-    ($t:ty, $raw:ident) => {
-        impl Gemm for $t {
-            fn gemm_overwrite(
-                m: usize,
-                k: usize,
-                n: usize,
-                a: &[$t],
-                la: Layout,
-                b: &[$t],
-                lb: Layout,
-                c: &mut [std::mem::MaybeUninit<$t>],
-            ) {
-                check_lengths(m, k, n, a.len(), b.len(), c.len());
-                count(m, k, n);
-                // SAFETY: the lengths were checked above; `c` does not alias `a` or `b`, and
-                // with beta false it is written, never read.
-                unsafe { $raw(m, k, n, a, la, b, lb, false, c.as_mut_ptr().cast::<$t>()) }
-            }
-
-            fn gemm(
-                m: usize,
-                k: usize,
-                n: usize,
-                a: &[$t],
-                la: Layout,
-                b: &[$t],
-                lb: Layout,
-                beta: bool,
-                c: &mut [$t],
-            ) {
-                check_lengths(m, k, n, a.len(), b.len(), c.len());
-                count(m, k, n);
-                // SAFETY: the lengths were checked above; `c` (a mutable borrow) does not alias
-                // `a` or `b` and is initialised.
-                unsafe { $raw(m, k, n, a, la, b, lb, beta, c.as_mut_ptr()) }
-            }
-        }
-    };
-}
-
-gemm_via!(f32, f32_backend);
-gemm_via!(f64, f64_backend);
 
 impl Gemm for f16 {
     fn gemm_overwrite(
