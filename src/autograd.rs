@@ -2,10 +2,12 @@
 //! intermediate gradient as soon as they have been used.
 
 use crate::error::{Error, Result};
-use crate::tape::{self, Input, NoGradGuard};
+use crate::tape::graph::{Input, Tape};
+use crate::tape::{NoGradGuard, Refill, recompute, stack, versions};
 use crate::tensor::{NodeId, Tensor};
 use crate::{cpu, zip_buffers};
 use smallvec::SmallVec;
+use std::rc::Rc;
 
 pub use crate::tape::{Backward, Grads};
 
@@ -25,6 +27,11 @@ impl Tensor {
 
     /// Backward with an explicit output gradient and options.
     pub fn backward_with(&self, grad: Option<&Tensor>, opts: BackwardOptions) -> Result<()> {
+        // A checkpoint rerun that has everything it needs runs the rest of its body inert.
+        if recompute::stopped() {
+            return Ok(());
+        }
+        recompute::note_backward();
         if !self.requires_grad() {
             return Err(Error::NoGradFn {
                 explanation: crate::cuts::explain(self.cuts()),
@@ -104,24 +111,29 @@ pub(crate) fn add_grads(acc: Tensor, g: Tensor) -> Result<Tensor> {
 }
 
 /// Backpropagates from `roots` (all on one tape) down to the tape's start. Gradients that
-/// reach entries of other tapes are returned for the caller to route.
+/// reach entries of other tapes are returned for the caller to route. What checkpoint
+/// segments recompute for this sweep is emptied again when it ends.
 pub(crate) fn sweep(
     roots: &[(NodeId, Tensor)],
     retain_graph: bool,
 ) -> Result<Vec<(NodeId, Tensor)>> {
+    struct Release(usize);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            recompute::release_since(self.0);
+        }
+    }
+    let _release = Release(recompute::refilled_mark());
     let _ng = NoGradGuard::new();
     let tape_id = roots[0].0.tape;
     let mut top = 0;
-    tape::with_tape(tape_id, |t| -> Result<()> {
+    stack::with_tape(tape_id, |t| -> Result<()> {
         for (id, g) in roots {
-            if id.tape != tape_id
-                || id.generation != t.generation
-                || t.entries[id.index as usize].freed
-            {
-                return Err(Error::GraphFreed);
-            }
-            let slot = &mut t.entries[id.index as usize].grad;
-            *slot = Some(match slot.take() {
+            let e = match t.entries.get_mut(id.index as usize) {
+                Some(e) if id.tape == tape_id && id.generation == t.generation && !e.freed => e,
+                _ => return Err(Error::GraphFreed),
+            };
+            e.grad = Some(match e.grad.take() {
                 None => g.clone(),
                 Some(acc) => add_grads(acc, g.clone())?,
             });
@@ -136,7 +148,7 @@ pub(crate) fn sweep(
     let mut pending: Option<(usize, Box<dyn Backward>, Grads)> = None;
     let mut next = top + 1;
     loop {
-        let step = tape::with_tape(tape_id, |t| -> Result<Option<Step>> {
+        let step = stack::with_tape(tape_id, |t| -> Result<Option<NextEntry>> {
             if let Some((i, backward, grads)) = pending.take() {
                 finish(t, i, backward, grads, retain_graph, &mut outer)?;
             }
@@ -149,15 +161,11 @@ pub(crate) fn sweep(
                 if let Some(bw) = &e.backward
                     && e.epoch != crate::storage::inplace_epoch()
                 {
-                    crate::inplace::check(bw.as_ref(), &e.versions, e.op, |k| {
-                        match e.inputs.get(k) {
-                            Some(Input::Node(id))
-                                if id.tape == t.id && id.generation == t.generation =>
-                            {
-                                Some(t.entries[id.index as usize].op)
-                            }
-                            _ => None,
+                    versions::check(bw.as_ref(), &e.versions, e.op, |k| match e.inputs.get(k) {
+                        Some(Input::Node(id)) if t.owns(*id) => {
+                            Some(t.entries[id.index as usize].op)
                         }
+                        _ => None,
                     })?;
                 }
                 let e = &mut t.entries[next];
@@ -168,25 +176,31 @@ pub(crate) fn sweep(
                     .iter()
                     .map(|x| !matches!(x, Input::Const))
                     .collect();
-                return Ok(Some((
-                    next,
-                    g,
+                return Ok(Some(NextEntry {
+                    index: next,
+                    grad: g,
                     backward,
                     needs,
-                    e.output.upgrade(),
-                    e.refill.clone(),
-                )));
+                    output: e.output.upgrade(),
+                    refill: e.refill.clone(),
+                }));
             }
             Ok(None)
         })??;
-        let Some((i, g, backward, needs, output, refill)) = step else {
+        let Some(NextEntry {
+            index: i,
+            grad: g,
+            backward,
+            needs,
+            output,
+            refill,
+        }) = step
+        else {
             break;
         };
-        // A selective segment's evicted outputs come back before the first of its entries runs.
-        if let Some(r) = refill
-            && let Err(e) = r.refill()
-        {
-            let _ = tape::with_tape(tape_id, |t| t.entries[i].backward = Some(backward));
+        // A checkpoint segment's emptied saved tensors come back before the entry uses them.
+        if let Err(e) = refill_saved(backward.as_ref(), refill.as_deref()) {
+            let _ = stack::with_tape(tape_id, |t| t.entries[i].backward = Some(backward));
             return Err(e);
         }
         if let Some(out) = output.map(Tensor)
@@ -198,30 +212,53 @@ pub(crate) fn sweep(
             Ok(grads) => grads,
             Err(e) => {
                 // Put the backward back so clearing the tape still releases what it saved.
-                let _ = tape::with_tape(tape_id, |t| t.entries[i].backward = Some(backward));
+                let _ = stack::with_tape(tape_id, |t| t.entries[i].backward = Some(backward));
                 return Err(e);
             }
         };
         drop(g);
         pending = Some((i, backward, grads));
     }
-    tape::with_tape(tape_id, |t| t.collect())?;
+    stack::with_tape(tape_id, |t| t.collect())?;
     Ok(outer)
 }
 
-type Step = (
-    usize,
-    Tensor,
-    Box<dyn Backward>,
-    SmallVec<[bool; 4]>,
-    Option<std::rc::Rc<crate::tensor::TensorImpl>>,
-    Option<std::rc::Rc<dyn tape::evict::Refill>>,
-);
+/// Runs the rerun that refills `bw`'s saved tensors when checkpointing emptied any.
+fn refill_saved(bw: &dyn Backward, refill: Option<&dyn Refill>) -> Result<()> {
+    let Some(refill) = refill else {
+        return Ok(());
+    };
+    let any_empty = || {
+        let mut empty = false;
+        bw.visit_saved(&mut |t| empty |= t.storage().is_pending());
+        empty
+    };
+    if !any_empty() {
+        return Ok(());
+    }
+    refill.refill()?;
+    if any_empty() {
+        return Err(Error::Checkpoint(
+            "a saved tensor emptied by checkpointing was not recomputed".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The next entry the sweep runs, taken off the tape while its backward runs.
+struct NextEntry {
+    index: usize,
+    grad: Tensor,
+    backward: Box<dyn Backward>,
+    needs: SmallVec<[bool; 4]>,
+    output: Option<Rc<crate::tensor::TensorImpl>>,
+    refill: Option<Rc<dyn Refill>>,
+}
 
 /// Puts entry `i`'s backward back (retain_graph) or frees the entry, then adds its gradients
 /// to their destinations: the producing entry, a leaf's `.grad`, or the caller (other tapes).
 fn finish(
-    t: &mut tape::Tape,
+    t: &mut Tape,
     i: usize,
     backward: Box<dyn Backward>,
     grads: Grads,
@@ -244,7 +281,7 @@ fn finish(
 /// Adds each gradient to its destination: the producing entry, a leaf's `.grad`, or the
 /// caller (other tapes).
 fn route(
-    t: &mut tape::Tape,
+    t: &mut Tape,
     inputs: &[Input],
     grads: Grads,
     outer: &mut Vec<(NodeId, Tensor)>,
@@ -259,10 +296,10 @@ fn route(
                 if id.generation != t.generation {
                     return Err(Error::GraphFreed);
                 }
-                let e = &mut t.entries[id.index as usize];
-                if e.freed {
-                    return Err(Error::GraphFreed);
-                }
+                let e = match t.entries.get_mut(id.index as usize) {
+                    Some(e) if !e.freed => e,
+                    _ => return Err(Error::GraphFreed),
+                };
                 e.grad = Some(match e.grad.take() {
                     None => g,
                     Some(acc) => add_grads(acc, g)?,

@@ -120,9 +120,6 @@ pub enum Error {
     },
     /// A checkpoint segment misbehaved (e.g. recomputation differs from the forward).
     Checkpoint(String),
-    /// A selective segment's recomputation stopped early: everything backward needs was
-    /// recomputed. Used inside the recomputation only; never returned to a caller.
-    RecomputeStopped,
     /// Reading or writing a file failed.
     Io {
         /// What was being done (`"save"`, `"load"`, …).
@@ -239,9 +236,6 @@ impl fmt::Display for Error {
                 )
             }
             Error::Checkpoint(msg) => f.write_str(msg),
-            Error::RecomputeStopped => {
-                f.write_str("selective checkpoint: recomputation stopped, nothing more is needed")
-            }
             Error::Io { op, path, source } => {
                 write!(f, "{op}: {}: {}", path.display(), source.0)
             }

@@ -36,7 +36,6 @@ pub mod dtype;
 pub mod error;
 pub mod gradcheck;
 pub mod indices;
-mod inplace;
 pub mod nn;
 pub mod ops;
 pub mod optim;

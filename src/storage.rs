@@ -84,6 +84,15 @@ impl Buffer {
         }
     }
 
+    /// An empty buffer of `dtype`.
+    pub fn empty(dtype: DType) -> Buffer {
+        match dtype {
+            DType::F16 => Buffer::F16(Vec::new()),
+            DType::F32 => Buffer::F32(Vec::new()),
+            DType::F64 => Buffer::F64(Vec::new()),
+        }
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         with_buffer!(self, v => v.len())
@@ -181,6 +190,13 @@ thread_local! {
     /// In-place changes on this thread so far: backward skips the version check of an entry
     /// recorded at the current count (nothing can have changed since).
     static INPLACE_EPOCH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Activations made on this thread so far (each storage's birth number).
+    static BORN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The birth number the next activation made on this thread gets.
+pub(crate) fn next_birth() -> u64 {
+    BORN.with(|b| b.get())
 }
 
 /// The thread's count of in-place changes.
@@ -198,16 +214,68 @@ pub(crate) struct Storage {
     activation: bool,
     /// In-place changes so far (PyTorch's version counter, shared by every view).
     version: Cell<u32>,
+    /// When it was made, among the thread's activations (0 for data the caller created): a
+    /// checkpoint segment packs only what was made inside it.
+    born: u64,
+    /// Emptied by checkpointing: a recomputation refills it before backward reads it.
+    pending: Cell<bool>,
 }
 
 impl Storage {
     pub(crate) fn new(data: Buffer, activation: bool) -> Self {
+        let born = if activation {
+            BORN.with(|b| {
+                let n = b.get() + 1;
+                b.set(n);
+                n
+            })
+        } else {
+            0
+        };
         Storage {
             data: RefCell::new(data),
             saved_refs: Cell::new(0),
             activation,
             version: Cell::new(0),
+            born,
+            pending: Cell::new(false),
         }
+    }
+
+    /// An empty activation of `dtype` waiting to be refilled (a checkpoint's placeholder).
+    pub(crate) fn placeholder(dtype: DType) -> Self {
+        let s = Storage::new(Buffer::empty(dtype), true);
+        s.pending.set(true);
+        s
+    }
+    /// Its birth number ([`next_birth`] when it was made; 0 for the caller's data).
+    pub(crate) fn born(&self) -> u64 {
+        self.born
+    }
+    /// True while checkpointing holds it empty.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.get()
+    }
+    /// Frees the elements (keeping the dtype) and marks it pending; returns the bytes freed.
+    pub(crate) fn evict(&self) -> usize {
+        let mut d = self.data.borrow_mut();
+        let bytes = d.bytes();
+        *d = Buffer::empty(d.dtype());
+        self.pending.set(true);
+        bytes
+    }
+    /// Takes `from`'s elements (leaving it empty) and clears the pending mark; returns the
+    /// bytes received.
+    pub(crate) fn fill_from(&self, from: &Storage) -> usize {
+        std::mem::swap(&mut *self.data.borrow_mut(), &mut *from.data.borrow_mut());
+        self.pending.set(false);
+        self.data.borrow().bytes()
+    }
+    /// Takes a copy of `buf` and clears the pending mark; returns the bytes received.
+    pub(crate) fn fill_copy(&self, buf: &Buffer) -> usize {
+        *self.data.borrow_mut() = buf.clone();
+        self.pending.set(false);
+        buf.bytes()
     }
     pub(crate) fn version(&self) -> u32 {
         self.version.get()

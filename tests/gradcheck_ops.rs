@@ -3,6 +3,7 @@
 
 use rewind::gradcheck::{GradcheckOptions, gradcheck};
 use rewind::ops::custom::custom_op;
+use rewind::ops::spec::OpSpec;
 use rewind::{DType, GeluApprox, Indices, Result, Tensor};
 
 mod common;
@@ -242,8 +243,9 @@ fn sin_with(t: &[Tensor], derivative: fn(f64) -> f64) -> Result<Tensor> {
             x.shape(),
         )
     };
+    static SIN: OpSpec = OpSpec::new("sin", "Sin");
     custom_op(
-        "sin",
+        &SIN,
         &[&t[0]],
         |x| Ok((map(x[0], f64::sin)?, vec![x[0].clone()])),
         move |g, saved, _| Ok(vec![Some(g.mul(&map(&saved[0], derivative)?)?)]),
@@ -283,9 +285,10 @@ fn gradcheck_catches_a_wrong_derivative() {
 #[test]
 fn gradcheck_catches_a_derivative_off_by_a_small_factor() {
     // y = x², derivative given as 2.01x: a 0.5% error, above rtol = 1e-3.
+    static ALMOST_SQUARE: OpSpec = OpSpec::new("almost_square", "AlmostSquare");
     let off = |t: &[Tensor]| {
         custom_op(
-            "almost_square",
+            &ALMOST_SQUARE,
             &[&t[0]],
             |x| Ok((x[0].mul(x[0])?, vec![x[0].clone()])),
             |g, s, _| Ok(vec![Some(g.mul(&s[0].mul_scalar(2.01)?)?)]),

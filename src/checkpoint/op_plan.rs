@@ -14,7 +14,7 @@ use super::plan::{BlockCosts, Plan, Segmentation, segment};
 use super::selective::SavePolicy;
 use crate::error::{Error, Result};
 use crate::nn::Module;
-use crate::tape::{self, evict};
+use crate::tape::{self, recompute};
 use crate::tensor::Tensor;
 use std::rc::Rc;
 
@@ -224,20 +224,20 @@ pub fn profile(blocks: &[Rc<dyn Module>], x: &Tensor, reps: usize) -> Result<Pro
             let mut out = Vec::with_capacity(blocks.len());
             for b in blocks {
                 let before = tape::saved_bytes();
-                evict::begin_capture()?;
+                let capture = recompute::capture("profile", false, None);
                 let y = b.forward(&h);
-                let cap = evict::end_capture()
-                    .ok_or_else(|| Error::Checkpoint("profile: the capture was lost".into()))?;
+                let seg = capture.finish();
                 let y = y?;
                 let total = tape::saved_bytes() - before;
-                let drop = cap.droppable(&[&h, &y]);
                 out.push(BlockProfile {
-                    ops: (0..cap.slots.len())
-                        .map(|k| OpCost {
-                            op: cap.slots[k].op,
-                            secs: cap.secs(k),
-                            dot: matches!(cap.slots[k].op, "matmul" | "linear"),
-                            bytes: drop[k],
+                    ops: seg
+                        .slots(&[&h, &y])
+                        .into_iter()
+                        .map(|s| OpCost {
+                            op: s.op.name,
+                            secs: s.secs,
+                            dot: s.op.dot,
+                            bytes: s.droppable,
                         })
                         .collect(),
                     total,

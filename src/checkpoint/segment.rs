@@ -1,17 +1,27 @@
-//! A checkpoint segment as one tape entry. Forward runs the body keeping nothing inside it;
-//! backward restores the generator and autocast state of the forward, reruns the body on a child tape with
-//! grad on, backpropagates through it (parameters used inside get their gradients there) and
-//! frees everything it recomputed. Saves: the explicit inputs.
+//! A checkpoint segment, in PyTorch's two modes.
+//!
+//! **Reentrant** (one tape entry): forward runs the body with grad off and keeps only the
+//! explicit inputs; the output requires grad only if an input does. Backward restores the
+//! generator and autocast state of the forward, reruns the body on a child tape with grad on,
+//! backpropagates through that rerun (captured parameters get their gradients there) and
+//! frees it. Saves: the explicit inputs.
+//!
+//! **Non-reentrant**: the body records as usual, so its graph is the forward's, but the
+//! tensors its ops save are packed ([`crate::tape::recompute`]): backward reruns the body once
+//! to bring them back. Saves: the explicit inputs.
 
-use crate::autograd::{Backward, Grads, sweep};
+use crate::autograd::sweep;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::ops::spec::OpSpec;
 use crate::ops::{autocast, save};
 use crate::rng::{self, GeneratorState};
 use crate::shape::Shape;
+use crate::tape::recompute::{self, Rerun, Segment};
 use crate::tape::{
-    self, ChildKind, EnableGradGuard, NoGradGuard, SavedMeta, is_grad_enabled, record_if,
+    self, Backward, ChildTape, EnableGradGuard, Grads, NoGradGuard, is_grad_enabled, record_if,
 };
+use crate::tape::{stack, versions};
 use crate::tensor::Tensor;
 use crate::warnings;
 use std::rc::Rc;
@@ -38,6 +48,8 @@ pub const NO_INPUT_REQUIRES_GRAD_WARNING: &str =
 pub const NOT_NECESSARY_MSG: &str =
     "none of output has requires_grad=True, this checkpoint() is not necessary";
 
+static CHECKPOINT: OpSpec = OpSpec::new("checkpoint", "Checkpoint");
+
 /// Runs `body` on `inputs` as a checkpoint segment named `name`.
 pub fn checkpoint(
     name: &str,
@@ -49,49 +61,152 @@ pub fn checkpoint(
     if !is_grad_enabled() {
         return body(&args);
     }
+    match mode {
+        CheckpointMode::Reentrant => reentrant(name, inputs, args, body),
+        CheckpointMode::NonReentrant => Ok(non_reentrant(name, &args, body, true)?.0),
+    }
+}
+
+/// Runs a non-reentrant segment's body, packing what its ops save (`pack`) or recording
+/// plainly for a selective policy to evict from afterwards. Returns the output and what the
+/// forward recorded.
+pub(super) fn non_reentrant(
+    name: &str,
+    args: &[Tensor],
+    body: Body,
+    pack: bool,
+) -> Result<(Tensor, Rc<Segment>)> {
+    let rerun = Box::new(Replay::new(body.clone(), args));
+    let capture = recompute::capture(name, pack, Some(rerun));
+    let out = body(args);
+    let seg = capture.finish();
+    Ok((out?, seg))
+}
+
+/// What backward needs to run a body again: its inputs (held for backward, so counted as
+/// saved), and the generator and autocast state of its forward.
+struct Replay {
+    body: Body,
+    inputs: Vec<Tensor>,
+    /// Each input's version when saved, and the op that produced it (for PyTorch's error).
+    versions: Vec<(u32, Option<&'static OpSpec>)>,
+    requires: Vec<bool>,
+    rng_state: GeneratorState,
+    autocast: Option<DType>,
+}
+
+impl Replay {
+    fn new(body: Body, args: &[Tensor]) -> Replay {
+        let inputs: Vec<Tensor> = args.iter().map(save).collect();
+        inputs.iter().for_each(tape::retain_saved);
+        Replay {
+            body,
+            inputs,
+            versions: args.iter().map(|t| (t.version(), producer(t))).collect(),
+            requires: args.iter().map(Tensor::requires_grad).collect(),
+            rng_state: rng::get_state(),
+            autocast: autocast::autocast_dtype(),
+        }
+    }
+
+    /// Handles on the inputs that require grad as the forward's did, with no history; an
+    /// input changed in place since the forward is refused with PyTorch's error.
+    fn stand_ins(&self) -> Result<Vec<Tensor>> {
+        for (t, &(v, op)) in self.inputs.iter().zip(&self.versions) {
+            if t.version() != v {
+                return Err(versions::modified(t, op, v));
+            }
+        }
+        self.inputs
+            .iter()
+            .zip(&self.requires)
+            .map(|(t, &r)| t.detach().requires_grad_(r))
+            .collect()
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        self.inputs.iter().for_each(tape::release_saved);
+    }
+}
+
+/// The op that recorded `t`, when it is an op's output on a live tape.
+fn producer(t: &Tensor) -> Option<&'static OpSpec> {
+    let id = t.node()?;
+    stack::with_tape(id.tape, |tape| {
+        tape.entries
+            .get(id.index as usize)
+            .filter(|_| tape.owns(id))
+            .map(|e| e.op)
+    })
+    .ok()
+    .flatten()
+}
+
+/// Restores the generator state it replaced when dropped.
+struct GeneratorScope(GeneratorState);
+
+impl GeneratorScope {
+    fn set(state: GeneratorState) -> GeneratorScope {
+        let now = rng::get_state();
+        rng::set_state(state);
+        GeneratorScope(now)
+    }
+}
+
+impl Drop for GeneratorScope {
+    fn drop(&mut self) {
+        rng::set_state(self.0);
+    }
+}
+
+impl Rerun for Replay {
+    fn rerun(&self) -> Result<()> {
+        let _grad = EnableGradGuard::new();
+        let _rng = GeneratorScope::set(self.rng_state);
+        let _ac = autocast::autocast(self.autocast);
+        (self.body)(&self.stand_ins()?).map(drop)
+    }
+}
+
+fn reentrant(name: &str, inputs: &[&Tensor], args: Vec<Tensor>, body: Body) -> Result<Tensor> {
     let rng_state = rng::get_state();
+    let autocast = autocast::autocast_dtype();
     let any_input = inputs.iter().any(|t| t.requires_grad());
-    // A probe tape runs the body with grad on but keeps nothing: it tells whether the output
-    // requires grad, which parameters the body captures, and what its ops save.
-    let probe = tape::push_child_tape(ChildKind::Probe);
-    let out = body(&args);
-    let report = tape::pop_child_tape(probe);
+    // Forward with grad off, as PyTorch's CheckpointFunction: a backward inside the body
+    // finds nothing that requires grad. The probe lists the parameters the body captures.
+    let (out, touched) = {
+        let _ng = NoGradGuard::new();
+        let probe = recompute::probe();
+        let out = body(&args);
+        (out, probe.finish())
+    };
     let out = out?;
-    let captured: Vec<Tensor> = report
-        .touched
+    let captured: Vec<Tensor> = touched
         .into_iter()
         .filter(|p| !inputs.iter().any(|t| t.same_handle(p)))
         .collect();
-    let output_requires_grad = match mode {
-        CheckpointMode::Reentrant => any_input,
-        CheckpointMode::NonReentrant => out.requires_grad(),
-    };
-    if !output_requires_grad {
+    if !any_input {
+        warnings::warn(NO_INPUT_REQUIRES_GRAD_WARNING);
         let upstream = Tensor::merged_cuts(inputs.iter().copied().chain([&out]));
         let detached = out.detach();
-        if mode == CheckpointMode::Reentrant {
-            warnings::warn(NO_INPUT_REQUIRES_GRAD_WARNING);
-            detached.set_cuts(Some(Tensor::new_cut(upstream, name, &captured)));
-        } else {
-            detached.set_cuts(upstream);
-        }
+        detached.set_cuts(Some(Tensor::new_cut(upstream, name, &captured)));
         return Ok(detached);
     }
     let output = Tensor::from_parts(out.storage().clone(), out.shape().into(), false);
     let requires: Vec<bool> = inputs.iter().map(|t| t.requires_grad()).collect();
     let name = name.to_string();
-    Ok(record_if(true, "checkpoint", inputs, output, |y| {
+    Ok(record_if(true, &CHECKPOINT, inputs, output, |y| {
         SegmentBackward {
             name,
-            mode,
             body,
             inputs: args.iter().map(save).collect(),
             requires,
             rng_state,
-            autocast: autocast::autocast_dtype(),
+            autocast,
             out_shape: y.shape().into(),
             out_dtype: y.dtype(),
-            meta: report.meta,
             captured,
         }
     }))
@@ -99,7 +214,6 @@ pub fn checkpoint(
 
 struct SegmentBackward {
     name: String,
-    mode: CheckpointMode,
     body: Body,
     /// Saves: the explicit inputs (detached).
     inputs: Vec<Tensor>,
@@ -108,19 +222,21 @@ struct SegmentBackward {
     autocast: Option<DType>,
     out_shape: Shape,
     out_dtype: DType,
-    meta: Vec<SavedMeta>,
     captured: Vec<Tensor>,
 }
 
 impl SegmentBackward {
-    fn recompute(&self, g: &Tensor, child: u32) -> Result<Vec<Tensor>> {
+    fn recompute(&self, g: &Tensor) -> Result<Vec<Tensor>> {
         let stand_ins: Vec<Tensor> = self
             .inputs
             .iter()
             .zip(&self.requires)
             .map(|(t, &r)| t.detach().requires_grad_(r))
             .collect::<Result<_>>()?;
-        let out = (self.body)(&stand_ins)?;
+        let out = {
+            let _ac = autocast::autocast(self.autocast);
+            (self.body)(&stand_ins)?
+        };
         if out.shape() != self.out_shape.as_slice() || out.dtype() != self.out_dtype {
             return Err(Error::Checkpoint(format!(
                 "torch.utils.checkpoint: segment `{}` recomputed an output of shape {:?} ({:?}) but the forward produced {:?} ({:?})",
@@ -130,9 +246,6 @@ impl SegmentBackward {
                 self.out_shape,
                 self.out_dtype
             )));
-        }
-        if self.mode == CheckpointMode::NonReentrant {
-            self.check_saved(&tape::child_meta(child)?)?;
         }
         if !out.requires_grad() {
             return Err(Error::Checkpoint(NOT_NECESSARY_MSG.to_string()));
@@ -150,47 +263,18 @@ impl SegmentBackward {
         }
         Ok(stand_ins)
     }
-
-    fn check_saved(&self, recomputed: &[SavedMeta]) -> Result<()> {
-        if recomputed.len() != self.meta.len() {
-            return Err(Error::Checkpoint(format!(
-                "torch.utils.checkpoint: A different number of tensors was saved during the original forward and recomputation.\nNumber of tensors saved during forward: {}\nNumber of tensors saved during recomputation: {}",
-                self.meta.len(),
-                recomputed.len()
-            )));
-        }
-        if let Some((i, (a, b))) = self
-            .meta
-            .iter()
-            .zip(recomputed)
-            .enumerate()
-            .find(|(_, (a, b))| a != b)
-        {
-            return Err(Error::Checkpoint(format!(
-                "torch.utils.checkpoint: Recomputed values for the following tensors have different metadata than during the forward pass.\ntensor at position {i}:\nsaved metadata: {a:?}\nrecomputed metadata: {b:?}"
-            )));
-        }
-        Ok(())
-    }
 }
 
 impl Backward for SegmentBackward {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Grads> {
-        let _grad_on = EnableGradGuard::new();
-        let now = rng::get_state();
-        rng::set_state(self.rng_state);
-        let child = tape::push_child_tape(match self.mode {
-            CheckpointMode::NonReentrant => ChildKind::RecordAndList,
-            CheckpointMode::Reentrant => ChildKind::Record,
-        });
         let stand_ins = {
-            let _ac = autocast::autocast(self.autocast);
-            self.recompute(g, child)
+            let _grad_on = EnableGradGuard::new();
+            let _rng = GeneratorScope::set(self.rng_state);
+            let _child = ChildTape::push();
+            self.recompute(g)?
         };
-        tape::pop_child_tape(child);
-        rng::set_state(now);
         let _ng = NoGradGuard::new();
-        Ok(stand_ins?
+        Ok(stand_ins
             .iter()
             .zip(needs)
             .map(|(s, &need)| if need { s.grad() } else { None })

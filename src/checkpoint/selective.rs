@@ -5,16 +5,10 @@
 //! dropped output is back, so a policy that keeps the matmuls recomputes only the cheap ops
 //! between them. Gradients are bit-identical to storing everything.
 
-use super::segment::{Body, CheckpointMode, checkpoint};
-use crate::dtype::DType;
+use super::segment::{Body, CheckpointMode, checkpoint, non_reentrant};
 use crate::error::{Error, Result};
-use crate::ops::autocast;
-use crate::rng::{self, GeneratorState};
-use crate::storage::Storage;
-use crate::tape::evict::{self, Refill, RefillPlan};
-use crate::tape::{self, ChildKind, EnableGradGuard, is_grad_enabled};
+use crate::tape::{is_grad_enabled, recompute};
 use crate::tensor::Tensor;
-use std::cell::Cell;
 use std::fmt;
 use std::rc::Rc;
 
@@ -46,6 +40,8 @@ impl CheckpointPolicy {
 pub struct OpOutput<'a> {
     /// The op (`"linear"`, `"matmul"`, `"gelu"`, …).
     pub op: &'static str,
+    /// Whether the op is a matrix product (its declaration's [`OpSpec::dot`](crate::ops::spec::OpSpec::dot)).
+    pub dot: bool,
     /// Its position among the ops the body recorded (0 = first).
     pub index: usize,
     /// The name [`checkpoint_name`] gave it, if any.
@@ -92,7 +88,7 @@ impl SavePolicy {
     pub fn decide(&self, o: &OpOutput<'_>) -> CheckpointPolicy {
         let save = match self {
             SavePolicy::RecomputeAll => false,
-            SavePolicy::SaveMatmuls => matches!(o.op, "matmul" | "linear"),
+            SavePolicy::SaveMatmuls => o.dot,
             SavePolicy::SaveNames(names) => o.name.is_some_and(|n| names.iter().any(|m| m == n)),
             SavePolicy::SaveIndices(keep) => keep.contains(&o.index),
             SavePolicy::Custom(f) => return f(o),
@@ -111,14 +107,14 @@ pub const POLICY_NEEDS_NON_REENTRANT_MSG: &str = "Passing `context_fn`, `debug`,
 /// Names `t` for [`SavePolicy::SaveNames`] (JAX's `checkpoint_name`): returns `t` itself.
 /// Outside a selective segment it does nothing.
 pub fn checkpoint_name(t: &Tensor, name: &str) -> Tensor {
-    evict::name(t, name);
+    recompute::name(t, name);
     t.clone()
 }
 
 /// Runs `body` on `inputs` as a checkpoint segment named `name` under `policy`. The body's
-/// ops are recorded as without checkpointing; afterwards the saved outputs the policy drops
-/// are freed, and backward recomputes them (once, before the first of the segment's entries
-/// runs). [`SavePolicy::RecomputeAll`] is plain [`checkpoint`]; any other policy needs
+/// ops are recorded as without checkpointing; when it returns, the saved outputs the policy
+/// drops are freed, and backward recomputes them (once, before the first of the segment's
+/// entries runs). [`SavePolicy::RecomputeAll`] is plain [`checkpoint`]; any other policy needs
 /// [`CheckpointMode::NonReentrant`], as in PyTorch.
 pub fn checkpoint_with_policy(
     name: &str,
@@ -139,127 +135,25 @@ pub fn checkpoint_with_policy(
     if !is_grad_enabled() {
         return body(&args);
     }
-    let rng_state = rng::get_state();
-    let autocast = autocast::autocast_dtype();
-    evict::begin_capture()?;
-    let out = body(&args);
-    let cap = evict::end_capture().ok_or_else(|| {
-        Error::Checkpoint("selective checkpoint: the capture was lost".to_string())
-    })?;
-    let out = out?;
-    let keep: Vec<bool> = (0..cap.slots.len())
-        .map(|k| {
-            let s = &cap.slots[k];
+    let (out, seg) = non_reentrant(name, &args, body, false)?;
+    let protect: Vec<&Tensor> = args.iter().chain([&out]).collect();
+    let keep: Vec<bool> = seg
+        .slots(&protect)
+        .iter()
+        .enumerate()
+        .map(|(index, s)| {
             policy
                 .decide(&OpOutput {
-                    op: s.op,
-                    index: k,
-                    name: cap.name(k),
+                    op: s.op.name,
+                    dot: s.op.dot,
+                    index,
+                    name: s.name.as_deref(),
                     shape: &s.shape,
-                    bytes: cap.saved_bytes(k),
+                    bytes: s.saved_bytes,
                 })
                 .saves()
         })
         .collect();
-    let protect: Vec<&Tensor> = args.iter().chain([&out]).collect();
-    let requires: Vec<bool> = args.iter().map(|t| t.requires_grad()).collect();
-    let segment = name.to_string();
-    evict::evict(cap, &keep, &protect, |plan| {
-        Rc::new(Rerun::new(
-            segment, body, &args, requires, rng_state, autocast, plan,
-        ))
-    });
+    seg.evict(&keep, &protect);
     Ok(out)
-}
-
-/// What backward needs to rerun a selective segment's body.
-struct Rerun {
-    name: String,
-    body: Body,
-    /// The explicit inputs, detached; counted as saved like a plain segment's.
-    inputs: Vec<Tensor>,
-    requires: Vec<bool>,
-    rng_state: GeneratorState,
-    autocast: Option<DType>,
-    plan: Rc<RefillPlan>,
-    done: Cell<bool>,
-}
-
-impl Rerun {
-    fn new(
-        name: String,
-        body: Body,
-        args: &[Tensor],
-        requires: Vec<bool>,
-        rng_state: GeneratorState,
-        autocast: Option<DType>,
-        plan: Rc<RefillPlan>,
-    ) -> Rerun {
-        let inputs: Vec<Tensor> = args.iter().map(Tensor::detach).collect();
-        for t in &inputs {
-            retain(t.storage());
-        }
-        Rerun {
-            name,
-            body,
-            inputs,
-            requires,
-            rng_state,
-            autocast,
-            plan,
-            done: Cell::new(false),
-        }
-    }
-}
-
-fn retain(s: &Storage) {
-    if s.is_activation() {
-        tape::memory_add(s.retain_saved());
-    }
-}
-
-impl Drop for Rerun {
-    fn drop(&mut self) {
-        for t in &self.inputs {
-            if t.storage().is_activation() {
-                tape::memory_sub(t.storage().release_saved());
-            }
-        }
-    }
-}
-
-impl Refill for Rerun {
-    fn refill(&self) -> Result<()> {
-        if self.done.get() || self.plan.missing() == 0 {
-            return Ok(());
-        }
-        let _grad_on = EnableGradGuard::new();
-        let now = rng::get_state();
-        rng::set_state(self.rng_state);
-        let stand_ins: Vec<Tensor> = self
-            .inputs
-            .iter()
-            .zip(&self.requires)
-            .map(|(t, &r)| t.detach().requires_grad_(r))
-            .collect::<Result<_>>()?;
-        let child = tape::push_child_tape(ChildKind::Probe);
-        evict::begin_refill(self.plan.clone(), child);
-        let ran = {
-            let _ac = autocast::autocast(self.autocast);
-            (self.body)(&stand_ins).map(drop)
-        };
-        let checked = evict::end_refill();
-        tape::pop_child_tape(child);
-        rng::set_state(now);
-        match ran {
-            Ok(()) | Err(Error::RecomputeStopped) => {}
-            Err(e) => return Err(e),
-        }
-        checked.map_err(|e| match e {
-            Error::Checkpoint(msg) => Error::Checkpoint(format!("segment `{}`: {msg}", self.name)),
-            other => other,
-        })?;
-        self.done.set(true);
-        Ok(())
-    }
 }

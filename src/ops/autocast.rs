@@ -1,12 +1,14 @@
-//! Autocast (mixed precision): inside an `autocast(F16)` scope, matmul and linear cast their
-//! inputs to f16 and compute with f32 accumulation (f16 output); softmax, log_softmax,
-//! layer_norm, exp, log, pow, sum, mean and cross-entropy run in f32; every other op keeps its
-//! input dtype (PyTorch's lists). Casts are tape ops, so f32 master weights get f32 gradients;
-//! a weight's cast is computed once per scope and reused.
+//! Autocast (mixed precision): inside an `autocast(F16)` scope, each op's inputs are cast by
+//! the class its declaration names ([`Cast`]): products lowered to f16 (computed with f32
+//! accumulation), the f32 list widened, mixed dtypes promoted, the rest kept (PyTorch's lists).
+//! Casts are tape ops, so f32 master weights get f32 gradients; a weight's cast is computed
+//! once per scope and reused.
 
 use crate::dtype::DType;
 use crate::error::Result;
+use crate::ops::spec::Cast;
 use crate::tensor::Tensor;
+use smallvec::SmallVec;
 use std::cell::RefCell;
 
 struct State {
@@ -52,8 +54,29 @@ pub fn autocast_dtype() -> Option<DType> {
     STATE.with(|s| s.borrow().dtype)
 }
 
+/// The inputs of an op of class `class` as autocast wants them (`None`: as given).
+pub(crate) fn cast_inputs(
+    class: Cast,
+    inputs: &[&Tensor],
+) -> Result<Option<SmallVec<[Tensor; 4]>>> {
+    if class == Cast::Keep || autocast_dtype().is_none() {
+        return Ok(None);
+    }
+    let cast = match class {
+        Cast::Lower => true,
+        Cast::Widen => inputs.iter().any(|t| t.dtype() == DType::F16),
+        Cast::Promote => inputs.windows(2).any(|w| w[0].dtype() != w[1].dtype()),
+        Cast::Keep => false,
+    };
+    if !cast {
+        return Ok(None);
+    }
+    let f = if class == Cast::Lower { lower } else { widen };
+    inputs.iter().map(|t| f(t)).collect::<Result<_>>().map(Some)
+}
+
 /// For matmul-like ops: `t` in the autocast dtype (cached for leaves that require grad).
-pub(crate) fn lower(t: &Tensor) -> Result<Tensor> {
+fn lower(t: &Tensor) -> Result<Tensor> {
     let Some(dt) = autocast_dtype() else {
         return Ok(t.clone());
     };
@@ -83,7 +106,7 @@ pub(crate) fn lower(t: &Tensor) -> Result<Tensor> {
 }
 
 /// For ops that autocast runs in f32: `t` widened to f32 when autocast is on and `t` is f16.
-pub(crate) fn widen(t: &Tensor) -> Result<Tensor> {
+fn widen(t: &Tensor) -> Result<Tensor> {
     if autocast_dtype().is_some() && t.dtype() == DType::F16 {
         let _off = autocast(None);
         return t.to_dtype(DType::F32);

@@ -4,10 +4,11 @@
 use crate::autograd::{Backward, Grads};
 use crate::cpu::broadcast;
 use crate::error::Result;
+use crate::ops::dispatch::{self, Forward};
+use crate::ops::spec::{Cast, OpSpec};
 use crate::ops::{same_dtype, save};
 use crate::shape::{self, Shape};
 use crate::storage::IntoBuffer;
-use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::zip_buffers;
 use crate::{cpu, with_buffer};
@@ -21,47 +22,34 @@ enum Kind {
     Div,
 }
 
+static ADD: OpSpec = OpSpec::new("add", "Add").cast(Cast::Promote);
+static SUB: OpSpec = OpSpec::new("sub", "Sub").cast(Cast::Promote);
+static MUL: OpSpec = OpSpec::new("mul", "Mul").cast(Cast::Promote);
+static DIV: OpSpec = OpSpec::new("div", "Div").cast(Cast::Promote);
+
 impl Kind {
-    fn name(self) -> &'static str {
+    fn spec(self) -> &'static OpSpec {
         match self {
-            Kind::Add => "add",
-            Kind::Sub => "sub",
-            Kind::Mul => "mul",
-            Kind::Div => "div",
+            Kind::Add => &ADD,
+            Kind::Sub => &SUB,
+            Kind::Mul => &MUL,
+            Kind::Div => &DIV,
         }
     }
 }
 
 fn forward(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let op = kind.name();
-    if a.dtype() != b.dtype() && crate::ops::autocast::autocast_dtype().is_some() {
-        // Under autocast, mixed f16/f32 operands promote to f32 (PyTorch's type promotion);
-        // outside it, rewind refuses mixed dtypes.
-        let (a, b) = (
-            crate::ops::autocast::widen(a)?,
-            crate::ops::autocast::widen(b)?,
-        );
-        return forward(kind, &a, &b);
-    }
-    same_dtype(op, a, b)?;
-    let out_shape = shape::broadcast(op, a.shape(), b.shape())?;
-    let (sa, sb) = (a.shape(), b.shape());
-    let out = zip_buffers!(op, &*a.data(), &*b.data(), x, y => match kind {
-        Kind::Add => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p + q)?.into_buffer(),
-        Kind::Sub => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p - q)?.into_buffer(),
-        Kind::Mul => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p * q)?.into_buffer(),
-        Kind::Div => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p / q)?.into_buffer(),
-    })?;
-    Ok(record(
-        op,
+    dispatch::apply(
+        kind.spec(),
         &[a, b],
-        Tensor::activation(out, out_shape),
-        |_| {
+        |xs| kernel(kind, xs[0], xs[1]).map(Forward::from),
+        |xs, _| {
+            let (a, b) = (xs[0], xs[1]);
             let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
             BinaryBackward {
                 kind,
-                a_shape: sa.into(),
-                b_shape: sb.into(),
+                a_shape: a.shape().into(),
+                b_shape: b.shape().into(),
                 // Saves: mul keeps the other operand of each input that needs a gradient;
                 // div keeps b (for da and db) and a (for db); add and sub keep nothing.
                 a: match kind {
@@ -76,7 +64,22 @@ fn forward(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
                 },
             }
         },
-    ))
+    )
+}
+
+/// a ∘ b with broadcasting, not recorded.
+fn kernel(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let op = kind.spec().name;
+    same_dtype(op, a, b)?;
+    let out_shape = shape::broadcast(op, a.shape(), b.shape())?;
+    let (sa, sb) = (a.shape(), b.shape());
+    let out = zip_buffers!(op, &*a.data(), &*b.data(), x, y => match kind {
+        Kind::Add => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p + q)?.into_buffer(),
+        Kind::Sub => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p - q)?.into_buffer(),
+        Kind::Mul => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p * q)?.into_buffer(),
+        Kind::Div => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p / q)?.into_buffer(),
+    })?;
+    Ok(Tensor::activation(out, out_shape))
 }
 
 struct BinaryBackward {
@@ -131,9 +134,9 @@ impl Backward for BinaryBackward {
                 let gb = match (needs[1], &self.a) {
                     // d(a/b)/db = −a/b²: computed as −(g·a/b)/b on the broadcast shape.
                     (true, Some(a)) => {
-                        let q = forward_raw(Kind::Mul, g, a)?;
-                        let q = forward_raw(Kind::Div, &q, b)?;
-                        let q = forward_raw(Kind::Div, &q, b)?;
+                        let q = kernel(Kind::Mul, g, a)?;
+                        let q = kernel(Kind::Div, &q, b)?;
+                        let q = kernel(Kind::Div, &q, b)?;
                         Some(sum_to(&q, &self.b_shape).neg_raw()?)
                     }
                     _ => None,
@@ -152,19 +155,13 @@ impl Backward for BinaryBackward {
 }
 
 fn mul_reduce(g: &Tensor, t: &Tensor, to: &[usize]) -> Result<Tensor> {
-    let p = forward_raw(Kind::Mul, g, t)?;
+    let p = kernel(Kind::Mul, g, t)?;
     Ok(sum_to(&p, to))
 }
 
 fn div_reduce(g: &Tensor, t: &Tensor, to: &[usize]) -> Result<Tensor> {
-    let p = forward_raw(Kind::Div, g, t)?;
+    let p = kernel(Kind::Div, g, t)?;
     Ok(sum_to(&p, to))
-}
-
-/// The forward kernel without recording (backward runs with grad mode off anyway).
-fn forward_raw(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let _ng = crate::tape::NoGradGuard::new();
-    forward(kind, a, b)
 }
 
 impl Tensor {

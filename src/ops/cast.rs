@@ -4,7 +4,8 @@
 use crate::autograd::{Backward, Grads};
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::tape::record;
+use crate::ops::dispatch::{self, Forward};
+use crate::ops::spec::OpSpec;
 use crate::tensor::Tensor;
 use smallvec::smallvec;
 
@@ -14,16 +15,20 @@ impl Tensor {
         if self.dtype() == dtype {
             return Ok(self.clone());
         }
-        let out = self.data().cast(dtype);
         let from = self.dtype();
-        Ok(record(
-            "cast",
+        dispatch::apply(
+            &CAST,
             &[self],
-            Tensor::activation(out, self.shape().into()),
-            |_| CastBackward { from },
-        ))
+            |t| {
+                let out = t[0].data().cast(dtype);
+                Ok(Forward::from(Tensor::activation(out, t[0].shape().into())))
+            },
+            |_, _| CastBackward { from },
+        )
     }
 }
+
+static CAST: OpSpec = OpSpec::new("cast", "ToCopy");
 
 struct CastBackward {
     from: DType,

@@ -6,9 +6,11 @@ use crate::autograd::{Backward, Grads};
 use crate::cpu;
 use crate::dtype::{Element, Real};
 use crate::error::{Error, Result};
+use crate::ops::dispatch::{self, Forward};
+use crate::ops::save;
+use crate::ops::spec::OpSpec;
 use crate::rng;
 use crate::storage::IntoBuffer;
-use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::{with_buffer, zip_buffers};
 use rayon::prelude::*;
@@ -45,19 +47,26 @@ impl Tensor {
         if p == 1.0 {
             return self.mul_scalar(0.0);
         }
-        let (out, m) = with_buffer!(&*self.data(), x => {
-            let m = mask(x, x.len(), p);
-            (cpu::zip("dropout", x, &m, #[inline(always)] |a, b| a * b)?.into_buffer(), m.into_buffer())
-        });
-        let m = Tensor::activation(m, self.shape().into());
-        Ok(record(
-            "dropout",
+        let m = std::cell::RefCell::new(None);
+        dispatch::apply(
+            &DROPOUT,
             &[self],
-            Tensor::activation(out, self.shape().into()),
-            |_| DropoutBackward { mask: m },
-        ))
+            |t| {
+                let (out, mk) = with_buffer!(&*t[0].data(), x => {
+                    let mk = mask(x, x.len(), p);
+                    (cpu::zip("dropout", x, &mk, #[inline(always)] |a, b| a * b)?.into_buffer(), mk.into_buffer())
+                });
+                *m.borrow_mut() = Some(Tensor::activation(mk, t[0].shape().into()));
+                Ok(Forward::from(Tensor::activation(out, t[0].shape().into())))
+            },
+            |_, _| DropoutBackward {
+                mask: save(&m.take().expect("the forward drew it")),
+            },
+        )
     }
 }
+
+static DROPOUT: OpSpec = OpSpec::new("dropout", "NativeDropout");
 
 struct DropoutBackward {
     mask: Tensor,

@@ -5,9 +5,10 @@ use crate::autograd::{Backward, Grads};
 use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::indices::Indices;
+use crate::ops::dispatch::{self, Forward};
+use crate::ops::spec::OpSpec;
 use crate::shape::Shape;
 use crate::storage::IntoBuffer;
-use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::with_buffer;
 use smallvec::smallvec;
@@ -34,24 +35,28 @@ impl Tensor {
         let mut shape: Shape = ids.shape().into();
         shape.push(d);
         let n = crate::shape::checked_numel("embedding", &shape)?;
-        let out = with_buffer!(&*self.data(), w => {
-            let mut o = crate::cpu::with_capacity("embedding", n)?;
-            for &i in ids.data() {
-                o.extend_from_slice(&w[i as usize * d..(i as usize + 1) * d]);
-            }
-            o.into_buffer()
-        });
-        Ok(record(
-            "embedding",
+        dispatch::apply(
+            &EMBEDDING,
             &[self],
-            Tensor::activation(out, shape),
-            |_| EmbeddingBackward {
-                ids: ids.data().to_vec(),
-                weight_shape: self.shape().into(),
+            |t| {
+                let out = with_buffer!(&*t[0].data(), w => {
+                    let mut o = crate::cpu::with_capacity("embedding", n)?;
+                    for &i in ids.data() {
+                        o.extend_from_slice(&w[i as usize * d..(i as usize + 1) * d]);
+                    }
+                    o.into_buffer()
+                });
+                Ok(Forward::from(Tensor::activation(out, shape)))
             },
-        ))
+            |t, _| EmbeddingBackward {
+                ids: ids.data().to_vec(),
+                weight_shape: t[0].shape().into(),
+            },
+        )
     }
 }
+
+static EMBEDDING: OpSpec = OpSpec::new("embedding", "Embedding");
 
 struct EmbeddingBackward {
     ids: Vec<i64>,

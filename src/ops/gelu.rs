@@ -2,6 +2,7 @@
 
 use crate::dtype::Real;
 use crate::error::Result;
+use crate::ops::spec::OpSpec;
 use crate::ops::unary::{Saves, Unary, apply};
 use crate::tensor::Tensor;
 
@@ -19,7 +20,7 @@ pub enum GeluApprox {
 struct GeluErf;
 
 impl Unary for GeluErf {
-    const NAME: &'static str = "gelu";
+    const SPEC: &'static OpSpec = &OpSpec::new("gelu", "Gelu");
     const SAVES: Saves = Saves::Input;
     #[inline(always)]
     fn f<T: Real>(self, x: T) -> T {
@@ -44,7 +45,7 @@ const K: f64 = 0.797_884_560_802_865_4; // √(2/π)
 const C: f64 = 0.044_715;
 
 impl Unary for GeluTanh {
-    const NAME: &'static str = "gelu_tanh";
+    const SPEC: &'static OpSpec = &OpSpec::new("gelu_tanh", "Gelu");
     const SAVES: Saves = Saves::Input;
     #[inline(always)]
     fn f<T: Real>(self, x: T) -> T {

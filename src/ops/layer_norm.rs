@@ -8,9 +8,10 @@
 use crate::autograd::{Backward, Grads};
 use crate::dtype::{Element, Real};
 use crate::error::{Error, Result};
+use crate::ops::dispatch::{self, Forward};
+use crate::ops::spec::{Cast, OpSpec};
 use crate::ops::{same_dtype, save};
 use crate::storage::IntoBuffer;
-use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::{with_buffer, zip_buffers};
 use num_traits::ToPrimitive;
@@ -76,6 +77,8 @@ fn normalise<E: Element>(
     (y, mu, rs)
 }
 
+static LAYER_NORM: OpSpec = OpSpec::new("layer_norm", "NativeLayerNorm").cast(Cast::Widen);
+
 impl Tensor {
     /// Layer norm over the last dim with optional elementwise affine weight and bias `[d]`.
     pub fn layer_norm(
@@ -84,17 +87,40 @@ impl Tensor {
         bias: Option<&Tensor>,
         eps: f64,
     ) -> Result<Tensor> {
-        use crate::ops::autocast::widen;
-        let (w, b) = (weight.map(widen).transpose()?, bias.map(widen).transpose()?);
-        widen(self)?.layer_norm_impl(w.as_ref(), b.as_ref(), eps)
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        let (has_w, has_b) = (weight.is_some(), bias.is_some());
+        let stats = std::cell::RefCell::new(None);
+        dispatch::apply(
+            &LAYER_NORM,
+            &inputs,
+            |t| {
+                let (w, b) = (has_w.then(|| t[1]), has_b.then(|| t[t.len() - 1]));
+                let (y, mean, rstd) = t[0].layer_norm_forward(w, b, eps)?;
+                *stats.borrow_mut() = Some((mean, rstd));
+                Ok(Forward::from(y))
+            },
+            |t, _| {
+                let (mean, rstd) = stats.take().expect("the forward computed them");
+                LayerNormBackward {
+                    x: save(t[0]),
+                    mean: save(&mean),
+                    rstd: save(&rstd),
+                    weight: has_w.then(|| save(t[1])),
+                    has_bias: has_b,
+                }
+            },
+        )
     }
 
-    fn layer_norm_impl(
+    /// y, the row means and 1/σ.
+    fn layer_norm_forward(
         &self,
         weight: Option<&Tensor>,
         bias: Option<&Tensor>,
         eps: f64,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let d = *self
             .shape()
             .last()
@@ -120,22 +146,10 @@ impl Tensor {
             (y.into_buffer(), mu.into_buffer(), r.into_buffer())
         });
         let rows = self.numel() / d;
-        let mean = Tensor::activation(mean, smallvec![rows]);
-        let rstd = Tensor::activation(rstd, smallvec![rows]);
-        let mut inputs = vec![self];
-        inputs.extend(weight);
-        inputs.extend(bias);
-        Ok(record(
-            "layer_norm",
-            &inputs,
+        Ok((
             Tensor::activation(out, self.shape().into()),
-            |_| LayerNormBackward {
-                x: save(self),
-                mean,
-                rstd,
-                weight: weight.map(save),
-                has_bias: bias.is_some(),
-            },
+            Tensor::activation(mean, smallvec![rows]),
+            Tensor::activation(rstd, smallvec![rows]),
         ))
     }
 }

@@ -6,10 +6,11 @@ use crate::autograd::{Backward, Grads};
 use crate::cpu::gemm::{Gemm, Layout, product};
 use crate::cpu::reduce::sum_axis;
 use crate::error::{Error, Result};
-use crate::ops::{autocast, same_dtype, save};
+use crate::ops::dispatch::{self, Forward};
+use crate::ops::spec::{Cast, OpSpec};
+use crate::ops::{same_dtype, save};
 use crate::shape::Shape;
 use crate::storage::IntoBuffer;
-use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::{with_buffer, zip_buffers};
 use smallvec::smallvec;
@@ -53,18 +54,11 @@ fn forward<E: Gemm>(
     Ok(y)
 }
 
+static LINEAR: OpSpec = OpSpec::new("linear", "Addmm").cast(Cast::Lower).dot();
+
 impl Tensor {
     /// y = x·Wᵀ + b for x `[..., in]`, W `[out, in]`, b `[out]`.
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        if autocast::autocast_dtype().is_some() {
-            let b = bias.map(autocast::lower).transpose()?;
-            return autocast::lower(self)?.linear_impl(&autocast::lower(weight)?, b.as_ref());
-        }
-        self.linear_impl(weight, bias)
-    }
-
-    fn linear_impl(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        same_dtype("linear", self, weight)?;
         let (xs, ws) = (self.shape(), weight.shape());
         if xs.is_empty() || ws.len() != 2 || xs[xs.len() - 1] != ws[1] {
             return Err(Error::ShapeMismatch {
@@ -75,41 +69,49 @@ impl Tensor {
         }
         let (din, dout) = (ws[1], ws[0]);
         let rows: usize = xs[..xs.len() - 1].iter().product();
-        if let Some(b) = bias {
-            same_dtype("linear", self, b)?;
-            if b.shape() != [dout] {
-                return Err(Error::ShapeMismatch {
-                    op: "linear",
-                    lhs: ws.to_vec(),
-                    rhs: b.shape().to_vec(),
-                });
-            }
+        if let Some(b) = bias
+            && b.shape() != [dout]
+        {
+            return Err(Error::ShapeMismatch {
+                op: "linear",
+                lhs: ws.to_vec(),
+                rhs: b.shape().to_vec(),
+            });
         }
         let mut out_shape: Shape = xs.into();
         *out_shape.last_mut().expect("rank checked") = dout;
         crate::shape::checked_numel("linear", &out_shape)?;
-        // A selective checkpoint's recomputation reuses the output its forward kept.
-        let out = match crate::tape::evict::replay_kept("linear", &out_shape)? {
-            Some(kept) => kept,
-            None => {
-                let (xd, wd) = (self.data(), weight.data());
-                let bd = bias.map(|b| b.data());
-                let y = zip_buffers!("linear", &*xd, &*wd, x, w => {
-                    forward(x, w, bd.as_deref().and_then(|b| b.typed()), rows, din, dout)?.into_buffer()
-                })?;
-                Tensor::activation(y, out_shape)
-            }
-        };
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
-        Ok(record("linear", &inputs, out, |_| LinearBackward {
-            rows,
-            din,
-            dout,
-            x_shape: xs.into(),
-            x: weight.requires_grad().then(|| save(self)),
-            w: self.requires_grad().then(|| save(weight)),
-        }))
+        dispatch::apply(
+            &LINEAR,
+            &inputs,
+            |t| {
+                for p in &t[1..] {
+                    same_dtype("linear", t[0], p)?;
+                }
+                let (x, w, b) = (t[0].clone(), t[1].clone(), t.get(2).map(|b| (*b).clone()));
+                Ok(Forward::Product {
+                    shape: out_shape,
+                    dtype: x.dtype(),
+                    compute: Box::new(move || {
+                        let (xd, wd) = (x.data(), w.data());
+                        let bd = b.as_ref().map(|b| b.data());
+                        zip_buffers!("linear", &*xd, &*wd, x, w => {
+                            forward(x, w, bd.as_deref().and_then(|b| b.typed()), rows, din, dout)?.into_buffer()
+                        })
+                    }),
+                })
+            },
+            |t, _| LinearBackward {
+                rows,
+                din,
+                dout,
+                x_shape: t[0].shape().into(),
+                x: t[1].requires_grad().then(|| save(t[0])),
+                w: t[0].requires_grad().then(|| save(t[1])),
+            },
+        )
     }
 }
 

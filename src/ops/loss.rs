@@ -7,9 +7,11 @@ use crate::autograd::{Backward, Grads};
 use crate::dtype::{Element, Real};
 use crate::error::{Error, Result};
 use crate::indices::Indices;
+use crate::ops::dispatch::{self, Forward};
 use crate::ops::save;
+use crate::ops::softmax::softmax_kernel;
+use crate::ops::spec::{Cast, OpSpec};
 use crate::storage::IntoBuffer;
-use crate::tape::{NoGradGuard, record};
 use crate::tensor::Tensor;
 use crate::{with_buffer, zip_buffers};
 use num_traits::{Float, One, Zero};
@@ -23,10 +25,6 @@ impl Tensor {
     /// per row; rows labelled `ignore_index` do not count. All rows ignored gives NaN (0/0), as
     /// in PyTorch.
     pub fn cross_entropy(&self, targets: &Indices, ignore_index: i64) -> Result<Tensor> {
-        crate::ops::autocast::widen(self)?.cross_entropy_impl(targets, ignore_index)
-    }
-
-    fn cross_entropy_impl(&self, targets: &Indices, ignore_index: i64) -> Result<Tensor> {
         let op = "cross_entropy";
         if self.rank() == 0 {
             return Err(Error::invalid(op, "logits need a class dim"));
@@ -49,29 +47,35 @@ impl Tensor {
                 });
             }
         }
-        let logp = {
-            let _ng = NoGradGuard::new();
-            self.log_softmax(-1)?
-        };
         let count = targets
             .data()
             .iter()
             .filter(|&&t| t != ignore_index)
             .count();
-        let out = with_buffer!(&*logp.data(), lp => nll(lp, targets.data(), ignore_index, count).into_buffer());
-        Ok(record(
-            op,
+        let logp = std::cell::RefCell::new(None);
+        dispatch::apply(
+            &CROSS_ENTROPY,
             &[self],
-            Tensor::activation(out, smallvec::SmallVec::new()),
-            |_| CrossEntropyBackward {
-                logp: save(&logp),
+            |t| {
+                let lp = softmax_kernel(t[0], (rows, c, 1), true);
+                let out = with_buffer!(&*lp.data(), v => nll(v, targets.data(), ignore_index, count).into_buffer());
+                *logp.borrow_mut() = Some(lp);
+                Ok(Forward::from(Tensor::activation(
+                    out,
+                    smallvec::SmallVec::new(),
+                )))
+            },
+            |_, _| CrossEntropyBackward {
+                logp: save(&logp.take().expect("the forward computed them")),
                 targets: targets.data().to_vec(),
                 ignore_index,
                 count,
             },
-        ))
+        )
     }
 }
+
+static CROSS_ENTROPY: OpSpec = OpSpec::new("cross_entropy", "NllLoss").cast(Cast::Widen);
 
 /// −(1/n) Σ log p\[target\] over the non-ignored rows.
 fn nll<E: Element>(lp: &[E], targets: &[i64], ignore: i64, count: usize) -> Vec<E> {

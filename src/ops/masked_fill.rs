@@ -5,10 +5,11 @@ use crate::autograd::{Backward, Grads};
 use crate::cpu::broadcast;
 use crate::dtype::Real;
 use crate::error::{Error, Result};
+use crate::ops::dispatch::{self, Forward};
+use crate::ops::spec::OpSpec;
 use crate::ops::{same_dtype, save};
 use crate::shape;
 use crate::storage::IntoBuffer;
-use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::zip_buffers;
 use num_traits::Zero;
@@ -18,26 +19,33 @@ impl Tensor {
     /// Replaces elements where `mask` (same dtype, broadcastable to `self`; nonzero = true)
     /// is set by `value`.
     pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
-        same_dtype("masked_fill", self, mask)?;
-        let out_shape = shape::broadcast("masked_fill", self.shape(), mask.shape())?;
-        if out_shape.as_slice() != self.shape() {
-            return Err(Error::ShapeMismatch {
-                op: "masked_fill",
-                lhs: self.shape().to_vec(),
-                rhs: mask.shape().to_vec(),
-            });
-        }
-        let (xs, ms) = (self.shape(), mask.shape());
-        let out = zip_buffers!("masked_fill", &*self.data(), &*mask.data(), x, m => {
-            broadcast::binary("masked_fill", x, xs, m, ms, xs, |a, k| if k.is_zero() { a } else { Real::c(value) })?.into_buffer()
-        })?;
-        Ok(record(
-            "masked_fill",
+        dispatch::apply(
+            &MASKED_FILL,
             &[self],
-            Tensor::activation(out, out_shape),
-            |_| MaskedFillBackward { mask: save(mask) },
-        ))
+            |t| masked_fill_kernel(t[0], mask, value).map(Forward::from),
+            |_, _| MaskedFillBackward { mask: save(mask) },
+        )
     }
+}
+
+static MASKED_FILL: OpSpec = OpSpec::new("masked_fill", "MaskedFill");
+
+/// `x` with `value` where `mask` is set, not recorded.
+fn masked_fill_kernel(x: &Tensor, mask: &Tensor, value: f64) -> Result<Tensor> {
+    same_dtype("masked_fill", x, mask)?;
+    let out_shape = shape::broadcast("masked_fill", x.shape(), mask.shape())?;
+    if out_shape.as_slice() != x.shape() {
+        return Err(Error::ShapeMismatch {
+            op: "masked_fill",
+            lhs: x.shape().to_vec(),
+            rhs: mask.shape().to_vec(),
+        });
+    }
+    let (xs, ms) = (x.shape(), mask.shape());
+    let out = zip_buffers!("masked_fill", &*x.data(), &*mask.data(), v, m => {
+        broadcast::binary("masked_fill", v, xs, m, ms, xs, |a, k| if k.is_zero() { a } else { Real::c(value) })?.into_buffer()
+    })?;
+    Ok(Tensor::activation(out, out_shape))
 }
 
 struct MaskedFillBackward {

@@ -4,10 +4,11 @@
 use crate::autograd::{Backward, Grads};
 use crate::cpu::gemm::{Gemm, Layout};
 use crate::error::{Error, Result};
-use crate::ops::{autocast, same_dtype, save};
+use crate::ops::dispatch::{self, Forward};
+use crate::ops::spec::{Cast, OpSpec};
+use crate::ops::{same_dtype, save};
 use crate::shape::{Shape, numel};
 use crate::storage::IntoBuffer;
-use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::zip_buffers;
 use smallvec::smallvec;
@@ -120,35 +121,37 @@ fn batched<E: Gemm>(
     Ok(c)
 }
 
+static MATMUL: OpSpec = OpSpec::new("matmul", "Mm").cast(Cast::Lower).dot();
+
 impl Tensor {
     /// Matrix product `self · other` for `[..., m, k] · [..., k, n]`; batch dims must match,
     /// or one operand is 2-D and shared across the other's batch.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
-        if autocast::autocast_dtype().is_some() {
-            return autocast::lower(self)?.matmul_impl(&autocast::lower(other)?);
-        }
-        self.matmul_impl(other)
-    }
-
-    fn matmul_impl(&self, other: &Tensor) -> Result<Tensor> {
-        same_dtype("matmul", self, other)?;
-        let (p, out_shape) = plan(self.shape(), other.shape())?;
-        // A selective checkpoint's recomputation reuses the output its forward kept.
-        let out = match crate::tape::evict::replay_kept("matmul", &out_shape)? {
-            Some(kept) => kept,
-            None => Tensor::activation(
-                zip_buffers!("matmul", &*self.data(), &*other.data(), a, b =>
-                    batched(p.batch, p.m, p.k, p.n, a, Layout::Normal, p.a_shared, b, Layout::Normal, p.b_shared, false)?.into_buffer())?,
-                out_shape,
-            ),
-        };
-        Ok(record("matmul", &[self, other], out, |_| MatmulBackward {
-            plan: p,
-            a_shape: self.shape().into(),
-            b_shape: other.shape().into(),
-            a: other.requires_grad().then(|| save(self)),
-            b: self.requires_grad().then(|| save(other)),
-        }))
+        // Casting changes dtypes, never shapes: the plan holds for the cast operands.
+        let (plan, shape) = plan(self.shape(), other.shape())?;
+        dispatch::apply(
+            &MATMUL,
+            &[self, other],
+            |xs| {
+                let (a, b) = (xs[0].clone(), xs[1].clone());
+                same_dtype("matmul", &a, &b)?;
+                Ok(Forward::Product {
+                    shape,
+                    dtype: a.dtype(),
+                    compute: Box::new(move || {
+                        zip_buffers!("matmul", &*a.data(), &*b.data(), x, y =>
+                            batched(plan.batch, plan.m, plan.k, plan.n, x, Layout::Normal, plan.a_shared, y, Layout::Normal, plan.b_shared, false)?.into_buffer())
+                    }),
+                })
+            },
+            |xs, _| MatmulBackward {
+                plan,
+                a_shape: xs[0].shape().into(),
+                b_shape: xs[1].shape().into(),
+                a: xs[1].requires_grad().then(|| save(xs[0])),
+                b: xs[0].requires_grad().then(|| save(xs[1])),
+            },
+        )
     }
 }
 

@@ -1,10 +1,13 @@
-//! Differentiable ops. Each file holds one op family: the forward, the backward beside it, and
-//! a `Saves:` line naming what the backward keeps.
+//! Differentiable ops. Each file holds one op family: its declaration ([`spec::OpSpec`]: name,
+//! PyTorch's name, autocast class, whether it is a product), the forward, the backward beside
+//! it, and a `Saves:` line naming what the backward keeps. Every op reaches the tape through
+//! `dispatch`.
 
 pub mod autocast;
 pub mod binary;
 pub mod cast;
 pub mod custom;
+pub(crate) mod dispatch;
 pub mod dropout;
 pub mod embedding;
 pub mod gelu;
@@ -16,6 +19,7 @@ pub mod matmul;
 pub mod reduce;
 pub mod shape_ops;
 pub mod softmax;
+pub mod spec;
 pub mod unary;
 
 use crate::error::{Error, Result};
@@ -33,7 +37,8 @@ pub(crate) fn same_dtype(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()>
 }
 
 /// The saved tensor as a handle that carries no grad path (PyTorch's SavedVariable), so the
-/// tape never keeps an output's own handle alive.
+/// tape never keeps an output's own handle alive. Inside a non-reentrant checkpoint segment it
+/// is an empty placeholder that backward refills ([`crate::tape::recompute::pack`]).
 pub(crate) fn save(t: &Tensor) -> Tensor {
-    t.detach()
+    crate::tape::recompute::pack(t)
 }

@@ -7,9 +7,10 @@ use crate::autograd::{Backward, Grads};
 use crate::cpu::reduce::{max_axis, sum_all, sum_axis};
 use crate::dtype::{Element, Real};
 use crate::error::{Error, Result};
+use crate::ops::dispatch::{self, Forward};
+use crate::ops::spec::{Cast, OpSpec};
 use crate::shape::{self, Shape};
 use crate::storage::{Buffer, IntoBuffer};
-use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::with_buffer;
 use smallvec::smallvec;
@@ -45,65 +46,81 @@ fn total<E: Element>(v: &[E]) -> E {
     E::from_c(sum_all(v))
 }
 
+static SUM: OpSpec = OpSpec::new("sum", "Sum").cast(Cast::Widen);
+static MEAN: OpSpec = OpSpec::new("mean", "Mean").cast(Cast::Widen);
+static SUM_DIM: OpSpec = OpSpec::new("sum_dim", "Sum").cast(Cast::Widen);
+static MEAN_DIM: OpSpec = OpSpec::new("mean_dim", "Mean").cast(Cast::Widen);
+static MAX: OpSpec = OpSpec::new("max", "Max");
+static MAX_DIM: OpSpec = OpSpec::new("max_dim", "Max");
+
 impl Tensor {
     /// Sum of all elements (a 0-dim tensor).
     pub fn sum(&self) -> Result<Tensor> {
-        crate::ops::autocast::widen(self)?.sum_mean_all("sum", 1.0)
+        self.sum_mean_all(&SUM, false)
     }
 
     /// Mean of all elements (NaN for an empty tensor, as in PyTorch).
     pub fn mean(&self) -> Result<Tensor> {
-        crate::ops::autocast::widen(self)?.sum_mean_all("mean", 1.0 / self.numel() as f64)
+        self.sum_mean_all(&MEAN, true)
     }
 
-    fn sum_mean_all(&self, op: &'static str, scale: f64) -> Result<Tensor> {
-        let out = with_buffer!(&*self.data(), v => scaled(vec![total(v)], scale).into_buffer());
+    fn sum_mean_all(&self, op: &'static OpSpec, mean: bool) -> Result<Tensor> {
+        let scale = if mean { 1.0 / self.numel() as f64 } else { 1.0 };
         let axis = Axis {
             shape: self.shape().into(),
             split: None,
         };
-        Ok(record(
+        dispatch::apply(
             op,
             &[self],
-            Tensor::activation(out, Shape::new()),
-            |_| SumBackward { axis, scale },
-        ))
+            |x| {
+                let out =
+                    with_buffer!(&*x[0].data(), v => scaled(vec![total(v)], scale).into_buffer());
+                Ok(Forward::from(Tensor::activation(out, Shape::new())))
+            },
+            |_, _| SumBackward { axis, scale },
+        )
     }
 
     /// Sum over `dim`, keeping it as size 1 when `keepdim`.
     pub fn sum_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
-        crate::ops::autocast::widen(self)?.sum_mean_dim("sum_dim", dim, keepdim, false)
+        self.sum_mean_dim(&SUM_DIM, dim, keepdim, false)
     }
 
     /// Mean over `dim`, keeping it as size 1 when `keepdim`.
     pub fn mean_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
-        crate::ops::autocast::widen(self)?.sum_mean_dim("mean_dim", dim, keepdim, true)
+        self.sum_mean_dim(&MEAN_DIM, dim, keepdim, true)
     }
 
     fn sum_mean_dim(
         &self,
-        op: &'static str,
+        op: &'static OpSpec,
         dim: isize,
         keepdim: bool,
         mean: bool,
     ) -> Result<Tensor> {
-        let d = shape::dim(op, dim, self.rank())?;
+        let d = shape::dim(op.name, dim, self.rank())?;
         if self.rank() == 0 {
             return if mean { self.mean() } else { self.sum() };
         }
         let (o, a, i) = shape::split_at_axis(self.shape(), d);
         let scale = if mean { 1.0 / a as f64 } else { 1.0 };
-        let out = with_buffer!(&*self.data(), v => scaled(sum_axis(op, v, o, a, i)?, scale).into_buffer());
         let axis = Axis {
             shape: self.shape().into(),
             split: Some((o, a, i)),
         };
-        Ok(record(
+        dispatch::apply(
             op,
             &[self],
-            Tensor::activation(out, out_shape(self.shape(), d, keepdim)),
-            |_| SumBackward { axis, scale },
-        ))
+            |x| {
+                let out = with_buffer!(&*x[0].data(), v => scaled(sum_axis(op.name, v, o, a, i)?, scale).into_buffer());
+                Ok(Forward::from(Tensor::activation(
+                    out,
+                    out_shape(x[0].shape(), d, keepdim),
+                )))
+            },
+            |_, _| SumBackward { axis, scale },
+        )
     }
 
     /// Largest element (a 0-dim tensor); an error for an empty tensor.
@@ -114,28 +131,32 @@ impl Tensor {
                 "max(): Expected reduction dim to be specified for input.numel() == 0.",
             ));
         }
-        let (out, ties) = with_buffer!(&*self.data(), v => {
-            let (vals, _) = max_axis("max", v, 1, v.len(), 1)?;
-            let m = vals[0].to_c();
-            // PyTorch's evenly_distribute_backward: every element equal to the result (every NaN
-            // when the result is NaN) shares the gradient.
-            let ties: Vec<usize> = (0..v.len())
-                .filter(|&k| {
-                    let x = v[k].to_c();
-                    x == m || (m.is_nan() && x.is_nan())
-                })
-                .collect();
-            (vals.into_buffer(), ties)
-        });
-        Ok(record(
-            "max",
+        let ties = std::cell::Cell::new(Vec::new());
+        dispatch::apply(
+            &MAX,
             &[self],
-            Tensor::activation(out, Shape::new()),
-            |_| MaxAllBackward {
-                shape: self.shape().into(),
-                ties,
+            |x| {
+                let (out, t) = with_buffer!(&*x[0].data(), v => {
+                    let (vals, _) = max_axis("max", v, 1, v.len(), 1)?;
+                    let m = vals[0].to_c();
+                    // PyTorch's evenly_distribute_backward: every element equal to the result (every NaN
+                    // when the result is NaN) shares the gradient.
+                    let ties: Vec<usize> = (0..v.len())
+                        .filter(|&k| {
+                            let x = v[k].to_c();
+                            x == m || (m.is_nan() && x.is_nan())
+                        })
+                        .collect();
+                    (vals.into_buffer(), ties)
+                });
+                ties.set(t);
+                Ok(Forward::from(Tensor::activation(out, Shape::new())))
             },
-        ))
+            |x, _| MaxAllBackward {
+                shape: x[0].shape().into(),
+                ties: ties.take(),
+            },
+        )
     }
 
     /// Largest element along `dim` and the index of its first occurrence.
@@ -151,24 +172,31 @@ impl Tensor {
                 "cannot take the max over a dim of size 0",
             ));
         }
-        let (out, idx) = with_buffer!(&*self.data(), v => {
-            let (vals, idx) = max_axis("max_dim", v, o, a, i)?;
-            (vals.into_buffer(), idx)
-        });
         let axis = Axis {
             shape: self.shape().into(),
             split: Some((o, a, i)),
         };
-        let t = record(
-            "max_dim",
+        let idx = std::cell::RefCell::new(Vec::new());
+        let t = dispatch::apply(
+            &MAX_DIM,
             &[self],
-            Tensor::activation(out, out_shape(self.shape(), d, keepdim)),
-            |_| MaxBackward {
-                axis,
-                argmax: idx.clone(),
+            |x| {
+                let (out, positions) = with_buffer!(&*x[0].data(), v => {
+                    let (vals, idx) = max_axis("max_dim", v, o, a, i)?;
+                    (vals.into_buffer(), idx)
+                });
+                *idx.borrow_mut() = positions;
+                Ok(Forward::from(Tensor::activation(
+                    out,
+                    out_shape(x[0].shape(), d, keepdim),
+                )))
             },
-        );
-        Ok((t, idx))
+            |_, _| MaxBackward {
+                axis,
+                argmax: idx.borrow().clone(),
+            },
+        )?;
+        Ok((t, idx.into_inner()))
     }
 }
 

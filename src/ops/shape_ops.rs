@@ -3,12 +3,18 @@
 
 use crate::autograd::{Backward, Grads};
 use crate::error::{Error, Result};
+use crate::ops::dispatch::{self, Forward};
+use crate::ops::spec::{Cast, OpSpec};
 use crate::shape::{self, Shape, numel, strides};
 use crate::storage::{Buffer, IntoBuffer};
-use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::with_buffer;
 use smallvec::{SmallVec, smallvec};
+
+static RESHAPE: OpSpec = OpSpec::new("reshape", "View");
+static PERMUTE: OpSpec = OpSpec::new("permute", "Permute");
+static NARROW: OpSpec = OpSpec::new("narrow", "Slice");
+static CAT: OpSpec = OpSpec::new("cat", "Cat").cast(Cast::Promote);
 
 impl Tensor {
     /// The same elements under a new shape (shares storage, like PyTorch's `view`).
@@ -20,10 +26,17 @@ impl Tensor {
                 rhs: new_shape.to_vec(),
             });
         }
-        let view = Tensor::from_parts(self.storage().clone(), new_shape.into(), false);
-        Ok(record("reshape", &[self], view, |_| ReshapeBackward {
-            shape: self.shape().into(),
-        }))
+        dispatch::apply(
+            &RESHAPE,
+            &[self],
+            |t| {
+                let view = Tensor::from_parts(t[0].storage().clone(), new_shape.into(), false);
+                Ok(Forward::from(view))
+            },
+            |t, _| ReshapeBackward {
+                shape: t[0].shape().into(),
+            },
+        )
     }
 
     /// Reorders dims: output dim i is input dim `dims[i]` (a copy).
@@ -40,18 +53,20 @@ impl Tensor {
                 format!("{dims:?} is not a permutation of {rank} dims"),
             ));
         }
-        let out = permute_buffer(&self.data(), self.shape(), dims);
         let out_shape: Shape = dims.iter().map(|&d| self.shape()[d]).collect();
         let mut inverse: SmallVec<[usize; 4]> = smallvec![0; rank];
         for (i, &d) in dims.iter().enumerate() {
             inverse[d] = i;
         }
-        Ok(record(
-            "permute",
+        dispatch::apply(
+            &PERMUTE,
             &[self],
-            Tensor::activation(out, out_shape),
-            |_| PermuteBackward { inverse },
-        ))
+            |t| {
+                let out = permute_buffer(&t[0].data(), t[0].shape(), dims);
+                Ok(Forward::from(Tensor::activation(out, out_shape)))
+            },
+            |_, _| PermuteBackward { inverse },
+        )
     }
 
     /// Swaps two dims (a copy).
@@ -86,26 +101,28 @@ impl Tensor {
             });
         }
         let (outer, _, inner) = shape::split_at_axis(self.shape(), d);
-        let out = with_buffer!(&*self.data(), v => {
-            let mut o = Vec::with_capacity(outer * len * inner);
-            for r in (0..outer).filter(|_| len * inner > 0) {
-                let base = (r * size + start) * inner;
-                o.extend_from_slice(&v[base..base + len * inner]);
-            }
-            o.into_buffer()
-        });
         let mut out_shape: Shape = self.shape().into();
         out_shape[d] = len;
-        Ok(record(
-            "narrow",
+        dispatch::apply(
+            &NARROW,
             &[self],
-            Tensor::activation(out, out_shape),
-            |_| NarrowBackward {
-                shape: self.shape().into(),
+            |t| {
+                let out = with_buffer!(&*t[0].data(), v => {
+                    let mut o = Vec::with_capacity(outer * len * inner);
+                    for r in (0..outer).filter(|_| len * inner > 0) {
+                        let base = (r * size + start) * inner;
+                        o.extend_from_slice(&v[base..base + len * inner]);
+                    }
+                    o.into_buffer()
+                });
+                Ok(Forward::from(Tensor::activation(out, out_shape)))
+            },
+            |t, _| NarrowBackward {
+                shape: t[0].shape().into(),
                 dim: d,
                 start,
             },
-        ))
+        )
     }
 
     /// Concatenates tensors along `dim`; all other dims must agree.
@@ -121,7 +138,6 @@ impl Tensor {
         }
         let d = shape::dim("cat", dim, first.rank())?;
         for t in tensors {
-            crate::ops::same_dtype("cat", first, t)?;
             let ok = t.rank() == first.rank()
                 && t.shape()
                     .iter()
@@ -145,26 +161,32 @@ impl Tensor {
         let n = shape::checked_numel("cat", &out_shape)?;
         let total = out_shape[d];
         let (outer, _, inner) = shape::split_at_axis(first.shape(), d);
-        let mut out = Buffer::zeros("cat", first.dtype(), n)?;
-        let mut offset = 0;
-        // An empty result copies nothing (its outer count may still be huge).
-        for (t, &len) in tensors.iter().zip(&sizes).filter(|_| n > 0) {
-            copy_block(
-                &t.data(),
-                &mut out,
-                outer,
-                len * inner,
-                total * inner,
-                offset * inner,
-            );
-            offset += len;
-        }
-        Ok(record(
-            "cat",
+        let cat_sizes = sizes.clone();
+        dispatch::apply(
+            &CAT,
             tensors,
-            Tensor::activation(out, out_shape.into()),
-            |_| CatBackward { dim: d, sizes },
-        ))
+            |ts| {
+                for t in ts {
+                    crate::ops::same_dtype("cat", ts[0], t)?;
+                }
+                let mut out = Buffer::zeros("cat", ts[0].dtype(), n)?;
+                let mut offset = 0;
+                // An empty result copies nothing (its outer count may still be huge).
+                for (t, &len) in ts.iter().zip(&cat_sizes).filter(|_| n > 0) {
+                    copy_block(
+                        &t.data(),
+                        &mut out,
+                        outer,
+                        len * inner,
+                        total * inner,
+                        offset * inner,
+                    );
+                    offset += len;
+                }
+                Ok(Forward::from(Tensor::activation(out, out_shape.into())))
+            },
+            |_, _| CatBackward { dim: d, sizes },
+        )
     }
 }
 

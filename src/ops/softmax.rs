@@ -4,10 +4,11 @@
 use crate::autograd::{Backward, Grads};
 use crate::dtype::Element;
 use crate::error::Result;
+use crate::ops::dispatch::{self, Forward};
 use crate::ops::save;
+use crate::ops::spec::{Cast, OpSpec};
 use crate::shape;
 use crate::storage::IntoBuffer;
-use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::{with_buffer, zip_buffers};
 use num_traits::{Float, Zero};
@@ -122,42 +123,45 @@ fn backward<E: Element>(g: &[E], y: &[E], o: usize, a: usize, i: usize, log: boo
     out
 }
 
+static SOFTMAX: OpSpec = OpSpec::new("softmax", "Softmax").cast(Cast::Widen);
+static LOG_SOFTMAX: OpSpec = OpSpec::new("log_softmax", "LogSoftmax").cast(Cast::Widen);
+
 impl Tensor {
     /// eˣ / Σ eˣ along `dim`.
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
-        self.softmax_impl("softmax", dim, false)
+        self.softmax_impl(&SOFTMAX, dim, false)
     }
 
     /// x − log Σ eˣ along `dim`.
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
-        self.softmax_impl("log_softmax", dim, true)
+        self.softmax_impl(&LOG_SOFTMAX, dim, true)
     }
 
-    fn softmax_impl(&self, op: &'static str, dim: isize, log: bool) -> Result<Tensor> {
-        let x = crate::ops::autocast::widen(self)?;
-        x.softmax_kernel(op, dim, log)
-    }
-
-    fn softmax_kernel(&self, op: &'static str, dim: isize, log: bool) -> Result<Tensor> {
-        let d = shape::dim(op, dim, self.rank())?;
+    fn softmax_impl(&self, op: &'static OpSpec, dim: isize, log: bool) -> Result<Tensor> {
+        let d = shape::dim(op.name, dim, self.rank())?;
         let split = if self.rank() == 0 {
             (1, 1, 1)
         } else {
             shape::split_at_axis(self.shape(), d)
         };
-        let (o, a, i) = split;
-        let out = with_buffer!(&*self.data(), v => forward(v, o, a, i, log).into_buffer());
-        Ok(record(
+        dispatch::apply(
             op,
             &[self],
-            Tensor::activation(out, self.shape().into()),
-            |y| SoftmaxBackward {
+            |x| Ok(Forward::from(softmax_kernel(x[0], split, log))),
+            |_, y| SoftmaxBackward {
                 split,
                 log,
                 y: save(y),
             },
-        ))
+        )
     }
+}
+
+/// softmax or log_softmax of `x` over the middle of `split`, not recorded.
+pub(crate) fn softmax_kernel(x: &Tensor, split: (usize, usize, usize), log: bool) -> Tensor {
+    let (o, a, i) = split;
+    let out = with_buffer!(&*x.data(), v => forward(v, o, a, i, log).into_buffer());
+    Tensor::activation(out, x.shape().into())
 }
 
 struct SoftmaxBackward {

@@ -4,9 +4,10 @@ use crate::autograd::{Backward, Grads};
 use crate::cpu;
 use crate::dtype::{Element, Real};
 use crate::error::Result;
+use crate::ops::dispatch::{self, Forward};
 use crate::ops::save;
+use crate::ops::spec::{Cast, OpSpec};
 use crate::storage::IntoBuffer;
-use crate::tape::record;
 use crate::tensor::Tensor;
 use crate::{with_buffer, zip_buffers};
 use num_traits::Zero;
@@ -23,43 +24,37 @@ pub(crate) enum Saves {
 /// An elementwise function with its derivative. `df` receives the input `x` when `SAVES` is
 /// `Input` and the output `y` when it is `Output` (the other argument is zero).
 pub(crate) trait Unary: Copy + Send + Sync + 'static {
-    const NAME: &'static str;
+    const SPEC: &'static OpSpec;
     const SAVES: Saves;
-    /// Autocast runs this op in f32 (exp, log, pow).
-    const AUTOCAST_F32: bool = false;
     fn f<T: Real>(self, x: T) -> T;
     fn df<T: Real>(self, x: T, y: T) -> T;
 }
 
 pub(crate) fn apply<U: Unary>(x: &Tensor, op: U) -> Result<Tensor> {
-    let widened;
-    let x = if U::AUTOCAST_F32 {
-        widened = crate::ops::autocast::widen(x)?;
-        &widened
-    } else {
-        x
-    };
-    let out = with_buffer!(&*x.data(), v => cpu::map(U::NAME, v, #[inline(always)] |a| op.f(a))?.into_buffer());
-    Ok(record(
-        U::NAME,
+    dispatch::apply(
+        U::SPEC,
         &[x],
-        Tensor::activation(out, x.shape().into()),
-        |y| UnaryBackward {
+        |xs| {
+            let x = xs[0];
+            let out = with_buffer!(&*x.data(), v => cpu::map(U::SPEC.name, v, #[inline(always)] |a| op.f(a))?.into_buffer());
+            Ok(Forward::from(Tensor::activation(out, x.shape().into())))
+        },
+        |xs, y| UnaryBackward {
             op,
             saved: match U::SAVES {
                 Saves::Nothing => None,
-                Saves::Input => Some(save(x)),
+                Saves::Input => Some(save(xs[0])),
                 Saves::Output => Some(save(y)),
             },
         },
-    ))
+    )
 }
 
 /// g·f' where f' is constant.
 fn grad_const<E: Element, U: Unary>(g: &[E], op: U) -> Result<Vec<E>> {
     let d = op.df(E::C::zero(), E::C::zero());
     cpu::map(
-        U::NAME,
+        U::SPEC.name,
         g,
         #[inline(always)]
         |g| g * d,
@@ -70,7 +65,7 @@ fn grad_const<E: Element, U: Unary>(g: &[E], op: U) -> Result<Vec<E>> {
 fn grad_saved<E: Element, U: Unary>(g: &[E], s: &[E], op: U, is_input: bool) -> Result<Vec<E>> {
     if is_input {
         cpu::zip(
-            U::NAME,
+            U::SPEC.name,
             g,
             s,
             #[inline(always)]
@@ -78,7 +73,7 @@ fn grad_saved<E: Element, U: Unary>(g: &[E], s: &[E], op: U, is_input: bool) -> 
         )
     } else {
         cpu::zip(
-            U::NAME,
+            U::SPEC.name,
             g,
             s,
             #[inline(always)]
@@ -100,7 +95,7 @@ impl<U: Unary> Backward for UnaryBackward<U> {
             (None, _) | (_, Saves::Nothing) => {
                 with_buffer!(&*g.data(), gv => grad_const(gv, op)?.into_buffer())
             }
-            (Some(s), saves) => zip_buffers!(U::NAME, &*g.data(), &*s.data(), gv, sv =>
+            (Some(s), saves) => zip_buffers!(U::SPEC.name, &*g.data(), &*s.data(), gv, sv =>
                 grad_saved(gv, sv, op, saves == Saves::Input)?.into_buffer())?,
         };
         Ok(smallvec![Some(Tensor::activation(gx, g.shape().into()))])
@@ -116,17 +111,13 @@ impl<U: Unary> Backward for UnaryBackward<U> {
 }
 
 macro_rules! unary_op {
-    ($(#[$doc:meta])* $ty:ident, $name:literal, $saves:ident, |$s:ident, $x:ident| $f:expr, |$s2:ident, $dx:ident, $dy:ident| $df:expr) => {
-        unary_op!($(#[$doc])* $ty, $name, $saves, false, |$s, $x| $f, |$s2, $dx, $dy| $df);
-    };
-    ($(#[$doc:meta])* $ty:ident, $name:literal, $saves:ident, $f32:literal, |$s:ident, $x:ident| $f:expr, |$s2:ident, $dx:ident, $dy:ident| $df:expr) => {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $torch:literal, $cast:ident, $saves:ident, |$s:ident, $x:ident| $f:expr, |$s2:ident, $dx:ident, $dy:ident| $df:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy)]
         pub(crate) struct $ty(pub f64);
         impl Unary for $ty {
-            const NAME: &'static str = $name;
+            const SPEC: &'static OpSpec = &OpSpec::new($name, $torch).cast(Cast::$cast);
             const SAVES: Saves = Saves::$saves;
-            const AUTOCAST_F32: bool = $f32;
             #[allow(unused_variables)]
             #[inline(always)]
             fn f<T: Real>(self, $x: T) -> T {
@@ -144,25 +135,25 @@ macro_rules! unary_op {
 }
 
 unary_op!(/// y = −x; y' = −1. Saves: nothing.
-    Neg, "neg", Nothing, |_s, x| -x, |_s, _x, _y| -T::one());
+    Neg, "neg", "Neg", Keep, Nothing, |_s, x| -x, |_s, _x, _y| -T::one());
 unary_op!(/// y = x + s; y' = 1. Saves: nothing.
-    AddScalar, "add_scalar", Nothing, |s, x| x + s, |_s, _x, _y| T::one());
+    AddScalar, "add_scalar", "Add", Keep, Nothing, |s, x| x + s, |_s, _x, _y| T::one());
 unary_op!(/// y = x·s; y' = s. Saves: nothing.
-    MulScalar, "mul_scalar", Nothing, |s, x| x * s, |s, _x, _y| s);
-unary_op!(/// y = eˣ; y' = y. Saves: output.
-    Exp, "exp", Output, true, |_s, x| x.exp(), |_s, _x, y| y);
-unary_op!(/// y = ln x; y' = 1/x. Saves: input.
-    Log, "log", Input, true, |_s, x| x.ln(), |_s, x, _y| x.recip());
+    MulScalar, "mul_scalar", "Mul", Keep, Nothing, |s, x| x * s, |s, _x, _y| s);
+unary_op!(/// y = eˣ; y' = y. Saves: output. Autocast runs it in f32.
+    Exp, "exp", "Exp", Widen, Output, |_s, x| x.exp(), |_s, _x, y| y);
+unary_op!(/// y = ln x; y' = 1/x. Saves: input. Autocast runs it in f32.
+    Log, "log", "Log", Widen, Input, |_s, x| x.ln(), |_s, x, _y| x.recip());
 unary_op!(/// y = tanh x; y' = 1 − y². Saves: output.
-    Tanh, "tanh", Output, |_s, x| x.tanh_k(), |_s, _x, y| T::one() - y * y);
+    Tanh, "tanh", "Tanh", Keep, Output, |_s, x| x.tanh_k(), |_s, _x, y| T::one() - y * y);
 unary_op!(/// y = 1/(1+e⁻ˣ); y' = y(1 − y). Saves: output.
-    Sigmoid, "sigmoid", Output, |_s, x| (T::one() + (-x).exp()).recip(), |_s, _x, y| y * (T::one() - y));
+    Sigmoid, "sigmoid", "Sigmoid", Keep, Output, |_s, x| (T::one() + (-x).exp()).recip(), |_s, _x, y| y * (T::one() - y));
 unary_op!(/// y = max(x, 0); y' = 1 where y > 0. Saves: output.
-    Relu, "relu", Output, |_s, x| if x > T::zero() { x } else { T::zero() }, |_s, _x, y| if y > T::zero() { T::one() } else { T::zero() });
+    Relu, "relu", "Relu", Keep, Output, |_s, x| if x > T::zero() { x } else { T::zero() }, |_s, _x, y| if y > T::zero() { T::one() } else { T::zero() });
 unary_op!(/// y = √x; y' = 1/(2y). Saves: output.
-    Sqrt, "sqrt", Output, |_s, x| x.sqrt(), |_s, _x, y| (y + y).recip());
-unary_op!(/// y = xᵖ; y' = p·xᵖ⁻¹. Saves: input.
-    Pow, "pow", Input, true, |p, x| x.powf(p), |p, x, _y| p * x.powf(p - T::one()));
+    Sqrt, "sqrt", "Sqrt", Keep, Output, |_s, x| x.sqrt(), |_s, _x, y| (y + y).recip());
+unary_op!(/// y = xᵖ; y' = p·xᵖ⁻¹. Saves: input. Autocast runs it in f32.
+    Pow, "pow", "Pow", Widen, Input, |p, x| x.powf(p), |p, x, _y| p * x.powf(p - T::one()));
 
 impl Tensor {
     /// −x.

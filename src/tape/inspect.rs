@@ -1,6 +1,8 @@
 //! Reading the tape: its entries, how many are live, and a printable dump.
 
-use super::{Input, STACK, peak_saved_bytes, saved_bytes};
+use super::accounting::{peak_saved_bytes, saved_bytes};
+use super::graph::Input;
+use super::stack::with_top;
 use std::fmt::Write as _;
 
 /// What a reader of the tape sees of one entry.
@@ -22,15 +24,13 @@ pub struct EntryInfo {
 
 /// The current tape's entries, oldest first.
 pub fn entries() -> Vec<EntryInfo> {
-    STACK.with(|s| {
-        let s = s.borrow();
-        let tape = s.tapes.last().expect("root tape");
+    with_top(|tape| {
         tape.entries
             .iter()
             .enumerate()
             .map(|(index, e)| EntryInfo {
                 index,
-                op: e.op,
+                op: e.op.name,
                 inputs: e
                     .inputs
                     .iter()
@@ -50,7 +50,7 @@ pub fn entries() -> Vec<EntryInfo> {
 
 /// Number of entries on the current tape that backward has not yet used.
 pub fn live_entries() -> usize {
-    STACK.with(|s| s.borrow().tapes.last().map_or(0, |t| t.live))
+    with_top(|t| t.live)
 }
 
 /// A readable listing of the current tape: index, op, inputs, output shape, requires_grad

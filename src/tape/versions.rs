@@ -2,9 +2,10 @@
 //! count of each tensor its backward saved (and of the parameters a checkpoint segment
 //! captured), and backward refuses one changed since, with PyTorch's error text.
 
+use super::backward::Backward;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::tape::Backward;
+use crate::ops::spec::OpSpec;
 use crate::tensor::Tensor;
 use smallvec::SmallVec;
 use std::rc::Rc;
@@ -59,8 +60,8 @@ pub(crate) fn push_captured(bw: &dyn Backward, out: &mut SmallVec<[SavedVersion;
 pub(crate) fn check(
     bw: &dyn Backward,
     recorded: &[SavedVersion],
-    op: &'static str,
-    input_op: impl Fn(usize) -> Option<&'static str>,
+    op: &'static OpSpec,
+    input_op: impl Fn(usize) -> Option<&'static OpSpec>,
 ) -> Result<()> {
     let mut err = None;
     let mut k = 0;
@@ -74,18 +75,24 @@ pub(crate) fn check(
                 Producer::Input(i) => input_op(i as usize),
                 Producer::Other => None,
             };
-            err = Some(Error::ModifiedInplace {
-                tensor: pytorch_type(t),
-                output_of: output_of.map(|o| pytorch_node(o).to_string()),
-                version: t.storage().version(),
-                expected: saved.version,
-            });
+            err = Some(modified(t, output_of, saved.version));
         }
         k += 1;
     };
     bw.visit_saved(&mut visit);
     bw.captured().iter().for_each(&mut visit);
     err.map_or(Ok(()), Err)
+}
+
+/// PyTorch's error for `t`, saved at version `expected` and changed in place since;
+/// `output_of` is the op that produced it (`None` for a leaf).
+pub(crate) fn modified(t: &Tensor, output_of: Option<&'static OpSpec>, expected: u32) -> Error {
+    Error::ModifiedInplace {
+        tensor: pytorch_type(t),
+        output_of: output_of.map(|o| o.torch.to_string()),
+        version: t.storage().version(),
+        expected,
+    }
 }
 
 /// PyTorch's `torch.FloatTensor [2, 3]` for a tensor.
@@ -97,43 +104,4 @@ fn pytorch_type(t: &Tensor) -> String {
     };
     let dims: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
     format!("torch.{ty} [{}]", dims.join(", "))
-}
-
-/// The name PyTorch's error gives the node of the op that produced a tensor.
-fn pytorch_node(op: &str) -> &str {
-    match op {
-        "add" | "add_scalar" => "Add",
-        "sub" => "Sub",
-        "mul" | "mul_scalar" => "Mul",
-        "div" => "Div",
-        "neg" => "Neg",
-        "exp" => "Exp",
-        "log" => "Log",
-        "tanh" => "Tanh",
-        "sigmoid" => "Sigmoid",
-        "relu" => "Relu",
-        "sqrt" => "Sqrt",
-        "pow" => "Pow",
-        "gelu" | "gelu_tanh" => "Gelu",
-        "matmul" => "Mm",
-        "linear" => "Addmm",
-        "softmax" => "Softmax",
-        "log_softmax" => "LogSoftmax",
-        "layer_norm" => "NativeLayerNorm",
-        "embedding" => "Embedding",
-        "dropout" => "NativeDropout",
-        "masked_fill" => "MaskedFill",
-        "cross_entropy" => "NllLoss",
-        "reshape" => "View",
-        "permute" => "Permute",
-        "transpose" => "Transpose",
-        "narrow" => "Slice",
-        "cat" => "Cat",
-        "sum" | "sum_dim" => "Sum",
-        "mean" | "mean_dim" => "Mean",
-        "max" | "max_dim" => "Max",
-        "cast" => "ToCopy",
-        "checkpoint" => "Checkpoint",
-        other => other,
-    }
 }
