@@ -7,7 +7,7 @@
 
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use rewind::Tensor;
-use rewind::optim::quant_map::QuantMap;
+use rewind::optim::quant::QuantMap;
 use rewind::optim::{AdamW, AdamW8bit, Optimizer, ParamGroup};
 
 #[path = "alloc.rs"]
@@ -97,14 +97,14 @@ fn quantizers(c: &mut Criterion) {
     g.bench_function("step_table", |b| {
         b.iter(|| {
             for (q, &x) in codes.iter_mut().zip(black_box(&xs)) {
-                *q = map.quantize(x);
+                *q = map.table().quantize(x);
             }
         })
     });
     g.bench_function("search", |b| {
         b.iter(|| {
             for (q, &x) in codes.iter_mut().zip(black_box(&xs)) {
-                *q = map.quantize_search(x);
+                *q = map.table().quantize_search(x);
             }
         })
     });

@@ -3,7 +3,7 @@
 //! its maps, codes, absmax and parameters in `tests/fixtures/adam8bit_bnb.json`.
 
 use rewind::Tensor;
-use rewind::optim::quant_map::{QuantMap, dynamic_map};
+use rewind::optim::quant::{QuantMap, dynamic_map};
 use rewind::optim::{Adam8bitState, AdamW8bit, Optimizer, ParamGroup};
 use serde_json::Value;
 
@@ -43,8 +43,11 @@ fn dynamic_maps_equal_bitsandbytes_create_dynamic_map_bit_for_bit() {
     assert_eq!(bits(&dynamic_map(true)), bits(&f32s(&f["signed_map"])));
     assert_eq!(bits(&dynamic_map(false)), bits(&f32s(&f["unsigned_map"])));
     // The optimizer (and the CUDA kernel, which is given these codes) use exactly these maps.
-    assert_eq!(bits(&QuantMap::signed().codes), bits(&f32s(&f["qmap1"])));
-    assert_eq!(bits(&QuantMap::unsigned().codes), bits(&f32s(&f["qmap2"])));
+    assert_eq!(bits(QuantMap::signed().codes()), bits(&f32s(&f["qmap1"])));
+    assert_eq!(
+        bits(QuantMap::unsigned().codes()),
+        bits(&f32s(&f["qmap2"]))
+    );
 }
 
 /// rewind's codes of m and v, their absmax, and the parameter.

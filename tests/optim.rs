@@ -3,7 +3,7 @@
 
 use approx::assert_relative_eq;
 use rewind::Tensor;
-use rewind::optim::quant_map::{QuantMap, dynamic_map};
+use rewind::optim::quant::{CodeMap, QuantMap, dynamic_map};
 use rewind::optim::{
     Adam8bitState, AdamW, AdamW8bit, BLOCK, Optimizer, ParamGroup, Sgd, clip_grad_norm_,
 };
@@ -87,7 +87,7 @@ fn dynamic_maps_have_bitsandbytes_properties() {
 
 #[test]
 fn quantize_picks_the_nearest_code() {
-    for map in [QuantMap::signed(), QuantMap::unsigned()] {
+    for map in [CodeMap::signed(), CodeMap::unsigned()] {
         rewind::rng::manual_seed(1);
         for u in rewind::rng::uniform_vec(20_000) {
             let x = if map.signed {
@@ -121,7 +121,7 @@ fn quantize_picks_the_nearest_code() {
 fn table_lookup_quantizes_exactly_like_the_search() {
     // Every code boundary (each midpoint ± a few ulps), every table bucket edge, and random
     // values: the lookup and bitsandbytes' search agree.
-    for map in [QuantMap::signed(), QuantMap::unsigned()] {
+    for map in [CodeMap::signed(), CodeMap::unsigned()] {
         let mut xs: Vec<f32> = Vec::new();
         for w in map.codes.windows(2) {
             let mid = (w[0] + w[1]) * 0.5;
@@ -155,7 +155,7 @@ fn table_lookup_quantizes_exactly_like_the_search() {
 fn blockwise_quantization_error_is_within_the_map_spacing() {
     // Dequantize(quantize(x)) differs from x by at most half the gap between the two codes
     // around x/absmax, times absmax (one more code for the sign rule).
-    let map = QuantMap::signed();
+    let map = CodeMap::signed();
     rewind::rng::manual_seed(2);
     let block: Vec<f32> = rewind::rng::normal_vec(BLOCK)
         .into_iter()
@@ -220,7 +220,7 @@ fn non_finite_gradient_element_zeroes_its_state_and_spares_its_parameter() {
     let Some(Adam8bitState::Blockwise { m, v, .. }) = opt.state(0) else {
         panic!("blockwise state")
     };
-    let (qm, qv) = (QuantMap::signed(), QuantMap::unsigned());
+    let (qm, qv) = (CodeMap::signed(), CodeMap::unsigned());
     assert_eq!(
         (
             qm.value(m[5]),
@@ -349,7 +349,7 @@ fn clip_grad_norm_scales_to_max_norm_and_returns_the_total() {
 fn step_table_quantizes_like_the_search_across_every_range() {
     // Every 16-bit prefix range of [−1.0078, 1.0078], swept with a stride of 61 low values
     // (both ends included), plus non-finite and out-of-range values, which take the search.
-    for map in [QuantMap::signed(), QuantMap::unsigned()] {
+    for map in [CodeMap::signed(), CodeMap::unsigned()] {
         for sign in [0u32, 0x8000] {
             for prefix in 0..=0x3F80u32 {
                 for low in (0..=0xFFFFu32).step_by(61).chain([0xFFFF]) {
@@ -445,9 +445,9 @@ fn lookup_free_quantizer_agrees_with_the_step_table_on_every_f32() {
                     map.quantize_slice(xs, codes).unwrap();
                     let mut wrong = 0;
                     for (i, (&x, &q)) in xs.iter().zip(codes.iter()).enumerate() {
-                        let expected = map.quantize(x);
+                        let expected = map.table().quantize(x);
                         if (hi as usize * 65_536 + i).is_multiple_of(4_099) {
-                            assert_eq!(expected, map.quantize_search(x), "x = {x:e}");
+                            assert_eq!(expected, map.table().quantize_search(x), "x = {x:e}");
                         }
                         wrong += usize::from(q != expected);
                     }
@@ -455,7 +455,7 @@ fn lookup_free_quantizer_agrees_with_the_step_table_on_every_f32() {
                 },
             )
             .sum::<usize>();
-        assert_eq!(bad, 0, "signed = {}: codes differ", map.signed);
+        assert_eq!(bad, 0, "signed = {}: codes differ", map.table().signed);
     }
 }
 
@@ -467,7 +467,7 @@ fn lookup_free_dequantizer_reproduces_every_code_value() {
         let mut values = vec![f32::NAN; 256];
         map.dequantize_slice(&codes, &mut values).unwrap();
         for (c, v) in values.iter().enumerate() {
-            assert_eq!(v.to_bits(), map.codes[c].to_bits(), "code {c}");
+            assert_eq!(v.to_bits(), map.codes()[c].to_bits(), "code {c}");
         }
     }
 }
@@ -478,13 +478,16 @@ fn slice_quantizer_handles_any_length_and_refuses_mismatched_buffers() {
     let xs: Vec<f32> = (0..21).map(|i| (i as f32 - 10.0) / 10.0).collect();
     let mut codes = vec![0u8; 21];
     map.quantize_slice(&xs, &mut codes).unwrap();
-    let expected: Vec<u8> = xs.iter().map(|&x| map.quantize_search(x)).collect();
+    let expected: Vec<u8> = xs.iter().map(|&x| map.table().quantize_search(x)).collect();
     assert_eq!(codes, expected);
     let mut back = vec![0f32; 21];
     map.dequantize_slice(&codes, &mut back).unwrap();
     assert_eq!(
         back,
-        codes.iter().map(|&c| map.value(c)).collect::<Vec<_>>()
+        codes
+            .iter()
+            .map(|&c| map.table().value(c))
+            .collect::<Vec<_>>()
     );
     let err = map.quantize_slice(&xs, &mut codes[..20]).unwrap_err();
     assert!(matches!(

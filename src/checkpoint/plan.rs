@@ -203,7 +203,7 @@ pub fn segment(plan: Plan, n: usize, costs: Option<&BlockCosts>) -> Result<Segme
             let costs = costs.ok_or_else(|| {
                 Error::invalid("plan", "a budget plan needs measured block costs")
             })?;
-            plan_budget(costs, bytes)?
+            segments_within_budget(costs, bytes)?
         }
     })
 }
@@ -211,7 +211,7 @@ pub fn segment(plan: Plan, n: usize, costs: Option<&BlockCosts>) -> Result<Segme
 /// Dynamic programme over block boundaries: `best[i][r]` is the least memory held after
 /// covering blocks `0..i` with `r` recomputed blocks; a checkpointed segment `i..j` is allowed
 /// only if what is held before it plus its recomputed activations fit in the budget.
-fn plan_budget(costs: &BlockCosts, budget: usize) -> Result<Segmentation> {
+fn segments_within_budget(costs: &BlockCosts, budget: usize) -> Result<Segmentation> {
     solve(costs, budget).ok_or_else(|| {
         Error::invalid(
             "plan",

@@ -17,7 +17,7 @@ use crate::ops::spec::OpSpec;
 use crate::ops::{autocast, save};
 use crate::rng::{self, GeneratorState};
 use crate::shape::Shape;
-use crate::tape::recompute::{self, Rerun, Segment};
+use crate::tape::recompute::{self, Recording, Rerun};
 use crate::tape::{
     self, Backward, ChildTape, EnableGradGuard, Grads, NoGradGuard, is_grad_enabled, record_if,
 };
@@ -75,7 +75,7 @@ pub(super) fn non_reentrant(
     args: &[Tensor],
     body: Body,
     pack: bool,
-) -> Result<(Tensor, Rc<Segment>)> {
+) -> Result<(Tensor, Rc<Recording>)> {
     let rerun = Box::new(Replay::new(body.clone(), args));
     let capture = recompute::capture(name, pack, Some(rerun));
     let out = body(args);
@@ -97,7 +97,18 @@ struct Replay {
 
 impl Replay {
     fn new(body: Body, args: &[Tensor]) -> Replay {
-        let inputs: Vec<Tensor> = args.iter().map(save).collect();
+        // A trainable leaf is kept itself (PyTorch unpacks a saved leaf as the leaf: a backward
+        // inside the rerun body reaches its `.grad`); anything else as what backward saves.
+        let inputs: Vec<Tensor> = args
+            .iter()
+            .map(|t| {
+                if t.is_leaf() && t.requires_grad() {
+                    t.clone()
+                } else {
+                    save(t)
+                }
+            })
+            .collect();
         inputs.iter().for_each(tape::retain_saved);
         Replay {
             body,
@@ -109,8 +120,9 @@ impl Replay {
         }
     }
 
-    /// Handles on the inputs that require grad as the forward's did, with no history; an
-    /// input changed in place since the forward is refused with PyTorch's error.
+    /// The inputs as the body gets them again: trainable leaves themselves, other tensors as
+    /// new handles that require grad as the forward's did, with no history. An input changed
+    /// in place since the forward is refused with PyTorch's error.
     fn stand_ins(&self) -> Result<Vec<Tensor>> {
         for (t, &(v, op)) in self.inputs.iter().zip(&self.versions) {
             if t.version() != v {
@@ -120,7 +132,13 @@ impl Replay {
         self.inputs
             .iter()
             .zip(&self.requires)
-            .map(|(t, &r)| t.detach().requires_grad_(r))
+            .map(|(t, &r)| {
+                if t.is_leaf() && t.requires_grad() {
+                    Ok(t.clone())
+                } else {
+                    t.detach().requires_grad_(r)
+                }
+            })
             .collect()
     }
 }

@@ -4,7 +4,7 @@ use super::device::Gpu;
 use super::kernels::SOURCES;
 use crate::error::{Error, Result};
 use crate::optim::BLOCK;
-use crate::optim::quant_map::QuantMap;
+use crate::optim::quant::CodeMap;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 /// Device-resident parameter, gradient and 8-bit state of one tensor.
@@ -40,7 +40,7 @@ impl DeviceAdam8bit {
     /// Uploads a parameter and gradient with fresh state (codes of 0, absmax 0).
     pub fn new(gpu: &Gpu, p: &[f32], g: &[f32]) -> Result<DeviceAdam8bit> {
         let st = &gpu.stream;
-        let (qmap, vmap) = (QuantMap::signed(), QuantMap::unsigned());
+        let (qmap, vmap) = (CodeMap::signed(), CodeMap::unsigned());
         let blocks = p.len().div_ceil(BLOCK);
         Ok(DeviceAdam8bit {
             p: st.clone_htod(p).map_err(Error::from)?,

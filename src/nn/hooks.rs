@@ -1,11 +1,15 @@
 //! Forward hooks: functions run on a module's output after each forward (PyTorch's
 //! `register_forward_hook`), e.g. HF's `enable_input_require_grads` on the input embeddings.
+//! A call runs the hooks registered when it began, as PyTorch does: a hook may register or
+//! remove hooks (its own included) while it runs; a hook added during a call first runs on the
+//! next call, and one removed during a call still runs in it if it had not yet.
 
 use crate::error::Result;
 use crate::tensor::Tensor;
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
-type Hook = Box<dyn Fn(&Tensor) -> Result<()>>;
+type Hook = Rc<dyn Fn(&Tensor) -> Result<()>>;
 
 /// The hooks registered on one module, run in registration order.
 #[derive(Default)]
@@ -23,7 +27,7 @@ impl ForwardHooks {
     pub fn register(&self, hook: impl Fn(&Tensor) -> Result<()> + 'static) -> HookHandle {
         let id = self.next.get();
         self.next.set(id + 1);
-        self.hooks.borrow_mut().push((id, Box::new(hook)));
+        self.hooks.borrow_mut().push((id, Rc::new(hook)));
         HookHandle(id)
     }
 
@@ -35,9 +39,10 @@ impl ForwardHooks {
         hooks.len() != before
     }
 
-    /// Runs every hook on `output`.
+    /// Runs every hook registered now on `output`, in registration order.
     pub fn run(&self, output: &Tensor) -> Result<()> {
-        self.hooks.borrow().iter().try_for_each(|(_, h)| h(output))
+        let snapshot: Vec<Hook> = self.hooks.borrow().iter().map(|(_, h)| h.clone()).collect();
+        snapshot.iter().try_for_each(|h| h(output))
     }
 }
 

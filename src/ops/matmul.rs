@@ -16,7 +16,7 @@ use smallvec::smallvec;
 /// The batch structure of one product: `batch` products of m×k by k×n; a shared operand has
 /// batch stride 0.
 #[derive(Debug, Clone, Copy)]
-struct Plan {
+struct BatchPlan {
     batch: usize,
     m: usize,
     k: usize,
@@ -25,7 +25,7 @@ struct Plan {
     b_shared: bool,
 }
 
-fn plan(a: &[usize], b: &[usize]) -> Result<(Plan, Shape)> {
+fn plan(a: &[usize], b: &[usize]) -> Result<(BatchPlan, Shape)> {
     let err = || Error::ShapeMismatch {
         op: "matmul",
         lhs: a.to_vec(),
@@ -57,7 +57,7 @@ fn plan(a: &[usize], b: &[usize]) -> Result<(Plan, Shape)> {
     // A batched A times a shared B is one tall product.
     if b_shared && !a_shared {
         return Ok((
-            Plan {
+            BatchPlan {
                 batch: 1,
                 m: batch * m,
                 k,
@@ -69,7 +69,7 @@ fn plan(a: &[usize], b: &[usize]) -> Result<(Plan, Shape)> {
         ));
     }
     Ok((
-        Plan {
+        BatchPlan {
             batch,
             m,
             k,
@@ -156,7 +156,7 @@ impl Tensor {
 }
 
 struct MatmulBackward {
-    plan: Plan,
+    plan: BatchPlan,
     a_shape: Shape,
     b_shape: Shape,
     a: Option<Tensor>,
@@ -165,7 +165,7 @@ struct MatmulBackward {
 
 impl Backward for MatmulBackward {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Grads> {
-        let Plan {
+        let BatchPlan {
             batch,
             m,
             k,

@@ -3,12 +3,9 @@
 //! `clip_grad_norm_`. Parameters are updated in place, outside the tape.
 
 mod adam8bit;
-#[cfg(target_arch = "x86_64")]
-mod adam8bit_avx2;
 mod adamw;
 mod clip;
-mod quant_arith;
-pub mod quant_map;
+pub mod quant;
 mod sgd;
 
 pub use adam8bit::{Adam8bitState, AdamW8bit, BLOCK, MIN_8BIT_SIZE};

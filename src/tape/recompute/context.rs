@@ -2,7 +2,7 @@
 //! a rerun refilling a segment, or a reentrant segment's probe. Each is pushed by a guard that
 //! pops it on every exit of the body (a return, an error or an unwind).
 
-use super::segment::{Segment, SlotState};
+use super::segment::{Recording, SlotState};
 use crate::dtype::DType;
 use crate::error::Error;
 use crate::ops::spec::OpSpec;
@@ -16,7 +16,7 @@ use std::rc::{Rc, Weak};
 pub(super) type Meta = (Shape, DType);
 
 pub(super) struct Refilling {
-    pub(super) seg: Rc<Segment>,
+    pub(super) seg: Rc<Recording>,
     pub(super) tape: u32,
     pub(super) next_slot: usize,
     pub(super) next_save: usize,
@@ -139,7 +139,7 @@ impl Refilling {
 }
 
 pub(super) enum Context {
-    Capture(Rc<Segment>),
+    Capture(Rc<Recording>),
     Refill(Refilling),
     /// A reentrant segment's forward: the trainable leaves its ops touch.
     Probe(Vec<Tensor>),
@@ -151,7 +151,7 @@ thread_local! {
     pub(super) static ACTIVE: Cell<bool> = const { Cell::new(false) };
     /// Segments refilled since each running backward began, emptied again when it ends (weak:
     /// a segment whose entries are all freed is gone, with what it held).
-    pub(super) static REFILLED: RefCell<Vec<Weak<Segment>>> = const { RefCell::new(Vec::new()) };
+    pub(super) static REFILLED: RefCell<Vec<Weak<Recording>>> = const { RefCell::new(Vec::new()) };
     /// The birth number when the op being dispatched began (set while a context is active).
     pub(super) static OP_START: Cell<u64> = const { Cell::new(0) };
 }
@@ -175,18 +175,18 @@ pub(super) fn pop(is_it: impl Fn(&Context) -> bool) -> Option<Context> {
 
 /// A capture in progress; ended on every exit of the body.
 pub(crate) struct CaptureGuard {
-    seg: Option<Rc<Segment>>,
+    seg: Option<Rc<Recording>>,
 }
 
 impl CaptureGuard {
     /// Pushes the capture of `seg`'s forward.
-    pub(super) fn push(seg: Rc<Segment>) -> CaptureGuard {
+    pub(super) fn push(seg: Rc<Recording>) -> CaptureGuard {
         push(Context::Capture(seg.clone()));
         CaptureGuard { seg: Some(seg) }
     }
 
     /// Ends the capture and returns what it saw.
-    pub fn finish(mut self) -> Rc<Segment> {
+    pub fn finish(mut self) -> Rc<Recording> {
         let seg = self
             .seg
             .take()
@@ -206,7 +206,7 @@ impl Drop for CaptureGuard {
 
 /// A rerun in progress; its context is popped on every exit of the body.
 pub(super) struct RefillGuard {
-    seg: Option<Rc<Segment>>,
+    seg: Option<Rc<Recording>>,
 }
 
 impl RefillGuard {

@@ -3,7 +3,7 @@
 //! While a segment's body runs forward, its ops record as usual, but what they save is packed
 //! ([`pack`]): a tensor made inside the body is replaced by an empty placeholder, so the forward
 //! keeps nothing of it. (A selective segment instead records plainly and, when the body
-//! returns, evicts the outputs its policy drops: [`Segment::evict`].) When backward reaches an
+//! returns, evicts the outputs its policy drops: [`Recording::evict`].) When backward reaches an
 //! entry whose saved tensors are empty, the segment reruns its body once on a child tape
 //! ([`Refill`]): the n-th op the rerun records is the forward's n-th, so its output moves into
 //! the placeholder without a copy; a packed tensor that is no op's output (statistics an op
@@ -33,7 +33,7 @@ use crate::tape::stack;
 use crate::tensor::Tensor;
 use context::{ACTIVE, CONTEXTS, CaptureGuard, Context, OP_START, ProbeGuard, REFILLED};
 use segment::SlotState;
-pub(crate) use segment::{Rerun, Segment};
+pub(crate) use segment::{Recording, Rerun};
 use std::rc::{Rc, Weak};
 
 /// The dispatch point: an op starts (what it makes from now on, the body never sees).
@@ -60,7 +60,7 @@ pub(crate) fn capture(name: &str, pack: bool, body: Option<Box<dyn Rerun>>) -> C
             _ => None,
         })
     });
-    let seg = Segment::new(name, pack, tape, body, enclosing);
+    let seg = Recording::new(name, pack, tape, body, enclosing);
     CaptureGuard::push(seg)
 }
 
@@ -207,7 +207,7 @@ pub(crate) fn refilled_mark() -> usize {
 
 /// Empties again what the segments refilled since `mark` brought back.
 pub(crate) fn release_since(mark: usize) {
-    let segs: Vec<Weak<Segment>> = REFILLED.with(|r| {
+    let segs: Vec<Weak<Recording>> = REFILLED.with(|r| {
         let mut r = r.borrow_mut();
         let at = mark.min(r.len());
         r.split_off(at)

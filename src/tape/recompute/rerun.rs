@@ -2,13 +2,13 @@
 //! or evicted, then checked against the forward as PyTorch checks it.
 
 use super::context::{REFILLED, RefillGuard, Refilling, meta_text};
-use super::segment::Segment;
+use super::segment::Recording;
 use crate::error::{Error, Result};
 use crate::tape::backward::Refill;
 use crate::tape::child::ChildTape;
 use crate::tape::stack;
 
-impl Refill for Segment {
+impl Refill for Recording {
     fn refill(&self) -> Result<()> {
         if self.recount() == 0 {
             return Ok(());
@@ -64,7 +64,7 @@ impl Refill for Segment {
     }
 }
 
-impl Segment {
+impl Recording {
     /// Whether the rerun saved what the forward saved (PyTorch's checks) and refilled it all.
     fn check_rerun(&self, r: Refilling, forward_saves: usize) -> Result<()> {
         if !r.mismatched.is_empty() {

@@ -70,8 +70,8 @@ pub(super) struct State {
 }
 
 /// What one checkpoint segment (or one profiled block) recorded, and how to bring it back.
-pub(crate) struct Segment {
-    pub(super) me: Weak<Segment>,
+pub(crate) struct Recording {
+    pub(super) me: Weak<Recording>,
     pub(super) name: String,
     /// Pack saved tensors as they are saved (plain segments), or record plainly (selective
     /// segments, profiles).
@@ -83,20 +83,20 @@ pub(crate) struct Segment {
     pub(super) began: Instant,
     pub(super) body: Option<Box<dyn Rerun>>,
     /// The segment whose body this one runs in (its placeholders may hold this one's inputs).
-    pub(super) enclosing: Option<Rc<Segment>>,
+    pub(super) enclosing: Option<Rc<Recording>>,
     pub(super) st: RefCell<State>,
 }
 
-impl Segment {
+impl Recording {
     /// A segment whose forward starts now on tape `tape`, inside `enclosing` if any.
     pub(super) fn new(
         name: &str,
         pack: bool,
         tape: u32,
         body: Option<Box<dyn Rerun>>,
-        enclosing: Option<Rc<Segment>>,
-    ) -> Rc<Segment> {
-        Rc::new_cyclic(|me| Segment {
+        enclosing: Option<Rc<Recording>>,
+    ) -> Rc<Recording> {
+        Rc::new_cyclic(|me| Recording {
             me: me.clone(),
             name: name.to_string(),
             pack,
@@ -131,7 +131,7 @@ pub(crate) struct SlotInfo {
     pub droppable: Option<usize>,
 }
 
-impl Segment {
+impl Recording {
     /// The forward recorded an op inside the body.
     pub(super) fn list(&self, op: &'static OpSpec, inputs: &[&Tensor], output: &Tensor) {
         let mut st = self.st.borrow_mut();

@@ -8,20 +8,24 @@
 //! element zeroes its m and v and leaves its parameter untouched.
 //!
 //! Two implementations with bit-identical results: the scalar reference below (the step table
-//! of [`QuantMap::quantize`]), and an AVX2+FMA block step that computes code values and codes
-//! without any table lookup (`quant_arith`), because gathers cost more than the whole update.
+//! of [`CodeMap::quantize`](super::quant::CodeMap::quantize)), and an AVX2+FMA block step that computes code values and codes
+//! without any table lookup (`quant::arith`), because gathers cost more than the whole update.
 
-use super::adamw::{AdamConfig, StepConsts, adam_update, adamw_elem};
-use super::quant_map::QuantMap;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+mod block;
+
+use super::adamw::{AdamConfig, StepConsts, adamw_elem};
+use super::quant::QuantMap;
 use super::{
     OptimState, Optimizer, ParamGroup, StateBuffer, decode_state, split_steps, with_grad,
     with_steps,
 };
 use crate::error::Result;
+pub use block::BLOCK;
+use block::{Block, BlockUpdate, block_step};
 use rayon::prelude::*;
 
-/// Elements per quantization block.
-pub const BLOCK: usize = 256;
 /// Parameters with fewer elements keep fp32 state.
 pub const MIN_8BIT_SIZE: usize = 4096;
 
@@ -116,86 +120,26 @@ impl AdamW8bit {
         }
         let blocks = n.div_ceil(BLOCK);
         Adam8bitState::Blockwise {
-            m: vec![self.qm.zero_code(); n],
-            v: vec![self.qv.zero_code(); n],
+            m: vec![self.qm.table().zero_code(); n],
+            v: vec![self.qv.table().zero_code(); n],
             absmax_m: vec![0.0; blocks],
             absmax_v: vec![0.0; blocks],
         }
     }
 }
 
-/// One quantization block's slices: weights, gradients, the codes of m and v and their absmax.
-pub(super) struct Block<'a> {
-    pub w: &'a mut [f32],
-    pub g: &'a [f32],
-    pub qm: &'a mut [u8],
-    pub qv: &'a mut [u8],
-    pub am: &'a mut f32,
-    pub av: &'a mut f32,
-}
-
-/// What every block of one step shares: the two maps and the step's constants.
-pub(super) struct Step<'a> {
-    pub m: &'a QuantMap,
-    pub v: &'a QuantMap,
-    pub k: StepConsts,
-}
-
 /// [`block_step`], vectorised where the CPU has AVX2 and FMA (bit-identical results).
 #[inline]
-fn block_step_fastest(b: Block<'_>, step: &Step<'_>, vectorised: bool) {
+fn block_step_fastest(b: Block<'_>, step: &BlockUpdate<'_>, vectorised: bool) {
     #[cfg(target_arch = "x86_64")]
     if vectorised && b.w.len().is_multiple_of(8) {
-        if let Some(maps) = super::adam8bit_avx2::arith(step) {
+        if let Some(maps) = avx2::arith(step) {
             // SAFETY: the CPU has AVX2 and FMA (checked at run time by `arith`).
-            unsafe { super::adam8bit_avx2::block_step(b, step, maps) };
+            unsafe { avx2::block_step(b, step, maps) };
             return;
         }
     }
     block_step(b, step)
-}
-
-/// One 256-element block: dequantize, update moments and parameters, requantize.
-fn block_step(b: Block<'_>, step: &Step<'_>) {
-    let Block {
-        w,
-        g,
-        qm,
-        qv,
-        am,
-        av,
-    } = b;
-    let (mapm, mapv, k) = (step.m, step.v, step.k);
-    let n = w.len();
-    let (mut sm, mut sv) = ([0f32; BLOCK], [0f32; BLOCK]);
-    // Branch-free loops (selects, not ifs) so the arithmetic vectorises; the operations and
-    // their order are those of the CUDA kernel.
-    let (a, b) = (*am, *av);
-    for j in 0..n {
-        let gj = g[j];
-        let m = k.b1 * (mapm.value(qm[j]) * a) + (1.0 - k.b1) * gj;
-        let v = k.b2 * (mapv.value(qv[j]) * b) + (1.0 - k.b2) * gj * gj;
-        let finite = gj.is_finite();
-        sm[j] = if finite { m } else { 0.0 };
-        sv[j] = if finite { v } else { 0.0 };
-    }
-    let new_am = sm[..n].iter().fold(0f32, |acc, x| acc.max(x.abs()));
-    let new_av = sv[..n].iter().fold(0f32, |acc, &x| acc.max(x));
-    for j in 0..n {
-        let mut updated = w[j];
-        adam_update(&mut updated, sm[j], sv[j], k);
-        w[j] = if g[j].is_finite() { updated } else { w[j] };
-    }
-    let (im, iv) = (
-        if new_am > 0.0 { 1.0 / new_am } else { 0.0 },
-        if new_av > 0.0 { 1.0 / new_av } else { 0.0 },
-    );
-    for j in 0..n {
-        qm[j] = mapm.quantize(sm[j] * im);
-        qv[j] = mapv.quantize(sv[j] * iv);
-    }
-    *am = new_am;
-    *av = new_av;
 }
 
 impl Optimizer for AdamW8bit {
@@ -217,7 +161,7 @@ impl Optimizer for AdamW8bit {
                     self.state[slot] = Some(self.fresh(p.numel()));
                 }
                 let vectorised = self.vectorised;
-                let step = Step {
+                let step = BlockUpdate {
                     m: &self.qm,
                     v: &self.qv,
                     k,

@@ -1,21 +1,6 @@
-//! bitsandbytes' dynamic (tree) quantization maps and its nearest-code search. The CUDA
-//! kernel uses the same maps and the same search, so CPU and GPU pick identical codes.
-
-use super::quant_arith::Arith;
-use crate::error::{Error, Result};
-
-/// The error for buffers of different lengths.
-fn lengths(op: &'static str, a: usize, b: usize) -> Result<()> {
-    if a == b {
-        Ok(())
-    } else {
-        Err(Error::ShapeMismatch {
-            op,
-            lhs: vec![a],
-            rhs: vec![b],
-        })
-    }
-}
+//! bitsandbytes' dynamic (tree) quantization maps and their nearest-code search, with a step
+//! table that gives the search's answer in one lookup. The CUDA kernel uses the same maps and
+//! the same search, so CPU and GPU pick identical codes.
 
 /// Number of codes.
 pub const CODES: usize = 256;
@@ -68,19 +53,17 @@ fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A map with its nearest-code search.
+/// A map with its nearest-code search and the step table that reproduces the search.
 #[derive(Debug, Clone)]
-pub struct QuantMap {
+pub struct CodeMap {
     /// The 256 sorted code values.
     pub codes: [f32; CODES],
     /// Signed maps hold negative values.
     pub signed: bool,
-    /// One entry per range of f32s sharing their top 16 bits, for |x| < 1.0078 (see [`Entry`]):
+    /// One entry per range of f32s sharing their top 16 bits, for |x| < 1.0078 (see [`TableEntry`]):
     /// the code at the range's start and the low 16 bits where the search's answer steps by
     /// one code. Quantization is monotone in x, so this reproduces the search exactly.
     lut: Vec<u32>,
-    /// The lookup-free form the vectorised paths use (always derived for these maps).
-    arith: Option<Arith>,
     /// The search's answer beyond the table (|x| ≥ 1.0078, ±inf, NaN), by NaN-ness and sign:
     /// there every comparison the search makes has the same outcome as for ±inf or NaN.
     saturated: [u8; 4],
@@ -95,32 +78,31 @@ const NEG: u32 = MAX_PREFIX + 1;
 /// value at which the code steps (0x10000: never); bit 25 set when the step goes down (negative
 /// x: larger low bits are further from zero); bit 26 set when the range needs the search (two
 /// or more steps, which no range of these maps has, kept for safety).
-struct Entry;
+struct TableEntry;
 
-impl Entry {
+impl TableEntry {
     const NO_STEP: u32 = 0x1_0000;
     const DOWN: u32 = 1 << 25;
     const SEARCH: u32 = 1 << 26;
 }
 
-impl QuantMap {
+impl CodeMap {
     /// The signed map (Adam's first moment).
-    pub fn signed() -> QuantMap {
-        QuantMap::with_codes(dynamic_map(true), true)
+    pub fn signed() -> CodeMap {
+        CodeMap::with_codes(dynamic_map(true), true)
     }
 
     /// The unsigned map (Adam's second moment).
-    pub fn unsigned() -> QuantMap {
-        QuantMap::with_codes(dynamic_map(false), false)
+    pub fn unsigned() -> CodeMap {
+        CodeMap::with_codes(dynamic_map(false), false)
     }
 
     /// A map over `codes`, with its step table.
-    fn with_codes(codes: [f32; CODES], signed: bool) -> QuantMap {
-        let mut m = QuantMap {
+    fn with_codes(codes: [f32; CODES], signed: bool) -> CodeMap {
+        let mut m = CodeMap {
             codes,
             signed,
             lut: Vec::new(),
-            arith: None,
             saturated: [0; 4],
         };
         m.saturated =
@@ -131,97 +113,14 @@ impl QuantMap {
                 m.entry(prefix)
             })
             .collect();
-        m.arith = Arith::derive(&m);
         m
-    }
-
-    /// Whether the vectorised, lookup-free quantizer runs on this CPU (AVX2 and FMA) for
-    /// this map; otherwise the slice functions use the step table, with the same results.
-    pub fn vectorised(&self) -> bool {
-        self.arith_here().is_some()
-    }
-
-    /// The lookup-free form, when this CPU runs it.
-    pub(crate) fn arith_here(&self) -> Option<&Arith> {
-        #[cfg(target_arch = "x86_64")]
-        if super::quant_arith::avx2::available() {
-            return self.arith.as_ref();
-        }
-        None
-    }
-
-    /// The codes of `xs` into `out` (same length, else a `ShapeMismatch`):
-    /// [`QuantMap::quantize`] for each, eight at a time without table lookups where the CPU
-    /// allows.
-    pub fn quantize_slice(&self, xs: &[f32], out: &mut [u8]) -> Result<()> {
-        lengths("quantize_slice", xs.len(), out.len())?;
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if let Some(ar) = self.arith_here() {
-            // SAFETY: AVX2 and FMA are present (checked by `arith_here`).
-            done = unsafe { self.quantize_slice_avx2(ar, xs, out) };
-        }
-        for (x, q) in xs[done..].iter().zip(&mut out[done..]) {
-            *q = self.quantize(*x);
-        }
-        Ok(())
-    }
-
-    /// The whole groups of eight of [`QuantMap::quantize_slice`]; returns how many it did.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn quantize_slice_avx2(&self, ar: &Arith, xs: &[f32], out: &mut [u8]) -> usize {
-        use super::quant_arith::avx2;
-        let c = avx2::Consts::new(ar, self.signed);
-        let mut spare = [0u8; 8];
-        for (x, q) in xs.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
-            // SAFETY: `x` holds eight f32.
-            let x = unsafe { std::arch::x86_64::_mm256_loadu_ps(x.as_ptr()) };
-            let [(code, slow)] = avx2::quantize(&c, [x]);
-            avx2::store_codes(code, code, q, &mut spare);
-            if slow != 0 {
-                avx2::fix_lanes(self, x, slow, q);
-            }
-        }
-        xs.len() / 8 * 8
-    }
-
-    /// The values of `codes` into `out` (same length, else a `ShapeMismatch`), bit-identical
-    /// to [`QuantMap::value`].
-    pub fn dequantize_slice(&self, codes: &[u8], out: &mut [f32]) -> Result<()> {
-        lengths("dequantize_slice", codes.len(), out.len())?;
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if let Some(ar) = self.arith_here() {
-            // SAFETY: AVX2 and FMA are present (checked by `arith_here`).
-            done = unsafe { self.dequantize_slice_avx2(ar, codes, out) };
-        }
-        for (c, v) in codes[done..].iter().zip(&mut out[done..]) {
-            *v = self.value(*c);
-        }
-        Ok(())
-    }
-
-    /// The whole groups of eight of [`QuantMap::dequantize_slice`]; returns how many it did.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn dequantize_slice_avx2(&self, ar: &Arith, codes: &[u8], out: &mut [f32]) -> usize {
-        use super::quant_arith::avx2;
-        let c = avx2::Consts::new(ar, self.signed);
-        for (q, v) in codes.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
-            // SAFETY: `v` holds eight f32.
-            unsafe {
-                std::arch::x86_64::_mm256_storeu_ps(v.as_mut_ptr(), avx2::dequantize8(&c, q))
-            };
-        }
-        codes.len() / 8 * 8
     }
 
     fn entry(&self, prefix: u32) -> u32 {
         let at = |low: u32| self.quantize_search(f32::from_bits((prefix << 16) | low)) as i32;
         let (first, last) = (at(0), at(0xFFFF));
         match last - first {
-            0 => first as u32 | (Entry::NO_STEP << 8),
+            0 => first as u32 | (TableEntry::NO_STEP << 8),
             1 | -1 => {
                 // The first low value whose code is `last`.
                 let (mut lo, mut hi) = (0u32, 0xFFFFu32);
@@ -233,10 +132,10 @@ impl QuantMap {
                         lo = mid + 1;
                     }
                 }
-                let down = if last < first { Entry::DOWN } else { 0 };
+                let down = if last < first { TableEntry::DOWN } else { 0 };
                 first as u32 | (lo << 8) | down
             }
-            _ => first as u32 | Entry::SEARCH,
+            _ => first as u32 | TableEntry::SEARCH,
         }
     }
 
@@ -305,9 +204,9 @@ impl QuantMap {
         q as u8
     }
 
-    /// [`QuantMap::nearest`] plus bitsandbytes' sign rule for signed maps: a code whose value
+    /// [`CodeMap::nearest`] plus bitsandbytes' sign rule for signed maps: a code whose value
     /// has the other sign than `x` (a negative x rounded to 0) moves one code towards x.
-    /// Computed from the step table; identical to [`QuantMap::quantize_search`] for every x.
+    /// Computed from the step table; identical to [`CodeMap::quantize_search`] for every x.
     #[inline(always)]
     pub fn quantize(&self, x: f32) -> u8 {
         let bits = x.to_bits();
@@ -316,19 +215,19 @@ impl QuantMap {
         if outside {
             return self.saturated[usize::from(x.is_nan()) << 1 | (bits >> 31) as usize];
         }
-        if e & Entry::SEARCH != 0 {
+        if e & TableEntry::SEARCH != 0 {
             return self.quantize_search(x);
         }
         let stepped = (bits & 0xFFFF) >= (e >> 8) & 0x1_FFFF;
         let base = (e & 0xFF) as u8;
-        match (stepped, e & Entry::DOWN != 0) {
+        match (stepped, e & TableEntry::DOWN != 0) {
             (false, _) => base,
             (true, false) => base + 1,
             (true, true) => base - 1,
         }
     }
 
-    /// [`QuantMap::quantize`] by search alone (what the CUDA kernel does).
+    /// [`CodeMap::quantize`] by search alone (what the CUDA kernel does).
     #[inline(never)]
     pub fn quantize_search(&self, x: f32) -> u8 {
         let q = self.nearest(x);
@@ -350,8 +249,8 @@ mod tests {
 
     #[test]
     fn no_range_of_either_map_holds_two_code_steps() {
-        for map in [QuantMap::signed(), QuantMap::unsigned()] {
-            assert!(map.lut.iter().all(|e| e & Entry::SEARCH == 0));
+        for map in [CodeMap::signed(), CodeMap::unsigned()] {
+            assert!(map.lut.iter().all(|e| e & TableEntry::SEARCH == 0));
         }
     }
 }

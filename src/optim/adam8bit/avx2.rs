@@ -1,15 +1,14 @@
 //! The 8-bit AdamW block step with AVX2 and FMA: eight elements per instruction, the codes'
-//! values and the new codes computed without table lookups (`quant_arith`). The Adam
+//! values and the new codes computed without table lookups (`quant::arith`). The Adam
 //! arithmetic is the scalar reference's, in the same order, without fused multiply-adds, so
 //! parameters, codes and absmax are bit-identical to it (tested).
 
-use super::BLOCK;
-use super::adam8bit::{Block, Step};
-use super::quant_arith::{Arith, avx2};
+use super::block::{BLOCK, Block, BlockUpdate};
+use crate::optim::quant::arith::{Arith, avx2};
 use std::arch::x86_64::*;
 
 /// The arithmetic forms of both maps where this CPU runs the vector step.
-pub(super) fn arith<'a>(step: &Step<'a>) -> Option<(&'a Arith, &'a Arith)> {
+pub(super) fn arith<'a>(step: &BlockUpdate<'a>) -> Option<(&'a Arith, &'a Arith)> {
     Some((step.m.arith_here()?, step.v.arith_here()?))
 }
 
@@ -40,7 +39,7 @@ macro_rules! pairs {
 /// Three short loops (moments, parameters, codes) rather than one long one: each keeps more
 /// iterations in flight.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn block_step(b: Block<'_>, step: &Step<'_>, (arm, arv): (&Arith, &Arith)) {
+pub(super) fn block_step(b: Block<'_>, step: &BlockUpdate<'_>, (arm, arv): (&Arith, &Arith)) {
     let Block {
         w,
         g,
@@ -144,8 +143,8 @@ pub(super) fn block_step(b: Block<'_>, step: &Step<'_>, (arm, arv): (&Arith, &Ar
             let (qm, qv) = (&mut qm[at..at + 8], &mut qv[at..at + 8]);
             avx2::store_codes(codes_m, codes_v, qm, qv);
             if slow_m | slow_v != 0 {
-                avx2::fix_lanes(step.m, xm, slow_m, qm);
-                avx2::fix_lanes(step.v, xv, slow_v, qv);
+                avx2::fix_lanes(step.m.table(), xm, slow_m, qm);
+                avx2::fix_lanes(step.v.table(), xv, slow_v, qv);
             }
         }
     }

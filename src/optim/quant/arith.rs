@@ -3,7 +3,7 @@
 //! permutes a gather costs more than the whole fp32 AdamW update of the same elements.
 //!
 //! Values: decade d of a map holds the midpoints of PyTorch's f32 `linspace(0.1, 1, p + 1)`
-//! scaled by 10^(d−6) (bitsandbytes' construction, [`super::quant_map::dynamic_map`]); code j
+//! scaled by 10^(d−6) (bitsandbytes' construction, [`super::codes::dynamic_map`]); code j
 //! of the decade's positive half (j counted so that its top bit is p) is the midpoint of
 //! points k = j − p and k + 1, each point one fused multiply-add from 0.1 up (first half) or
 //! from 1.0 down, then `(a + b)·0.5·scale` in f32: the same operations as the map, per lane,
@@ -19,7 +19,7 @@
 //! 1.0), with bitsandbytes' sign rule. `tests/optim.rs` compares this with the step table for
 //! every f32.
 
-use super::quant_map::{CODES, MAX_PREFIX, QuantMap};
+use super::codes::{CODES, CodeMap, MAX_PREFIX};
 
 /// Distance from a rounding boundary (in code units) below which a lane takes the step table:
 /// the arithmetic's error is under 1e-4 code units, the boundaries' own rounding similar.
@@ -67,7 +67,7 @@ fn decades(signed: bool) -> [(usize, usize); 7] {
 
 impl Arith {
     /// The constants for `map`, or `None` when any check fails (then the table is used).
-    pub(crate) fn derive(map: &QuantMap) -> Option<Arith> {
+    pub(crate) fn derive(map: &CodeMap) -> Option<Arith> {
         let signed = map.signed;
         let (j_offset, zero_j) = if signed { (127, 0.0) } else { (-1, 1.0) };
         let decades = decades(signed);
@@ -196,7 +196,7 @@ fn estimate(ax: f32) -> u32 {
 }
 
 /// The smallest x ≥ 0 whose code (by the search) is at least `code`.
-fn first_x(map: &QuantMap, code: usize) -> f32 {
+fn first_x(map: &CodeMap, code: usize) -> f32 {
     let (mut lo, mut hi) = (0u32, LIMIT.to_bits());
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
@@ -213,7 +213,7 @@ fn first_x(map: &QuantMap, code: usize) -> f32 {
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
     use super::{Arith, ESTIMATE_C, ESTIMATE_M, LIMIT, NEAR};
-    use crate::optim::quant_map::QuantMap;
+    use crate::optim::quant::codes::CodeMap;
     use std::arch::x86_64::*;
 
     /// Whether this CPU runs these kernels (checked once).
@@ -382,7 +382,7 @@ pub(crate) mod avx2 {
 
     /// Redoes the flagged lanes of `x` with the exact step table.
     #[cold]
-    pub(crate) fn fix_lanes(map: &QuantMap, x: __m256, slow: i32, out: &mut [u8]) {
+    pub(crate) fn fix_lanes(map: &CodeMap, x: __m256, slow: i32, out: &mut [u8]) {
         let mut xs = [0f32; 8];
         // SAFETY: `xs` holds eight f32.
         unsafe { _mm256_storeu_ps(xs.as_mut_ptr(), x) };
