@@ -44,10 +44,7 @@ fn dynamic_maps_equal_bitsandbytes_create_dynamic_map_bit_for_bit() {
     assert_eq!(bits(&dynamic_map(false)), bits(&f32s(&f["unsigned_map"])));
     // The optimizer (and the CUDA kernel, which is given these codes) use exactly these maps.
     assert_eq!(bits(QuantMap::signed().codes()), bits(&f32s(&f["qmap1"])));
-    assert_eq!(
-        bits(QuantMap::unsigned().codes()),
-        bits(&f32s(&f["qmap2"]))
-    );
+    assert_eq!(bits(QuantMap::unsigned().codes()), bits(&f32s(&f["qmap2"])));
 }
 
 /// rewind's codes of m and v, their absmax, and the parameter.

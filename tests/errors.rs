@@ -82,6 +82,14 @@ fn out_of_range_indices_are_typed_errors() {
         logits.cross_entropy(&Indices::from_slice(&[0]), -100),
         Err(Error::ShapeMismatch { .. })
     ));
+    // Logits over 0 classes: said so, not reported as incompatible shapes.
+    assert_eq!(
+        t(&[2, 0])
+            .cross_entropy(&Indices::from_slice(&[0, 0]), -100)
+            .unwrap_err()
+            .to_string(),
+        "cross_entropy: the logits [2, 0] have 0 classes: there is no class for a target to name"
+    );
     assert!(matches!(
         t(&[4]).narrow(0, 3, 2),
         Err(Error::IndexOutOfRange { op: "narrow", .. })

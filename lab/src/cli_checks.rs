@@ -69,7 +69,18 @@ fn writable_file(flag: &str, p: &Path) -> Checked {
         if m.is_dir() {
             return Err(usage(flag, p.display(), "is a folder, not a file"));
         }
-        if !m.is_file() {
+        if m.is_file() {
+            // Saves replace it by renaming a new file onto it, which an immutable or
+            // append-only file refuses: found now, not after the work. (Opening it for
+            // writing, without truncating, changes nothing; only EPERM, the flags' answer,
+            // counts: permission bits do not stop a rename.)
+            const EPERM: i32 = 1;
+            if let Err(e) = std::fs::OpenOptions::new().write(true).open(p)
+                && e.raw_os_error() == Some(EPERM)
+            {
+                return Err(usage(flag, p.display(), format!("cannot be replaced: {e}")));
+            }
+        } else {
             return std::fs::OpenOptions::new()
                 .write(true)
                 .open(p)
@@ -137,11 +148,23 @@ pub fn human_bytes(bytes: f64) -> String {
     }
 }
 
-/// A size flag's name, the value given and its default.
+/// A size flag's name, the value given (as a number, and as given) and its default.
 struct Size {
     flag: &'static str,
     given: f64,
+    shown: String,
     default: f64,
+}
+
+impl Size {
+    fn new(flag: &'static str, given: usize, default: usize) -> Size {
+        Size {
+            flag,
+            given: given as f64,
+            shown: given.to_string(),
+            default: default as f64,
+        }
+    }
 }
 
 /// Refuses a run whose estimate exceeds the machine's memory, naming the size flag whose
@@ -165,7 +188,7 @@ fn fits(sizes: &[Size], what: &str, estimate: impl Fn(&[f64]) -> f64) -> Checked
         .map_or(&sizes[0], |i| &sizes[i]);
     Err(usage(
         culprit.flag,
-        culprit.given,
+        &culprit.shown,
         format!(
             "a run of this size needs ≈ {} ({what}), more than this machine's {} of memory",
             human_bytes(need),
@@ -186,14 +209,14 @@ fn model(m: &ModelArgs) -> Checked {
         10_000_000,
         "one run's step records; resume from a --save to go further",
     )?;
+    count("d", m.d, 1, usize::MAX, "the model's width")?;
     count(
         "heads",
         m.heads,
         1,
-        m.d.max(1),
+        m.d,
         "each head needs one or more of --d's columns",
     )?;
-    count("d", m.d, 1, usize::MAX, "the model's width")?;
     if !m.d.is_multiple_of(m.heads) {
         return Err(usage("heads", m.heads, format!("must divide --d {}", m.d)));
     }
@@ -253,11 +276,7 @@ fn train_bytes(v: &[f64], lora_rank: f64, samples_matter: bool) -> f64 {
 
 fn model_fits(m: &ModelArgs, lora_rank: usize) -> Checked {
     let d = ModelArgs::defaults();
-    let size = |flag, given: usize, default: usize| Size {
-        flag,
-        given: given as f64,
-        default: default as f64,
-    };
+    let size = Size::new;
     let sizes = [
         size("d", m.d, d.d),
         size("layers", m.layers, d.layers),
@@ -445,15 +464,22 @@ pub fn train(a: &TrainArgs) -> Checked {
             format!("is not a GPT-2 projection ({})", targets.join(", ")),
         ));
     }
-    for (flag, dir) in [("save-adapter", &a.save_adapter), ("merge", &a.merge)] {
+    let adapter_outputs = [("save-adapter", &a.save_adapter), ("merge", &a.merge)];
+    for (flag, dir) in adapter_outputs {
         if let Some(d) = dir {
             if a.lora_rank == 0 {
                 return Err(usage(flag, d.display(), "needs --lora-rank 1 or more"));
             }
+        }
+    }
+    model_fits(sized, a.lora_rank)?;
+    // Outputs last: a folder is made only when every value is right.
+    for (flag, dir) in adapter_outputs {
+        if let Some(d) = dir {
             writable_dir(flag, d)?;
         }
     }
-    model_fits(sized, a.lora_rank)
+    Ok(())
 }
 
 /// A `save-names:` policy names only tensors the transformer names.
@@ -503,11 +529,7 @@ pub fn repro(a: &ReproArgs) -> Checked {
         "the silent-variant scene leaves the last block unchecked and needs one before it",
     )?;
     let o = rewind_lab::repro::ReproOptions::default();
-    let sizes = [Size {
-        flag: "blocks",
-        given: a.blocks as f64,
-        default: o.model.blocks as f64,
-    }];
+    let sizes = [Size::new("blocks", a.blocks, o.model.blocks)];
     fits(&sizes, "parameters, gradients and activations", |v| {
         // Two models' gradients are compared bit for bit: count the step twice.
         2.0 * mlp_bytes(
@@ -533,16 +555,8 @@ pub fn bench(a: &BenchArgs) -> Checked {
     let deepest = a.depths.iter().copied().max().unwrap_or(1);
     let cfg = rewind_lab::bench::checkpoint::SweepConfig::default();
     let sizes = [
-        Size {
-            flag: "depths",
-            given: deepest as f64,
-            default: 64.0,
-        },
-        Size {
-            flag: "rows",
-            given: a.rows as f64,
-            default: cfg.rows as f64,
-        },
+        Size::new("depths", deepest, 64),
+        Size::new("rows", a.rows, cfg.rows),
     ];
     fits(
         &sizes,
@@ -565,21 +579,9 @@ pub fn memory(a: &MemoryArgs) -> Checked {
     count("width", a.width, 1, usize::MAX, "the model's width")?;
     count("rows", a.rows, 1, usize::MAX, "rows of the batch")?;
     let sizes = [
-        Size {
-            flag: "depth",
-            given: a.depth as f64,
-            default: 8.0,
-        },
-        Size {
-            flag: "width",
-            given: a.width as f64,
-            default: 512.0,
-        },
-        Size {
-            flag: "rows",
-            given: a.rows as f64,
-            default: 512.0,
-        },
+        Size::new("depth", a.depth, 8),
+        Size::new("width", a.width, 512),
+        Size::new("rows", a.rows, 512),
     ];
     fits(
         &sizes,
@@ -593,11 +595,7 @@ pub fn bench_core(a: &BenchCoreArgs) -> Checked {
     count("reps", a.reps, 1, REPS, REPS_WHY)?;
     count("depth", a.depth, 1, usize::MAX, "the model needs a block")?;
     let cfg = rewind_lab::bench::core::MlpConfig::default();
-    let sizes = [Size {
-        flag: "depth",
-        given: a.depth as f64,
-        default: cfg.depth as f64,
-    }];
+    let sizes = [Size::new("depth", a.depth, cfg.depth)];
     fits(&sizes, "parameters, SGD state and activations", |v| {
         mlp_bytes(v[0], cfg.d as f64, cfg.hidden as f64, cfg.rows as f64, 1.0)
     })?;

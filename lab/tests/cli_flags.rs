@@ -166,3 +166,82 @@ fn nothing_is_silently_raised_a_one_block_repro_is_refused_with_the_minimum() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--blocks 1: must be at least 2"), "{err}");
 }
+
+#[test]
+fn the_flag_named_is_the_one_at_fault_and_its_value_is_echoed_as_given() {
+    // `--d 0` with the default `--heads 2`: the width is wrong, not the heads.
+    let (code, err, _) = run_bounded(&["train", "--d", "0"], Duration::from_secs(20));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.starts_with("error: --d 0: must be at least 1"), "{err}");
+    // 2⁶² as typed, not the nearest double (4611686018427387904 is exact; 2⁶² + 1 is not).
+    for width in ["4611686018427387904", "4611686018427387905"] {
+        let (code, err, _) = run_bounded(&["memory", "--width", width], Duration::from_secs(20));
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains(&format!("--width {width}: a run of this size")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn adapter_outputs_without_a_model_are_refused_and_no_folder_is_made() {
+    for flag in ["--save-adapter", "--merge"] {
+        let dir = std::env::temp_dir().join(format!(
+            "rewind-no-model{}-{}",
+            flag.replace('-', "_"),
+            std::process::id()
+        ));
+        let d = dir.to_str().unwrap();
+        let (code, err, _) = run_bounded(
+            &["train", "--steps", "1", "--lora-rank", "2", flag, d],
+            Duration::from_secs(20),
+        );
+        // The command line's own check: --model is required with these flags.
+        assert_eq!(code, Some(2), "{flag}: {err}");
+        assert!(
+            err.contains("required arguments were not provided:\n  --model <DIR>"),
+            "{err}"
+        );
+        assert!(err.contains(&format!("{flag} <DIR>")), "{err}");
+        assert!(!dir.exists(), "{flag}: the refused run made {d}");
+    }
+}
+
+/// Clears the immutable flag it set, however the test ends.
+struct Immutable(std::path::PathBuf);
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn an_immutable_save_file_is_refused_before_training() {
+    let file = std::env::temp_dir().join(format!("rewind-immutable-{}.json", std::process::id()));
+    std::fs::write(&file, "{}").unwrap();
+    let set = Command::new("chattr").arg("+i").arg(&file).status();
+    let _guard = Immutable(file.clone());
+    assert!(
+        set.is_ok_and(|s| s.success()),
+        "this test needs `chattr +i` (e2fsprogs, root, ext4 or another filesystem with the flag)"
+    );
+    let f = file.to_str().unwrap();
+    for flag in ["--json", "--save"] {
+        let (code, err, took) = run_bounded(
+            &["train", "--steps", "100000", flag, f],
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, Some(2), "{flag}: {err}");
+        assert!(
+            err.starts_with(&format!("error: {flag} {f}: cannot be replaced")),
+            "{err}"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "{flag}: refused only after {took:?}"
+        );
+    }
+}

@@ -116,4 +116,14 @@ fn table_csv_chart_and_targets_cover_every_row() {
         .find(|t| t.what.contains("checkpointing"))
         .unwrap();
     assert!(ckpt.measured > 3.0 && ckpt.met());
+    // The loss band needs a run long enough for the techniques' losses to converge; a short
+    // run reports it without judging it (and `rewind compare` does not fail on it).
+    let band = targets
+        .iter()
+        .find(|t| t.what.contains("eval-loss"))
+        .unwrap();
+    assert_eq!(band.min_steps, compare::LOSS_STEPS);
+    assert_eq!(band.verdict(40), "not judged: needs --steps 400");
+    assert!(band.judged(400) && !band.judged(399));
+    assert_eq!(ckpt.verdict(2), "met", "memory targets hold at any length");
 }

@@ -31,7 +31,16 @@ impl Tensor {
         }
         let c = self.shape()[self.rank() - 1];
         let rows: usize = self.shape()[..self.rank() - 1].iter().product();
-        if targets.len() != rows || c == 0 {
+        if c == 0 {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "the logits {:?} have 0 classes: there is no class for a target to name",
+                    self.shape()
+                ),
+            ));
+        }
+        if targets.len() != rows {
             return Err(Error::ShapeMismatch {
                 op,
                 lhs: self.shape().to_vec(),

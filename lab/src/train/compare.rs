@@ -185,6 +185,8 @@ pub struct Target {
     pub threshold: f64,
     /// Whether higher is better (else the measured value must stay ≤ threshold).
     pub at_least: bool,
+    /// Steps a run needs before the target says anything (0: any run shows it).
+    pub min_steps: u64,
 }
 
 impl Target {
@@ -196,10 +198,28 @@ impl Target {
             self.measured <= self.threshold
         }
     }
+
+    /// Whether a run of `steps` steps is long enough to judge it.
+    pub fn judged(&self, steps: u64) -> bool {
+        steps >= self.min_steps
+    }
+
+    /// The verdict after `steps` steps: `met`, `NOT met`, or which run length it needs.
+    pub fn verdict(&self, steps: u64) -> String {
+        match (self.judged(steps), self.met()) {
+            (false, _) => format!("not judged: needs --steps {}", self.min_steps),
+            (true, true) => "met".into(),
+            (true, false) => "NOT met".into(),
+        }
+    }
 }
 
 /// Stated band for the held-out loss: every configuration within this fraction of baseline.
 pub const LOSS_BAND: f64 = 0.05;
+
+/// Steps before the held-out losses are comparable: the techniques that change the
+/// arithmetic (8-bit state, frozen blocks, AMP, grouped batches) start apart and converge.
+pub const LOSS_STEPS: u64 = 400;
 
 /// The targets, measured on `rows` (as produced by [`compare`]).
 pub fn targets(rows: &[CompareRow]) -> Vec<Target> {
@@ -216,6 +236,7 @@ pub fn targets(rows: &[CompareRow]) -> Vec<Target> {
                     measured: f(o) / f(base),
                     threshold,
                     at_least: true,
+                    min_steps: 0,
                 });
             }
         };
@@ -237,6 +258,7 @@ pub fn targets(rows: &[CompareRow]) -> Vec<Target> {
             measured: base.peak_saved_bytes as f64 / c.peak_saved_bytes.max(1) as f64,
             threshold: 3.0,
             at_least: true,
+            min_steps: 0,
         });
     }
     if let Some(b) = get("+ 8-bit AdamW") {
@@ -246,6 +268,7 @@ pub fn targets(rows: &[CompareRow]) -> Vec<Target> {
                 - b.optimizer_state_bytes as f64 / base.optimizer_state_bytes.max(1) as f64,
             threshold: 0.70,
             at_least: true,
+            min_steps: 0,
         });
     }
     let deviation = |r: &CompareRow| {
@@ -261,6 +284,7 @@ pub fn targets(rows: &[CompareRow]) -> Vec<Target> {
             measured: deviation(worst),
             threshold: LOSS_BAND,
             at_least: false,
+            min_steps: LOSS_STEPS,
         });
     }
     t
