@@ -9,15 +9,13 @@ use crate::error::Result;
 use crate::ops::spec::Cast;
 use crate::tensor::Tensor;
 use smallvec::SmallVec;
-use std::cell::RefCell;
-
-struct State {
-    dtype: Option<DType>,
-    cache: Vec<(Tensor, Tensor)>,
-}
+use std::cell::{Cell, RefCell};
 
 thread_local! {
-    static STATE: RefCell<State> = const { RefCell::new(State { dtype: None, cache: Vec::new() }) };
+    /// The autocast dtype in force (read by every op, so a plain cell).
+    static DTYPE: Cell<Option<DType>> = const { Cell::new(None) };
+    /// Casts of leaves that require grad, made once per scope.
+    static CACHE: RefCell<Vec<(Tensor, Tensor)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// RAII autocast scope; the previous state returns when it drops.
@@ -29,29 +27,22 @@ pub struct AutocastGuard {
 
 /// Enters an autocast scope for `dtype` (f16), or leaves autocast for the scope with `None`.
 pub fn autocast(dtype: Option<DType>) -> AutocastGuard {
-    STATE.with(|s| {
-        let mut s = s.borrow_mut();
-        let prev = std::mem::replace(&mut s.dtype, dtype);
-        AutocastGuard {
-            prev,
-            prev_cache: std::mem::take(&mut s.cache),
-        }
-    })
+    AutocastGuard {
+        prev: DTYPE.with(|d| d.replace(dtype)),
+        prev_cache: CACHE.with(|c| std::mem::take(&mut *c.borrow_mut())),
+    }
 }
 
 impl Drop for AutocastGuard {
     fn drop(&mut self) {
-        STATE.with(|s| {
-            let mut s = s.borrow_mut();
-            s.dtype = self.prev;
-            s.cache = std::mem::take(&mut self.prev_cache);
-        });
+        DTYPE.with(|d| d.set(self.prev));
+        CACHE.with(|c| *c.borrow_mut() = std::mem::take(&mut self.prev_cache));
     }
 }
 
 /// The autocast dtype in force, if any.
 pub fn autocast_dtype() -> Option<DType> {
-    STATE.with(|s| s.borrow().dtype)
+    DTYPE.with(|d| d.get())
 }
 
 /// The inputs of an op of class `class` as autocast wants them (`None`: as given).
@@ -85,9 +76,8 @@ fn lower(t: &Tensor) -> Result<Tensor> {
     }
     let cacheable = t.is_leaf() && t.requires_grad();
     if cacheable
-        && let Some(hit) = STATE.with(|s| {
-            s.borrow()
-                .cache
+        && let Some(hit) = CACHE.with(|c| {
+            c.borrow()
                 .iter()
                 .find(|(k, _)| k.same_handle(t))
                 .map(|(_, v)| v.clone())
@@ -100,7 +90,7 @@ fn lower(t: &Tensor) -> Result<Tensor> {
         t.to_dtype(dt)?
     };
     if cacheable {
-        STATE.with(|s| s.borrow_mut().cache.push((t.clone(), cast.clone())));
+        CACHE.with(|c| c.borrow_mut().push((t.clone(), cast.clone())));
     }
     Ok(cast)
 }
