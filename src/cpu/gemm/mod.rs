@@ -1,10 +1,95 @@
-//! Matrix products through the `gemm` crate (threaded, strided: transposes are free; measured
-//! against `matrixmultiply` and a hand-written AVX2 kernel in `benches/gemm_kernels.rs`).
-//! f16 operands are widened to f32, multiplied with f32 accumulation and rounded once.
+//! Matrix products: rewind's own packed GEMM (`driver.rs`, `pack.rs`) around micro-kernels
+//! (`kernels.rs`, `x86.rs`: AVX-512, AVX2 + FMA, portable). Every kernel computes each element
+//! of C as one fused multiply-add per k, in k order, so a product's bits depend on its operands
+//! only: not on the kernel, the thread count or the machine. Which kernel runs is timed at the
+//! first product (`select.rs`). f16 operands are widened to f32, multiplied with f32
+//! accumulation and rounded once. Measured against `matrixmultiply`, the `gemm` crate and
+//! OpenBLAS in `benches/gemm_kernels.rs` and `rewind bench-core`.
 
 use crate::dtype::Element;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+
+mod driver;
+mod kernels;
+mod pack;
+mod select;
+mod spec;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// An f32 micro-kernel this CPU runs (for benchmarks and tests: products use
+/// [`Kernel::chosen`], and every kernel gives the same bits).
+#[derive(Debug, Clone, Copy)]
+pub struct Kernel(usize);
+
+impl Kernel {
+    /// The kernels this CPU supports, widest first.
+    pub fn available() -> Vec<Kernel> {
+        (0..kernels::F32.len())
+            .filter(|&i| (kernels::F32[i].supported)())
+            .map(Kernel)
+            .collect()
+    }
+
+    /// The kernel f32 products use: the fastest supported one, timed at the first product.
+    pub fn chosen() -> Kernel {
+        let k = select::chosen();
+        Kernel(
+            kernels::F32
+                .iter()
+                .position(|s| std::ptr::eq(s, k))
+                .unwrap_or(0),
+        )
+    }
+
+    /// Its name, e.g. `"avx2 6×16"`.
+    pub fn name(&self) -> &'static str {
+        kernels::F32[self.0].name
+    }
+
+    /// Makes every later f32 product use this kernel (results are unchanged: speed only).
+    pub fn use_for_all(&self) {
+        select::choose(self.0);
+    }
+
+    /// Seconds one thread takes for the product the choice is timed on (192×512×384).
+    pub fn time_one_thread(&self) -> f64 {
+        select::time(&kernels::F32[self.0])
+    }
+
+    /// [`Gemm::gemm`] for f32 with this kernel.
+    #[allow(clippy::too_many_arguments)] // the BLAS signature: sizes, operands, layouts
+    pub fn gemm(
+        &self,
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        la: Layout,
+        b: &[f32],
+        lb: Layout,
+        beta: bool,
+        c: &mut [f32],
+    ) {
+        check_lengths(m, k, n, a.len(), b.len(), c.len());
+        count(m, k, n);
+        // SAFETY: lengths checked; `c` is a mutable borrow, initialised, aliasing neither.
+        unsafe {
+            driver::drive(
+                &kernels::F32[self.0],
+                (m, k, n),
+                a,
+                la,
+                b,
+                lb,
+                beta,
+                c.as_mut_ptr(),
+                true,
+            )
+        }
+    }
+}
 
 thread_local! {
     static FLOPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
@@ -89,13 +174,6 @@ pub fn product<E: Gemm>(
     Ok(c)
 }
 
-fn strides(rows: usize, cols: usize, l: Layout) -> (isize, isize) {
-    match l {
-        Layout::Normal => (cols as isize, 1),
-        Layout::Transposed => (1, rows as isize),
-    }
-}
-
 /// Panics unless the operands hold m×k, k×n and m×n elements (checked without overflow).
 fn check_lengths(m: usize, k: usize, n: usize, a: usize, b: usize, c: usize) {
     let fits = |len: usize, r: usize, c: usize| r.checked_mul(c).is_some_and(|x| x <= len);
@@ -147,12 +225,10 @@ macro_rules! gemm_via {
     };
 }
 
-/// `c = a·b (+ c when beta)` through the `gemm` crate's kernels for `$t`: AVX-512 where the CPU
-/// has it, AVX2 + FMA or portable ones elsewhere (chosen at run time), threaded on rayon's pool.
-/// Its threads split rows and columns of C, never k, so every element sums in one order
-/// whatever the thread count: the same operands give the same bits. Also implements [`Gemm`].
-macro_rules! via_gemm_crate {
-    ($name:ident, $t:ty, $kernels:path) => {
+/// `c = a·b (+ c when beta)` through the kernel `$kernel()` gives, on rayon's threads. Also
+/// implements [`Gemm`].
+macro_rules! via_kernels {
+    ($name:ident, $t:ty, $kernel:expr) => {
         /// # Safety
         /// `a`, `b` hold m×k and k×n elements laid out as `la`, `lb`; `c` points to m·n
         /// writable elements (initialised when `beta`) aliasing neither.
@@ -168,47 +244,23 @@ macro_rules! via_gemm_crate {
             beta: bool,
             c: *mut $t,
         ) {
-            use $kernels as kernels;
-            let (rsa, csa) = strides(m, k, la);
-            let (rsb, csb) = strides(k, n, lb);
-            let threads = rayon::current_num_threads();
-            let par = if threads > 1 {
-                gemm_common::Parallelism::Rayon(threads)
-            } else {
-                gemm_common::Parallelism::None
-            };
-            // SAFETY: the caller's contract. The kernel computes dst = α·dst + β·a·b, column
-            // strides first; with read_dst false it writes every element of dst, reading none.
-            unsafe {
-                kernels::get_gemm_fn()(
-                    m,
-                    n,
-                    k,
-                    c,
-                    1,
-                    n as isize,
-                    beta,
-                    a.as_ptr(),
-                    csa,
-                    rsa,
-                    b.as_ptr(),
-                    csb,
-                    rsb,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                )
-            }
+            // SAFETY: the caller's contract.
+            unsafe { driver::drive($kernel, (m, k, n), a, la, b, lb, beta, c, true) }
         }
         gemm_via!($t, $name);
     };
 }
 
-via_gemm_crate!(f32_backend, f32, gemm_f32::gemm::f32);
-via_gemm_crate!(f64_backend, f64, gemm_f64::gemm::f64);
+via_kernels!(f32_backend, f32, select::chosen());
+via_kernels!(f64_backend, f64, f64_kernel());
+
+/// The f64 kernel: the first this CPU supports.
+fn f64_kernel() -> &'static spec::Spec<f64> {
+    kernels::F64
+        .iter()
+        .find(|k| (k.supported)())
+        .unwrap_or(&kernels::F64[kernels::F64.len() - 1])
+}
 
 impl Gemm for f16 {
     fn gemm_overwrite(
@@ -252,105 +304,4 @@ impl Gemm for f16 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::mem::MaybeUninit;
-
-    fn operands(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
-        let a = (0..m * k)
-            .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.1)
-            .collect();
-        let b = (0..k * n)
-            .map(|i| ((i * 5 % 19) as f32 - 9.0) * 0.1)
-            .collect();
-        (a, b)
-    }
-
-    /// Element (i, j) of an r×c operand stored as `l`.
-    fn at(v: &[f32], l: Layout, (r, c): (usize, usize), i: usize, j: usize) -> f64 {
-        f64::from(match l {
-            Layout::Normal => v[i * c + j],
-            Layout::Transposed => v[j * r + i],
-        })
-    }
-
-    #[test]
-    fn every_layout_and_ragged_size_matches_an_f64_product_and_never_reads_an_overwritten_c() {
-        use Layout::*;
-        for (m, k, n) in [
-            (1, 1, 1),
-            (7, 3, 17),
-            (32, 16, 32),
-            (97, 300, 33),
-            (13, 513, 300),
-            (5, 0, 4),
-        ] {
-            let (a, b) = operands(m, k, n);
-            for la in [Normal, Transposed] {
-                for lb in [Normal, Transposed] {
-                    let want: Vec<f64> = (0..m * n)
-                        .map(|e| {
-                            (0..k)
-                                .map(|p| {
-                                    at(&a, la, (m, k), e / n, p) * at(&b, lb, (k, n), p, e % n)
-                                })
-                                .sum()
-                        })
-                        .collect();
-                    // Overwrite: C starts as NaN, which a read would carry into the result.
-                    let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
-                    f32::gemm_overwrite(m, k, n, &a, la, &b, lb, &mut c);
-                    // Accumulate: C starts at 1.
-                    let mut acc = vec![1.0f32; m * n];
-                    f32::gemm(m, k, n, &a, la, &b, lb, true, &mut acc);
-                    for e in 0..m * n {
-                        // SAFETY: gemm_overwrite initialised every element.
-                        let got = f64::from(unsafe { c[e].assume_init() });
-                        let tol = 1e-5 * (1.0 + want[e].abs()) * (k as f64 + 1.0).sqrt();
-                        assert!(
-                            (got - want[e]).abs() <= tol,
-                            "{m}x{k}x{n} {la:?} {lb:?} at {e}: {got} vs {}",
-                            want[e]
-                        );
-                        let got = f64::from(acc[e]);
-                        assert!(
-                            (got - want[e] - 1.0).abs() <= tol,
-                            "accumulating {m}x{k}x{n} at {e}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn the_bits_do_not_depend_on_the_thread_count() {
-        // The step's widest product; determinism: store and recompute run on whatever pool.
-        let (m, k, n) = (512, 1024, 256);
-        let (a, b) = operands(m, k, n);
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let mut c = vec![0.0f32; m * n];
-            pool.install(|| {
-                f32::gemm(
-                    m,
-                    k,
-                    n,
-                    &a,
-                    Layout::Normal,
-                    &b,
-                    Layout::Transposed,
-                    false,
-                    &mut c,
-                )
-            });
-            c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        };
-        let one = run(1);
-        assert_eq!(one, run(2), "2 threads");
-        assert_eq!(one, run(3), "3 threads");
-    }
-}
+mod tests;

@@ -1,0 +1,162 @@
+//! The GEMM against an f64 product and against its own definition, on every kernel.
+use super::*;
+use std::mem::MaybeUninit;
+
+fn operands(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let a = (0..m * k)
+        .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.1)
+        .collect();
+    let b = (0..k * n)
+        .map(|i| ((i * 5 % 19) as f32 - 9.0) * 0.1)
+        .collect();
+    (a, b)
+}
+
+/// Element (i, j) of an r×c operand stored as `l`.
+fn at(v: &[f32], l: Layout, (r, c): (usize, usize), i: usize, j: usize) -> f64 {
+    f64::from(match l {
+        Layout::Normal => v[i * c + j],
+        Layout::Transposed => v[j * r + i],
+    })
+}
+
+#[test]
+fn every_layout_and_ragged_size_matches_an_f64_product_and_never_reads_an_overwritten_c() {
+    use Layout::*;
+    for (m, k, n) in [
+        (1, 1, 1),
+        (7, 3, 17),
+        (32, 16, 32),
+        (97, 300, 33),
+        (13, 513, 300),
+        (5, 0, 4),
+    ] {
+        let (a, b) = operands(m, k, n);
+        for la in [Normal, Transposed] {
+            for lb in [Normal, Transposed] {
+                let want: Vec<f64> = (0..m * n)
+                    .map(|e| {
+                        (0..k)
+                            .map(|p| at(&a, la, (m, k), e / n, p) * at(&b, lb, (k, n), p, e % n))
+                            .sum()
+                    })
+                    .collect();
+                // Overwrite: C starts as NaN, which a read would carry into the result.
+                let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
+                f32::gemm_overwrite(m, k, n, &a, la, &b, lb, &mut c);
+                // Accumulate: C starts at 1.
+                let mut acc = vec![1.0f32; m * n];
+                f32::gemm(m, k, n, &a, la, &b, lb, true, &mut acc);
+                for e in 0..m * n {
+                    // SAFETY: gemm_overwrite initialised every element.
+                    let got = f64::from(unsafe { c[e].assume_init() });
+                    let tol = 1e-5 * (1.0 + want[e].abs()) * (k as f64 + 1.0).sqrt();
+                    assert!(
+                        (got - want[e]).abs() <= tol,
+                        "{m}x{k}x{n} {la:?} {lb:?} at {e}: {got} vs {}",
+                        want[e]
+                    );
+                    let got = f64::from(acc[e]);
+                    assert!(
+                        (got - want[e] - 1.0).abs() <= tol,
+                        "accumulating {m}x{k}x{n} at {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The definition every kernel implements: element (i, j) is `acc = fma(a_ip, b_pj, acc)`
+/// for p = 0, 1, … in order, from `c0` (0, or C's value when accumulating).
+fn chain(
+    a: &[f32],
+    la: Layout,
+    b: &[f32],
+    lb: Layout,
+    (m, k, n): (usize, usize, usize),
+    c0: f32,
+) -> Vec<u32> {
+    let get = |v: &[f32], l: Layout, (r, c): (usize, usize), i: usize, j: usize| match l {
+        Layout::Normal => v[i * c + j],
+        Layout::Transposed => v[j * r + i],
+    };
+    (0..m * n)
+        .map(|e| {
+            let (i, j) = (e / n, e % n);
+            (0..k)
+                .fold(c0, |acc, p| {
+                    get(a, la, (m, k), i, p).mul_add(get(b, lb, (k, n), p, j), acc)
+                })
+                .to_bits()
+        })
+        .collect()
+}
+
+#[test]
+fn every_kernel_computes_each_element_as_one_fma_chain_in_k_order() {
+    use Layout::*;
+    // Ragged sizes around every kernel's tile and block sizes (k = 300 and 513 cross the
+    // 256-wide k blocks, n = 4100 the 4096-wide column blocks), and k = 0.
+    let shapes = [
+        (1, 1, 1),
+        (7, 3, 17),
+        (13, 300, 33),
+        (25, 513, 70),
+        (3, 40, 4100),
+        (200, 64, 96),
+        (5, 0, 4),
+    ];
+    let kernels = Kernel::available();
+    assert!(kernels.iter().any(|k| k.name() == "portable 4×8"));
+    for (m, k, n) in shapes {
+        let (a, b) = operands(m, k, n);
+        for la in [Normal, Transposed] {
+            for lb in [Normal, Transposed] {
+                let want = chain(&a, la, &b, lb, (m, k, n), 0.0);
+                let want_acc = chain(&a, la, &b, lb, (m, k, n), 1.0);
+                for kern in &kernels {
+                    let mut c = vec![f32::NAN; m * n];
+                    kern.gemm(m, k, n, &a, la, &b, lb, false, &mut c);
+                    let got: Vec<u32> = c.iter().map(|v| v.to_bits()).collect();
+                    assert!(got == want, "{} {m}x{k}x{n} {la:?} {lb:?}", kern.name());
+                    let mut c = vec![1.0f32; m * n];
+                    kern.gemm(m, k, n, &a, la, &b, lb, true, &mut c);
+                    let got: Vec<u32> = c.iter().map(|v| v.to_bits()).collect();
+                    assert!(got == want_acc, "{} accumulating {m}x{k}x{n}", kern.name());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_bits_do_not_depend_on_the_thread_count() {
+    // The step's widest product; determinism: store and recompute run on whatever pool.
+    let (m, k, n) = (512, 1024, 256);
+    let (a, b) = operands(m, k, n);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut c = vec![0.0f32; m * n];
+        pool.install(|| {
+            f32::gemm(
+                m,
+                k,
+                n,
+                &a,
+                Layout::Normal,
+                &b,
+                Layout::Transposed,
+                false,
+                &mut c,
+            )
+        });
+        c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let one = run(1);
+    assert_eq!(one, run(2), "2 threads");
+    assert_eq!(one, run(3), "3 threads");
+}
