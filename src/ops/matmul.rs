@@ -100,6 +100,11 @@ fn batched<E: Gemm>(
     if m == 0 || n == 0 || k == 0 {
         return Ok(c); // empty, or sums over nothing: zeros, without looping over the batch
     }
+    if !c_shared {
+        crate::cpu::gemm::batch(batch, (m, k, n), a, la, a_shared, b, lb, b_shared, &mut c);
+        return Ok(c);
+    }
+    // One C summed over the batch, in batch order.
     for i in 0..batch {
         let ai = if a_shared {
             a
@@ -111,12 +116,7 @@ fn batched<E: Gemm>(
         } else {
             &b[i * k * n..(i + 1) * k * n]
         };
-        let (ci, beta) = if c_shared {
-            (&mut c[..], i > 0)
-        } else {
-            (&mut c[i * m * n..(i + 1) * m * n], false)
-        };
-        E::gemm(m, k, n, ai, la, bi, lb, beta, ci);
+        E::gemm(m, k, n, ai, la, bi, lb, i > 0, &mut c);
     }
     Ok(c)
 }

@@ -8,8 +8,9 @@ use super::pack::{Block, pack_a, pack_b_panel};
 use super::spec::Spec;
 use rayon::prelude::*;
 
-/// Below this many multiply-adds a product runs on the calling thread.
-const SERIAL: usize = 1 << 18;
+/// Below this many multiply-adds a product runs on the calling thread (splitting it would
+/// cost more than it saves); a batch of such products splits over the batch instead.
+pub(super) const SERIAL: usize = 1 << 21;
 
 /// C's pointer, shared by the tasks that write disjoint tiles of it.
 #[derive(Clone, Copy)]
@@ -66,7 +67,7 @@ pub(super) unsafe fn drive<T: Copy + Default + Send + Sync>(
     };
     let share = |t: usize| (t * panels_a / tasks * mr).min(m);
     let out = Out(c);
-    let mut bp: Vec<T> = vec![T::default(); kern.kc * n.min(kern.nc).div_ceil(nr) * nr];
+    let mut bp: Vec<T> = vec![T::default(); kern.kc.min(k) * n.min(kern.nc).div_ceil(nr) * nr];
     for jc in (0..n).step_by(kern.nc) {
         let nc = kern.nc.min(n - jc);
         for k0 in (0..k).step_by(kern.kc) {

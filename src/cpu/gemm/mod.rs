@@ -149,6 +149,48 @@ pub trait Gemm: Element {
     );
 }
 
+/// `batch` independent products `c_i = a_i·b_i` (m×k times k×n into m×n, C holding them in
+/// turn; A or B shared by all when `a_shared`/`b_shared`). Products too small to split run in
+/// parallel over the batch instead, each on one thread: the bits are those of one at a time.
+#[allow(clippy::too_many_arguments)] // the BLAS signature, batched
+pub fn batch<E: Gemm>(
+    batch: usize,
+    (m, k, n): (usize, usize, usize),
+    a: &[E],
+    la: Layout,
+    a_shared: bool,
+    b: &[E],
+    lb: Layout,
+    b_shared: bool,
+    c: &mut [E],
+) {
+    use rayon::prelude::*;
+    let one = |i: usize, ci: &mut [E]| {
+        let ai = if a_shared {
+            a
+        } else {
+            &a[i * m * k..(i + 1) * m * k]
+        };
+        let bi = if b_shared {
+            b
+        } else {
+            &b[i * k * n..(i + 1) * k * n]
+        };
+        E::gemm(m, k, n, ai, la, bi, lb, false, ci);
+    };
+    let small = m.saturating_mul(k).saturating_mul(n) < driver::SERIAL;
+    if batch > 1 && small && m * n > 0 && rayon::current_num_threads() > 1 {
+        c.par_chunks_mut(m * n)
+            .take(batch)
+            .enumerate()
+            .for_each(|(i, ci)| one(i, ci));
+    } else {
+        for (i, ci) in c.chunks_mut((m * n).max(1)).take(batch).enumerate() {
+            one(i, ci);
+        }
+    }
+}
+
 /// `a·b` (m×k times k×n) as a new m×n buffer, without zeroing it first (the product
 /// overwrites it); `op` names the caller in an out-of-memory error.
 #[allow(clippy::too_many_arguments)] // the BLAS signature: sizes, operands, layouts

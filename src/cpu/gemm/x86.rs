@@ -92,8 +92,8 @@ pub(super) const AVX2_6X16: Spec<f32> = Spec {
     mr: 6,
     nr: 16,
     mc: 96,
-    kc: 256,
-    nc: 4096,
+    kc: 768,
+    nc: 2048,
     run: avx2_6x16,
     supported: has_avx2_fma,
 };
@@ -104,8 +104,8 @@ pub(super) const AVX512_12X32: Spec<f32> = Spec {
     mr: 12,
     nr: 32,
     mc: 96,
-    kc: 256,
-    nc: 4096,
+    kc: 768,
+    nc: 2048,
     run: avx512_12x32,
     supported: has_avx512,
 };

@@ -132,12 +132,13 @@ impl AdamW8bit {
 #[inline]
 fn block_step_fastest(b: Block<'_>, step: &BlockUpdate<'_>, vectorised: bool) {
     #[cfg(target_arch = "x86_64")]
-    if vectorised && b.w.len().is_multiple_of(8) {
-        if let Some(maps) = avx2::arith(step) {
-            // SAFETY: the CPU has AVX2 and FMA (checked at run time by `arith`).
-            unsafe { avx2::block_step(b, step, maps) };
-            return;
-        }
+    if vectorised
+        && b.w.len().is_multiple_of(8)
+        && let Some(maps) = avx2::arith(step)
+    {
+        // SAFETY: the CPU has AVX2 and FMA (checked at run time by `arith`).
+        unsafe { avx2::block_step(b, step, maps) };
+        return;
     }
     block_step(b, step)
 }
