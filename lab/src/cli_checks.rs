@@ -466,10 +466,10 @@ pub fn train(a: &TrainArgs) -> Checked {
     }
     let adapter_outputs = [("save-adapter", &a.save_adapter), ("merge", &a.merge)];
     for (flag, dir) in adapter_outputs {
-        if let Some(d) = dir {
-            if a.lora_rank == 0 {
-                return Err(usage(flag, d.display(), "needs --lora-rank 1 or more"));
-            }
+        if let Some(d) = dir
+            && a.lora_rank == 0
+        {
+            return Err(usage(flag, d.display(), "needs --lora-rank 1 or more"));
         }
     }
     model_fits(sized, a.lora_rank)?;
