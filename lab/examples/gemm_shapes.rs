@@ -9,12 +9,11 @@ use rewind::cpu::gemm::Kernel;
 use rewind_lab::bench::gemm::{SHAPES, Shape, gflops};
 use rewind_lab::bench::timed;
 
-/// GFLOP/s of `sh` through another crate's sgemm (`f` gets the row and column strides).
-fn other(
-    sh: &Shape,
-    reps: usize,
-    f: &dyn Fn(&[f32], (isize, isize), &[f32], (isize, isize), &mut [f32]),
-) -> (f64, f64, f64) {
+/// Another crate's sgemm: A and its (row, column) strides, B and its, C.
+type Sgemm<'a> = &'a dyn Fn(&[f32], (isize, isize), &[f32], (isize, isize), &mut [f32]);
+
+/// GFLOP/s of `sh` through another crate's sgemm.
+fn other(sh: &Shape, reps: usize, f: Sgemm<'_>) -> (f64, f64, f64) {
     let fill = |n: usize, p: usize| -> Vec<f32> {
         (0..n)
             .map(|i| ((i % p) as f32 - (p / 2) as f32) * 0.01)
