@@ -4,7 +4,7 @@
 //! order (carried through C between k blocks), so the bits depend on nothing but the operands.
 
 use super::Layout;
-use super::pack::{Block, pack_a, pack_b_panel};
+use super::pack::{Block, Packable, pack_a, pack_b_panel};
 use super::spec::Spec;
 use rayon::prelude::*;
 
@@ -28,7 +28,7 @@ unsafe impl<T> Sync for Out<T> {}
 /// `a` and `b` hold m×k and k×n elements laid out as `la` and `lb`; `c` points to m·n writable
 /// elements, initialised when `beta`, aliasing neither.
 #[allow(clippy::too_many_arguments)] // the BLAS signature
-pub(super) unsafe fn drive<T: Copy + Default + Send + Sync>(
+pub(super) unsafe fn drive<T: Packable>(
     kern: &Spec<T>,
     (m, k, n): (usize, usize, usize),
     a: &[T],
@@ -60,63 +60,133 @@ pub(super) unsafe fn drive<T: Copy + Default + Send + Sync>(
     // Parallel: each thread takes an equal share of A's row panels (one panel at most apart),
     // in blocks of up to `mc` rows.
     let panels_a = m.div_ceil(mr);
-    let tasks = if serial {
-        1
-    } else {
-        rayon::current_num_threads().min(panels_a)
-    };
+    let tasks = rayon::current_num_threads().min(panels_a);
     let share = |t: usize| (t * panels_a / tasks * mr).min(m);
     let out = Out(c);
-    let mut bp: Vec<T> = vec![T::default(); kern.kc.min(k) * n.min(kern.nc).div_ceil(nr) * nr];
-    for jc in (0..n).step_by(kern.nc) {
-        let nc = kern.nc.min(n - jc);
-        for k0 in (0..k).step_by(kern.kc) {
-            let kc = kern.kc.min(k - k0);
-            let bblk = Block {
-                at: jc,
-                len: nc,
-                k0,
-                kc,
-            };
-            let panels = &mut bp[..nc.div_ceil(nr) * nr * kc];
-            let zero = k0 == 0 && !beta;
-            let block = |ic: usize, end: usize, ap: &mut Vec<T>, bp: &[T]| {
-                let ablk = Block {
-                    at: ic,
-                    len: mc.min(end - ic),
+    // C wider than tall (in panels): each thread takes an equal share of B's column panels and
+    // runs the whole loop nest on them, packing its own B (no shared packing, no step-by-step
+    // joins).
+    let panels_b = n.div_ceil(nr);
+    if !serial && panels_b > panels_a {
+        let tasks = rayon::current_num_threads().min(panels_b);
+        let cols = |t: usize| (t * panels_b / tasks * nr).min(n);
+        (0..tasks).into_par_iter().for_each(|t| {
+            // SAFETY: columns [cols(t), cols(t + 1)) of C are this task's alone.
+            unsafe {
+                columns(
+                    kern,
+                    (m, k, n),
+                    (a, la),
+                    (b, lb),
+                    beta,
+                    out,
+                    cols(t)..cols(t + 1),
+                )
+            }
+        });
+        return;
+    }
+    if serial {
+        // SAFETY: the caller's contract; one task, all of C.
+        unsafe { columns(kern, (m, k, n), (a, la), (b, lb), beta, out, 0..n) };
+        return;
+    }
+    let bp_len = kern.kc.min(k) * n.min(kern.nc).div_ceil(nr) * nr;
+    T::with_buffer(1, bp_len, |bp| {
+        for jc in (0..n).step_by(kern.nc) {
+            let nc = kern.nc.min(n - jc);
+            for k0 in (0..k).step_by(kern.kc) {
+                let kc = kern.kc.min(k - k0);
+                let bblk = Block {
+                    at: jc,
+                    len: nc,
                     k0,
                     kc,
                 };
-                ap.resize(ablk.len.div_ceil(mr) * mr * kc, T::default());
-                pack_a(a, la, (m, k), ablk, mr, ap);
-                // SAFETY: the block's rows [ic, ic + len) are this task's alone; the panels
-                // hold what the kernel reads.
-                unsafe { tiles(kern, ablk, bblk, ap, bp, n, zero, out) };
-            };
-            if serial {
-                for (p, panel) in panels.chunks_mut(nr * kc).enumerate() {
-                    pack_b_panel(b, lb, (k, n), bblk, nr, p, panel);
-                }
-                let mut ap = Vec::new();
-                for ic in (0..m).step_by(mc) {
-                    block(ic, m, &mut ap, panels);
-                }
-            } else {
+                let panels = &mut bp[..nc.div_ceil(nr) * nr * kc];
+                let zero = k0 == 0 && !beta;
+                // The rows [start, end) of A, in blocks of up to `mc` rows.
+                let rows = |start: usize, end: usize, bp: &[T]| {
+                    let len = mc.min(end - start).div_ceil(mr) * mr * kc;
+                    T::with_buffer(0, len, |ap| {
+                        for ic in (start..end).step_by(mc) {
+                            let ablk = Block {
+                                at: ic,
+                                len: mc.min(end - ic),
+                                k0,
+                                kc,
+                            };
+                            let ap = &mut ap[..ablk.len.div_ceil(mr) * mr * kc];
+                            pack_a(a, la, (m, k), ablk, mr, ap);
+                            // SAFETY: rows [ic, ic + len) are this task's alone; the panels
+                            // hold what the kernel reads.
+                            unsafe { tiles(kern, ablk, bblk, ap, bp, n, zero, out) };
+                        }
+                    })
+                };
                 panels
                     .par_chunks_mut(nr * kc)
                     .enumerate()
                     .for_each(|(p, panel)| pack_b_panel(b, lb, (k, n), bblk, nr, p, panel));
                 let panels = &*panels;
-                (0..tasks).into_par_iter().for_each(|t| {
-                    let (start, end) = (share(t), share(t + 1));
-                    let mut ap = Vec::new();
-                    for ic in (start..end).step_by(mc) {
-                        block(ic, end, &mut ap, panels);
+                (0..tasks)
+                    .into_par_iter()
+                    .for_each(|t| rows(share(t), share(t + 1), panels));
+            }
+        }
+    });
+}
+
+/// The whole loop nest on one thread for columns `cols` of C (all rows, all of k).
+///
+/// # Safety
+/// As [`drive`]'s, and no one else writes columns `cols` of C meanwhile.
+#[allow(clippy::too_many_arguments)] // the product and the columns
+unsafe fn columns<T: Packable>(
+    kern: &Spec<T>,
+    (m, k, n): (usize, usize, usize),
+    (a, la): (&[T], Layout),
+    (b, lb): (&[T], Layout),
+    beta: bool,
+    out: Out<T>,
+    cols: std::ops::Range<usize>,
+) {
+    let (mr, nr, mc) = (kern.mr, kern.nr, kern.mc);
+    let width = cols.end - cols.start;
+    let bp_len = kern.kc.min(k) * width.min(kern.nc).div_ceil(nr) * nr;
+    T::with_buffer(1, bp_len, |bp| {
+        for jc in (cols.start..cols.end).step_by(kern.nc) {
+            let nc = kern.nc.min(cols.end - jc);
+            for k0 in (0..k).step_by(kern.kc) {
+                let kc = kern.kc.min(k - k0);
+                let bblk = Block {
+                    at: jc,
+                    len: nc,
+                    k0,
+                    kc,
+                };
+                let panels = &mut bp[..nc.div_ceil(nr) * nr * kc];
+                for (p, panel) in panels.chunks_mut(nr * kc).enumerate() {
+                    pack_b_panel(b, lb, (k, n), bblk, nr, p, panel);
+                }
+                let zero = k0 == 0 && !beta;
+                T::with_buffer(0, mc.min(m).div_ceil(mr) * mr * kc, |ap| {
+                    for ic in (0..m).step_by(mc) {
+                        let ablk = Block {
+                            at: ic,
+                            len: mc.min(m - ic),
+                            k0,
+                            kc,
+                        };
+                        let ap = &mut ap[..ablk.len.div_ceil(mr) * mr * kc];
+                        pack_a(a, la, (m, k), ablk, mr, ap);
+                        // SAFETY: the tiles lie in columns `cols`, this task's alone.
+                        unsafe { tiles(kern, ablk, bblk, ap, panels, n, zero, out) };
                     }
                 });
             }
         }
-    }
+    });
 }
 
 /// Every tile of one block of C: rows of `ablk`, columns of `bblk`, from their packed panels.
@@ -125,7 +195,7 @@ pub(super) unsafe fn drive<T: Copy + Default + Send + Sync>(
 /// `out` points to C (m×n, rows `ldc` apart) and no one else writes the block's rows;
 /// `ap` and `bp` hold the packed block of A and B.
 #[allow(clippy::too_many_arguments)] // the block's coordinates
-unsafe fn tiles<T: Copy + Default>(
+unsafe fn tiles<T: Packable>(
     kern: &Spec<T>,
     ablk: Block,
     bblk: Block,
@@ -136,7 +206,13 @@ unsafe fn tiles<T: Copy + Default>(
     out: Out<T>,
 ) {
     let (mr, nr, kc) = (kern.mr, kern.nr, ablk.kc);
-    let mut edge = vec![T::default(); mr * nr];
+    // Room for the widest tile (12×32); a kernel with a larger one is refused here, not
+    // written past the scratch tile.
+    let mut edge = [T::default(); 12 * 32];
+    assert!(
+        mr * nr <= edge.len(),
+        "gemm: a {mr}×{nr} tile exceeds the scratch tile"
+    );
     for (jp, bpanel) in bp.chunks(nr * kc).enumerate() {
         let (j0, cols) = (bblk.at + jp * nr, nr.min(bblk.len - jp * nr));
         for (ip, apanel) in ap.chunks(mr * kc).enumerate() {

@@ -4,6 +4,42 @@
 //! zeros: the kernel computes them into a scratch tile whose padding is never stored.
 
 use super::Layout;
+use std::cell::RefCell;
+
+/// Element types whose packing buffers each thread keeps between products (growing only),
+/// so a product allocates, zeroes and faults in no fresh memory for them.
+pub(super) trait Packable: Copy + Default + Send + Sync {
+    /// Runs `f` on this thread's buffer `which` (0: A, 1: B) of at least `len` elements
+    /// (stale contents: packing writes every element it reads), or on a fresh one while the
+    /// thread's own is in use.
+    fn with_buffer<R>(which: usize, len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+}
+
+macro_rules! packable {
+    ($t:ty, $a:ident, $b:ident) => {
+        thread_local! {
+            static $a: RefCell<Vec<$t>> = const { RefCell::new(Vec::new()) };
+            static $b: RefCell<Vec<$t>> = const { RefCell::new(Vec::new()) };
+        }
+        impl Packable for $t {
+            fn with_buffer<R>(which: usize, len: usize, f: impl FnOnce(&mut [$t]) -> R) -> R {
+                let cell = if which == 0 { &$a } else { &$b };
+                cell.with(|c| match c.try_borrow_mut() {
+                    Ok(mut v) => {
+                        if v.len() < len {
+                            v.resize(len, <$t>::default());
+                        }
+                        f(&mut v[..len])
+                    }
+                    Err(_) => f(&mut vec![<$t>::default(); len]),
+                })
+            }
+        }
+    };
+}
+
+packable!(f32, PACK_A_F32, PACK_B_F32);
+packable!(f64, PACK_A_F64, PACK_B_F64);
 
 /// Where a block starts and how big it is.
 #[derive(Debug, Clone, Copy)]
@@ -33,27 +69,27 @@ pub(super) fn pack_a<T: Copy + Default>(
         let rows = mr.min(blk.at + blk.len - r0);
         match l {
             // Row-major m×k: element (i, q) at i·k + q.
-            Layout::Normal => {
-                for r in 0..mr {
-                    if r < rows {
-                        let row = &a[(r0 + r) * k + blk.k0..][..blk.kc];
-                        for (q, &v) in row.iter().enumerate() {
-                            panel[q * mr + r] = v;
-                        }
-                    } else {
+            Layout::Normal => match (mr, rows == mr) {
+                (12, true) => gather::<T, 12>(a, (r0, k, blk.k0), blk.kc, panel),
+                (6, true) => gather::<T, 6>(a, (r0, k, blk.k0), blk.kc, panel),
+                (4, true) => gather::<T, 4>(a, (r0, k, blk.k0), blk.kc, panel),
+                _ => {
+                    for r in 0..mr {
                         for q in 0..blk.kc {
-                            panel[q * mr + r] = T::default();
+                            panel[q * mr + r] = if r < rows {
+                                a[(r0 + r) * k + blk.k0 + q]
+                            } else {
+                                T::default()
+                            };
                         }
                     }
                 }
-            }
+            },
             // Stored k×m: element (i, q) at q·m + i, so each k holds `mr` neighbours.
             Layout::Transposed => {
                 for q in 0..blk.kc {
                     let src = &a[(blk.k0 + q) * m + r0..][..rows];
-                    let dst = &mut panel[q * mr..][..mr];
-                    dst[..rows].copy_from_slice(src);
-                    dst[rows..].fill(T::default());
+                    copy_padded(&mut panel[q * mr..][..mr], src);
                 }
             }
         }
@@ -78,9 +114,7 @@ pub(super) fn pack_b_panel<T: Copy + Default>(
         Layout::Normal => {
             for q in 0..blk.kc {
                 let src = &b[(blk.k0 + q) * n + c0..][..cols];
-                let dst = &mut panel[q * nr..][..nr];
-                dst[..cols].copy_from_slice(src);
-                dst[cols..].fill(T::default());
+                copy_padded(&mut panel[q * nr..][..nr], src);
             }
         }
         // Stored n×k: element (q, j) at j·k + q.
@@ -97,6 +131,45 @@ pub(super) fn pack_b_panel<T: Copy + Default>(
                     }
                 }
             }
+        }
+    }
+}
+
+/// `src` into the front of `dst`, zeros after it; a full row of a usual panel width is one
+/// fixed-size copy (inline vector moves, not a call).
+#[inline(always)]
+fn copy_padded<T: Copy + Default>(dst: &mut [T], src: &[T]) {
+    match (dst.len(), src.len()) {
+        (12, 12) => fixed::<T, 12>(dst, src),
+        (6, 6) => fixed::<T, 6>(dst, src),
+        (4, 4) => fixed::<T, 4>(dst, src),
+        (_, len) => {
+            dst[..len].copy_from_slice(src);
+            dst[len..].fill(T::default());
+        }
+    }
+}
+
+#[inline(always)]
+fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T]) {
+    if let (Ok(d), Ok(s)) = (<&mut [T; N]>::try_from(dst), <&[T; N]>::try_from(src)) {
+        *d = *s;
+    }
+}
+
+/// A full panel of `R` rows of a row-major A (row `r0` on, `k` apart, from column `k0`):
+/// for each k, the `R` rows' values side by side.
+#[inline(always)]
+fn gather<T: Copy + Default, const R: usize>(
+    a: &[T],
+    (r0, k, k0): (usize, usize, usize),
+    kc: usize,
+    panel: &mut [T],
+) {
+    let rows: [&[T]; R] = std::array::from_fn(|r| &a[(r0 + r) * k + k0..][..kc]);
+    for (q, dst) in panel.chunks_exact_mut(R).take(kc).enumerate() {
+        for (d, row) in dst.iter_mut().zip(&rows) {
+            *d = row[q];
         }
     }
 }
