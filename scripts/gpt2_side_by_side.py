@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""GPT-2 small fine-tuning steps, transformers + PyTorch beside `rewind train --model`.
+
+One random GPT-2 small (124M: 12 layers, width 768, 12 heads, vocabulary 50,257; dropout 0)
+saved by transformers, trained by both on full 128-token rows, batch 8, AdamW lr 1e-4, in four
+configurations: every parameter, or LoRA r 8 (alpha 16) on `c_attn` as PEFT does it; each
+stored, or every block checkpointed (non-reentrant; transformers' activation checkpointing).
+Each configuration runs in a fresh process (so its peak RSS is its own), PyTorch then rewind,
+in rounds; the table shows the median step time over rounds with the range, and the peak RSS.
+
+Setup (not part of CI): python3 -m venv .venv-ref && .venv-ref/bin/pip install torch numpy transformers peft
+    cargo build --release
+    .venv-ref/bin/python scripts/gpt2_side_by_side.py [--rounds 2] [--steps 5] [--threads 2]
+The model directory is written once to out/gpt2-small-random (≈ 500 MB).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TOKENIZER = os.path.join(ROOT, "tests", "fixtures", "gpt2-tiny", "tokenizer.json")
+CONFIGS = [("full", 0, False), ("full + every block checkpointed", 0, True),
+           ("LoRA r 8 (c_attn)", 8, False), ("LoRA + every block checkpointed", 8, True)]
+
+TORCH_STEP = r"""
+import json, resource, sys, time
+import torch
+from transformers import GPT2LMHeadModel
+cfg = json.loads(sys.argv[1])
+torch.set_num_threads(cfg["threads"])
+torch.manual_seed(0)
+model = GPT2LMHeadModel.from_pretrained(cfg["dir"])
+if cfg["lora"]:
+    from peft import LoraConfig, get_peft_model
+    model = get_peft_model(model, LoraConfig(r=cfg["lora"], lora_alpha=2 * cfg["lora"], target_modules=["c_attn"], lora_dropout=0.0, fan_in_fan_out=True))
+if cfg["checkpoint"]:
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+model.train()
+opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+ids = torch.randint(0, cfg["vocab"], (cfg["batch"], cfg["len"]))
+times = []
+for _ in range(cfg["steps"]):
+    t = time.perf_counter()
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    times.append(time.perf_counter() - t)
+print(json.dumps({"step_s": sorted(times)[len(times) // 2], "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def model_dir(path):
+    """A random GPT-2 small with dropout 0, saved by transformers, with a byte-level BPE
+    tokenizer.json (the test fixture's: ids below its 500 entries are used)."""
+    if os.path.exists(os.path.join(path, "model.safetensors")):
+        return path
+    import shutil
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    GPT2LMHeadModel(cfg).save_pretrained(path, safe_serialization=True)
+    shutil.copy(TOKENIZER, os.path.join(path, "tokenizer.json"))
+    return path
+
+
+def corpus(path, rows):
+    """Paragraphs long enough to fill 128 tokens each (truncated to --max-len)."""
+    words = ["checkpoint", "gradient", "tensor", "recompute", "memory", "layer", "token", "batch"]
+    with open(path, "w") as f:
+        for r in range(rows):
+            f.write(" ".join(words[(r * 7 + i * 3) % len(words)] for i in range(200)) + "\n\n")
+    return path
+
+
+def run_torch(cfg):
+    out = subprocess.run([sys.executable, "-c", TORCH_STEP, json.dumps(cfg)], check=True,
+                         capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS=str(cfg["threads"])))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_rewind(binary, cfg, text):
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = os.path.join(tmp, "summary.json")
+        args = [binary, "train", "--model", cfg["dir"], "--text-file", text, "--max-len", str(cfg["len"]),
+                "--batch-size", str(cfg["batch"]), "--padding", "fixed", "--steps", str(cfg["steps"]),
+                "--optimizer", "adamw", "--lr", "1e-4", "--quiet", "--json", summary]
+        if cfg["lora"]:
+            args += ["--lora-rank", str(cfg["lora"])]
+        if cfg["checkpoint"]:
+            args += ["--checkpoint", "every"]
+        out = subprocess.run(["/usr/bin/time", "-f", "%M"] + args, check=True, capture_output=True, text=True,
+                             env=dict(os.environ, RAYON_NUM_THREADS=str(cfg["threads"])))
+        rss = int(out.stderr.strip().splitlines()[-1])
+        with open(summary) as f:
+            s = json.load(f)
+        return {"step_s": s["median_step_s"], "rss_kib": rss}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "rewind"))
+    p.add_argument("--dir", default=os.path.join(ROOT, "out", "gpt2-small-random"))
+    a = p.parse_args()
+    import torch
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    print(f"PyTorch {torch.__version__} ({a.threads} threads) against rewind on {cpu}; GPT-2 small, batch 8 × 128, "
+          f"AdamW lr 1e-4, median of {a.steps} steps per run, {a.rounds} rounds")
+    d = model_dir(a.dir)
+    text = corpus(os.path.join(a.dir, "corpus.txt"), 64)
+    res = {}
+    for r in range(a.rounds):
+        for name, lora, ckpt in CONFIGS:
+            cfg = {"dir": d, "lora": lora, "checkpoint": ckpt, "steps": a.steps, "threads": a.threads,
+                   "batch": 8, "len": 128, "vocab": 500}
+            res.setdefault((name, "torch"), []).append(run_torch(cfg))
+            res.setdefault((name, "rewind"), []).append(run_rewind(a.binary, cfg, text))
+        print(f"  round {r + 1} of {a.rounds} done", flush=True)
+    print("\n| configuration | PyTorch step s (range) | rewind step s (range) | rewind ÷ PyTorch | PyTorch peak RSS GiB | rewind peak RSS GiB | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, _, _ in CONFIGS:
+        t, w = res[(name, "torch")], res[(name, "rewind")]
+        ts, ws = [x["step_s"] for x in t], [x["step_s"] for x in w]
+        tr, wr = max(x["rss_kib"] for x in t) / 2**20, max(x["rss_kib"] for x in w) / 2**20
+        print(f"| {name} | {statistics.median(ts):.2f} ({min(ts):.2f}–{max(ts):.2f}) | {statistics.median(ws):.2f} "
+              f"({min(ws):.2f}–{max(ws):.2f}) | {statistics.median(ws) / statistics.median(ts):.2f} | {tr:.2f} | {wr:.2f} | {wr / tr:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
