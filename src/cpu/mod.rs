@@ -87,7 +87,7 @@ fn wide_simd() -> bool {
 
 /// Runs `body` compiled for AVX2 + FMA where the CPU has them (see [`wide_simd`]).
 #[inline(always)]
-fn simd<R>(body: impl FnOnce() -> R) -> R {
+pub(crate) fn simd<R>(body: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
@@ -101,6 +101,26 @@ fn simd<R>(body: impl FnOnce() -> R) -> R {
         }
     }
     body()
+}
+
+/// Lanes of [`lane_sum`].
+const LANES: usize = 8;
+
+/// Σ f(k) for k < n in a fixed order — eight interleaved partial sums, combined pairwise —
+/// so the loop vectorises and gives the same bits whether it does or not, on any CPU.
+#[inline(always)]
+pub(crate) fn lane_sum<C: crate::dtype::Real>(n: usize, f: impl Fn(usize) -> C) -> C {
+    let mut acc = [C::zero(); LANES];
+    let whole = n / LANES * LANES;
+    for k in (0..whole).step_by(LANES) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(k + l);
+        }
+    }
+    for k in whole..n {
+        acc[k - whole] += f(k);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
 /// `out[i] = f(x[i])`; `op` names the caller in an out-of-memory error.

@@ -14,7 +14,7 @@ use crate::ops::spec::{Cast, OpSpec};
 use crate::storage::IntoBuffer;
 use crate::tensor::Tensor;
 use crate::{with_buffer, zip_buffers};
-use num_traits::{Float, One, Zero};
+use num_traits::{One, Zero};
 use smallvec::smallvec;
 
 /// PyTorch's default `ignore_index`.
@@ -109,20 +109,24 @@ fn grad<E: Element>(g: &[E], lp: &[E], targets: &[i64], ignore: i64, count: usiz
     let c = lp.len() / targets.len().max(1);
     let scale = g[0].to_c() / <E::C as Real>::c(count as f64);
     let mut out = vec![E::default(); lp.len()];
-    for (r, &t) in targets.iter().enumerate() {
+    // Row by row on the kernels' threads; e^logp by the kernels' vectorised exp.
+    crate::cpu::rows_mut(&mut out, c, |r, row| {
+        let t = targets[r];
         if t == ignore {
-            continue;
+            return;
         }
-        for k in 0..c {
-            let p = lp[r * c + k].to_c().exp();
-            let onehot = if k as i64 == t {
-                E::C::one()
-            } else {
-                E::C::zero()
-            };
-            out[r * c + k] = E::from_c((p - onehot) * scale);
-        }
-    }
+        let lp = &lp[r * c..(r + 1) * c];
+        crate::cpu::simd(
+            #[inline(always)]
+            || {
+                for (o, v) in row.iter_mut().zip(lp) {
+                    *o = E::from_c(v.to_c().exp_k() * scale);
+                }
+            },
+        );
+        let p = lp[t as usize].to_c().exp_k();
+        row[t as usize] = E::from_c((p - E::C::one()) * scale);
+    });
     out
 }
 

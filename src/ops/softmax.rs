@@ -2,7 +2,7 @@
 //! softmax: dx = y ⊙ (g − Σ g⊙y). log_softmax: dx = g − eʸ·Σ g. Both save their output.
 
 use crate::autograd::{Backward, Grads};
-use crate::dtype::Element;
+use crate::dtype::{Element, Real};
 use crate::error::Result;
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::save;
@@ -17,35 +17,42 @@ use smallvec::smallvec;
 /// Rows up to this long keep their exponentials on the stack (computed once).
 const STACK_ROW: usize = 1024;
 
-/// One contiguous row: y = e^(x−m) / Σ, or x − m − log Σ.
+/// One contiguous row: y = e^(x−m) / Σ, or x − m − log Σ. The exponentials are the kernels'
+/// (`exp_k`) and the sum runs in lanes (`cpu::lane_sum`): one vectorised pass, the same bits
+/// on every CPU.
 fn forward_row<E: Element>(x: &[E], out: &mut [E], log: bool) {
-    let m = x
-        .iter()
-        .map(|v| v.to_c())
-        .fold(E::C::neg_infinity(), |m, v| {
-            if v > m || v.is_nan() { v } else { m }
-        });
-    let mut col = [E::C::zero(); STACK_ROW];
-    let keep = x.len() <= STACK_ROW;
-    let mut s = E::C::zero();
-    for (k, v) in x.iter().enumerate() {
-        let e = (v.to_c() - m).exp();
-        if keep {
-            col[k] = e;
-        }
-        s += e;
-    }
-    let ls = s.ln();
-    for (k, (o, v)) in out.iter_mut().zip(x).enumerate() {
-        let z = v.to_c() - m;
-        *o = E::from_c(if log {
-            z - ls
-        } else if keep {
-            col[k] / s
-        } else {
-            z.exp() / s
-        });
-    }
+    crate::cpu::simd(
+        #[inline(always)]
+        || {
+            let m = x
+                .iter()
+                .map(|v| v.to_c())
+                .fold(E::C::neg_infinity(), |m, v| {
+                    if v > m || v.is_nan() { v } else { m }
+                });
+            let mut col = [E::C::zero(); STACK_ROW];
+            let s = if x.len() <= STACK_ROW {
+                for (c, v) in col.iter_mut().zip(x) {
+                    *c = (v.to_c() - m).exp_k();
+                }
+                crate::cpu::lane_sum(x.len(), |k| col[k])
+            } else {
+                crate::cpu::lane_sum(x.len(), |k| (x[k].to_c() - m).exp_k())
+            };
+            let ls = s.ln();
+            let keep = x.len() <= STACK_ROW;
+            for (k, (o, v)) in out.iter_mut().zip(x).enumerate() {
+                let z = v.to_c() - m;
+                *o = E::from_c(if log {
+                    z - ls
+                } else if keep {
+                    col[k] / s
+                } else {
+                    z.exp_k() / s
+                });
+            }
+        },
+    )
 }
 
 fn forward<E: Element>(x: &[E], o: usize, a: usize, i: usize, log: bool) -> Vec<E> {
@@ -77,17 +84,22 @@ fn forward<E: Element>(x: &[E], o: usize, a: usize, i: usize, log: bool) -> Vec<
 
 /// One row of the adjoint (`g`, `y` and `out` read with stride `i`).
 fn backward_row<E: Element>(g: &[E], y: &[E], out: &mut [E], log: bool) {
-    if log {
-        let s: E::C = g.iter().map(|v| v.to_c()).sum();
-        for ((o, &g), &y) in out.iter_mut().zip(g).zip(y) {
-            *o = E::from_c(g.to_c() - y.to_c().exp() * s);
-        }
-    } else {
-        let s: E::C = g.iter().zip(y).map(|(g, y)| g.to_c() * y.to_c()).sum();
-        for ((o, &g), &y) in out.iter_mut().zip(g).zip(y) {
-            *o = E::from_c(y.to_c() * (g.to_c() - s));
-        }
-    }
+    crate::cpu::simd(
+        #[inline(always)]
+        || {
+            if log {
+                let s = crate::cpu::lane_sum(g.len(), |k| g[k].to_c());
+                for ((o, &g), &y) in out.iter_mut().zip(g).zip(y) {
+                    *o = E::from_c(g.to_c() - y.to_c().exp_k() * s);
+                }
+            } else {
+                let s = crate::cpu::lane_sum(g.len(), |k| g[k].to_c() * y[k].to_c());
+                for ((o, &g), &y) in out.iter_mut().zip(g).zip(y) {
+                    *o = E::from_c(y.to_c() * (g.to_c() - s));
+                }
+            }
+        },
+    )
 }
 
 fn backward<E: Element>(g: &[E], y: &[E], o: usize, a: usize, i: usize, log: bool) -> Vec<E> {
