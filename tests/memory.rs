@@ -125,8 +125,8 @@ fn retain_graph_keeps_saved_bytes_until_the_last_backward() {
 #[test]
 fn index_state_an_op_keeps_counts_as_saved_bytes() {
     // embedding keeps its token ids (i64) to scatter dW; max_dim keeps the argmax positions
-    // (usize); cross_entropy keeps its labels (i64) beside log-softmax. None is a tensor, all
-    // are memory the tape holds until backward.
+    // (usize); cross_entropy keeps its labels (i64) and each row's log-sum-exp (f64) beside the
+    // logits. None is a tensor, all are memory the tape holds until backward.
     tape::clear();
     let w = Tensor::from_vec(vec![0.5f32; 10 * 4], &[10, 4])
         .unwrap()
@@ -139,10 +139,11 @@ fn index_state_an_op_keeps_counts_as_saved_bytes() {
     assert_eq!(tape::saved_bytes(), 6 * 8 + 6 * size_of::<usize>());
     let labels = rewind::Indices::from_slice(&[0, 1, 2, 3, 0, 1]);
     let loss = e.cross_entropy(&labels, -100).unwrap();
-    // cross_entropy also saves log-softmax [6, 4] f32.
+    // cross_entropy also saves the logits [6, 4] f32 (the embedding's output, an activation)
+    // and six f64 row log-sum-exps.
     assert_eq!(
         tape::saved_bytes(),
-        6 * 8 + 6 * size_of::<usize>() + 6 * 4 * F32 + 6 * 8
+        6 * 8 + 6 * size_of::<usize>() + 6 * 4 * F32 + 6 * 8 + 6 * 8
     );
     loss.add(&m.sum().unwrap()).unwrap().backward().unwrap();
     assert_eq!(tape::saved_bytes(), 0, "backward released all of it");

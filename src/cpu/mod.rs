@@ -103,6 +103,19 @@ pub(crate) fn simd<R>(body: impl FnOnce() -> R) -> R {
     body()
 }
 
+/// `f(r)` for each of `rows` rows of `width` elements, on rayon above [`CHUNK`] elements in
+/// all (fixed blocks of rows: each row's result depends on that row only).
+pub fn map_rows<R: Send>(rows: usize, width: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    if rows.saturating_mul(width) <= CHUNK {
+        return (0..rows).map(f).collect();
+    }
+    let per = (CHUNK / width.max(1)).max(1);
+    (0..rows.div_ceil(per))
+        .into_par_iter()
+        .flat_map_iter(|b| (b * per..((b + 1) * per).min(rows)).map(&f))
+        .collect()
+}
+
 /// Lanes of [`lane_sum`].
 const LANES: usize = 8;
 

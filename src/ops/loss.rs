@@ -1,7 +1,9 @@
 //! Cross-entropy over class logits with PyTorch's `ignore_index` and mean reduction:
 //! `L = −(1/n) Σ_{i: tᵢ≠ignore} log softmax(zᵢ)[tᵢ]`, n = number of non-ignored rows.
 //! dL/dzᵢ = (softmax(zᵢ) − onehot(tᵢ))·g/n on non-ignored rows, 0 on ignored ones.
-//! Saves: the log-probabilities (as PyTorch's log_softmax + nll_loss does) and the targets.
+//! One fused op: each row's log Σ eᶻ (lse) is computed once; the loss reads zᵢ[tᵢ] − lse and
+//! the backward e^(z − lse), so no log-probability tensor is ever written.
+//! Saves: the logits, each row's lse and the targets.
 
 use crate::autograd::{Backward, Grads};
 use crate::dtype::{Element, Real};
@@ -9,12 +11,11 @@ use crate::error::{Error, Result};
 use crate::indices::Indices;
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::save;
-use crate::ops::softmax::softmax_kernel;
 use crate::ops::spec::{Cast, OpSpec};
 use crate::storage::IntoBuffer;
 use crate::tensor::Tensor;
 use crate::{with_buffer, zip_buffers};
-use num_traits::{One, Zero};
+use num_traits::{Float, One, Zero};
 use smallvec::smallvec;
 
 /// PyTorch's default `ignore_index`.
@@ -61,21 +62,25 @@ impl Tensor {
             .iter()
             .filter(|&&t| t != ignore_index)
             .count();
-        let logp = std::cell::RefCell::new(None);
+        let lse = std::cell::RefCell::new(Vec::new());
         dispatch::apply(
             &CROSS_ENTROPY,
             &[self],
             |t| {
-                let lp = softmax_kernel(t[0], (rows, c, 1), true);
-                let out = with_buffer!(&*lp.data(), v => nll(v, targets.data(), ignore_index, count).into_buffer());
-                *logp.borrow_mut() = Some(lp);
+                let out = with_buffer!(&*t[0].data(), z => {
+                    let l = row_lse(z, c);
+                    let loss = nll(z, &l, targets.data(), ignore_index, count);
+                    *lse.borrow_mut() = l;
+                    loss.into_buffer()
+                });
                 Ok(Forward::from(Tensor::activation(
                     out,
                     smallvec::SmallVec::new(),
                 )))
             },
-            |_, _| CrossEntropyBackward {
-                logp: save(&logp.take().expect("the forward computed them")),
+            |t, _| CrossEntropyBackward {
+                z: save(t[0]),
+                lse: lse.take(),
                 targets: targets.data().to_vec(),
                 ignore_index,
                 count,
@@ -86,45 +91,74 @@ impl Tensor {
 
 static CROSS_ENTROPY: OpSpec = OpSpec::new("cross_entropy", "NllLoss").cast(Cast::Widen);
 
-/// −(1/n) Σ log p\[target\] over the non-ignored rows.
-fn nll<E: Element>(lp: &[E], targets: &[i64], ignore: i64, count: usize) -> Vec<E> {
-    let c = lp.len() / targets.len().max(1);
+/// Each row's log Σ eᶻ = m + log Σ e^(z − m) (m the row's max), in the compute type, kept as
+/// f64 (exact); the kernels' vectorised exp and lane sums, rows on the kernels' threads.
+fn row_lse<E: Element>(z: &[E], c: usize) -> Vec<f64> {
+    crate::cpu::map_rows(z.len() / c, c, |r| {
+        let row = &z[r * c..(r + 1) * c];
+        crate::cpu::simd(
+            #[inline(always)]
+            || {
+                let m = row
+                    .iter()
+                    .map(|v| v.to_c())
+                    .fold(E::C::neg_infinity(), |m, v| {
+                        if v > m || v.is_nan() { v } else { m }
+                    });
+                let s = crate::cpu::lane_sum(c, |k| (row[k].to_c() - m).exp_k());
+                num_traits::ToPrimitive::to_f64(&(m + s.ln())).unwrap_or(f64::NAN)
+            },
+        )
+    })
+}
+
+/// −(1/n) Σ (z\[target\] − lse) over the non-ignored rows.
+fn nll<E: Element>(z: &[E], lse: &[f64], targets: &[i64], ignore: i64, count: usize) -> Vec<E> {
+    let c = z.len() / targets.len().max(1);
     let mut s = E::C::zero();
     for (r, &t) in targets.iter().enumerate() {
         if t != ignore {
-            s += lp[r * c + t as usize].to_c();
+            s += z[r * c + t as usize].to_c() - <E::C as Real>::c(lse[r]);
         }
     }
     vec![E::from_c(-s / <E::C as Real>::c(count as f64))]
 }
 
 struct CrossEntropyBackward {
-    logp: Tensor,
+    z: Tensor,
+    lse: Vec<f64>,
     targets: Vec<i64>,
     ignore_index: i64,
     count: usize,
 }
 
-fn grad<E: Element>(g: &[E], lp: &[E], targets: &[i64], ignore: i64, count: usize) -> Vec<E> {
-    let c = lp.len() / targets.len().max(1);
+fn grad<E: Element>(
+    g: &[E],
+    z: &[E],
+    lse: &[f64],
+    targets: &[i64],
+    ignore: i64,
+    count: usize,
+) -> Vec<E> {
+    let c = z.len() / targets.len().max(1);
     let scale = g[0].to_c() / <E::C as Real>::c(count as f64);
-    let mut out = vec![E::default(); lp.len()];
-    // Row by row on the kernels' threads; e^logp by the kernels' vectorised exp.
+    let mut out = vec![E::default(); z.len()];
+    // Row by row on the kernels' threads; softmax = e^(z − lse) by the kernels' vectorised exp.
     crate::cpu::rows_mut(&mut out, c, |r, row| {
         let t = targets[r];
         if t == ignore {
             return;
         }
-        let lp = &lp[r * c..(r + 1) * c];
+        let (z, l) = (&z[r * c..(r + 1) * c], <E::C as Real>::c(lse[r]));
         crate::cpu::simd(
             #[inline(always)]
             || {
-                for (o, v) in row.iter_mut().zip(lp) {
-                    *o = E::from_c(v.to_c().exp_k() * scale);
+                for (o, v) in row.iter_mut().zip(z) {
+                    *o = E::from_c((v.to_c() - l).exp_k() * scale);
                 }
             },
         );
-        let p = lp[t as usize].to_c().exp_k();
+        let p = (z[t as usize].to_c() - l).exp_k();
         row[t as usize] = E::from_c((p - E::C::one()) * scale);
     });
     out
@@ -132,17 +166,17 @@ fn grad<E: Element>(g: &[E], lp: &[E], targets: &[i64], ignore: i64, count: usiz
 
 impl Backward for CrossEntropyBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
-        let out = zip_buffers!("cross_entropy_backward", &*g.data(), &*self.logp.data(), gv, lp =>
-            grad(gv, lp, &self.targets, self.ignore_index, self.count).into_buffer())?;
+        let out = zip_buffers!("cross_entropy_backward", &*g.data(), &*self.z.data(), gv, zv =>
+            grad(gv, zv, &self.lse, &self.targets, self.ignore_index, self.count).into_buffer())?;
         Ok(smallvec![Some(Tensor::activation(
             out,
-            self.logp.shape().into()
+            self.z.shape().into()
         ))])
     }
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
-        f(&self.logp);
+        f(&self.z);
     }
     fn saved_other_bytes(&self) -> usize {
-        std::mem::size_of_val(self.targets.as_slice())
+        std::mem::size_of_val(self.targets.as_slice()) + std::mem::size_of_val(self.lse.as_slice())
     }
 }
