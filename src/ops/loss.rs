@@ -1,7 +1,7 @@
 //! Cross-entropy over class logits with PyTorch's `ignore_index` and mean reduction:
 //! `L = −(1/n) Σ_{i: tᵢ≠ignore} log softmax(zᵢ)[tᵢ]`, n = number of non-ignored rows.
 //! dL/dzᵢ = (softmax(zᵢ) − onehot(tᵢ))·g/n on non-ignored rows, 0 on ignored ones.
-//! One fused op: each row's log Σ eᶻ (lse) is computed once; the loss reads zᵢ[tᵢ] − lse and
+//! One fused op: each row's log Σ eᶻ (lse) is computed once; the loss reads zᵢ\[tᵢ\] − lse and
 //! the backward e^(z − lse), so no log-probability tensor is ever written.
 //! Saves: the logits, each row's lse and the targets.
 
