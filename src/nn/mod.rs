@@ -1,7 +1,8 @@
-//! Layers built on the ops: Linear, Embedding, LayerNorm, Dropout, LoRA, and a residual MLP
-//! stack (the checkpointing benchmarks' workload), with parameters collected by dotted name and
-//! forward hooks on outputs.
+//! Layers built on the ops: Linear, Embedding, LayerNorm, Dropout, LoRA, causal (grouped-query)
+//! attention, and a residual MLP stack (the checkpointing benchmarks' workload), with parameters
+//! collected by dotted name and forward hooks on outputs.
 
+pub mod attention;
 mod dropout;
 mod embedding;
 mod hooks;

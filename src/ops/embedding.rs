@@ -1,5 +1,6 @@
 //! Embedding lookup: row `ids[j]` of the weight. Backward scatter-adds the output gradient
-//! into the rows that were read: `dW[ids[j]] += g[j]`. Saves: the ids (not a tensor).
+//! into the rows that were read: `dW[ids[j]] += g[j]`, except the `padding_idx` row, which
+//! gets none (PyTorch's `padding_idx`). Saves: the ids (not a tensor).
 
 use crate::autograd::{Backward, Grads};
 use crate::dtype::Element;
@@ -16,6 +17,11 @@ use smallvec::smallvec;
 impl Tensor {
     /// Looks up rows of this `[num_embeddings, dim]` weight: output `[ids.shape..., dim]`.
     pub fn embedding(&self, ids: &Indices) -> Result<Tensor> {
+        self.embedding_padded(ids, None)
+    }
+
+    /// [`Tensor::embedding`] whose row `padding_idx` gets no gradient.
+    pub fn embedding_padded(&self, ids: &Indices, padding_idx: Option<usize>) -> Result<Tensor> {
         if self.rank() != 2 {
             return Err(Error::invalid(
                 "embedding",
@@ -23,6 +29,15 @@ impl Tensor {
             ));
         }
         let (v, d) = (self.shape()[0], self.shape()[1]);
+        if let Some(p) = padding_idx
+            && p >= v
+        {
+            return Err(Error::IndexOutOfRange {
+                op: "embedding",
+                index: i64::try_from(p).unwrap_or(i64::MAX),
+                size: v,
+            });
+        }
         for &i in ids.data() {
             if i < 0 || i as usize >= v {
                 return Err(Error::IndexOutOfRange {
@@ -51,6 +66,7 @@ impl Tensor {
             |t, _| EmbeddingBackward {
                 ids: ids.data().to_vec(),
                 weight_shape: t[0].shape().into(),
+                padding_idx: padding_idx.map(|p| p as i64),
             },
         )
     }
@@ -61,11 +77,18 @@ static EMBEDDING: OpSpec = OpSpec::new("embedding", "Embedding");
 struct EmbeddingBackward {
     ids: Vec<i64>,
     weight_shape: Shape,
+    padding_idx: Option<i64>,
 }
 
-fn scatter_add<E: Element>(g: &[E], ids: &[i64], rows: usize, d: usize) -> Vec<E> {
+fn scatter_add<E: Element>(
+    g: &[E],
+    ids: &[i64],
+    rows: usize,
+    d: usize,
+    skip: Option<i64>,
+) -> Vec<E> {
     let mut acc = vec![<E::C as num_traits::Zero>::zero(); rows * d];
-    for (j, &i) in ids.iter().enumerate() {
+    for (j, &i) in ids.iter().enumerate().filter(|(_, i)| Some(**i) != skip) {
         for (a, &x) in acc[i as usize * d..(i as usize + 1) * d]
             .iter_mut()
             .zip(&g[j * d..(j + 1) * d])
@@ -79,7 +102,7 @@ fn scatter_add<E: Element>(g: &[E], ids: &[i64], rows: usize, d: usize) -> Vec<E
 impl Backward for EmbeddingBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let (rows, d) = (self.weight_shape[0], self.weight_shape[1]);
-        let out = with_buffer!(&*g.data(), gv => scatter_add(gv, &self.ids, rows, d).into_buffer());
+        let out = with_buffer!(&*g.data(), gv => scatter_add(gv, &self.ids, rows, d, self.padding_idx).into_buffer());
         Ok(smallvec![Some(Tensor::activation(
             out,
             self.weight_shape.clone()

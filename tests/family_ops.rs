@@ -1,0 +1,223 @@
+//! The ops of the Llama, Qwen2 and GLM families — RMSNorm, SiLU, rotary embeddings in halves
+//! and in interleaved pairs (partial rotary dims, explicit positions), grouped-query causal
+//! attention with left padding, embedding with `padding_idx` — against central differences in
+//! f64, and against transformers 5.25's own functions (`scripts/family_ops_reference.py` →
+//! `tests/fixtures/family_ops.json`) in f32.
+
+mod common;
+
+use common::uniform_f64 as rand;
+use rewind::gradcheck::{GradcheckOptions, gradcheck};
+use rewind::nn::attention::causal_attention;
+use rewind::ops::rope::{Rope, RopeLayout};
+use rewind::{Indices, Result, Tensor};
+use serde_json::Value;
+
+fn check(name: &str, f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) {
+    let r = gradcheck(f, inputs, GradcheckOptions::default()).unwrap();
+    assert!(r.passed, "{name}: {:?}", r.worst);
+}
+
+fn fixture() -> Value {
+    serde_json::from_str(include_str!("fixtures/family_ops.json")).unwrap()
+}
+
+/// sin(0.37·i + phase)·scale rounded to f32, as the script builds its inputs.
+fn wave(shape: &[usize], phase: f64, scale: f64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((0.37 * i as f64 + phase).sin() * scale) as f32)
+        .collect();
+    Tensor::from_vec(v, shape).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn ints(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+/// Every element within `tol` of the reference's largest magnitude.
+fn close(what: &str, got: &Tensor, want: &Value, tol: f32) {
+    let (got, want) = (got.to_vec_f32(), floats(want));
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * scale,
+            "{what}[{i}]: {a} vs transformers' {b} (scale {scale})"
+        );
+    }
+}
+
+/// Runs `f` on `inputs` made trainable, backpropagates `g`, and returns y and the gradients.
+fn run(
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    inputs: &[Tensor],
+    g: &Tensor,
+) -> (Tensor, Vec<Tensor>) {
+    let xs: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.requires_grad_(true).unwrap())
+        .collect();
+    let y = f(&xs).unwrap();
+    y.backward_with(Some(g), Default::default()).unwrap();
+    let grads = xs.iter().map(|x| x.grad().unwrap()).collect();
+    (y, grads)
+}
+
+#[test]
+fn rms_norm_matches_transformers_and_central_differences() {
+    let f = &fixture()["rms_norm"];
+    let w = Tensor::from_vec(
+        wave(&[8], 0.7, 0.5)
+            .to_vec_f32()
+            .iter()
+            .map(|v| v + 1.0)
+            .collect::<Vec<f32>>(),
+        &[8],
+    )
+    .unwrap();
+    let (y, g) = run(
+        |t| t[0].rms_norm(&t[1], 1e-6),
+        &[wave(&[3, 8], 0.1, 2.0), w],
+        &wave(&[3, 8], 1.3, 1.0),
+    );
+    close("rms_norm y", &y, &f["y"], 1e-6);
+    close("rms_norm dx", &g[0], &f["dx"], 1e-5);
+    close("rms_norm dw", &g[1], &f["dw"], 1e-5);
+    check(
+        "rms_norm",
+        |t| t[0].rms_norm(&t[1], 1e-6),
+        &[rand(&[4, 6], -2.0, 2.0, 1), rand(&[6], 0.5, 1.5, 2)],
+    );
+}
+
+#[test]
+fn silu_matches_pytorch_and_central_differences() {
+    let f = &fixture()["silu"];
+    let (y, g) = run(
+        |t| t[0].silu(),
+        &[wave(&[2, 7], 0.2, 4.0)],
+        &wave(&[2, 7], 0.9, 1.0),
+    );
+    // The kernels' exp is within 2 ulps of the true one.
+    close("silu y", &y, &f["y"], 2e-6);
+    close("silu dx", &g[0], &f["dx"], 2e-6);
+    check("silu", |t| t[0].silu(), &[rand(&[3, 5], -6.0, 6.0, 3)]);
+}
+
+#[test]
+fn rotary_embedding_in_halves_matches_llama_at_explicit_positions() {
+    let f = &fixture()["rope_halves"];
+    let rope = Rope::new(10000.0, 8, RopeLayout::Halves).unwrap();
+    let pos = Indices::new(ints(&f["positions"]), &[2, 5]).unwrap();
+    let (y, g) = run(
+        |t| t[0].rope(&rope, &pos),
+        &[wave(&[2, 2, 5, 8], 0.3, 1.0)],
+        &wave(&[2, 2, 5, 8], 1.7, 1.0),
+    );
+    close("rope halves y", &y, &f["y"], 1e-6);
+    // The backward is the turn by −θ.
+    close("rope halves dx", &g[0], &f["dx"], 1e-6);
+    check(
+        "rope halves",
+        |t| t[0].rope(&rope, &pos),
+        &[rand(&[2, 2, 5, 8], -1.0, 1.0, 4)],
+    );
+}
+
+#[test]
+fn rotary_embedding_in_interleaved_pairs_on_half_the_head_matches_glm() {
+    let f = &fixture()["rope_interleaved"];
+    // partial_rotary_factor 0.5: 4 of 8 dims turn, the other 4 pass through.
+    let rope = Rope::new(10000.0, 4, RopeLayout::Interleaved).unwrap();
+    let pos = Indices::new(ints(&f["positions"]), &[4]).unwrap();
+    let (y, g) = run(
+        |t| t[0].rope(&rope, &pos),
+        &[wave(&[1, 2, 4, 8], 0.5, 1.0)],
+        &wave(&[1, 2, 4, 8], 2.1, 1.0),
+    );
+    close("rope interleaved y", &y, &f["y"], 1e-6);
+    close("rope interleaved dx", &g[0], &f["dx"], 1e-6);
+    check(
+        "rope interleaved",
+        |t| t[0].rope(&rope, &pos),
+        &[rand(&[1, 2, 4, 8], -1.0, 1.0, 5)],
+    );
+    assert!(
+        Rope::new(10000.0, 3, RopeLayout::Halves).is_err(),
+        "an odd rotary dim is refused"
+    );
+    assert!(
+        wave(&[1, 1, 4, 2], 0.0, 1.0).rope(&rope, &pos).is_err(),
+        "4 rotary dims do not fit a head of 2"
+    );
+}
+
+#[test]
+fn grouped_query_attention_with_left_padding_matches_transformers_without_nan() {
+    let f = &fixture()["gqa_attention"];
+    let (b, h, kvh, t, d) = (2, 4, 2, 5, 8);
+    let mask = Tensor::from_vec(floats(&f["key_mask"]), &[b, 1, 1, t]).unwrap();
+    let attn = |x: &[Tensor]| causal_attention(&x[0], &x[1], &x[2], Some(&mask));
+    let (y, g) = run(
+        attn,
+        &[
+            wave(&[b, h, t, d], 0.4, 1.0),
+            wave(&[b, kvh, t, d], 1.1, 1.0),
+            wave(&[b, kvh, t, d], 2.3, 1.0),
+        ],
+        &wave(&[b, t, h * d], 0.6, 1.0),
+    );
+    assert!(y.to_vec_f32().iter().all(|v| v.is_finite()), "no NaN row");
+    close("attention y", &y, &f["y"], 1e-5);
+    close("attention dq", &g[0], &f["dq"], 1e-5);
+    // Each shared head's gradient sums its group's.
+    close("attention dk", &g[1], &f["dk"], 1e-5);
+    close("attention dv", &g[2], &f["dv"], 1e-5);
+    let small = Tensor::from_vec(vec![0.0f64, 1.0, 0.0], &[1, 1, 1, 3]).unwrap();
+    check(
+        "grouped-query attention",
+        |x| causal_attention(&x[0], &x[1], &x[2], Some(&small)),
+        &[
+            rand(&[1, 4, 3, 2], -1.0, 1.0, 6),
+            rand(&[1, 2, 3, 2], -1.0, 1.0, 7),
+            rand(&[1, 2, 3, 2], -1.0, 1.0, 8),
+        ],
+    );
+    check(
+        "repeat_heads",
+        |x| x[0].repeat_heads(3),
+        &[rand(&[2, 2, 3, 2], -1.0, 1.0, 9)],
+    );
+}
+
+#[test]
+fn embedding_padding_row_gets_no_gradient_as_in_pytorch() {
+    let f = &fixture()["embedding_padding"];
+    let ids = Indices::new(ints(&f["ids"]), &[2, 3]).unwrap();
+    let (y, g) = run(
+        |t| t[0].embedding_padded(&ids, Some(2)),
+        &[wave(&[6, 3], 0.8, 1.0)],
+        &wave(&[2, 3, 3], 1.9, 1.0),
+    );
+    close("embedding y", &y, &f["y"], 0.0);
+    close("embedding dW", &g[0], &f["dw"], 1e-7);
+    assert_eq!(&g[0].to_vec_f32()[6..9], &[0.0; 3], "padding row 2");
+    assert!(
+        wave(&[6, 3], 0.0, 1.0)
+            .embedding_padded(&ids, Some(6))
+            .is_err()
+    );
+}
