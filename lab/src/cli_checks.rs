@@ -4,6 +4,7 @@
 
 use crate::cli_train::{CompareArgs, ModelArgs, TrainArgs};
 use crate::{BenchArgs, BenchCoreArgs, MemoryArgs, ReproArgs};
+use rewind_lab::models::Family;
 use rewind_lab::models::transformer::TENSOR_NAMES as TRANSFORMER_NAMES;
 use rewind_lab::train::{PlanChoice, PolicyChoice};
 use std::fmt;
@@ -223,7 +224,7 @@ fn model(m: &ModelArgs) -> Checked {
     count("layers", m.layers, 1, usize::MAX, "the model needs a block")?;
     count(
         "max-len",
-        m.max_len,
+        m.max_len(),
         2,
         usize::MAX,
         "a sample needs an input and a next token",
@@ -280,7 +281,7 @@ fn model_fits(m: &ModelArgs, lora_rank: usize) -> Checked {
     let sizes = [
         size("d", m.d, d.d),
         size("layers", m.layers, d.layers),
-        size("max-len", m.max_len, d.max_len),
+        size("max-len", m.max_len(), d.max_len()),
         size("vocab", m.vocab, d.vocab),
         size("samples", m.samples, d.samples),
         size("batch-size", m.batch_size, d.batch_size),
@@ -294,8 +295,10 @@ fn model_fits(m: &ModelArgs, lora_rank: usize) -> Checked {
     )
 }
 
-/// `--model DIR`: a GPT-2 checkpoint the trainer can load; its sizes in place of the flags'.
-fn model_dir(a: &TrainArgs) -> Result<Option<ModelArgs>, Usage> {
+/// `--model DIR`: a checkpoint of a family the trainer loads; its sizes in place of the flags',
+/// its names for `save-names:`, `--max-len` at most its positions (by default the smaller of
+/// 128 and its positions).
+fn model_dir(a: &TrainArgs) -> Result<Option<(ModelArgs, &'static Family)>, Usage> {
     let Some(dir) = &a.model_dir else {
         return Ok(None);
     };
@@ -303,30 +306,39 @@ fn model_dir(a: &TrainArgs) -> Result<Option<ModelArgs>, Usage> {
         readable_file("model", &dir.join(f))
             .map_err(|_| usage("model", dir.display(), format!("has no readable {f}")))?;
     }
-    let text = std::fs::read_to_string(dir.join("config.json"))
-        .map_err(|e| usage("model", dir.display(), e))?;
-    let c = rewind_lab::models::Gpt2Config::from_json(&text)
-        .map_err(|e| usage("model", dir.display(), e))?;
-    if a.model.max_len > c.n_positions {
-        return Err(usage(
-            "max-len",
-            a.model.max_len,
-            format!("the model at --model has {} positions", c.n_positions),
-        ));
-    }
-    Ok(Some(ModelArgs {
-        d: c.n_embd,
-        heads: c.n_head,
-        layers: c.n_layer,
-        vocab: c.vocab_size,
-        ..a.model.clone()
-    }))
+    let (family, c) =
+        rewind_lab::models::lm::sizes(dir).map_err(|e| usage("model", dir.display(), e))?;
+    let max_len = match a.model.max_len {
+        Some(given) if given > c.positions => {
+            return Err(usage(
+                "max-len",
+                given,
+                format!("the model at --model has {} positions", c.positions),
+            ));
+        }
+        Some(given) => given,
+        None => crate::cli_train::DEFAULT_MAX_LEN.min(c.positions),
+    };
+    Ok(Some((
+        ModelArgs {
+            d: c.d,
+            heads: c.heads,
+            layers: c.layers,
+            vocab: c.vocab,
+            max_len: Some(max_len),
+            ..a.model.clone()
+        },
+        family,
+    )))
 }
 
 /// `rewind train`.
 pub fn train(a: &TrainArgs) -> Checked {
     let from_dir = model_dir(a)?;
-    let sized = from_dir.as_ref().unwrap_or(&a.model);
+    let sized = from_dir.as_ref().map_or(&a.model, |(m, _)| m);
+    let names: &[&str] = from_dir
+        .as_ref()
+        .map_or(&TRANSFORMER_NAMES[..], |(_, f)| f.tensor_names);
     if from_dir.is_none() {
         model(&a.model)?;
     } else {
@@ -339,7 +351,7 @@ pub fn train(a: &TrainArgs) -> Checked {
         )?;
         count(
             "max-len",
-            a.model.max_len,
+            sized.max_len(),
             2,
             usize::MAX,
             "a sample needs an input and a next token",
@@ -395,7 +407,7 @@ pub fn train(a: &TrainArgs) -> Checked {
         )?;
     }
     if a.checkpoint_policy != PolicyChoice::RecomputeAll {
-        known_names(&a.checkpoint_policy)?;
+        known_names(&a.checkpoint_policy, names)?;
         if a.checkpoint == PlanChoice::None && a.hf_activation_checkpointing.is_none() {
             return Err(usage(
                 "checkpoint-policy",
@@ -410,20 +422,6 @@ pub fn train(a: &TrainArgs) -> Checked {
                 format!(
                     "needs --checkpoint-mode non-reentrant (PyTorch: \"{}\")",
                     rewind::checkpoint::POLICY_NEEDS_NON_REENTRANT_MSG
-                ),
-            ));
-        }
-        if let PolicyChoice::SaveNames(names) = &a.checkpoint_policy
-            && let Some(n) = names
-                .iter()
-                .find(|n| !TRANSFORMER_NAMES.contains(&n.as_str()))
-        {
-            return Err(usage(
-                "checkpoint-policy",
-                &a.checkpoint_policy,
-                format!(
-                    "the model names no tensor `{n}`; it names {}",
-                    TRANSFORMER_NAMES.join(", ")
                 ),
             ));
         }
@@ -449,7 +447,11 @@ pub fn train(a: &TrainArgs) -> Checked {
     if let Some(p) = &a.json {
         writable_file("json", p)?;
     }
-    let targets = &rewind_lab::models::gpt2::LORA_TARGETS;
+    let targets = from_dir
+        .as_ref()
+        .map_or(&rewind_lab::models::gpt2::LORA_TARGETS[..], |(_, f)| {
+            f.lora_targets
+        });
     if a.lora_targets.is_empty() {
         return Err(usage("lora-targets", "", "needs at least one projection"));
     }
@@ -461,7 +463,10 @@ pub fn train(a: &TrainArgs) -> Checked {
         return Err(usage(
             "lora-targets",
             t,
-            format!("is not a GPT-2 projection ({})", targets.join(", ")),
+            format!(
+                "is not one of the model's projections ({})",
+                targets.join(", ")
+            ),
         ));
     }
     let adapter_outputs = [("save-adapter", &a.save_adapter), ("merge", &a.merge)];
@@ -483,18 +488,16 @@ pub fn train(a: &TrainArgs) -> Checked {
 }
 
 /// A `save-names:` policy names only tensors the transformer names.
-fn known_names(p: &PolicyChoice) -> Checked {
+fn known_names(p: &PolicyChoice, known: &[&str]) -> Checked {
     if let PolicyChoice::SaveNames(names) = p
-        && let Some(n) = names
-            .iter()
-            .find(|n| !TRANSFORMER_NAMES.contains(&n.as_str()))
+        && let Some(n) = names.iter().find(|n| !known.contains(&n.as_str()))
     {
         return Err(usage(
             "checkpoint-policy",
             p,
             format!(
                 "the model names no tensor `{n}`; it names {}",
-                TRANSFORMER_NAMES.join(", ")
+                known.join(", ")
             ),
         ));
     }
@@ -504,7 +507,7 @@ fn known_names(p: &PolicyChoice) -> Checked {
 /// `rewind compare` (the largest variant is the baseline: fp32 AdamW, everything stored).
 pub fn compare(a: &CompareArgs) -> Checked {
     model(&a.model)?;
-    known_names(&a.checkpoint_policy)?;
+    known_names(&a.checkpoint_policy, &TRANSFORMER_NAMES)?;
     model_fits(&a.model, 0)?;
     writable_dir("out", &a.out)
 }

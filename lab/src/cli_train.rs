@@ -30,9 +30,10 @@ pub struct ModelArgs {
     /// Transformer blocks.
     #[arg(long, default_value_t = 8)]
     pub layers: usize,
-    /// Longest sequence (position table); longer samples are truncated.
-    #[arg(long, default_value_t = 128)]
-    pub max_len: usize,
+    /// Longest sequence (position table); longer samples are truncated [default: 128, or the
+    /// model's positions when --model has fewer].
+    #[arg(long)]
+    pub max_len: Option<usize>,
     /// Byte-level BPE vocabulary size (the 256 bytes, `<|endoftext|>`, then merges).
     #[arg(long, default_value_t = 512)]
     pub vocab: usize,
@@ -151,13 +152,18 @@ impl ModelArgs {
         <Only as clap::Parser>::parse_from(["rewind"]).model
     }
 
+    /// `--max-len` as given, else its default.
+    pub fn max_len(&self) -> usize {
+        self.max_len.unwrap_or(DEFAULT_MAX_LEN)
+    }
+
     /// The configuration these flags describe, other choices at their defaults.
     pub fn config(&self) -> TrainConfig {
         let mut cfg = TrainConfig {
             d: self.d,
             heads: self.heads,
             layers: self.layers,
-            max_len: self.max_len,
+            max_len: self.max_len(),
             vocab: self.vocab,
             batch_size: self.batch_size,
             lr: self.lr,
@@ -179,14 +185,15 @@ impl TrainArgs {
         let mut base = self.model.config();
         if let Some(dir) = &self.model_dir {
             // The checkpoint's sizes (checked up front by cli_checks).
-            if let Some(c) = std::fs::read_to_string(dir.join("config.json"))
-                .ok()
-                .and_then(|t| rewind_lab::models::Gpt2Config::from_json(&t).ok())
-            {
-                base.d = c.n_embd;
-                base.heads = c.n_head;
-                base.layers = c.n_layer;
-                base.vocab = c.vocab_size;
+            if let Ok((_, c)) = rewind_lab::models::lm::sizes(dir) {
+                base.d = c.d;
+                base.heads = c.heads;
+                base.layers = c.layers;
+                base.vocab = c.vocab;
+                base.max_len = self
+                    .model
+                    .max_len
+                    .unwrap_or(DEFAULT_MAX_LEN.min(c.positions));
             }
             base.model_dir = Some(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone()));
         }
@@ -310,25 +317,25 @@ pub fn run(args: &TrainArgs) -> rewind::Result<Ended> {
             p.display()
         );
     }
-    if let rewind_lab::models::LmModel::Gpt2(m) = &mut trainer.model {
-        if let Some(dir) = &args.save_adapter {
-            m.save_adapter(dir)?;
-            eprintln!(
-                "wrote the LoRA adapter (PEFT's format) to {}",
-                dir.display()
-            );
-        }
-        if let Some(dir) = &args.merge {
-            m.merge_lora()?;
-            m.save_pretrained(dir)?;
-            eprintln!(
-                "wrote the merged model (transformers' format) to {}",
-                dir.display()
-            );
-        }
+    if let Some(dir) = &args.save_adapter {
+        trainer.model.save_adapter(dir)?;
+        eprintln!(
+            "wrote the LoRA adapter (PEFT's format) to {}",
+            dir.display()
+        );
+    }
+    if let Some(dir) = &args.merge {
+        trainer.model.merge_and_save(dir)?;
+        eprintln!(
+            "wrote the merged model (transformers' format) to {}",
+            dir.display()
+        );
     }
     Ok(Ended::Done)
 }
+
+/// `--max-len` when it is not given (and the model has at least as many positions).
+pub const DEFAULT_MAX_LEN: usize = 128;
 
 /// `rewind compare` flags.
 #[derive(Args, Debug, Clone)]

@@ -245,3 +245,53 @@ fn an_immutable_save_file_is_refused_before_training() {
         );
     }
 }
+
+#[test]
+fn model_flags_are_checked_against_the_loaded_model_not_the_small_transformer() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/gpt2-tiny");
+    // GPT-2's blocks name only `attn_probs`: a name of the small transformer's is refused.
+    let (code, err, _) = run_bounded(
+        &[
+            "train",
+            "--model",
+            fixture,
+            "--steps",
+            "1",
+            "--checkpoint",
+            "every",
+            "--checkpoint-policy",
+            "save-names:mlp_hidden",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.starts_with(
+            "error: --checkpoint-policy save-names:mlp_hidden: the model names no tensor `mlp_hidden`; it names attn_probs"
+        ),
+        "{err}"
+    );
+    // The fixture has 64 positions: without --max-len, the run uses 64, not the default 128.
+    let (code, err, _) = run_bounded(
+        &["train", "--model", fixture, "--steps", "1", "--quiet"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err, _) = run_bounded(
+        &[
+            "train",
+            "--model",
+            fixture,
+            "--steps",
+            "1",
+            "--max-len",
+            "65",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.starts_with("error: --max-len 65: the model at --model has 64 positions"),
+        "{err}"
+    );
+}

@@ -195,6 +195,30 @@ fn projection(p: &mut Vec<(String, Tensor)>, name: &str, proj: &Projection) {
 /// the attention output and the MLP down projection, as PEFT's suffix match does).
 pub const LORA_TARGETS: [&str; 3] = ["c_attn", "c_proj", "c_fc"];
 
+/// GPT-2 as `train --model` sees it (its blocks name the attention probabilities).
+pub const FAMILY: super::lm::Family = super::lm::Family {
+    model_type: "gpt2",
+    tensor_names: &["attn_probs"],
+    lora_targets: &LORA_TARGETS,
+    sizes: |text| {
+        let c = Gpt2Config::from_json(text)?;
+        Ok(super::lm::Sizes {
+            d: c.n_embd,
+            heads: c.n_head,
+            layers: c.n_layer,
+            vocab: c.vocab_size,
+            positions: c.n_positions,
+        })
+    },
+    load: |dir, rank, alpha, targets| {
+        let mut m = Gpt2::load(dir)?;
+        if rank > 0 {
+            m.add_lora_to(rank, alpha, targets)?;
+        }
+        Ok(Box::new(m))
+    },
+};
+
 impl Gpt2Block {
     fn projections_mut(&mut self) -> [(&'static str, &mut Projection); 4] {
         [

@@ -1,89 +1,210 @@
-//! The model a training run fine-tunes, behind one interface: the lab's small transformer, or
-//! GPT-2 loaded from a transformers checkpoint directory (`train --model DIR`).
+//! The model a training run fine-tunes, behind one interface: the lab's small transformer, or a
+//! transformers checkpoint directory (`train --model DIR`) of a family listed in
+//! [`FAMILIES`]. Adding a family is its own file implementing [`CausalLm`] plus one line there.
 
 use super::{Gpt2, Transformer};
 use crate::data::Batch;
 use rewind::checkpoint::{BlockCosts, CheckpointMode, SavePolicy, Segmentation};
-use rewind::error::Result;
+use rewind::error::{Error, Result};
 use rewind::nn::{Embedding, Parameters};
 use rewind::ops::loss::IGNORE_INDEX;
 use rewind::tensor::Tensor;
+use std::path::Path;
 
 /// A causal language model the trainer can run.
-#[derive(Debug)]
-pub enum LmModel {
-    /// The lab's transformer (`model.*` names).
-    Small(Transformer),
-    /// GPT-2 (transformers' `transformer.*` names).
-    Gpt2(Gpt2),
+pub trait CausalLm: Parameters + std::fmt::Debug {
+    /// Mean next-token cross-entropy of `batch` (labels −100 ignored), blocks under `seg`.
+    fn loss(
+        &self,
+        batch: &Batch,
+        seg: &Segmentation,
+        mode: CheckpointMode,
+        policy: &SavePolicy,
+    ) -> Result<Tensor>;
+    /// Per-block saved bytes on `batch` (one probe forward that keeps nothing).
+    fn block_costs(&self, batch: &Batch) -> Result<BlockCosts>;
+    /// The token embedding (for `enable_input_require_grads`).
+    fn token_embedding(&self) -> &Embedding;
+    /// Name prefixes of the embedding tables.
+    fn embedding_prefixes(&self) -> &'static [&'static str];
+    /// Name prefix of block `i`'s parameters.
+    fn block_prefix(&self, i: usize) -> String;
+    /// Token ids the embedding holds.
+    fn vocab_size(&self) -> usize;
+    /// Positions its position table or rotary range allows.
+    fn max_positions(&self) -> usize;
+    /// Writes the LoRA adapter in PEFT's format.
+    fn save_adapter(&self, _dir: &Path) -> Result<()> {
+        Err(Error::invalid(
+            "save_adapter",
+            "this model has no PEFT adapter format",
+        ))
+    }
+    /// Merges the LoRA adapters into the base weights and writes the model as transformers'
+    /// `save_pretrained` does.
+    fn merge_and_save(&mut self, _dir: &Path) -> Result<()> {
+        Err(Error::invalid(
+            "merge",
+            "this model has no transformers format",
+        ))
+    }
 }
 
-impl LmModel {
-    /// Mean next-token cross-entropy of `batch` (labels −100 ignored), blocks under `seg`.
-    pub fn loss(
+/// The sizes of a checkpoint, from its `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    /// Width.
+    pub d: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Blocks.
+    pub layers: usize,
+    /// Token ids.
+    pub vocab: usize,
+    /// Positions.
+    pub positions: usize,
+}
+
+/// Loads a checkpoint directory with LoRA of (rank, alpha) on the target modules.
+pub type Loader = fn(&Path, usize, f64, &[&str]) -> Result<Box<dyn CausalLm>>;
+
+/// What a family declares about itself, known from its `config.json`'s `model_type` before
+/// anything is loaded (the command line checks flags against it).
+#[derive(Debug)]
+pub struct Family {
+    /// transformers' `model_type`.
+    pub model_type: &'static str,
+    /// The names its blocks give tensors, for `save-names:` policies.
+    pub tensor_names: &'static [&'static str],
+    /// PEFT's target modules it supports.
+    pub lora_targets: &'static [&'static str],
+    /// Reads its sizes from `config.json`'s text.
+    pub sizes: fn(&str) -> Result<Sizes>,
+    /// Loads a checkpoint directory, LoRA of (rank, alpha) on `targets` added when rank > 0.
+    pub load: Loader,
+}
+
+/// Every family `train --model` loads.
+pub static FAMILIES: &[Family] = &[super::gpt2::FAMILY];
+
+/// The `config.json` in `dir`: its text and `model_type`.
+fn config(dir: &Path) -> Result<(String, String)> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::Io {
+        op: "load",
+        path: path.clone(),
+        source: rewind::error::Source(std::sync::Arc::new(e)),
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::invalid("model", format!("{}: {e}", path.display())))?;
+    let model_type = v["model_type"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| Error::invalid("model", format!("{} has no model_type", path.display())))?;
+    Ok((text, model_type))
+}
+
+/// `model_type` from the `config.json` in `dir`.
+pub fn model_type(dir: &Path) -> Result<String> {
+    Ok(config(dir)?.1)
+}
+
+/// The family of the checkpoint in `dir` and its sizes.
+pub fn sizes(dir: &Path) -> Result<(&'static Family, Sizes)> {
+    let (text, model_type) = config(dir)?;
+    let f = family(&model_type)?;
+    Ok((f, (f.sizes)(&text)?))
+}
+
+/// The family of `model_type`, or an error naming the ones there are.
+pub fn family(model_type: &str) -> Result<&'static Family> {
+    FAMILIES
+        .iter()
+        .find(|f| f.model_type == model_type)
+        .ok_or_else(|| {
+            let known: Vec<&str> = FAMILIES.iter().map(|f| f.model_type).collect();
+            Error::invalid(
+                "model",
+                format!(
+                    "config.json's model_type \"{model_type}\" is not one rewind loads ({})",
+                    known.join(", ")
+                ),
+            )
+        })
+}
+
+impl CausalLm for Transformer {
+    fn loss(
         &self,
         batch: &Batch,
         seg: &Segmentation,
         mode: CheckpointMode,
         policy: &SavePolicy,
     ) -> Result<Tensor> {
-        match self {
-            LmModel::Small(m) => m.loss_with(batch, seg, mode, policy),
-            LmModel::Gpt2(m) => {
-                let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
-                let mask = batch.key_pad_mask.reshape(&[b, t])?;
-                m.logits_hidden(&batch.ids, Some(&mask), seg, mode, policy)?
-                    .reshape(&[b * t, m.cfg.vocab_size])?
-                    .cross_entropy(&batch.labels, IGNORE_INDEX)
-            }
-        }
+        self.loss_with(batch, seg, mode, policy)
     }
-
-    /// Per-block saved bytes on `batch` (one probe forward that keeps nothing).
-    pub fn block_costs(&self, batch: &Batch) -> Result<BlockCosts> {
-        match self {
-            LmModel::Small(m) => m.block_costs(batch),
-            LmModel::Gpt2(m) => {
-                let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
-                let mask = batch.key_pad_mask.reshape(&[b, t])?;
-                rewind::tape::scratch(|| {
-                    m.embed(&batch.ids, Some(&mask))
-                        .and_then(|(h, modules)| BlockCosts::measure(&modules, &h))
-                })
-            }
-        }
+    fn block_costs(&self, batch: &Batch) -> Result<BlockCosts> {
+        Transformer::block_costs(self, batch)
     }
-
-    /// The token embedding (for `enable_input_require_grads`).
-    pub fn token_embedding(&self) -> &Embedding {
-        match self {
-            LmModel::Small(m) => &m.tok,
-            LmModel::Gpt2(m) => &m.wte,
-        }
+    fn token_embedding(&self) -> &Embedding {
+        &self.tok
     }
-
-    /// Name prefixes of the embedding tables.
-    pub fn embedding_prefixes(&self) -> &'static [&'static str] {
-        match self {
-            LmModel::Small(_) => &["model.embed_"],
-            LmModel::Gpt2(_) => &["transformer.wte.", "transformer.wpe."],
-        }
+    fn embedding_prefixes(&self) -> &'static [&'static str] {
+        &["model.embed_"]
     }
-
-    /// Name prefix of block `i`'s parameters.
-    pub fn block_prefix(&self, i: usize) -> String {
-        match self {
-            LmModel::Small(_) => format!("model.layers.{i}."),
-            LmModel::Gpt2(_) => format!("transformer.h.{i}."),
-        }
+    fn block_prefix(&self, i: usize) -> String {
+        format!("model.layers.{i}.")
+    }
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab
+    }
+    fn max_positions(&self) -> usize {
+        self.cfg.max_len
     }
 }
 
-impl Parameters for LmModel {
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        match self {
-            LmModel::Small(m) => m.named_parameters(),
-            LmModel::Gpt2(m) => m.named_parameters(),
-        }
+impl CausalLm for Gpt2 {
+    fn loss(
+        &self,
+        batch: &Batch,
+        seg: &Segmentation,
+        mode: CheckpointMode,
+        policy: &SavePolicy,
+    ) -> Result<Tensor> {
+        let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
+        let mask = batch.key_pad_mask.reshape(&[b, t])?;
+        self.logits_hidden(&batch.ids, Some(&mask), seg, mode, policy)?
+            .reshape(&[b * t, self.cfg.vocab_size])?
+            .cross_entropy(&batch.labels, IGNORE_INDEX)
+    }
+    fn block_costs(&self, batch: &Batch) -> Result<BlockCosts> {
+        let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
+        let mask = batch.key_pad_mask.reshape(&[b, t])?;
+        rewind::tape::scratch(|| {
+            self.embed(&batch.ids, Some(&mask))
+                .and_then(|(h, modules)| BlockCosts::measure(&modules, &h))
+        })
+    }
+    fn token_embedding(&self) -> &Embedding {
+        &self.wte
+    }
+    fn embedding_prefixes(&self) -> &'static [&'static str] {
+        &["transformer.wte.", "transformer.wpe."]
+    }
+    fn block_prefix(&self, i: usize) -> String {
+        format!("transformer.h.{i}.")
+    }
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+    fn max_positions(&self) -> usize {
+        self.cfg.n_positions
+    }
+    fn save_adapter(&self, dir: &Path) -> Result<()> {
+        Gpt2::save_adapter(self, dir)
+    }
+    fn merge_and_save(&mut self, dir: &Path) -> Result<()> {
+        self.merge_lora()?;
+        self.save_pretrained(dir)
     }
 }

@@ -8,7 +8,7 @@ pub mod transformer;
 
 pub use gpt2::{Gpt2, Gpt2Config};
 
-pub use lm::LmModel;
+pub use lm::{CausalLm, FAMILIES, Family, family};
 pub use repro::{ReproConfig, ReproModel};
 pub(crate) use rewind::nn::attention::causal_attention;
 pub use transformer::{Transformer, TransformerConfig};

@@ -8,7 +8,6 @@ use super::trainer::{DataPosition, Trainer};
 use crate::data::Fnv1a;
 use rewind::amp::ScalerState;
 use rewind::error::{Error, Result};
-use rewind::nn::Parameters;
 use rewind::optim::{OptimState, StateBuffer};
 use rewind::rng::{self, GeneratorState};
 use rewind::weights::{self, Raw};

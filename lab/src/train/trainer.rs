@@ -4,12 +4,12 @@
 
 use super::config::{OptimChoice, PaddingChoice, PlanChoice, TrainConfig};
 use crate::data::{Batch, Padding, Tokenizer, batches, synthetic_corpus};
-use crate::models::{Gpt2, LmModel, Transformer, TransformerConfig};
+use crate::models::{CausalLm, Transformer, TransformerConfig};
 use rewind::amp::GradScaler;
 use rewind::checkpoint::{CheckpointMode, Plan, Segmentation, diagnose, plan};
 use rewind::dtype::DType;
 use rewind::error::{Error, Result};
-use rewind::nn::{HookHandle, Parameters, freeze};
+use rewind::nn::{HookHandle, freeze};
 use rewind::ops::autocast::autocast;
 use rewind::ops::loss::IGNORE_INDEX;
 use rewind::optim::{AdamW, AdamW8bit, Optimizer, ParamGroup, Sgd, StateBuffer};
@@ -146,7 +146,7 @@ pub struct Trainer {
     /// Its data.
     pub data: Data,
     /// The model.
-    pub model: LmModel,
+    pub model: Box<dyn CausalLm>,
     pub(super) opt: Box<dyn Optimizer>,
     pub(super) scaler: Option<GradScaler>,
     pub(super) seg: Segmentation,
@@ -168,7 +168,7 @@ impl std::fmt::Debug for Trainer {
 }
 
 /// Freezes what `cfg.freeze` names (LoRA has already frozen the base weights).
-fn apply_freezing(model: &LmModel, cfg: &TrainConfig) -> Result<()> {
+fn apply_freezing(model: &dyn CausalLm, cfg: &TrainConfig) -> Result<()> {
     let named = model.named_parameters();
     if cfg.freeze.embeddings {
         for prefix in model.embedding_prefixes() {
@@ -181,49 +181,47 @@ fn apply_freezing(model: &LmModel, cfg: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
-/// The model `cfg` describes: the lab's transformer, or the GPT-2 in `cfg.model_dir` (LoRA on
-/// `c_attn` as PEFT puts it, everything else frozen, with `lora_rank > 0`).
-fn build_model(cfg: &TrainConfig, data: &Data) -> Result<LmModel> {
-    match &cfg.model_dir {
-        None => Ok(LmModel::Small(Transformer::new(TransformerConfig {
+/// The model `cfg` describes: the lab's transformer, or the checkpoint in `cfg.model_dir`
+/// (its family by `config.json`'s `model_type`; LoRA on `cfg.lora_targets` as PEFT puts it,
+/// everything else frozen, with `lora_rank > 0`).
+fn build_model(cfg: &TrainConfig, data: &Data) -> Result<Box<dyn CausalLm>> {
+    let Some(dir) = &cfg.model_dir else {
+        return Ok(Box::new(Transformer::new(TransformerConfig {
             vocab: data.tokenizer.vocab_size(),
             max_len: cfg.max_len,
             d: cfg.d,
             heads: cfg.heads,
             layers: cfg.layers,
             lora_rank: cfg.lora_rank,
-        })?)),
-        Some(dir) => {
-            let mut m = Gpt2::load(dir)?;
-            if cfg.max_len > m.cfg.n_positions {
-                return Err(Error::invalid(
-                    "train",
-                    format!(
-                        "max_len {} exceeds the model's {} positions",
-                        cfg.max_len, m.cfg.n_positions
-                    ),
-                ));
-            }
-            if data.tokenizer.vocab_size() > m.cfg.vocab_size {
-                return Err(Error::invalid(
-                    "train",
-                    format!(
-                        "tokenizer.json has {} ids, the model {}",
-                        data.tokenizer.vocab_size(),
-                        m.cfg.vocab_size
-                    ),
-                ));
-            }
-            if cfg.lora_rank > 0 {
-                let targets: Vec<&str> = cfg.lora_targets.iter().map(String::as_str).collect();
-                m.add_lora_to(cfg.lora_rank, 2.0 * cfg.lora_rank as f64, &targets)?;
-            }
-            Ok(LmModel::Gpt2(m))
-        }
+        })?));
+    };
+    let family = crate::models::family(&crate::models::lm::model_type(dir)?)?;
+    let targets: Vec<&str> = cfg.lora_targets.iter().map(String::as_str).collect();
+    let m = (family.load)(dir, cfg.lora_rank, 2.0 * cfg.lora_rank as f64, &targets)?;
+    if cfg.max_len > m.max_positions() {
+        return Err(Error::invalid(
+            "train",
+            format!(
+                "max_len {} exceeds the model's {} positions",
+                cfg.max_len,
+                m.max_positions()
+            ),
+        ));
     }
+    if data.tokenizer.vocab_size() > m.vocab_size() {
+        return Err(Error::invalid(
+            "train",
+            format!(
+                "tokenizer.json has {} ids, the model {}",
+                data.tokenizer.vocab_size(),
+                m.vocab_size()
+            ),
+        ));
+    }
+    Ok(m)
 }
 
-fn build_optimizer(cfg: &TrainConfig, model: &LmModel) -> Result<Box<dyn Optimizer>> {
+fn build_optimizer(cfg: &TrainConfig, model: &dyn CausalLm) -> Result<Box<dyn Optimizer>> {
     let params: Vec<_> = model
         .parameters()
         .into_iter()
@@ -250,12 +248,12 @@ impl Trainer {
         let data = Data::build(&cfg)?;
         rewind::rng::manual_seed(cfg.seed);
         let model = build_model(&cfg, &data)?;
-        apply_freezing(&model, &cfg)?;
-        let opt = build_optimizer(&cfg, &model)?;
+        apply_freezing(model.as_ref(), &cfg)?;
+        let opt = build_optimizer(&cfg, model.as_ref())?;
         let input_grads = cfg
             .enable_input_require_grads
             .then(|| model.token_embedding().enable_input_require_grads());
-        let seg = segmentation(&cfg, &model, &data)?;
+        let seg = segmentation(&cfg, model.as_ref(), &data)?;
         let mut t = Trainer {
             scaler: cfg.amp.then(GradScaler::new),
             cfg,
@@ -482,7 +480,7 @@ impl Trainer {
 
 /// The segmentation of `cfg.plan`; a budget is planned from block costs measured on a
 /// full-length batch, the largest any padding produces, so every batch fits.
-fn segmentation(cfg: &TrainConfig, model: &LmModel, data: &Data) -> Result<Segmentation> {
+fn segmentation(cfg: &TrainConfig, model: &dyn CausalLm, data: &Data) -> Result<Segmentation> {
     let n = cfg.layers;
     match cfg.plan {
         PlanChoice::None => Ok(Segmentation::store_all(n)),
