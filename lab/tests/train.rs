@@ -7,7 +7,6 @@ mod common;
 
 use rewind::checkpoint::CheckpointMode;
 use rewind::error::NO_GRAD_FN_MSG;
-use rewind::nn::Parameters;
 use rewind_lab::train::{
     FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, PolicyChoice, TrainConfig, Trainer,
     suggest_fix,
