@@ -452,14 +452,11 @@ pub fn train(a: &TrainArgs) -> Checked {
         .map_or(&rewind_lab::models::gpt2::LORA_TARGETS[..], |(_, f)| {
             f.lora_targets
         });
-    if a.lora_targets.is_empty() {
+    let given = a.lora_targets.as_deref().unwrap_or_default();
+    if a.lora_targets.is_some() && given.is_empty() {
         return Err(usage("lora-targets", "", "needs at least one projection"));
     }
-    if let Some(t) = a
-        .lora_targets
-        .iter()
-        .find(|t| !targets.contains(&t.as_str()))
-    {
+    if let Some(t) = given.iter().find(|t| !targets.contains(&t.as_str())) {
         return Err(usage(
             "lora-targets",
             t,

@@ -110,15 +110,12 @@ pub struct TrainArgs {
     /// written to a temporary file, synced and renamed, so a kill never leaves a broken save.
     #[arg(long)]
     pub save: Option<PathBuf>,
-    /// With --model: the GPT-2 projections that get LoRA, PEFT's target_modules (c_attn, c_proj
-    /// — the attention output and the MLP down projection — and c_fc).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "c_attn",
-        requires = "model_dir"
-    )]
-    pub lora_targets: Vec<String>,
+    /// With --model: the projections that get LoRA, PEFT's target_modules [default: PEFT's for
+    /// the family: c_attn for GPT-2, q_proj,v_proj for Llama and Qwen2]. GPT-2: c_attn, c_proj
+    /// (the attention output and the MLP down projection) and c_fc; Llama and Qwen2: q_proj,
+    /// k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
+    #[arg(long, value_delimiter = ',', requires = "model_dir")]
+    pub lora_targets: Option<Vec<String>>,
     /// With --model and --lora-rank: write the trained LoRA adapter here in PEFT's format
     /// (adapter_model.safetensors, adapter_config.json) at the end.
     #[arg(long, value_name = "DIR", requires_all = ["model_dir", "lora_rank"])]
@@ -185,7 +182,12 @@ impl TrainArgs {
         let mut base = self.model.config();
         if let Some(dir) = &self.model_dir {
             // The checkpoint's sizes (checked up front by cli_checks).
-            if let Ok((_, c)) = rewind_lab::models::lm::sizes(dir) {
+            if let Ok((family, c)) = rewind_lab::models::lm::sizes(dir) {
+                base.lora_targets = family
+                    .default_lora_targets
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect();
                 base.d = c.d;
                 base.heads = c.heads;
                 base.layers = c.layers;
@@ -220,7 +222,10 @@ impl TrainArgs {
             accumulation: self.accumulation,
             freeze: self.freeze,
             lora_rank: self.lora_rank,
-            lora_targets: self.lora_targets.clone(),
+            lora_targets: self
+                .lora_targets
+                .clone()
+                .unwrap_or(base.lora_targets.clone()),
             padding: self.padding,
             ..base
         }

@@ -200,6 +200,7 @@ pub const FAMILY: super::lm::Family = super::lm::Family {
     model_type: "gpt2",
     tensor_names: &["attn_probs"],
     lora_targets: &LORA_TARGETS,
+    default_lora_targets: &["c_attn"],
     sizes: |text| {
         let c = Gpt2Config::from_json(text)?;
         Ok(super::lm::Sizes {

@@ -2,7 +2,7 @@
 //! transformers checkpoint directory (`train --model DIR`) of a family listed in
 //! [`FAMILIES`]. Adding a family is its own file implementing [`CausalLm`] plus one line there.
 
-use super::{Gpt2, Transformer};
+use super::{Gpt2, Llama, Transformer};
 use crate::data::Batch;
 use rewind::checkpoint::{BlockCosts, CheckpointMode, SavePolicy, Segmentation};
 use rewind::error::{Error, Result};
@@ -78,6 +78,8 @@ pub struct Family {
     pub tensor_names: &'static [&'static str],
     /// PEFT's target modules it supports.
     pub lora_targets: &'static [&'static str],
+    /// PEFT's default target modules for it.
+    pub default_lora_targets: &'static [&'static str],
     /// Reads its sizes from `config.json`'s text.
     pub sizes: fn(&str) -> Result<Sizes>,
     /// Loads a checkpoint directory, LoRA of (rank, alpha) on `targets` added when rank > 0.
@@ -85,7 +87,11 @@ pub struct Family {
 }
 
 /// Every family `train --model` loads.
-pub static FAMILIES: &[Family] = &[super::gpt2::FAMILY];
+pub static FAMILIES: &[Family] = &[
+    super::gpt2::FAMILY,
+    super::llama::LLAMA,
+    super::llama::QWEN2,
+];
 
 /// The `config.json` in `dir`: its text and `model_type`.
 fn config(dir: &Path) -> Result<(String, String)> {
@@ -206,5 +212,44 @@ impl CausalLm for Gpt2 {
     fn merge_and_save(&mut self, dir: &Path) -> Result<()> {
         self.merge_lora()?;
         self.save_pretrained(dir)
+    }
+}
+
+impl CausalLm for Llama {
+    fn loss(
+        &self,
+        batch: &Batch,
+        seg: &Segmentation,
+        mode: CheckpointMode,
+        policy: &SavePolicy,
+    ) -> Result<Tensor> {
+        let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
+        let mask = batch.key_pad_mask.reshape(&[b, t])?;
+        self.logits_hidden(&batch.ids, Some(&mask), seg, mode, policy)?
+            .reshape(&[b * t, self.cfg.vocab])?
+            .cross_entropy(&batch.labels, IGNORE_INDEX)
+    }
+    fn block_costs(&self, batch: &Batch) -> Result<BlockCosts> {
+        let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
+        let mask = batch.key_pad_mask.reshape(&[b, t])?;
+        rewind::tape::scratch(|| {
+            self.embed(&batch.ids, Some(&mask))
+                .and_then(|(h, modules)| BlockCosts::measure(&modules, &h))
+        })
+    }
+    fn token_embedding(&self) -> &Embedding {
+        &self.embed_tokens
+    }
+    fn embedding_prefixes(&self) -> &'static [&'static str] {
+        &["model.embed_tokens."]
+    }
+    fn block_prefix(&self, i: usize) -> String {
+        format!("model.layers.{i}.")
+    }
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab
+    }
+    fn max_positions(&self) -> usize {
+        self.cfg.positions
     }
 }

@@ -2,11 +2,14 @@
 //! transformer, and GPT-2 loaded from a transformers checkpoint. The residual MLP of the benchmarks is the engine's [`rewind::nn::ResidualMlp`].
 
 pub mod gpt2;
+pub mod hf;
+pub mod llama;
 pub mod lm;
 pub mod repro;
 pub mod transformer;
 
 pub use gpt2::{Gpt2, Gpt2Config};
+pub use llama::{Llama, LlamaConfig};
 
 pub use lm::{CausalLm, FAMILIES, Family, family};
 pub use repro::{ReproConfig, ReproModel};
