@@ -3,11 +3,15 @@
 //! (`down(silu(gate(x)) · up(x))`), tied or untied head. Qwen2 is Llama with q/k/v biases.
 //! Position ids are 0…T−1 in every row, as transformers' default (padding or not).
 
-use rewind::checkpoint::{CheckpointMode, SavePolicy, Segmentation, run_blocks_with_policy};
+use crate::data::Batch;
+use rewind::checkpoint::{
+    BlockCosts, CheckpointMode, SavePolicy, Segmentation, run_blocks_with_policy,
+};
 use rewind::error::{Error, Result};
 use rewind::indices::Indices;
 use rewind::nn::attention::causal_attention;
 use rewind::nn::{Embedding, Linear, LoraLinear, Module, Parameters, Projection, prefixed};
+use rewind::ops::loss::IGNORE_INDEX;
 use rewind::ops::rope::{Rope, RopeLayout};
 use rewind::tensor::Tensor;
 use std::path::Path;
@@ -457,6 +461,45 @@ impl Parameters for Llama {
             p.push(("lm_head.weight".to_string(), h.clone()));
         }
         p
+    }
+}
+
+impl super::CausalLm for Llama {
+    fn loss(
+        &self,
+        batch: &Batch,
+        seg: &Segmentation,
+        mode: CheckpointMode,
+        policy: &SavePolicy,
+    ) -> Result<Tensor> {
+        let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
+        let mask = batch.key_pad_mask.reshape(&[b, t])?;
+        self.logits_hidden(&batch.ids, Some(&mask), seg, mode, policy)?
+            .reshape(&[b * t, self.cfg.vocab])?
+            .cross_entropy(&batch.labels, IGNORE_INDEX)
+    }
+    fn block_costs(&self, batch: &Batch) -> Result<BlockCosts> {
+        let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
+        let mask = batch.key_pad_mask.reshape(&[b, t])?;
+        rewind::tape::scratch(|| {
+            self.embed(&batch.ids, Some(&mask))
+                .and_then(|(h, modules)| BlockCosts::measure(&modules, &h))
+        })
+    }
+    fn token_embedding(&self) -> &Embedding {
+        &self.embed_tokens
+    }
+    fn embedding_prefixes(&self) -> &'static [&'static str] {
+        &["model.embed_tokens."]
+    }
+    fn block_prefix(&self, i: usize) -> String {
+        format!("model.layers.{i}.")
+    }
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab
+    }
+    fn max_positions(&self) -> usize {
+        self.cfg.positions
     }
 }
 

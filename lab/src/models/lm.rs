@@ -2,7 +2,7 @@
 //! transformers checkpoint directory (`train --model DIR`) of a family listed in
 //! [`FAMILIES`]. Adding a family is its own file implementing [`CausalLm`] plus one line there.
 
-use super::{Gpt2, Llama, Transformer};
+use super::{Gpt2, Transformer};
 use crate::data::Batch;
 use rewind::checkpoint::{BlockCosts, CheckpointMode, SavePolicy, Segmentation};
 use rewind::error::{Error, Result};
@@ -212,44 +212,5 @@ impl CausalLm for Gpt2 {
     fn merge_and_save(&mut self, dir: &Path) -> Result<()> {
         self.merge_lora()?;
         self.save_pretrained(dir)
-    }
-}
-
-impl CausalLm for Llama {
-    fn loss(
-        &self,
-        batch: &Batch,
-        seg: &Segmentation,
-        mode: CheckpointMode,
-        policy: &SavePolicy,
-    ) -> Result<Tensor> {
-        let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
-        let mask = batch.key_pad_mask.reshape(&[b, t])?;
-        self.logits_hidden(&batch.ids, Some(&mask), seg, mode, policy)?
-            .reshape(&[b * t, self.cfg.vocab])?
-            .cross_entropy(&batch.labels, IGNORE_INDEX)
-    }
-    fn block_costs(&self, batch: &Batch) -> Result<BlockCosts> {
-        let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
-        let mask = batch.key_pad_mask.reshape(&[b, t])?;
-        rewind::tape::scratch(|| {
-            self.embed(&batch.ids, Some(&mask))
-                .and_then(|(h, modules)| BlockCosts::measure(&modules, &h))
-        })
-    }
-    fn token_embedding(&self) -> &Embedding {
-        &self.embed_tokens
-    }
-    fn embedding_prefixes(&self) -> &'static [&'static str] {
-        &["model.embed_tokens."]
-    }
-    fn block_prefix(&self, i: usize) -> String {
-        format!("model.layers.{i}.")
-    }
-    fn vocab_size(&self) -> usize {
-        self.cfg.vocab
-    }
-    fn max_positions(&self) -> usize {
-        self.cfg.positions
     }
 }
