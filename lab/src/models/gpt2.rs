@@ -8,17 +8,12 @@ use rewind::checkpoint::{CheckpointMode, SavePolicy, Segmentation, run_blocks_wi
 use rewind::dtype::DType;
 use rewind::error::{Error, Result};
 use rewind::indices::Indices;
-use rewind::nn::{
-    Embedding, LayerNorm, Linear, LoraLinear, Module, Parameters, Projection, prefixed,
-};
+use rewind::nn::{Embedding, LayerNorm, Linear, Module, Parameters, Projection, prefixed};
 use rewind::ops::gelu::GeluApprox;
 use rewind::tensor::Tensor;
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 use std::rc::Rc;
-
-/// The prefix PEFT gives the wrapped model's names in an adapter file.
-const PEFT_PREFIX: &str = "base_model.model.";
 
 fn err(msg: impl Into<String>) -> Error {
     Error::invalid("gpt2", msg)
@@ -169,25 +164,12 @@ impl Gpt2Block {
 impl Parameters for Gpt2Block {
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         let mut p = prefixed("ln_1", self.ln_1.named_parameters());
-        projection(&mut p, "attn.c_attn", &self.c_attn);
-        projection(&mut p, "attn.c_proj", &self.c_proj);
+        super::peft::named(&mut p, "attn.c_attn", &self.c_attn);
+        super::peft::named(&mut p, "attn.c_proj", &self.c_proj);
         p.extend(prefixed("ln_2", self.ln_2.named_parameters()));
-        projection(&mut p, "mlp.c_fc", &self.c_fc);
-        projection(&mut p, "mlp.c_proj", &self.mlp_proj);
+        super::peft::named(&mut p, "mlp.c_fc", &self.c_fc);
+        super::peft::named(&mut p, "mlp.c_proj", &self.mlp_proj);
         p
-    }
-}
-
-/// A projection's parameters under transformers' names (PEFT's for the adapters: the base keeps
-/// transformers' name, the adapters are `lora_{A,B}.weight`).
-fn projection(p: &mut Vec<(String, Tensor)>, name: &str, proj: &Projection) {
-    match proj {
-        Projection::Plain(l) => p.extend(prefixed(name, l.named_parameters())),
-        Projection::Lora(l) => {
-            p.extend(prefixed(name, l.base.named_parameters()));
-            p.push((format!("{name}.lora_A.weight"), l.a.clone()));
-            p.push((format!("{name}.lora_B.weight"), l.b.clone()));
-        }
     }
 }
 
@@ -350,7 +332,7 @@ impl Gpt2 {
     }
 
     /// PEFT's `get_peft_model` with LoRA on every block's `c_attn` (rank `r`, scale α/r):
-    /// every other parameter is frozen; the adapters start as [`LoraLinear::new`] draws them.
+    /// every other parameter is frozen; the adapters start as [`rewind::nn::LoraLinear::new`] draws them.
     pub fn add_lora(&mut self, r: usize, alpha: f64) -> Result<()> {
         self.add_lora_to(r, alpha, &["c_attn"])
     }
@@ -374,12 +356,8 @@ impl Gpt2 {
                 err("add_lora: a block is shared; add LoRA before using the model")
             })?;
             for (name, proj) in b.projections_mut() {
-                if targets.contains(&name) && matches!(proj, Projection::Plain(_)) {
-                    let placeholder = Projection::Plain(Linear::new(1, 1, false)?);
-                    let Projection::Plain(base) = std::mem::replace(proj, placeholder) else {
-                        unreachable!("matched Plain above");
-                    };
-                    *proj = Projection::Lora(LoraLinear::new(base, r, alpha)?);
+                if targets.contains(&name) {
+                    super::peft::wrap(proj, r, alpha)?;
                 }
             }
         }
@@ -403,105 +381,31 @@ impl Gpt2 {
 
     /// The LoRA adapters under PEFT's names (`base_model.model.transformer.h.0.attn.c_attn.lora_A.weight`).
     pub fn lora_parameters(&self) -> Vec<(String, Tensor)> {
-        self.hf_parameters()
-            .into_iter()
-            .filter(|(n, _)| n.contains(".lora_"))
-            .map(|(n, p)| (format!("{PEFT_PREFIX}{n}"), p))
-            .collect()
+        super::peft::lora_parameters(self.hf_parameters())
     }
 
     /// Loads a PEFT LoRA adapter directory (`adapter_config.json`, `adapter_model.safetensors`)
     /// onto this model: LoRA on `c_attn` only, no DoRA/rsLoRA/bias, dropout 0.
     pub fn load_adapter(&mut self, dir: &Path) -> Result<()> {
-        let cfg_path = dir.join("adapter_config.json");
-        let text =
-            std::fs::read_to_string(&cfg_path).map_err(|e| Error::io("gpt2", &cfg_path, e))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| err(format!("adapter_config.json: {e}")))?;
-        let bad = |what: &str| err(format!("adapter_config.json: {what} is not supported"));
-        if v["peft_type"] != "LORA" {
-            return Err(bad(&format!("peft_type {}", v["peft_type"])));
-        }
-        let targets: Vec<&str> = v["target_modules"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
-            .unwrap_or_default();
-        if targets.is_empty() || targets.iter().any(|t| !LORA_TARGETS.contains(t)) {
-            return Err(bad(&format!("target_modules {}", v["target_modules"])));
-        }
-        for flag in ["use_dora", "use_rslora"] {
-            if v[flag] == true {
-                return Err(bad(flag));
-            }
-        }
-        if v["bias"].as_str().is_some_and(|b| b != "none")
-            || v["lora_dropout"].as_f64().is_some_and(|d| d != 0.0)
-        {
-            return Err(bad("a LoRA bias or dropout"));
-        }
-        let r = v["r"]
-            .as_u64()
-            .ok_or_else(|| err("adapter_config.json: `r` is missing"))? as usize;
-        let alpha = v["lora_alpha"]
-            .as_f64()
-            .ok_or_else(|| err("adapter_config.json: `lora_alpha` is missing"))?;
-        self.add_lora_to(r, alpha, &targets)?;
-        let st_path = dir.join("adapter_model.safetensors");
-        let bytes = std::fs::read(&st_path).map_err(|e| Error::io("gpt2", &st_path, e))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| err(format!("{}: {e}", st_path.display())))?;
-        for (name, p) in self.lora_parameters() {
-            let view = st
-                .tensor(&name)
-                .map_err(|_| err(format!("adapter_model.safetensors has no tensor `{name}`")))?;
-            if view.shape() != p.shape() || view.dtype() != Dtype::F32 {
-                return Err(err(format!(
-                    "`{name}` is {:?} {:?}, the adapter needs F32 {:?}",
-                    view.dtype(),
-                    view.shape(),
-                    p.shape()
-                )));
-            }
-            let values: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
-            p.set_data(Tensor::from_vec(values, p.shape())?.data().clone())?;
-        }
-        Ok(())
+        let c = super::peft::read_config(dir, &LORA_TARGETS)?;
+        let targets: Vec<&str> = c.targets.iter().map(String::as_str).collect();
+        self.add_lora_to(c.r, c.alpha, &targets)?;
+        super::peft::load_weights(dir, &self.lora_parameters())
     }
 
     /// Writes the LoRA adapter as PEFT does (`adapter_model.safetensors` with PEFT's names,
     /// `adapter_config.json`), each file crash-safely.
     pub fn save_adapter(&self, dir: &Path) -> Result<()> {
-        let first = self
+        let any = self
             .blocks
             .iter()
             .flat_map(|b| b.projections())
             .find_map(|(_, p)| match p {
                 Projection::Lora(l) => Some(l),
                 Projection::Plain(_) => None,
-            })
-            .ok_or_else(|| err("save_adapter: the model has no LoRA adapters"))?;
-        let r = first.a.shape()[0];
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("gpt2", dir, e))?;
-        let bytes = rewind::weights::to_bytes(&self.lora_parameters())?;
-        rewind::atomic_file::write_atomic("gpt2", &dir.join("adapter_model.safetensors"), &bytes)?;
-        let config = serde_json::json!({
-            "peft_type": "LORA",
-            "task_type": "CAUSAL_LM",
-            "r": r,
-            "lora_alpha": first.scale * r as f64,
-            "lora_dropout": 0.0,
-            "target_modules": self.lora_targets(),
-            "fan_in_fan_out": true,
-            "bias": "none",
-            "use_dora": false,
-            "use_rslora": false,
-            "init_lora_weights": true,
-            "inference_mode": true,
-            "modules_to_save": null,
-            "base_model_name_or_path": null,
-        });
-        let text = serde_json::to_string_pretty(&config).map_err(|e| err(e.to_string()))?;
-        rewind::atomic_file::write_atomic("gpt2", &dir.join("adapter_config.json"), text.as_bytes())
+            });
+        let params = self.lora_parameters();
+        super::peft::save(dir, any, &params, &self.lora_targets(), true)
     }
 
     /// Folds every LoRA adapter into its base weight (W ← W + (α/r)·B·A, PEFT's
@@ -513,16 +417,7 @@ impl Gpt2 {
                 err("merge_lora: a block is shared; merge before using the model")
             })?;
             for (_, proj) in b.projections_mut() {
-                if matches!(proj, Projection::Lora(_)) {
-                    let placeholder = Projection::Plain(Linear::new(1, 1, false)?);
-                    let Projection::Lora(l) = std::mem::replace(proj, placeholder) else {
-                        unreachable!("matched Lora above");
-                    };
-                    let delta = rewind::tape::no_grad(|| l.b.matmul(&l.a)?.mul_scalar(l.scale))?;
-                    let merged = rewind::tape::no_grad(|| l.base.weight.add(&delta))?;
-                    l.base.weight.set_data(merged.data().clone())?;
-                    *proj = Projection::Plain(l.base);
-                }
+                super::peft::merge(proj)?;
             }
         }
         Ok(())
@@ -537,7 +432,6 @@ impl Gpt2 {
                 "save_pretrained: merge the LoRA adapters first (merge_lora)",
             ));
         }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("gpt2", dir, e))?;
         let params: Vec<(String, Tensor)> = self
             .hf_parameters()
             .into_iter()
@@ -550,10 +444,6 @@ impl Gpt2 {
                 Ok((n, t))
             })
             .collect::<Result<_>>()?;
-        let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-        let bytes =
-            rewind::weights::serialize_raw(&rewind::weights::raw_params(&params), Some(meta))?;
-        rewind::atomic_file::write_atomic("gpt2", &dir.join("model.safetensors"), &bytes)?;
         let c = &self.cfg;
         let config = serde_json::json!({
             "architectures": ["GPT2LMHeadModel"],
@@ -573,8 +463,7 @@ impl Gpt2 {
             "scale_attn_weights": true,
             "dtype": "float32",
         });
-        let text = serde_json::to_string_pretty(&config).map_err(|e| err(e.to_string()))?;
-        rewind::atomic_file::write_atomic("gpt2", &dir.join("config.json"), text.as_bytes())
+        super::peft::save_pretrained(dir, &params, &config)
     }
 
     /// Every parameter under transformers' name (`transformer.h.0.attn.c_attn.weight`, …);

@@ -53,24 +53,29 @@ pub fn read_weights(dir: &Path) -> Result<Weights> {
             .map_err(|e| err(format!("{}: {e}", path.display())))?;
         for name in st.names() {
             let view = st.tensor(name).map_err(|e| err(format!("{name}: {e}")))?;
-            let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => bytemuck::pod_collect_to_vec(view.data()),
-                Dtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(view.data())
-                    .into_iter()
-                    .map(f32::from)
-                    .collect(),
-                Dtype::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(view.data())
-                    .into_iter()
-                    .map(f32::from)
-                    .collect(),
-                other => {
-                    return Err(err(format!(
-                        "`{name}` has dtype {other:?}; f32, f16 and bf16 are supported"
-                    )));
-                }
-            };
+            let values = to_f32(name, &view)?;
             out.insert(name.to_string(), (view.shape().to_vec(), values));
         }
     }
     Ok(out)
+}
+
+/// A tensor's values in f32 from f32, f16 or bf16 storage; another dtype names the tensor.
+pub fn to_f32(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>> {
+    Ok(match view.dtype() {
+        Dtype::F32 => bytemuck::pod_collect_to_vec(view.data()),
+        Dtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(view.data())
+            .into_iter()
+            .map(f32::from)
+            .collect(),
+        Dtype::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(view.data())
+            .into_iter()
+            .map(f32::from)
+            .collect(),
+        other => {
+            return Err(err(format!(
+                "`{name}` has dtype {other:?}; f32, f16 and bf16 are supported"
+            )));
+        }
+    })
 }

@@ -10,8 +10,7 @@ use rewind::checkpoint::{
 use rewind::error::{Error, Result};
 use rewind::indices::Indices;
 use rewind::nn::attention::causal_attention;
-use rewind::nn::{Embedding, Linear, LoraLinear, Module, Parameters, Projection, prefixed};
-use rewind::ops::loss::IGNORE_INDEX;
+use rewind::nn::{Embedding, Linear, Module, Parameters, Projection, prefixed};
 use rewind::ops::rope::{Rope, RopeLayout};
 use rewind::tensor::Tensor;
 use std::path::Path;
@@ -54,6 +53,8 @@ pub struct LlamaConfig {
     pub tied: bool,
     /// The rotary embedding's frequencies.
     pub rope: Rope,
+    /// The parsed `config.json`, written back by `save_pretrained`.
+    pub json: serde_json::Value,
 }
 
 fn usize_of(v: &serde_json::Value, key: &str) -> Result<usize> {
@@ -145,6 +146,7 @@ impl LlamaConfig {
             tied: v["tie_word_embeddings"].as_bool().unwrap_or(qwen),
             rope,
             model_type,
+            json: v,
         })
     }
 }
@@ -283,14 +285,7 @@ impl Parameters for LlamaBlock {
             self.input_layernorm.clone(),
         )];
         for (name, _, proj) in self.projections() {
-            match proj {
-                Projection::Plain(l) => p.extend(prefixed(name, l.named_parameters())),
-                Projection::Lora(l) => {
-                    p.extend(prefixed(name, l.base.named_parameters()));
-                    p.push((format!("{name}.lora_A.weight"), l.a.clone()));
-                    p.push((format!("{name}.lora_B.weight"), l.b.clone()));
-                }
-            }
+            super::peft::named(&mut p, name, proj);
         }
         p.push((
             "post_attention_layernorm.weight".to_string(),
@@ -398,15 +393,87 @@ impl Llama {
                 err("add_lora: a layer is shared; add LoRA before using the model")
             })?;
             for (name, proj) in b.projections_mut() {
-                if targets.contains(&name) && matches!(proj, Projection::Plain(_)) {
-                    let placeholder = Projection::Plain(Linear::new(1, 1, false)?);
-                    if let Projection::Plain(base) = std::mem::replace(proj, placeholder) {
-                        *proj = Projection::Lora(LoraLinear::new(base, r, alpha)?);
-                    }
+                if targets.contains(&name) {
+                    super::peft::wrap(proj, r, alpha)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The module names that carry LoRA adapters, in [`LORA_TARGETS`] order.
+    pub fn lora_targets(&self) -> Vec<&'static str> {
+        LORA_TARGETS
+            .iter()
+            .copied()
+            .filter(|t| {
+                self.blocks.iter().any(|b| {
+                    b.projections()
+                        .iter()
+                        .any(|(_, n, p)| n == t && matches!(p, Projection::Lora(_)))
+                })
+            })
+            .collect()
+    }
+
+    /// The LoRA adapters under PEFT's names
+    /// (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`).
+    pub fn lora_parameters(&self) -> Vec<(String, Tensor)> {
+        super::peft::lora_parameters(self.named_parameters())
+    }
+
+    /// Loads a PEFT LoRA adapter directory onto this model (see [`super::peft::read_config`]
+    /// for what it accepts).
+    pub fn load_adapter(&mut self, dir: &Path) -> Result<()> {
+        let c = super::peft::read_config(dir, &LORA_TARGETS)?;
+        let targets: Vec<&str> = c.targets.iter().map(String::as_str).collect();
+        self.add_lora_to(c.r, c.alpha, &targets)?;
+        super::peft::load_weights(dir, &self.lora_parameters())
+    }
+
+    /// Writes the LoRA adapter as PEFT does, each file crash-safely.
+    pub fn save_adapter(&self, dir: &Path) -> Result<()> {
+        let any = self
+            .blocks
+            .iter()
+            .flat_map(|b| b.projections())
+            .find_map(|(_, _, p)| match p {
+                Projection::Lora(l) => Some(l),
+                Projection::Plain(_) => None,
+            });
+        let params = self.lora_parameters();
+        super::peft::save(dir, any, &params, &self.lora_targets(), false)
+    }
+
+    /// Folds every LoRA adapter into its base weight (PEFT's `merge_and_unload`).
+    pub fn merge_lora(&mut self) -> Result<()> {
+        for blk in &mut self.blocks {
+            let b = Rc::get_mut(blk).ok_or_else(|| {
+                err("merge_lora: a layer is shared; merge before using the model")
+            })?;
+            for (_, proj) in b.projections_mut() {
+                super::peft::merge(proj)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `config.json` and `model.safetensors` (f32, a tied head not stored) as
+    /// transformers' `save_pretrained` does. A model with LoRA adapters must be merged first.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        if !self.lora_targets().is_empty() {
+            return Err(err(
+                "save_pretrained: merge the LoRA adapters first (merge_lora)",
+            ));
+        }
+        let params: Vec<(String, Tensor)> = self
+            .named_parameters()
+            .into_iter()
+            .map(|(n, p)| (n, p.detach()))
+            .collect();
+        let mut config = self.cfg.json.clone();
+        config["dtype"] = "float32".into();
+        super::peft::save_pretrained(dir, &params, &config)
     }
 
     /// Logits `[B, T, vocab]` of `ids` `[B, T]`, padded keys hidden where `key_pad_mask`
@@ -465,7 +532,7 @@ impl Parameters for Llama {
 }
 
 impl super::CausalLm for Llama {
-    fn loss(
+    fn logits(
         &self,
         batch: &Batch,
         seg: &Segmentation,
@@ -474,9 +541,7 @@ impl super::CausalLm for Llama {
     ) -> Result<Tensor> {
         let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
         let mask = batch.key_pad_mask.reshape(&[b, t])?;
-        self.logits_hidden(&batch.ids, Some(&mask), seg, mode, policy)?
-            .reshape(&[b * t, self.cfg.vocab])?
-            .cross_entropy(&batch.labels, IGNORE_INDEX)
+        self.logits_hidden(&batch.ids, Some(&mask), seg, mode, policy)
     }
     fn block_costs(&self, batch: &Batch) -> Result<BlockCosts> {
         let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
@@ -500,6 +565,16 @@ impl super::CausalLm for Llama {
     }
     fn max_positions(&self) -> usize {
         self.cfg.positions
+    }
+    fn load_adapter(&mut self, dir: &Path) -> Result<()> {
+        Llama::load_adapter(self, dir)
+    }
+    fn save_adapter(&self, dir: &Path) -> Result<()> {
+        Llama::save_adapter(self, dir)
+    }
+    fn merge_and_save(&mut self, dir: &Path) -> Result<()> {
+        self.merge_lora()?;
+        self.save_pretrained(dir)
     }
 }
 

@@ -13,6 +13,14 @@ use std::path::Path;
 
 /// A causal language model the trainer can run.
 pub trait CausalLm: Parameters + std::fmt::Debug {
+    /// Logits `[B, T, vocab]` of `batch` (padded keys hidden), blocks under `seg`.
+    fn logits(
+        &self,
+        batch: &Batch,
+        seg: &Segmentation,
+        mode: CheckpointMode,
+        policy: &SavePolicy,
+    ) -> Result<Tensor>;
     /// Mean next-token cross-entropy of `batch` (labels −100 ignored), blocks under `seg`.
     fn loss(
         &self,
@@ -20,7 +28,12 @@ pub trait CausalLm: Parameters + std::fmt::Debug {
         seg: &Segmentation,
         mode: CheckpointMode,
         policy: &SavePolicy,
-    ) -> Result<Tensor>;
+    ) -> Result<Tensor> {
+        let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
+        self.logits(batch, seg, mode, policy)?
+            .reshape(&[b * t, self.vocab_size()])?
+            .cross_entropy(&batch.labels, IGNORE_INDEX)
+    }
     /// Per-block saved bytes on `batch` (one probe forward that keeps nothing).
     fn block_costs(&self, batch: &Batch) -> Result<BlockCosts>;
     /// The token embedding (for `enable_input_require_grads`).
@@ -33,6 +46,13 @@ pub trait CausalLm: Parameters + std::fmt::Debug {
     fn vocab_size(&self) -> usize;
     /// Positions its position table or rotary range allows.
     fn max_positions(&self) -> usize;
+    /// Adds the PEFT LoRA adapter in `dir` (everything else frozen).
+    fn load_adapter(&mut self, _dir: &Path) -> Result<()> {
+        Err(Error::invalid(
+            "adapter",
+            "this model has no PEFT adapter format",
+        ))
+    }
     /// Writes the LoRA adapter in PEFT's format.
     fn save_adapter(&self, _dir: &Path) -> Result<()> {
         Err(Error::invalid(
@@ -140,14 +160,14 @@ pub fn family(model_type: &str) -> Result<&'static Family> {
 }
 
 impl CausalLm for Transformer {
-    fn loss(
+    fn logits(
         &self,
         batch: &Batch,
         seg: &Segmentation,
         mode: CheckpointMode,
         policy: &SavePolicy,
     ) -> Result<Tensor> {
-        self.loss_with(batch, seg, mode, policy)
+        Transformer::logits(self, batch, seg, mode, policy)
     }
     fn block_costs(&self, batch: &Batch) -> Result<BlockCosts> {
         Transformer::block_costs(self, batch)
@@ -170,7 +190,7 @@ impl CausalLm for Transformer {
 }
 
 impl CausalLm for Gpt2 {
-    fn loss(
+    fn logits(
         &self,
         batch: &Batch,
         seg: &Segmentation,
@@ -179,9 +199,7 @@ impl CausalLm for Gpt2 {
     ) -> Result<Tensor> {
         let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
         let mask = batch.key_pad_mask.reshape(&[b, t])?;
-        self.logits_hidden(&batch.ids, Some(&mask), seg, mode, policy)?
-            .reshape(&[b * t, self.cfg.vocab_size])?
-            .cross_entropy(&batch.labels, IGNORE_INDEX)
+        self.logits_hidden(&batch.ids, Some(&mask), seg, mode, policy)
     }
     fn block_costs(&self, batch: &Batch) -> Result<BlockCosts> {
         let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
@@ -205,6 +223,9 @@ impl CausalLm for Gpt2 {
     }
     fn max_positions(&self) -> usize {
         self.cfg.n_positions
+    }
+    fn load_adapter(&mut self, dir: &Path) -> Result<()> {
+        Gpt2::load_adapter(self, dir)
     }
     fn save_adapter(&self, dir: &Path) -> Result<()> {
         Gpt2::save_adapter(self, dir)

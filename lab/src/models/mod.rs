@@ -5,6 +5,7 @@ pub mod gpt2;
 pub mod hf;
 pub mod llama;
 pub mod lm;
+pub mod peft;
 pub mod repro;
 pub mod transformer;
 

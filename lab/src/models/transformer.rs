@@ -264,12 +264,22 @@ impl Transformer {
         policy: &SavePolicy,
     ) -> Result<Tensor> {
         let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
-        let (h, modules) = self.embed(batch)?;
-        let h = run_blocks_with_policy(&modules, &h, seg, mode, "model.layers", policy)?;
-        let logits = self.head.forward(&self.ln_f.forward(&h)?)?;
-        logits
+        self.logits(batch, seg, mode, policy)?
             .reshape(&[b * t, self.cfg.vocab])?
             .cross_entropy(&batch.labels, IGNORE_INDEX)
+    }
+
+    /// Logits `[B, T, vocab]` of `batch`, blocks under `seg`/`mode`/`policy`.
+    pub fn logits(
+        &self,
+        batch: &Batch,
+        seg: &Segmentation,
+        mode: CheckpointMode,
+        policy: &SavePolicy,
+    ) -> Result<Tensor> {
+        let (h, modules) = self.embed(batch)?;
+        let h = run_blocks_with_policy(&modules, &h, seg, mode, "model.layers", policy)?;
+        self.head.forward(&self.ln_f.forward(&h)?)
     }
 
     /// Per-block saved bytes and boundary sizes on `batch` (one probe forward that keeps
