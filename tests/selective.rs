@@ -196,6 +196,46 @@ fn dropout_inside_a_selective_segment_replays_its_mask_bit_for_bit() {
 }
 
 #[test]
+fn a_product_of_frozen_inputs_in_a_selective_segment_is_recomputed_not_given_a_kept_output() {
+    // A LoRA layer on a frozen input: x·Wᵀ (frozen W, x needs no grad) is not recorded, so the
+    // rerun must compute it rather than take the kept output of the recorded x·Aᵀ after it
+    // (once: a `[rows, r]` handed where `[rows, H]` belongs).
+    rng::manual_seed(5);
+    let w = Tensor::randn(&[H, D]).unwrap();
+    let a = Tensor::randn(&[4, D])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let bm = Tensor::randn(&[H, 4])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let x = Tensor::randn(&[ROWS, D]).unwrap();
+    let (w2, a2, b2) = (w.clone(), a.clone(), bm.clone());
+    let body: Body = Rc::new(move |xs: &[Tensor]| {
+        let base = xs[0].linear(&w2, None)?;
+        let low = xs[0].linear(&a2, None)?.linear(&b2, None)?;
+        base.add(&low)?.gelu()
+    });
+    let run = |policy: Option<&SavePolicy>| -> Vec<Vec<u32>> {
+        a.zero_grad();
+        bm.zero_grad();
+        let y = match policy {
+            None => body(std::slice::from_ref(&x)).unwrap(),
+            Some(p) => {
+                checkpoint_with_policy("lora", CheckpointMode::NonReentrant, &[&x], body.clone(), p)
+                    .unwrap()
+            }
+        };
+        y.sum().unwrap().backward().unwrap();
+        vec![bits(&a.grad().unwrap()), bits(&bm.grad().unwrap())]
+    };
+    let stored = run(None);
+    assert_eq!(run(Some(&SavePolicy::SaveMatmuls)), stored);
+    assert_eq!(run(Some(&SavePolicy::RecomputeAll)), stored);
+}
+
+#[test]
 fn named_tensors_are_kept_and_a_custom_policy_gets_pytorchs_four_answers() {
     let (m, x) = model();
     let store = step(&m, &x, None);

@@ -2,8 +2,9 @@
 //! rope base 1e6) loaded from the directories transformers 5.25 wrote match transformers on a
 //! batch with a right-padded and a left-padded row: logits and loss within 1e-5 relative, every
 //! gradient within 1e-4 of its largest magnitude — stored, every layer checkpointed and with
-//! SaveMatmuls (`scripts/llama_fixture.py`). llama3 rope scaling gives transformers' inverse
-//! frequencies.
+//! SaveMatmuls (`scripts/llama_fixture.py`). PEFT's LoRA adapters on each give PEFT's logits and
+//! LoRA gradients, save back as PEFT wrote them, and merge into a checkpoint that reloads bit for
+//! bit. llama3 rope scaling gives transformers' inverse frequencies.
 
 use rewind::checkpoint::{CheckpointMode, Plan, SavePolicy, Segmentation, plan};
 use rewind::indices::Indices;
@@ -45,88 +46,234 @@ fn shifted(labels: &[i64], b: usize, t: usize) -> Vec<i64> {
         .collect()
 }
 
-fn check(name: &str) {
-    let dir = fixture(name);
-    let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+/// The batch transformers ran: ids, attention mask and labels `[2, T]`.
+struct Batch {
+    ids: Vec<i64>,
+    mask: Vec<i64>,
+    labels: Vec<i64>,
+    b: usize,
+    t: usize,
+}
+
+fn read(dir: &Path, file: &str) -> Vec<u8> {
+    std::fs::read(dir.join(file)).unwrap()
+}
+
+fn floats(st: &SafeTensors, k: &str) -> Vec<f32> {
+    bytemuck::pod_collect_to_vec(st.tensor(k).unwrap().data())
+}
+
+fn batch(dir: &Path) -> Batch {
+    let bytes = read(dir, "reference.safetensors");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let ints = |k: &str| -> Vec<i64> { bytemuck::pod_collect_to_vec(st.tensor(k).unwrap().data()) };
-    let floats =
-        |k: &str| -> Vec<f32> { bytemuck::pod_collect_to_vec(st.tensor(k).unwrap().data()) };
-    let (ids, mask, labels) = (ints("input_ids"), ints("attention_mask"), ints("labels"));
-    let (b, t) = (2, ids.len() / 2);
-    let want_logits = floats("logits");
-    let want_loss = floats("loss")[0];
-    let m = Llama::load(&dir).unwrap();
-    let every = plan::segment(Plan::EveryBlock, m.blocks.len(), None).unwrap();
-    for (what, seg, policy) in [
+    let ids = ints("input_ids");
+    let t = ids.len() / 2;
+    Batch {
+        ids,
+        mask: ints("attention_mask"),
+        labels: ints("labels"),
+        b: 2,
+        t,
+    }
+}
+
+/// Logits `[B, T, V]` and transformers' shifted mean loss of `m` on `x`.
+fn forward(m: &Llama, x: &Batch, seg: &Segmentation, policy: &SavePolicy) -> (Tensor, Tensor) {
+    let (b, t) = (x.b, x.t);
+    let hidden: Vec<f32> = x
+        .mask
+        .iter()
+        .map(|&v| if v == 0 { 1.0 } else { 0.0 })
+        .collect();
+    let hidden = Tensor::from_vec(hidden, &[b, t]).unwrap();
+    let logits = m
+        .logits_hidden(
+            &Indices::new(x.ids.clone(), &[b, t]).unwrap(),
+            Some(&hidden),
+            seg,
+            CheckpointMode::NonReentrant,
+            policy,
+        )
+        .unwrap();
+    let loss = logits
+        .reshape(&[b * t, m.cfg.vocab])
+        .unwrap()
+        .cross_entropy(
+            &Indices::new(shifted(&x.labels, b, t), &[b * t]).unwrap(),
+            -100,
+        )
+        .unwrap();
+    (logits, loss)
+}
+
+/// Stored, every layer checkpointed, and checkpointed with SaveMatmuls.
+fn plans(layers: usize) -> Vec<(&'static str, Segmentation, SavePolicy)> {
+    let every = plan::segment(Plan::EveryBlock, layers, None).unwrap();
+    vec![
         (
             "stored",
-            Segmentation::store_all(m.blocks.len()),
+            Segmentation::store_all(layers),
             SavePolicy::RecomputeAll,
         ),
         ("checkpointed", every.clone(), SavePolicy::RecomputeAll),
         ("save-matmuls", every, SavePolicy::SaveMatmuls),
-    ] {
-        for (_, p) in m.named_parameters() {
-            p.zero_grad();
-        }
-        let hidden: Vec<f32> = mask
-            .iter()
-            .map(|&v| if v == 0 { 1.0 } else { 0.0 })
-            .collect();
-        let hidden = Tensor::from_vec(hidden, &[b, t]).unwrap();
-        let logits = m
-            .logits_hidden(
-                &Indices::new(ids.clone(), &[b, t]).unwrap(),
-                Some(&hidden),
-                &seg,
-                CheckpointMode::NonReentrant,
-                &policy,
-            )
-            .unwrap();
-        let got = logits.to_vec_f32();
+    ]
+}
+
+/// Logits and loss within 1e-5 relative of `st`'s, then each of `params` (names as in `st`'s
+/// `grad.` entries) within 1e-4 of the largest magnitude of its reference gradient.
+fn compare(
+    what: &str,
+    m: &Llama,
+    x: &Batch,
+    st: &SafeTensors,
+    params: &[(String, Tensor)],
+    seg: &Segmentation,
+    policy: &SavePolicy,
+) {
+    for (_, p) in params {
+        p.zero_grad();
+    }
+    let (logits, loss) = forward(m, x, seg, policy);
+    let got = logits.to_vec_f32();
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{what}: no NaN under left padding"
+    );
+    let want_logits = floats(st, "logits");
+    let d = worst(&got, &want_logits);
+    assert!(
+        d <= 1e-5 * max_abs(&want_logits),
+        "{what}: logits off by {d}"
+    );
+    let want_loss = floats(st, "loss")[0];
+    let l = loss.item().unwrap() as f32;
+    assert!(
+        (l - want_loss).abs() <= 1e-5 * want_loss.abs(),
+        "{what}: loss {l} vs {want_loss}"
+    );
+    loss.backward()
+        .unwrap_or_else(|e| panic!("{what}: backward: {e:?}"));
+    for (pname, p) in params {
+        let want = floats(st, &format!("grad.{pname}"));
+        let scale = max_abs(&want);
         assert!(
-            got.iter().all(|v| v.is_finite()),
-            "{name} {what}: no NaN under left padding"
+            scale > 0.0,
+            "{what}: the reference gradient of {pname} is zero"
         );
-        let d = worst(&got, &want_logits);
+        let d = worst(&p.grad().unwrap().to_vec_f32(), &want);
         assert!(
-            d <= 1e-5 * max_abs(&want_logits),
-            "{name} {what}: logits off by {d}"
-        );
-        let v = m.cfg.vocab;
-        let loss = logits
-            .reshape(&[b * t, v])
-            .unwrap()
-            .cross_entropy(
-                &Indices::new(shifted(&labels, b, t), &[b * t]).unwrap(),
-                -100,
-            )
-            .unwrap();
-        let l = loss.item().unwrap() as f32;
-        assert!(
-            (l - want_loss).abs() <= 1e-5 * want_loss.abs(),
-            "{name} {what}: loss {l} vs {want_loss}"
-        );
-        loss.backward().unwrap();
-        let mut checked = 0;
-        for (pname, p) in m.named_parameters() {
-            let want = floats(&format!("grad.{pname}"));
-            let got = p.grad().unwrap().to_vec_f32();
-            let d = worst(&got, &want);
-            assert!(
-                d <= 1e-4 * max_abs(&want),
-                "{name} {what}: gradient of {pname} off by {d} (largest {})",
-                max_abs(&want)
-            );
-            checked += 1;
-        }
-        let expected = st.names().iter().filter(|n| n.starts_with("grad.")).count();
-        assert_eq!(
-            checked, expected,
-            "{name}: every parameter transformers has"
+            d <= 1e-4 * scale,
+            "{what}: gradient of {pname} off by {d} (largest {scale})"
         );
     }
+    let expected = st.names().iter().filter(|n| n.starts_with("grad.")).count();
+    assert_eq!(
+        params.len(),
+        expected,
+        "{what}: every parameter the reference has"
+    );
+}
+
+fn check(name: &str) {
+    let dir = fixture(name);
+    let bytes = read(&dir, "reference.safetensors");
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let x = batch(&dir);
+    let m = Llama::load(&dir).unwrap();
+    for (what, seg, policy) in plans(m.blocks.len()) {
+        let params = m.named_parameters();
+        compare(
+            &format!("{name} {what}"),
+            &m,
+            &x,
+            &st,
+            &params,
+            &seg,
+            &policy,
+        );
+    }
+}
+
+/// PEFT's adapter (r 4, α 8, both matrices random, `targets`) loads: PEFT's logits, loss and
+/// LoRA gradients in every plan; saved back it is PEFT's file tensor for tensor, and merged
+/// then saved with `save_pretrained` it reloads with the same logits bit for bit.
+fn check_peft(name: &str, targets: &[&str]) {
+    let dir = fixture(name);
+    let bytes = read(&dir, "lora_reference.safetensors");
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let x = batch(&dir);
+    let mut m = Llama::load(&dir).unwrap();
+    m.load_adapter(&dir.join("adapter")).unwrap();
+    assert_eq!(m.lora_targets(), targets, "{name}: the adapter's targets");
+    let trainable = m
+        .named_parameters()
+        .into_iter()
+        .filter(|(_, p)| p.requires_grad())
+        .count();
+    assert_eq!(
+        trainable,
+        m.lora_parameters().len(),
+        "only the adapters train"
+    );
+    for (what, seg, policy) in plans(m.blocks.len()) {
+        let params = m.lora_parameters();
+        compare(
+            &format!("{name} LoRA {what}"),
+            &m,
+            &x,
+            &st,
+            &params,
+            &seg,
+            &policy,
+        );
+    }
+
+    let out = std::env::temp_dir().join(format!("rewind-{name}-adapter-{}", std::process::id()));
+    m.save_adapter(&out).unwrap();
+    let ours = read(&out, "adapter_model.safetensors");
+    let ours = SafeTensors::deserialize(&ours).unwrap();
+    let peft = read(&dir.join("adapter"), "adapter_model.safetensors");
+    let peft = SafeTensors::deserialize(&peft).unwrap();
+    let (mut a, mut b) = (ours.names(), peft.names());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "{name}: PEFT's tensor names");
+    for n in a {
+        let (o, p) = (ours.tensor(n).unwrap(), peft.tensor(n).unwrap());
+        assert_eq!((o.shape(), o.data()), (p.shape(), p.data()), "{name}: {n}");
+    }
+    let mut again = Llama::load(&dir).unwrap();
+    again.load_adapter(&out).unwrap();
+    assert_eq!(again.lora_targets(), targets);
+    std::fs::remove_dir_all(&out).ok();
+
+    let store = Segmentation::store_all(m.blocks.len());
+    let logits = |m: &Llama| {
+        rewind::tape::no_grad(|| forward(m, &x, &store, &SavePolicy::RecomputeAll).0).to_vec_f32()
+    };
+    let adapted = logits(&m);
+    assert!(
+        m.save_pretrained(&std::env::temp_dir()).is_err(),
+        "LoRA must be merged first"
+    );
+    m.merge_lora().unwrap();
+    let merged = logits(&m);
+    let d = worst(&adapted, &merged);
+    assert!(
+        d <= 1e-5 * max_abs(&adapted),
+        "merging moved the logits by {d}"
+    );
+    let out = std::env::temp_dir().join(format!("rewind-{name}-merged-{}", std::process::id()));
+    m.save_pretrained(&out).unwrap();
+    let back = Llama::load(&out).unwrap();
+    assert_eq!(
+        logits(&back),
+        merged,
+        "a saved checkpoint reloads bit for bit"
+    );
+    std::fs::remove_dir_all(&out).ok();
 }
 
 #[test]
@@ -137,6 +284,18 @@ fn a_grouped_query_llama_with_an_untied_head_matches_transformers() {
 #[test]
 fn a_qwen2_with_qkv_biases_and_tied_embeddings_matches_transformers() {
     check("qwen2-tiny");
+}
+
+#[test]
+fn a_peft_adapter_on_a_llama_loads_trains_saves_and_merges_like_peft() {
+    // PEFT 0.21.2, target_modules=["q_proj", "v_proj", "down_proj"].
+    check_peft("llama-tiny", &["q_proj", "v_proj", "down_proj"]);
+}
+
+#[test]
+fn a_peft_adapter_with_qwen2_default_targets_loads_trains_saves_and_merges_like_peft() {
+    // PEFT 0.21.2, target_modules=None: PEFT's Qwen2 default, ["q_proj", "v_proj"].
+    check_peft("qwen2-tiny", &["q_proj", "v_proj"]);
 }
 
 #[test]

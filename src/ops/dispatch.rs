@@ -12,7 +12,7 @@ use crate::ops::spec::OpSpec;
 use crate::shape::{Shape, numel};
 use crate::storage::Buffer;
 use crate::tape::recompute::{self, Replay};
-use crate::tape::record;
+use crate::tape::{needed, record};
 use crate::tensor::Tensor;
 use smallvec::SmallVec;
 
@@ -59,7 +59,7 @@ pub(crate) fn apply<B: Backward + 'static>(
             shape,
             dtype,
             compute,
-        } => match recompute::replay(spec) {
+        } => match recompute::replay(spec, needed(xs), &shape) {
             Replay::Kept(t) => t,
             Replay::Skip => {
                 Tensor::activation(Buffer::zeros(spec.name, dtype, numel(&shape))?, shape)

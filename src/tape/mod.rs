@@ -41,4 +41,4 @@ pub use grad_mode::{EnableGradGuard, NoGradGuard, is_grad_enabled, no_grad};
 pub use inspect::{EntryInfo, dump, entries, live_entries};
 pub(crate) use reach::reachable_leaves;
 pub use record::clear;
-pub(crate) use record::{record, record_if};
+pub(crate) use record::{needed, record, record_if};

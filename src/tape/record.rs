@@ -11,6 +11,11 @@ use crate::ops::spec::OpSpec;
 use crate::tensor::{NodeId, Tensor};
 use smallvec::SmallVec;
 
+/// Whether an op on `inputs` records now: grad mode is on and an input requires grad.
+pub(crate) fn needed(inputs: &[&Tensor]) -> bool {
+    is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
+}
+
 /// Records `op`, which produced `output` from `inputs`; `make_backward` builds its backward
 /// (it receives the output, for ops that save it).
 pub(crate) fn record<B: Backward + 'static>(
@@ -19,8 +24,7 @@ pub(crate) fn record<B: Backward + 'static>(
     output: Tensor,
     make_backward: impl FnOnce(&Tensor) -> B,
 ) -> Tensor {
-    let needed = is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
-    record_if(needed, op, inputs, output, make_backward)
+    record_if(needed(inputs), op, inputs, output, make_backward)
 }
 
 /// [`record`] with the decision made by the caller (a reentrant checkpoint segment requires

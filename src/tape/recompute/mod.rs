@@ -135,8 +135,10 @@ pub(crate) enum Replay {
 }
 
 /// For an op about to compute, in a rerun: the kept output of a selective policy, or a skip
-/// for a product once the rerun has everything backward needs.
-pub(crate) fn replay(op: &'static OpSpec) -> Replay {
+/// for a product once the rerun has everything backward needs. Only an op the tape records
+/// (`needed`) can be the next slot: a product of frozen inputs (a LoRA's base on a frozen
+/// embedding) computes, never taking the kept output of the recorded product after it.
+pub(crate) fn replay(op: &'static OpSpec, needed: bool, shape: &[usize]) -> Replay {
     if !active() {
         return Replay::Compute;
     }
@@ -152,7 +154,12 @@ pub(crate) fn replay(op: &'static OpSpec) -> Replay {
             }
             let st = r.seg.st.borrow();
             match st.slots.get(r.next_slot) {
-                Some(slot) if slot.state == SlotState::Kept && slot.op.name == op.name => {
+                Some(slot)
+                    if needed
+                        && slot.state == SlotState::Kept
+                        && slot.op.name == op.name
+                        && slot.shape[..] == *shape =>
+                {
                     match slot.target.upgrade() {
                         Some(s) => Replay::Kept(Tensor::from_parts(s, slot.shape.clone(), false)),
                         None => Replay::Compute,
