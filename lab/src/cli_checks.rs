@@ -3,7 +3,7 @@
 //! needs against the machine's. A failed check is a usage error (exit 2) naming the flag.
 
 use crate::cli_train::{CompareArgs, ModelArgs, TrainArgs};
-use crate::{BenchArgs, BenchCoreArgs, MemoryArgs, ReproArgs};
+use crate::{BenchArgs, BenchCoreArgs, EvalArgs, MemoryArgs, ReproArgs};
 use rewind_lab::models::Family;
 use rewind_lab::models::transformer::TENSOR_NAMES as TRANSFORMER_NAMES;
 use rewind_lab::train::{PlanChoice, PolicyChoice};
@@ -295,6 +295,20 @@ fn model_fits(m: &ModelArgs, lora_rank: usize) -> Checked {
     )
 }
 
+/// `--model DIR` holds a checkpoint of a family rewind loads: config.json, its weights (one
+/// file or a sharded index) and tokenizer.json; its family and sizes.
+fn checkpoint(dir: &Path) -> Result<(&'static Family, rewind_lab::models::lm::Sizes), Usage> {
+    let missing = |f: &str| usage("model", dir.display(), format!("has no readable {f}"));
+    for f in ["config.json", "tokenizer.json"] {
+        readable_file("model", &dir.join(f)).map_err(|_| missing(f))?;
+    }
+    if readable_file("model", &dir.join("model.safetensors")).is_err() {
+        readable_file("model", &dir.join("model.safetensors.index.json"))
+            .map_err(|_| missing("model.safetensors (or model.safetensors.index.json)"))?;
+    }
+    rewind_lab::models::lm::sizes(dir).map_err(|e| usage("model", dir.display(), e))
+}
+
 /// `--model DIR`: a checkpoint of a family the trainer loads; its sizes in place of the flags',
 /// its names for `save-names:`, `--max-len` at most its positions (by default the smaller of
 /// 128 and its positions).
@@ -302,12 +316,7 @@ fn model_dir(a: &TrainArgs) -> Result<Option<(ModelArgs, &'static Family)>, Usag
     let Some(dir) = &a.model_dir else {
         return Ok(None);
     };
-    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
-        readable_file("model", &dir.join(f))
-            .map_err(|_| usage("model", dir.display(), format!("has no readable {f}")))?;
-    }
-    let (family, c) =
-        rewind_lab::models::lm::sizes(dir).map_err(|e| usage("model", dir.display(), e))?;
+    let (family, c) = checkpoint(dir)?;
     let max_len = match a.model.max_len {
         Some(given) if given > c.positions => {
             return Err(usage(
@@ -587,6 +596,47 @@ pub fn memory(a: &MemoryArgs) -> Checked {
         &sizes,
         "parameters, gradients, AdamW state and activations",
         |v| mlp_bytes(v[0], v[1], 4.0 * v[1], v[2], 2.0),
+    )
+}
+
+/// `rewind eval`: the checkpoint, the text, the adapter's files, `--max-len` within the model's
+/// positions, and the memory one batch's forward needs.
+pub fn eval(a: &EvalArgs) -> Checked {
+    let (_, c) = checkpoint(&a.model)?;
+    readable_file("text-file", &a.text_file)?;
+    if let Some(dir) = &a.adapter {
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            readable_file("adapter", &dir.join(f))
+                .map_err(|_| usage("adapter", dir.display(), format!("has no readable {f}")))?;
+        }
+    }
+    count(
+        "batch-size",
+        a.batch_size,
+        1,
+        usize::MAX,
+        "samples per forward",
+    )?;
+    let default = rewind_lab::eval::DEFAULT_MAX_LEN.min(c.positions);
+    let max_len = a.max_len.unwrap_or(default);
+    count(
+        "max-len",
+        max_len,
+        2,
+        c.positions,
+        "a sample needs an input and a next token, within the model's positions",
+    )?;
+    // f32 parameters, then per token of a batch: logits with their softmax and a layer's
+    // activations (nothing is kept across layers without grad).
+    let (d, v) = (c.d as f64, c.vocab as f64);
+    let params = 4.0 * (2.0 * v * d + c.layers as f64 * 12.0 * d * d);
+    fits(
+        &[
+            Size::new("batch-size", a.batch_size, 4),
+            Size::new("max-len", max_len, default),
+        ],
+        "parameters, one batch's activations and logits",
+        |s| params + s[0] * s[1] * 4.0 * (3.0 * v + 32.0 * d + c.heads as f64 * s[1]),
     )
 }
 

@@ -44,6 +44,32 @@ enum Command {
     Compare(train::CompareArgs),
     /// The core engine's figures: per-op tape overhead, matmul GFLOP/s, a 16-block MLP step.
     BenchCore(BenchCoreArgs),
+    /// A transformers checkpoint's token-weighted mean next-token loss and perplexity on a
+    /// text file (one sample per paragraph, as train reads it), with or without a LoRA
+    /// adapter: a table and one JSON line.
+    Eval(EvalArgs),
+}
+
+/// `rewind eval` flags.
+#[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
+pub struct EvalArgs {
+    /// A transformers checkpoint directory: config.json, model.safetensors (or a sharded
+    /// model.safetensors.index.json) and tokenizer.json.
+    #[arg(long = "model", value_name = "DIR")]
+    pub model: std::path::PathBuf,
+    /// UTF-8 text; each paragraph (lines up to a blank line) is one sample.
+    #[arg(long, value_name = "FILE")]
+    pub text_file: std::path::PathBuf,
+    /// Tokens kept per sample [default: the model's positions, at most 1024].
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// Samples per forward.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// A PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors) to apply.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 /// `rewind repro` flags.
@@ -135,6 +161,7 @@ fn main() {
         Command::Train(a) => cli_checks::train(a),
         Command::Compare(a) => cli_checks::compare(a),
         Command::BenchCore(a) => cli_checks::bench_core(a),
+        Command::Eval(a) => cli_checks::eval(a),
     };
     if let Err(e) = checked {
         eprintln!("error: {e}");
@@ -155,6 +182,7 @@ fn main() {
             bench_core(a.reps, a.depth, a.json.as_deref()).map(|_| Ended::Done)
         }
         Command::Memory(a) => memory(a.depth, a.width, a.rows, a.reps),
+        Command::Eval(a) => eval(a),
     };
     match result {
         Ok(Ended::Done) => {}
@@ -164,6 +192,36 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+fn eval(a: EvalArgs) -> rewind::Result<Ended> {
+    let opts = rewind_lab::eval::EvalOptions {
+        model_dir: a.model,
+        text_file: a.text_file,
+        max_len: a.max_len,
+        batch_size: a.batch_size,
+        adapter: a.adapter,
+    };
+    let r = rewind_lab::eval::run(&opts)?;
+    let adapter = opts
+        .adapter
+        .as_ref()
+        .map_or(String::new(), |d| format!(" + adapter {}", d.display()));
+    println!(
+        "rewind eval: {}{adapter} on {} ({} threads)",
+        opts.model_dir.display(),
+        opts.text_file.display(),
+        rewind::cpu::threads()
+    );
+    print!("{}", r.table());
+    if r.skipped > 0 {
+        println!(
+            "  ({} paragraphs of fewer than 2 tokens left out)",
+            r.skipped
+        );
+    }
+    println!("{}", r.json());
+    Ok(Ended::Done)
 }
 
 fn repro(reps: usize, blocks: usize) -> rewind::Result<Ended> {

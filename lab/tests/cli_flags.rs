@@ -6,6 +6,10 @@ use std::time::{Duration, Instant};
 
 const HUGE: &str = "1000000000000"; // 10¹²
 
+fn fixture(name: &str) -> String {
+    format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
 /// Runs `rewind args…`, killing it after `limit`; returns (exit code, stderr, elapsed).
 fn run_bounded(args: &[&str], limit: Duration) -> (Option<i32>, String, Duration) {
     let start = Instant::now();
@@ -114,6 +118,16 @@ fn table() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     t.push(("memory", "width", counts(&["0", HUGE])));
     t.push(("memory", "rows", counts(&["0", HUGE])));
     t.push(("memory", "reps", counts(&["0", HUGE])));
+    t.push(("eval", "model", vec!["/nonexistent/llama", "/tmp", ""]));
+    t.push((
+        "eval",
+        "text-file",
+        vec!["/nonexistent/notes.txt", "/tmp", ""],
+    ));
+    // The Llama fixture has 64 positions.
+    t.push(("eval", "max-len", counts(&["0", "1", "65", HUGE])));
+    t.push(("eval", "batch-size", counts(&["0", HUGE])));
+    t.push(("eval", "adapter", vec!["/nonexistent/adapter", "/tmp", ""]));
     t.push(("bench-core", "reps", counts(&["0", HUGE])));
     t.push(("bench-core", "depth", counts(&["0", HUGE])));
     t
@@ -129,6 +143,14 @@ fn every_bad_flag_value_is_a_usage_error_naming_the_flag_before_any_work() {
             let mut args = vec![cmd, long.as_str(), value];
             if flag == "save-every" {
                 args.extend(["--save", "/tmp/rewind-never-written.safetensors"]);
+            }
+            // eval's required flags, good, beside the bad one.
+            let (model, text) = (fixture("llama-tiny"), fixture("eval/text.txt"));
+            if cmd == "eval" && flag != "model" {
+                args.extend(["--model", model.as_str()]);
+            }
+            if cmd == "eval" && flag != "text-file" {
+                args.extend(["--text-file", text.as_str()]);
             }
             let (code, err, took) = run_bounded(&args, Duration::from_secs(20));
             runs += 1;

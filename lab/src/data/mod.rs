@@ -5,11 +5,13 @@
 pub mod bpe_trainer;
 pub mod collate;
 pub mod corpus;
+pub mod text_file;
 pub mod tokenizer;
 
 pub use bpe_trainer::END_OF_TEXT;
 pub use collate::{Batch, PAD, Padding, batches};
 pub use corpus::{CorpusConfig, synthetic_corpus};
+pub use text_file::read_paragraphs;
 pub use tokenizer::Tokenizer;
 
 /// FNV-1a (64-bit): the content hash of save files and of the text a run trained on. It

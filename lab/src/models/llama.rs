@@ -566,6 +566,9 @@ impl super::CausalLm for Llama {
     fn max_positions(&self) -> usize {
         self.cfg.positions
     }
+    fn layers(&self) -> usize {
+        self.blocks.len()
+    }
     fn load_adapter(&mut self, dir: &Path) -> Result<()> {
         Llama::load_adapter(self, dir)
     }

@@ -46,6 +46,8 @@ pub trait CausalLm: Parameters + std::fmt::Debug {
     fn vocab_size(&self) -> usize;
     /// Positions its position table or rotary range allows.
     fn max_positions(&self) -> usize;
+    /// Its blocks (the length of a [`Segmentation`] over them).
+    fn layers(&self) -> usize;
     /// Adds the PEFT LoRA adapter in `dir` (everything else frozen).
     fn load_adapter(&mut self, _dir: &Path) -> Result<()> {
         Err(Error::invalid(
@@ -187,6 +189,9 @@ impl CausalLm for Transformer {
     fn max_positions(&self) -> usize {
         self.cfg.max_len
     }
+    fn layers(&self) -> usize {
+        self.cfg.layers
+    }
 }
 
 impl CausalLm for Gpt2 {
@@ -223,6 +228,9 @@ impl CausalLm for Gpt2 {
     }
     fn max_positions(&self) -> usize {
         self.cfg.n_positions
+    }
+    fn layers(&self) -> usize {
+        self.blocks.len()
     }
     fn load_adapter(&mut self, dir: &Path) -> Result<()> {
         Gpt2::load_adapter(self, dir)

@@ -3,7 +3,7 @@
 //! reporting loss, throughput and memory per step.
 
 use super::config::{OptimChoice, PaddingChoice, PlanChoice, TrainConfig};
-use crate::data::{Batch, Padding, Tokenizer, batches, synthetic_corpus};
+use crate::data::{Batch, Padding, Tokenizer, batches, read_paragraphs, synthetic_corpus};
 use crate::models::{CausalLm, Transformer, TransformerConfig};
 use rewind::amp::GradScaler;
 use rewind::checkpoint::{CheckpointMode, Plan, Segmentation, diagnose, plan};
@@ -36,7 +36,7 @@ impl Data {
         let (texts, text_hash) = match &cfg.text_file {
             None => (synthetic_corpus(cfg.corpus), None),
             Some(path) => {
-                let (texts, hash) = read_paragraphs(path)?;
+                let (texts, hash) = read_paragraphs("train", path)?;
                 (texts, Some(hash))
             }
         };
@@ -76,37 +76,6 @@ impl Data {
             text_hash,
         })
     }
-}
-
-/// The paragraphs of a UTF-8 text file (blocks separated by blank lines) and the file's
-/// content hash.
-fn read_paragraphs(path: &std::path::Path) -> Result<(Vec<String>, u64)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io("train", path, e))?;
-    let hash = crate::data::Fnv1a::of(&bytes);
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Error::invalid(
-            "train",
-            format!("{} is not UTF-8 text: {e}", path.display()),
-        )
-    })?;
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for line in text.lines() {
-        if line.trim().is_empty() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-        } else {
-            if !cur.is_empty() {
-                cur.push('\n');
-            }
-            cur.push_str(line);
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    Ok((out, hash))
 }
 
 /// Where the data stream stands: epoch and micro-batch within it (saved for exact resume).
