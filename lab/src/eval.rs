@@ -140,7 +140,7 @@ pub fn run(opts: &EvalOptions) -> Result<EvalReport> {
     let (texts, _) = read_paragraphs("eval", &opts.text_file)?;
     let mut samples = Vec::with_capacity(texts.len());
     for t in &texts {
-        let mut ids = tokenizer.encode(t)?;
+        let mut ids = tokenizer.encode_with_special_tokens(t)?;
         ids.truncate(max_len);
         if ids.len() >= 2 {
             samples.push(ids);

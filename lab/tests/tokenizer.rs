@@ -55,11 +55,57 @@ fn tokenizer_files_this_implementation_cannot_honour_are_refused_by_name() {
             .contains("model type \"WordPiece\" is not supported"),
         "{e}"
     );
-    let e = Tokenizer::from_json(
-        &json.replace("\"add_prefix_space\": false", "\"add_prefix_space\": true"),
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("pre_tokenizer"), "{e}");
+    // Each unsupported component, set into the file, is refused by its name.
+    let base: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for (key, value, named) in [
+        (
+            "pre_tokenizer",
+            r#"{"type": "Whitespace"}"#,
+            r#"pre_tokenizer "Whitespace""#,
+        ),
+        (
+            "normalizer",
+            r#"{"type": "BertNormalizer"}"#,
+            r#"normalizer "BertNormalizer""#,
+        ),
+        (
+            "post_processor",
+            r#"{"type": "RobertaProcessing"}"#,
+            r#"post_processor "RobertaProcessing""#,
+        ),
+        (
+            "decoder",
+            r#"{"type": "WordPiece"}"#,
+            r#"decoder "WordPiece""#,
+        ),
+    ] {
+        let mut v = base.clone();
+        v[key] = serde_json::from_str(value).unwrap();
+        let e = Tokenizer::from_json(&v.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(named) && e.contains("is not supported"), "{e}");
+    }
+    let mut v = base.clone();
+    v["model"]["dropout"] = 0.1.into();
+    let e = Tokenizer::from_json(&v.to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("model.dropout is not supported"), "{e}");
+    let mut v = base.clone();
+    v["added_tokens"][0]["lstrip"] = true.into();
+    let e = Tokenizer::from_json(&v.to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("with lstrip is not supported"), "{e}");
+    let mut v = base;
+    v["pre_tokenizer"] = serde_json::json!({
+        "type": "Split", "pattern": {"Regex": "a(?=b)"}, "behavior": "Isolated", "invert": false
+    });
+    let e = Tokenizer::from_json(&v.to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("look-around \"(?=\""), "{e}");
     assert!(Tokenizer::from_json("{").is_err());
 }
 

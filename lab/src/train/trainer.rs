@@ -55,7 +55,7 @@ impl Data {
         };
         let mut samples: Vec<Vec<u32>> = Vec::with_capacity(texts.len());
         for t in &texts {
-            let mut ids = tokenizer.encode(t)?;
+            let mut ids = tokenizer.encode_with_special_tokens(t)?;
             ids.truncate(cfg.max_len);
             if ids.len() >= 2 {
                 samples.push(ids);
