@@ -2,7 +2,8 @@
 //! and in interleaved pairs (partial rotary dims, explicit positions), grouped-query causal
 //! attention with left padding, embedding with `padding_idx` — against central differences in
 //! f64, and against transformers 5.25's own functions (`scripts/family_ops_reference.py` →
-//! `tests/fixtures/family_ops.json`) in f32.
+//! `tests/fixtures/family_ops.json`) in f32; the attention's fused scale-mask-softmax against
+//! the unfused chain, bit for bit in f32 and f16.
 
 mod common;
 
@@ -219,5 +220,75 @@ fn embedding_padding_row_gets_no_gradient_as_in_pytorch() {
         wave(&[6, 3], 0.0, 1.0)
             .embedding_padded(&ids, Some(6))
             .is_err()
+    );
+}
+
+/// transformers' unfused chain: scores·scale + the additive mask (0 or the dtype's lowest), then
+/// a softmax widened to f32 for f16 scores.
+fn unfused(x: &Tensor, scale: f64, padded: &[bool]) -> Tensor {
+    let (b, t) = (x.shape()[0], x.shape()[2]);
+    let low = match x.dtype() {
+        rewind::DType::F16 => -65504.0,
+        rewind::DType::F32 => f64::from(f32::MIN),
+        rewind::DType::F64 => f64::MIN,
+    };
+    let mask: Vec<f64> = (0..b * t * t)
+        .map(|e| {
+            let (r, i, j) = (e / (t * t), e / t % t, e % t);
+            if j > i || padded[r * t + j] { low } else { 0.0 }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, &[b, 1, t, t])
+        .unwrap()
+        .to_dtype(x.dtype())
+        .unwrap();
+    let z = x.mul_scalar(scale).unwrap().add(&mask).unwrap();
+    let z = if x.dtype() == rewind::DType::F16 {
+        z.to_dtype(rewind::DType::F32).unwrap()
+    } else {
+        z
+    };
+    z.softmax(-1).unwrap()
+}
+
+#[test]
+fn the_fused_attention_softmax_is_the_unfused_chain_bit_for_bit() {
+    // Row 0 left-padded by 2 (its first query sees no key: a uniform row, no NaN).
+    let (b, h, t) = (2, 3, 6);
+    let padded: Vec<bool> = (0..b * t).map(|e| e / t == 0 && e % t < 2).collect();
+    let key_mask: Vec<f32> = padded.iter().map(|&p| if p { 1.0 } else { 0.0 }).collect();
+    let key_mask = Tensor::from_vec(key_mask, &[b, 1, 1, t]).unwrap();
+    let scale = 1.0 / 8f64.sqrt();
+    for dtype in [rewind::DType::F32, rewind::DType::F16] {
+        let x = wave(&[b, h, t, t], 0.3, 7.0).to_dtype(dtype).unwrap();
+        let g = wave(&[b, h, t, t], 1.7, 1.0);
+        let grads = |fused: bool| {
+            let x = x.detach().requires_grad_(true).unwrap();
+            let y = if fused {
+                x.attention_softmax(scale, Some(&key_mask)).unwrap()
+            } else {
+                unfused(&x, scale, &padded)
+            };
+            y.backward_with(Some(&g), Default::default()).unwrap();
+            (y.to_vec_f64(), x.grad().unwrap().to_vec_f64(), y.dtype())
+        };
+        let (fused, plain) = (grads(true), grads(false));
+        assert_eq!(
+            fused.2,
+            rewind::DType::F32,
+            "{dtype:?} scores give f32 probabilities"
+        );
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused.0), bits(&plain.0), "{dtype:?} probabilities");
+        assert_eq!(bits(&fused.1), bits(&plain.1), "{dtype:?} gradients");
+        assert!(fused.0.iter().all(|v| v.is_finite()));
+    }
+    // Key 1 hidden (a query that sees no key has transformers' gradient, not the finite
+    // difference's zero).
+    let small = Tensor::from_vec(vec![0.0f64, 1.0, 0.0], &[1, 1, 1, 3]).unwrap();
+    check(
+        "attention_softmax",
+        |x| x[0].attention_softmax(0.5, Some(&small)),
+        &[rand(&[1, 2, 3, 3], -1.0, 1.0, 10)],
     );
 }

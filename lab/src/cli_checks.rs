@@ -4,7 +4,7 @@
 
 use crate::cli_train::{CompareArgs, ModelArgs, TrainArgs};
 use crate::{BenchArgs, BenchCoreArgs, EvalArgs, MemoryArgs, ReproArgs};
-use rewind_lab::models::Family;
+use rewind_lab::models::lm::Checkpoint;
 use rewind_lab::models::transformer::TENSOR_NAMES as TRANSFORMER_NAMES;
 use rewind_lab::train::{PlanChoice, PolicyChoice};
 use std::fmt;
@@ -297,7 +297,7 @@ fn model_fits(m: &ModelArgs, lora_rank: usize) -> Checked {
 
 /// `--model DIR` holds a checkpoint of a family rewind loads: config.json, its weights (one
 /// file or a sharded index) and tokenizer.json; its family and sizes.
-fn checkpoint(dir: &Path) -> Result<(&'static Family, rewind_lab::models::lm::Sizes), Usage> {
+fn checkpoint(dir: &Path) -> Result<Checkpoint, Usage> {
     let missing = |f: &str| usage("model", dir.display(), format!("has no readable {f}"));
     for f in ["config.json", "tokenizer.json"] {
         readable_file("model", &dir.join(f)).map_err(|_| missing(f))?;
@@ -306,17 +306,18 @@ fn checkpoint(dir: &Path) -> Result<(&'static Family, rewind_lab::models::lm::Si
         readable_file("model", &dir.join("model.safetensors.index.json"))
             .map_err(|_| missing("model.safetensors (or model.safetensors.index.json)"))?;
     }
-    rewind_lab::models::lm::sizes(dir).map_err(|e| usage("model", dir.display(), e))
+    Checkpoint::open(dir).map_err(|e| usage("model", dir.display(), e))
 }
 
 /// `--model DIR`: a checkpoint of a family the trainer loads; its sizes in place of the flags',
 /// its names for `save-names:`, `--max-len` at most its positions (by default the smaller of
 /// 128 and its positions).
-fn model_dir(a: &TrainArgs) -> Result<Option<(ModelArgs, &'static Family)>, Usage> {
+fn model_dir(a: &TrainArgs) -> Result<Option<(ModelArgs, Checkpoint)>, Usage> {
     let Some(dir) = &a.model_dir else {
         return Ok(None);
     };
-    let (family, c) = checkpoint(dir)?;
+    let ckpt = checkpoint(dir)?;
+    let c = ckpt.sizes;
     let max_len = match a.model.max_len {
         Some(given) if given > c.positions => {
             return Err(usage(
@@ -337,17 +338,17 @@ fn model_dir(a: &TrainArgs) -> Result<Option<(ModelArgs, &'static Family)>, Usag
             max_len: Some(max_len),
             ..a.model.clone()
         },
-        family,
+        ckpt,
     )))
 }
 
-/// `rewind train`.
-pub fn train(a: &TrainArgs) -> Checked {
+/// `rewind train`; `--model`'s checkpoint, opened once, for the run.
+pub fn train(a: &TrainArgs) -> Result<Option<Checkpoint>, Usage> {
     let from_dir = model_dir(a)?;
     let sized = from_dir.as_ref().map_or(&a.model, |(m, _)| m);
     let names: &[&str] = from_dir
         .as_ref()
-        .map_or(&TRANSFORMER_NAMES[..], |(_, f)| f.tensor_names);
+        .map_or(&TRANSFORMER_NAMES[..], |(_, c)| c.family.tensor_names);
     if from_dir.is_none() {
         model(&a.model)?;
     } else {
@@ -458,8 +459,8 @@ pub fn train(a: &TrainArgs) -> Checked {
     }
     let targets = from_dir
         .as_ref()
-        .map_or(&rewind_lab::models::gpt2::LORA_TARGETS[..], |(_, f)| {
-            f.lora_targets
+        .map_or(&rewind_lab::models::gpt2::LORA_TARGETS[..], |(_, c)| {
+            c.family.lora_targets
         });
     let given = a.lora_targets.as_deref().unwrap_or_default();
     if a.lora_targets.is_some() && given.is_empty() {
@@ -490,7 +491,7 @@ pub fn train(a: &TrainArgs) -> Checked {
             writable_dir(flag, d)?;
         }
     }
-    Ok(())
+    Ok(from_dir.map(|(_, c)| c))
 }
 
 /// A `save-names:` policy names only tensors the transformer names.
@@ -601,8 +602,10 @@ pub fn memory(a: &MemoryArgs) -> Checked {
 
 /// `rewind eval`: the checkpoint, the text, the adapter's files, `--max-len` within the model's
 /// positions, and the memory one batch's forward needs.
-pub fn eval(a: &EvalArgs) -> Checked {
-    let (_, c) = checkpoint(&a.model)?;
+/// Returns the checkpoint, opened once, for the run.
+pub fn eval(a: &EvalArgs) -> Result<Checkpoint, Usage> {
+    let ckpt = checkpoint(&a.model)?;
+    let c = ckpt.sizes;
     readable_file("text-file", &a.text_file)?;
     if let Some(dir) = &a.adapter {
         for f in ["adapter_config.json", "adapter_model.safetensors"] {
@@ -637,7 +640,8 @@ pub fn eval(a: &EvalArgs) -> Checked {
         ],
         "parameters, one batch's activations and logits",
         |s| params + s[0] * s[1] * 4.0 * (3.0 * v + 32.0 * d + c.heads as f64 * s[1]),
-    )
+    )?;
+    Ok(ckpt)
 }
 
 /// `rewind bench-core`.

@@ -3,6 +3,7 @@
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rewind_lab::fmt_mib;
+use rewind_lab::models::lm::Checkpoint;
 use rewind_lab::train::{
     self, FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, PolicyChoice, StepStats,
     TrainConfig, Trainer,
@@ -178,26 +179,26 @@ impl ModelArgs {
 }
 
 impl TrainArgs {
-    fn config(&self) -> TrainConfig {
+    /// The run's configuration; `ckpt` is `--model`'s checkpoint, opened once by the checks.
+    fn config(&self, ckpt: Option<Checkpoint>) -> TrainConfig {
         let mut base = self.model.config();
-        if let Some(dir) = &self.model_dir {
-            // The checkpoint's sizes (checked up front by cli_checks).
-            if let Ok((family, c)) = rewind_lab::models::lm::sizes(dir) {
-                base.lora_targets = family
-                    .default_lora_targets
-                    .iter()
-                    .map(|t| t.to_string())
-                    .collect();
-                base.d = c.d;
-                base.heads = c.heads;
-                base.layers = c.layers;
-                base.vocab = c.vocab;
-                base.max_len = self
-                    .model
-                    .max_len
-                    .unwrap_or(DEFAULT_MAX_LEN.min(c.positions));
-            }
-            base.model_dir = Some(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone()));
+        if let Some(ckpt) = ckpt {
+            let c = ckpt.sizes;
+            base.lora_targets = ckpt
+                .family
+                .default_lora_targets
+                .iter()
+                .map(|t| t.to_string())
+                .collect();
+            base.d = c.d;
+            base.heads = c.heads;
+            base.layers = c.layers;
+            base.vocab = c.vocab;
+            base.max_len = self
+                .model
+                .max_len
+                .unwrap_or(DEFAULT_MAX_LEN.min(c.positions));
+            base.model = Some(ckpt);
         }
         let (plan, mode, input_grads) = match self.hf_activation_checkpointing {
             Some(n) => (
@@ -238,8 +239,8 @@ fn io_err(what: &std::path::Path, e: std::io::Error) -> rewind::Error {
 
 /// Runs `rewind train`: saves every `--save-every` steps, prints the JSON summary, then
 /// saves the end of the run.
-pub fn run(args: &TrainArgs) -> rewind::Result<Ended> {
-    let cfg = args.config();
+pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> {
+    let cfg = args.config(ckpt);
     let made = match &args.resume {
         Some(p) => Trainer::resume(cfg.clone(), p),
         None => Trainer::new(cfg.clone()),

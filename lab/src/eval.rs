@@ -5,6 +5,7 @@
 
 use crate::data::{Padding, Tokenizer, batches, read_paragraphs};
 use crate::models::CausalLm;
+use crate::models::lm::Checkpoint;
 use rewind::checkpoint::{CheckpointMode, SavePolicy, Segmentation};
 use rewind::error::{Error, Result};
 use rewind::ops::loss::IGNORE_INDEX;
@@ -16,8 +17,8 @@ pub const DEFAULT_MAX_LEN: usize = 1024;
 /// What `rewind eval` is asked.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
-    /// A transformers checkpoint directory (config.json, model.safetensors, tokenizer.json).
-    pub model_dir: PathBuf,
+    /// A transformers checkpoint (its directory holds model.safetensors and tokenizer.json).
+    pub model: Checkpoint,
     /// UTF-8 text; paragraphs are separated by blank lines.
     pub text_file: PathBuf,
     /// Tokens kept per sample (default: the model's positions, at most [`DEFAULT_MAX_LEN`]).
@@ -68,11 +69,9 @@ impl EvalReport {
     }
 }
 
-/// The checkpoint in `dir` (its family by `config.json`'s `model_type`) with the PEFT adapter
-/// in `adapter` applied.
-pub fn load_model(dir: &Path, adapter: Option<&Path>) -> Result<Box<dyn CausalLm>> {
-    let family = crate::models::family(&crate::models::lm::model_type(dir)?)?;
-    let mut m = (family.load)(dir, 0, 0.0, &[])?;
+/// The checkpoint's model with the PEFT adapter in `adapter` applied.
+pub fn load_model(ckpt: &Checkpoint, adapter: Option<&Path>) -> Result<Box<dyn CausalLm>> {
+    let mut m = ckpt.load(0, 0.0, &[])?;
     if let Some(a) = adapter {
         m.load_adapter(a)?;
     }
@@ -117,8 +116,8 @@ pub fn mean_loss(
 
 /// Runs `rewind eval`: loads the model and its `tokenizer.json`, reads the text, evaluates.
 pub fn run(opts: &EvalOptions) -> Result<EvalReport> {
-    let model = load_model(&opts.model_dir, opts.adapter.as_deref())?;
-    let tokenizer = Tokenizer::load(&opts.model_dir.join("tokenizer.json"))?;
+    let model = load_model(&opts.model, opts.adapter.as_deref())?;
+    let tokenizer = Tokenizer::load(&opts.model.dir.join("tokenizer.json"))?;
     if tokenizer.vocab_size() > model.vocab_size() {
         return Err(Error::invalid(
             "eval",

@@ -154,19 +154,23 @@ pub enum Ended {
 fn main() {
     rewind_lab::alloc_counter::keep_freed_memory();
     let cli = Cli::parse();
+    // `--model`'s checkpoint: its config.json is read once, here, for the checks and the run.
     let checked = match &cli.command {
-        Command::Repro(a) => cli_checks::repro(a),
-        Command::Bench(a) => cli_checks::bench(a),
-        Command::Memory(a) => cli_checks::memory(a),
+        Command::Repro(a) => cli_checks::repro(a).map(|_| None),
+        Command::Bench(a) => cli_checks::bench(a).map(|_| None),
+        Command::Memory(a) => cli_checks::memory(a).map(|_| None),
         Command::Train(a) => cli_checks::train(a),
-        Command::Compare(a) => cli_checks::compare(a),
-        Command::BenchCore(a) => cli_checks::bench_core(a),
-        Command::Eval(a) => cli_checks::eval(a),
+        Command::Compare(a) => cli_checks::compare(a).map(|_| None),
+        Command::BenchCore(a) => cli_checks::bench_core(a).map(|_| None),
+        Command::Eval(a) => cli_checks::eval(a).map(Some),
     };
-    if let Err(e) = checked {
-        eprintln!("error: {e}");
-        std::process::exit(2);
-    }
+    let checkpoint = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     let result = match cli.command {
         Command::Repro(a) => repro(a.reps, a.blocks),
         Command::Bench(a) if a.cuda => cuda_bench(a.reps),
@@ -176,13 +180,13 @@ fn main() {
             ..
         }) => replot(&csv, &out),
         Command::Bench(a) => bench(a.reps, a.depths, a.rows, &a.out),
-        Command::Train(args) => train::run(&args),
+        Command::Train(args) => train::run(&args, checkpoint),
         Command::Compare(args) => train::compare(&args),
         Command::BenchCore(a) => {
             bench_core(a.reps, a.depth, a.json.as_deref()).map(|_| Ended::Done)
         }
         Command::Memory(a) => memory(a.depth, a.width, a.rows, a.reps),
-        Command::Eval(a) => eval(a),
+        Command::Eval(a) => eval(a, checkpoint),
     };
     match result {
         Ok(Ended::Done) => {}
@@ -194,9 +198,16 @@ fn main() {
     }
 }
 
-fn eval(a: EvalArgs) -> rewind::Result<Ended> {
+fn eval(
+    a: EvalArgs,
+    checkpoint: Option<rewind_lab::models::lm::Checkpoint>,
+) -> rewind::Result<Ended> {
+    let model = match checkpoint {
+        Some(c) => c,
+        None => rewind_lab::models::lm::Checkpoint::open(&a.model)?,
+    };
     let opts = rewind_lab::eval::EvalOptions {
-        model_dir: a.model,
+        model,
         text_file: a.text_file,
         max_len: a.max_len,
         batch_size: a.batch_size,
@@ -209,7 +220,7 @@ fn eval(a: EvalArgs) -> rewind::Result<Ended> {
         .map_or(String::new(), |d| format!(" + adapter {}", d.display()));
     println!(
         "rewind eval: {}{adapter} on {} ({} threads)",
-        opts.model_dir.display(),
+        a.model.display(),
         opts.text_file.display(),
         rewind::cpu::threads()
     );

@@ -6,6 +6,7 @@
 //! JSON line.
 
 use rewind_lab::eval::{EvalOptions, run};
+use rewind_lab::models::lm::Checkpoint;
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -30,7 +31,7 @@ fn eval_gives_transformers_mean_loss_for_every_family_with_and_without_an_adapte
         let want = run_ref["loss"].as_f64().unwrap();
         for batch_size in [1, 4] {
             let got = run(&EvalOptions {
-                model_dir: dir.clone(),
+                model: Checkpoint::open(&dir).unwrap(),
                 text_file: fixture("eval/text.txt"),
                 max_len: Some(max_len),
                 batch_size,
@@ -91,7 +92,7 @@ fn the_binary_prints_a_table_and_one_json_line_with_loss_perplexity_and_tokens()
 fn max_len_defaults_to_the_models_positions_and_truncates_each_paragraph() {
     // llama-tiny has 64 positions: every paragraph keeps at most 64 tokens, 63 predicted.
     let got = run(&EvalOptions {
-        model_dir: fixture("llama-tiny"),
+        model: Checkpoint::open(&fixture("llama-tiny")).unwrap(),
         text_file: fixture("eval/text.txt"),
         max_len: None,
         batch_size: 2,

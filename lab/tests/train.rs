@@ -445,8 +445,12 @@ fn resume_refuses_a_text_file_whose_contents_changed_since_the_save() {
 /// The GPT-2 fixture that transformers wrote (2 layers, n_embd 64, 4 heads, 500 tokens).
 fn gpt2_fixture() -> TrainConfig {
     let mut c = TrainConfig {
-        model_dir: Some(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/gpt2-tiny"),
+        model: Some(
+            rewind_lab::models::lm::Checkpoint::open(
+                &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../tests/fixtures/gpt2-tiny"),
+            )
+            .unwrap(),
         ),
         d: 64,
         heads: 4,

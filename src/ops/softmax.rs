@@ -20,7 +20,7 @@ const STACK_ROW: usize = 1024;
 /// One contiguous row: y = e^(x−m) / Σ, or x − m − log Σ. The exponentials are the kernels'
 /// (`exp_k`) and the sum runs in lanes (`cpu::lane_sum`): one vectorised pass, the same bits
 /// on every CPU.
-fn forward_row<E: Element>(x: &[E], out: &mut [E], log: bool) {
+pub(crate) fn forward_row<E: Element>(x: &[E], out: &mut [E], log: bool) {
     crate::cpu::simd(
         #[inline(always)]
         || {
@@ -83,7 +83,7 @@ fn forward<E: Element>(x: &[E], o: usize, a: usize, i: usize, log: bool) -> Vec<
 }
 
 /// One row of the adjoint (`g`, `y` and `out` read with stride `i`).
-fn backward_row<E: Element>(g: &[E], y: &[E], out: &mut [E], log: bool) {
+pub(crate) fn backward_row<E: Element>(g: &[E], y: &[E], out: &mut [E], log: bool) {
     crate::cpu::simd(
         #[inline(always)]
         || {

@@ -37,11 +37,16 @@ pub struct Gpt2Config {
 }
 
 impl Gpt2Config {
-    /// Parses `config.json`; unknown architectures, unsupported activations and inconsistent
-    /// sizes are errors that name the field.
+    /// Parses `config.json`'s text (see [`Gpt2Config::from_value`]).
     pub fn from_json(text: &str) -> Result<Gpt2Config> {
         let v: serde_json::Value =
             serde_json::from_str(text).map_err(|e| err(format!("config.json: {e}")))?;
+        Gpt2Config::from_value(&v)
+    }
+
+    /// Reads a parsed `config.json`; unknown architectures, unsupported activations and
+    /// inconsistent sizes are errors that name the field.
+    pub fn from_value(v: &serde_json::Value) -> Result<Gpt2Config> {
         let model_type = v["model_type"].as_str().unwrap_or("");
         if model_type != "gpt2" {
             return Err(err(format!(
@@ -183,8 +188,8 @@ pub const FAMILY: super::lm::Family = super::lm::Family {
     tensor_names: &["attn_probs"],
     lora_targets: &LORA_TARGETS,
     default_lora_targets: &["c_attn"],
-    sizes: |text| {
-        let c = Gpt2Config::from_json(text)?;
+    sizes: |v| {
+        let c = Gpt2Config::from_value(v)?;
         Ok(super::lm::Sizes {
             d: c.n_embd,
             heads: c.n_head,
@@ -193,8 +198,8 @@ pub const FAMILY: super::lm::Family = super::lm::Family {
             positions: c.n_positions,
         })
     },
-    load: |dir, rank, alpha, targets| {
-        let mut m = Gpt2::load(dir)?;
+    load: |ckpt, rank, alpha, targets| {
+        let mut m = Gpt2::load_with(Gpt2Config::from_value(&ckpt.config)?, &ckpt.dir)?;
         if rank > 0 {
             m.add_lora_to(rank, alpha, targets)?;
         }
@@ -284,7 +289,12 @@ impl Gpt2 {
         let cfg_path = dir.join("config.json");
         let text =
             std::fs::read_to_string(&cfg_path).map_err(|e| Error::io("gpt2", &cfg_path, e))?;
-        let model = Gpt2::new(Gpt2Config::from_json(&text)?)?;
+        Gpt2::load_with(Gpt2Config::from_json(&text)?, dir)
+    }
+
+    /// The model `cfg` describes with `dir/model.safetensors`'s weights.
+    pub fn load_with(cfg: Gpt2Config, dir: &Path) -> Result<Gpt2> {
+        let model = Gpt2::new(cfg)?;
         let st_path = dir.join("model.safetensors");
         let bytes = std::fs::read(&st_path).map_err(|e| Error::io("gpt2", &st_path, e))?;
         let st = SafeTensors::deserialize(&bytes)

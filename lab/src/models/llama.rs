@@ -71,6 +71,11 @@ impl LlamaConfig {
     pub fn from_json(text: &str) -> Result<LlamaConfig> {
         let v: serde_json::Value =
             serde_json::from_str(text).map_err(|e| err(format!("config.json: {e}")))?;
+        LlamaConfig::from_value(v)
+    }
+
+    /// [`LlamaConfig::from_json`] on a parsed `config.json`.
+    pub fn from_value(v: serde_json::Value) -> Result<LlamaConfig> {
         let model_type = v["model_type"].as_str().unwrap_or_default().to_string();
         if model_type != "llama" && model_type != "qwen2" {
             return Err(err(format!(
@@ -101,33 +106,7 @@ impl LlamaConfig {
                 "config.json: {heads} heads over {kv_heads} KV heads of {head_dim} dims"
             )));
         }
-        let params = if v["rope_parameters"].is_object() {
-            v["rope_parameters"].clone()
-        } else {
-            let mut p = v["rope_scaling"].clone();
-            if !p.is_object() {
-                p = serde_json::json!({});
-            }
-            p["rope_theta"] = v["rope_theta"].clone();
-            p
-        };
-        let theta = params["rope_theta"].as_f64().unwrap_or(10000.0);
-        let rope_type = params["rope_type"]
-            .as_str()
-            .or_else(|| params["type"].as_str())
-            .unwrap_or("default");
-        let partial = params["partial_rotary_factor"].as_f64().unwrap_or(1.0);
-        let rotary = (head_dim as f64 * partial) as usize;
-        let mut rope = Rope::new(theta, rotary, RopeLayout::Halves)?;
-        match rope_type {
-            "default" => {}
-            "llama3" => llama3(&mut rope, &params)?,
-            other => {
-                return Err(err(format!(
-                    "config.json: rope type `{other}` is not supported (default, llama3)"
-                )));
-            }
-        }
+        let rope = super::rope_config::rope(&v, head_dim, RopeLayout::Halves)?;
         let qwen = model_type == "qwen2";
         let attention_bias = v["attention_bias"].as_bool().unwrap_or(false);
         Ok(LlamaConfig {
@@ -149,35 +128,6 @@ impl LlamaConfig {
             json: v,
         })
     }
-}
-
-/// transformers' `llama3` rope scaling of the inverse frequencies, in f32 as it computes them.
-fn llama3(rope: &mut Rope, p: &serde_json::Value) -> Result<()> {
-    let get = |k: &str| {
-        p[k].as_f64()
-            .map(|x| x as f32)
-            .ok_or_else(|| err(format!("config.json: llama3 rope needs `{k}`")))
-    };
-    let (factor, low, high) = (
-        get("factor")?,
-        get("low_freq_factor")?,
-        get("high_freq_factor")?,
-    );
-    let old = get("original_max_position_embeddings")?;
-    let (low_wavelen, high_wavelen) = (old / low, old / high);
-    for f in &mut rope.inv_freq {
-        let wavelen = 2.0 * std::f32::consts::PI / *f;
-        let scaled = if wavelen > low_wavelen {
-            *f / factor
-        } else {
-            *f
-        };
-        let smooth = (old / wavelen - low) / (high - low);
-        let smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled;
-        let medium = (high_wavelen..=low_wavelen).contains(&wavelen);
-        *f = if medium { smoothed } else { scaled };
-    }
-    Ok(())
 }
 
 /// One decoder layer: x + o(attn(rope(q), rope(k), v)) on input_layernorm(x), then
@@ -358,7 +308,12 @@ impl Llama {
     pub fn load(dir: &Path) -> Result<Llama> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io("llama", &path, e))?;
-        let m = Llama::new(LlamaConfig::from_json(&text)?)?;
+        Llama::load_with(LlamaConfig::from_json(&text)?, dir)
+    }
+
+    /// The model `cfg` describes with the weights in `dir`.
+    pub fn load_with(cfg: LlamaConfig, dir: &Path) -> Result<Llama> {
+        let m = Llama::new(cfg)?;
         let weights = super::hf::read_weights(dir)?;
         for (name, p) in m.named_parameters() {
             let (shape, values) = weights
@@ -581,8 +536,8 @@ impl super::CausalLm for Llama {
     }
 }
 
-fn sizes(text: &str) -> Result<super::lm::Sizes> {
-    let c = LlamaConfig::from_json(text)?;
+fn sizes(v: &serde_json::Value) -> Result<super::lm::Sizes> {
+    let c = LlamaConfig::from_value(v.clone())?;
     Ok(super::lm::Sizes {
         d: c.hidden,
         heads: c.heads,
@@ -592,8 +547,13 @@ fn sizes(text: &str) -> Result<super::lm::Sizes> {
     })
 }
 
-fn load(dir: &Path, rank: usize, alpha: f64, targets: &[&str]) -> Result<Box<dyn super::CausalLm>> {
-    let mut m = Llama::load(dir)?;
+fn load(
+    ckpt: &super::lm::Checkpoint,
+    rank: usize,
+    alpha: f64,
+    targets: &[&str],
+) -> Result<Box<dyn super::CausalLm>> {
+    let mut m = Llama::load_with(LlamaConfig::from_value(ckpt.config.clone())?, &ckpt.dir)?;
     if rank > 0 {
         m.add_lora_to(rank, alpha, targets)?;
     }

@@ -9,7 +9,7 @@ use rewind::error::{Error, Result};
 use rewind::nn::{Embedding, Parameters};
 use rewind::ops::loss::IGNORE_INDEX;
 use rewind::tensor::Tensor;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A causal language model the trainer can run.
 pub trait CausalLm: Parameters + std::fmt::Debug {
@@ -87,8 +87,8 @@ pub struct Sizes {
     pub positions: usize,
 }
 
-/// Loads a checkpoint directory with LoRA of (rank, alpha) on the target modules.
-pub type Loader = fn(&Path, usize, f64, &[&str]) -> Result<Box<dyn CausalLm>>;
+/// Loads a checkpoint with LoRA of (rank, alpha) on the target modules.
+pub type Loader = fn(&Checkpoint, usize, f64, &[&str]) -> Result<Box<dyn CausalLm>>;
 
 /// What a family declares about itself, known from its `config.json`'s `model_type` before
 /// anything is loaded (the command line checks flags against it).
@@ -102,9 +102,9 @@ pub struct Family {
     pub lora_targets: &'static [&'static str],
     /// PEFT's default target modules for it.
     pub default_lora_targets: &'static [&'static str],
-    /// Reads its sizes from `config.json`'s text.
-    pub sizes: fn(&str) -> Result<Sizes>,
-    /// Loads a checkpoint directory, LoRA of (rank, alpha) on `targets` added when rank > 0.
+    /// Reads its sizes from the parsed `config.json`.
+    pub sizes: fn(&serde_json::Value) -> Result<Sizes>,
+    /// Loads a checkpoint, LoRA of (rank, alpha) on `targets` added when rank > 0.
     pub load: Loader,
 }
 
@@ -115,33 +115,51 @@ pub static FAMILIES: &[Family] = &[
     super::llama::QWEN2,
 ];
 
-/// The `config.json` in `dir`: its text and `model_type`.
-fn config(dir: &Path) -> Result<(String, String)> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::Io {
-        op: "load",
-        path: path.clone(),
-        source: rewind::error::Source(std::sync::Arc::new(e)),
-    })?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::invalid("model", format!("{}: {e}", path.display())))?;
-    let model_type = v["model_type"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| Error::invalid("model", format!("{} has no model_type", path.display())))?;
-    Ok((text, model_type))
+/// A checkpoint directory with its `config.json` read and parsed once: its family (by
+/// `model_type`) and sizes, known before anything is loaded.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The directory, canonical where it can be.
+    pub dir: PathBuf,
+    /// `config.json`, parsed.
+    pub config: serde_json::Value,
+    /// Its family.
+    pub family: &'static Family,
+    /// Its sizes.
+    pub sizes: Sizes,
 }
 
-/// `model_type` from the `config.json` in `dir`.
-pub fn model_type(dir: &Path) -> Result<String> {
-    Ok(config(dir)?.1)
+impl PartialEq for Checkpoint {
+    fn eq(&self, other: &Checkpoint) -> bool {
+        self.dir == other.dir && self.config == other.config
+    }
 }
 
-/// The family of the checkpoint in `dir` and its sizes.
-pub fn sizes(dir: &Path) -> Result<(&'static Family, Sizes)> {
-    let (text, model_type) = config(dir)?;
-    let f = family(&model_type)?;
-    Ok((f, (f.sizes)(&text)?))
+impl Checkpoint {
+    /// Reads `dir/config.json`: an error names a missing file, bad JSON, no `model_type`, a
+    /// family rewind does not load, or sizes its family rejects.
+    pub fn open(dir: &Path) -> Result<Checkpoint> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io("load", &path, e))?;
+        let config: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::invalid("model", format!("{}: {e}", path.display())))?;
+        let model_type = config["model_type"].as_str().ok_or_else(|| {
+            Error::invalid("model", format!("{} has no model_type", path.display()))
+        })?;
+        let family = family(model_type)?;
+        let sizes = (family.sizes)(&config)?;
+        Ok(Checkpoint {
+            dir: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+            config,
+            family,
+            sizes,
+        })
+    }
+
+    /// The model, LoRA of (rank, alpha) on `targets` when rank > 0 (everything else frozen).
+    pub fn load(&self, rank: usize, alpha: f64, targets: &[&str]) -> Result<Box<dyn CausalLm>> {
+        (self.family.load)(self, rank, alpha, targets)
+    }
 }
 
 /// The family of `model_type`, or an error naming the ones there are.

@@ -1,5 +1,6 @@
 //! The lab's models: the repro model (the shape of the real failure), a small decoder-only
-//! transformer, and GPT-2 loaded from a transformers checkpoint. The residual MLP of the benchmarks is the engine's [`rewind::nn::ResidualMlp`].
+//! transformer, and transformers checkpoints of the families in [`lm::FAMILIES`] (GPT-2, Llama,
+//! Qwen2). The residual MLP of the benchmarks is the engine's [`rewind::nn::ResidualMlp`].
 
 pub mod gpt2;
 pub mod hf;
@@ -7,6 +8,7 @@ pub mod llama;
 pub mod lm;
 pub mod peft;
 pub mod repro;
+pub mod rope_config;
 pub mod transformer;
 
 pub use gpt2::{Gpt2, Gpt2Config};

@@ -122,7 +122,7 @@ pub struct TrainConfig {
     pub max_len: usize,
     /// LoRA rank on q/v (0: full fine-tuning).
     pub lora_rank: usize,
-    /// With `model_dir`: the GPT-2 projections that get LoRA (PEFT's `target_modules`).
+    /// With `model`: the projections that get LoRA (PEFT's `target_modules`).
     pub lora_targets: Vec<String>,
     /// Byte-level BPE vocabulary size (the 256 bytes, `<|endoftext|>`, then merges).
     pub vocab: usize,
@@ -131,10 +131,9 @@ pub struct TrainConfig {
     /// Train on this UTF-8 text file instead (one sample per paragraph: blocks of text
     /// separated by blank lines).
     pub text_file: Option<std::path::PathBuf>,
-    /// Fine-tune the GPT-2 in this transformers checkpoint directory (with its
-    /// `tokenizer.json`) instead of the lab's transformer; `d`, `heads`, `layers` and `vocab`
-    /// then repeat its config.
-    pub model_dir: Option<std::path::PathBuf>,
+    /// Fine-tune this transformers checkpoint (its directory holds `tokenizer.json`) instead
+    /// of the lab's transformer; `d`, `heads`, `layers` and `vocab` then repeat its config.
+    pub model: Option<crate::models::lm::Checkpoint>,
     /// Fraction of samples held out for the final evaluation loss.
     pub eval_fraction: f64,
     /// Checkpoint plan.
@@ -182,7 +181,7 @@ impl Default for TrainConfig {
                 alpha: 1.5,
             },
             text_file: None,
-            model_dir: None,
+            model: None,
             eval_fraction: 0.1,
             plan: PlanChoice::None,
             mode: CheckpointMode::NonReentrant,
@@ -375,7 +374,7 @@ impl TrainConfig {
             ("lora_rank", self.lora_rank.into()),
             (
                 "lora_targets",
-                if self.model_dir.is_some() {
+                if self.model.is_some() {
                     self.lora_targets.clone().into()
                 } else {
                     Value::Null
@@ -388,9 +387,9 @@ impl TrainConfig {
             ("corpus_alpha", corpus(c.alpha.into())),
             (
                 "model",
-                self.model_dir
+                self.model
                     .as_ref()
-                    .map_or(Value::Null, |p| p.display().to_string().into()),
+                    .map_or(Value::Null, |c| c.dir.display().to_string().into()),
             ),
             (
                 "text_file",

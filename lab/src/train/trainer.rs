@@ -49,8 +49,8 @@ impl Data {
                 ),
             ));
         }
-        let tokenizer = match &cfg.model_dir {
-            Some(dir) => Tokenizer::load(&dir.join("tokenizer.json"))?,
+        let tokenizer = match &cfg.model {
+            Some(ckpt) => Tokenizer::load(&ckpt.dir.join("tokenizer.json"))?,
             None => Tokenizer::train(&texts, cfg.vocab)?,
         };
         let mut samples: Vec<Vec<u32>> = Vec::with_capacity(texts.len());
@@ -150,11 +150,11 @@ fn apply_freezing(model: &dyn CausalLm, cfg: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
-/// The model `cfg` describes: the lab's transformer, or the checkpoint in `cfg.model_dir`
+/// The model `cfg` describes: the lab's transformer, or the checkpoint `cfg.model`
 /// (its family by `config.json`'s `model_type`; LoRA on `cfg.lora_targets` as PEFT puts it,
 /// everything else frozen, with `lora_rank > 0`).
 fn build_model(cfg: &TrainConfig, data: &Data) -> Result<Box<dyn CausalLm>> {
-    let Some(dir) = &cfg.model_dir else {
+    let Some(ckpt) = &cfg.model else {
         return Ok(Box::new(Transformer::new(TransformerConfig {
             vocab: data.tokenizer.vocab_size(),
             max_len: cfg.max_len,
@@ -164,9 +164,8 @@ fn build_model(cfg: &TrainConfig, data: &Data) -> Result<Box<dyn CausalLm>> {
             lora_rank: cfg.lora_rank,
         })?));
     };
-    let family = crate::models::family(&crate::models::lm::model_type(dir)?)?;
     let targets: Vec<&str> = cfg.lora_targets.iter().map(String::as_str).collect();
-    let m = (family.load)(dir, cfg.lora_rank, 2.0 * cfg.lora_rank as f64, &targets)?;
+    let m = ckpt.load(cfg.lora_rank, 2.0 * cfg.lora_rank as f64, &targets)?;
     if cfg.max_len > m.max_positions() {
         return Err(Error::invalid(
             "train",

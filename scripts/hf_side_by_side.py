@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""GPT-2 small fine-tuning steps, transformers + PyTorch beside `rewind train --model`.
+"""Fine-tuning steps of a Hugging Face model, transformers + PyTorch beside `rewind train --model`.
 
-One random GPT-2 small (124M: 12 layers, width 768, 12 heads, vocabulary 50,257; dropout 0)
-saved by transformers, trained by both on full 128-token rows, batch 8, AdamW lr 1e-4, in four
-configurations: every parameter, or LoRA r 8 (alpha 16) on `c_attn` as PEFT does it; each
-stored, or every block checkpointed (non-reentrant; transformers' activation checkpointing).
-Each configuration runs in a fresh process (so its peak RSS is its own), PyTorch then rewind,
-in rounds; the table shows the median step time over rounds with the range, and the peak RSS.
+--family gpt2: a random GPT-2 small (124M: 12 layers, width 768, 12 heads, vocabulary 50,257),
+rows of 128 tokens, LoRA on `c_attn`. --family llama: a random Llama of 124.6M parameters (12
+layers, hidden 768, 12 query heads over 4 KV heads, intermediate 2048, vocabulary 32,000,
+untied head), rows of 256 tokens, LoRA on PEFT's defaults `q_proj`, `v_proj`. Dropout 0; saved
+once by transformers; trained by both on full rows, batch 8, AdamW lr 1e-4, in four
+configurations: every parameter, or LoRA r 8 (alpha 16) as PEFT does it; each stored, or every
+block checkpointed (non-reentrant; transformers' activation checkpointing). Each configuration
+runs in a fresh process (so its peak RSS is its own), PyTorch then rewind, in rounds; the table
+shows the median step time over rounds with the range, and the peak RSS.
 
 Setup (not part of CI): python3 -m venv .venv-ref && .venv-ref/bin/pip install torch numpy transformers peft
     cargo build --release
-    .venv-ref/bin/python scripts/gpt2_side_by_side.py [--rounds 2] [--steps 5] [--threads 2]
-The model directory is written once to out/gpt2-small-random (≈ 500 MB).
+    .venv-ref/bin/python scripts/hf_side_by_side.py --family llama [--rounds 2] [--steps 5] [--threads 2]
+The model directory is written once to out/{gpt2-small,llama-125m}-random (≈ 500 MB).
 """
 
 import argparse
@@ -27,19 +30,24 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TOKENIZER = os.path.join(ROOT, "tests", "fixtures", "gpt2-tiny", "tokenizer.json")
 CONFIGS = [("full", 0, False), ("full + every block checkpointed", 0, True),
-           ("LoRA r 8 (c_attn)", 8, False), ("LoRA + every block checkpointed", 8, True)]
+           ("LoRA r 8", 8, False), ("LoRA + every block checkpointed", 8, True)]
+FAMILIES = {
+    "gpt2": {"dir": "gpt2-small-random", "len": 128, "targets": ["c_attn"], "fan_in_fan_out": True},
+    "llama": {"dir": "llama-125m-random", "len": 256, "targets": ["q_proj", "v_proj"],
+              "fan_in_fan_out": False},
+}
 
 TORCH_STEP = r"""
 import json, resource, sys, time
 import torch
-from transformers import GPT2LMHeadModel
+from transformers import AutoModelForCausalLM
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 torch.manual_seed(0)
-model = GPT2LMHeadModel.from_pretrained(cfg["dir"])
+model = AutoModelForCausalLM.from_pretrained(cfg["dir"])
 if cfg["lora"]:
     from peft import LoraConfig, get_peft_model
-    model = get_peft_model(model, LoraConfig(r=cfg["lora"], lora_alpha=2 * cfg["lora"], target_modules=["c_attn"], lora_dropout=0.0, fan_in_fan_out=True))
+    model = get_peft_model(model, LoraConfig(r=cfg["lora"], lora_alpha=2 * cfg["lora"], target_modules=cfg["targets"], lora_dropout=0.0, fan_in_fan_out=cfg["fan_in_fan_out"]))
 if cfg["checkpoint"]:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 model.train()
@@ -57,28 +65,36 @@ print(json.dumps({"step_s": sorted(times)[len(times) // 2], "rss_kib": resource.
 """
 
 
-def model_dir(path):
-    """A random GPT-2 small with dropout 0, saved by transformers, with a byte-level BPE
+def model_dir(path, family):
+    """A random model of `family` with dropout 0, saved by transformers, with a byte-level BPE
     tokenizer.json (the test fixture's: ids below its 500 entries are used)."""
     if os.path.exists(os.path.join(path, "model.safetensors")):
         return path
     import shutil
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    import transformers as tf
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    GPT2LMHeadModel(cfg).save_pretrained(path, safe_serialization=True)
+    if family == "gpt2":
+        model = tf.GPT2LMHeadModel(tf.GPT2Config(
+            n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    else:
+        model = tf.LlamaForCausalLM(tf.LlamaConfig(
+            vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+            num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=2048,
+            tie_word_embeddings=False, bos_token_id=0, eos_token_id=0))
+    print(f"  {family}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
+    model.save_pretrained(path, safe_serialization=True)
     shutil.copy(TOKENIZER, os.path.join(path, "tokenizer.json"))
     return path
 
 
 def corpus(path, rows):
-    """Paragraphs long enough to fill 128 tokens each (truncated to --max-len)."""
+    """Paragraphs long enough to fill 256 tokens each (truncated to --max-len)."""
     words = ["checkpoint", "gradient", "tensor", "recompute", "memory", "layer", "token", "batch"]
     with open(path, "w") as f:
         for r in range(rows):
-            f.write(" ".join(words[(r * 7 + i * 3) % len(words)] for i in range(200)) + "\n\n")
+            f.write(" ".join(words[(r * 7 + i * 3) % len(words)] for i in range(400)) + "\n\n")
     return path
 
 
@@ -113,19 +129,22 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "rewind"))
-    p.add_argument("--dir", default=os.path.join(ROOT, "out", "gpt2-small-random"))
+    p.add_argument("--family", choices=sorted(FAMILIES), default="gpt2")
+    p.add_argument("--dir", default=None)
     a = p.parse_args()
+    fam = FAMILIES[a.family]
     import torch
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    print(f"PyTorch {torch.__version__} ({a.threads} threads) against rewind on {cpu}; GPT-2 small, batch 8 × 128, "
+    print(f"PyTorch {torch.__version__} ({a.threads} threads) against rewind on {cpu}; {a.family}, batch 8 × {fam['len']}, "
           f"AdamW lr 1e-4, median of {a.steps} steps per run, {a.rounds} rounds")
-    d = model_dir(a.dir)
-    text = corpus(os.path.join(a.dir, "corpus.txt"), 64)
+    d = model_dir(a.dir or os.path.join(ROOT, "out", fam["dir"]), a.family)
+    text = corpus(os.path.join(d, "corpus.txt"), 64)
     res = {}
     for r in range(a.rounds):
         for name, lora, ckpt in CONFIGS:
             cfg = {"dir": d, "lora": lora, "checkpoint": ckpt, "steps": a.steps, "threads": a.threads,
-                   "batch": 8, "len": 128, "vocab": 500}
+                   "batch": 8, "len": fam["len"], "vocab": 500, "targets": fam["targets"],
+                   "fan_in_fan_out": fam["fan_in_fan_out"]}
             res.setdefault((name, "torch"), []).append(run_torch(cfg))
             res.setdefault((name, "rewind"), []).append(run_rewind(a.binary, cfg, text))
         print(f"  round {r + 1} of {a.rounds} done", flush=True)
