@@ -85,14 +85,37 @@ fn wide_simd() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 
-/// Runs `body` compiled for AVX2 + FMA where the CPU has them (see [`wide_simd`]).
+/// Whether this CPU has AVX-512 (F, BW, DQ, VL): elementwise loops then run 16 lanes wide,
+/// with the same IEEE operations, so the same bits as [`wide_simd`]'s.
+#[cfg(target_arch = "x86_64")]
+fn widest_simd() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        wide_simd()
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512dq")
+            && std::is_x86_feature_detected!("avx512vl")
+    })
+}
+
+/// Runs `body` compiled for AVX-512 or AVX2 + FMA where the CPU has them (see [`wide_simd`]).
 #[inline(always)]
 pub(crate) fn simd<R>(body: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+        fn avx512<R>(body: impl FnOnce() -> R) -> R {
+            body()
+        }
         #[target_feature(enable = "avx2,fma")]
         fn avx2<R>(body: impl FnOnce() -> R) -> R {
             body()
+        }
+        if widest_simd() {
+            // SAFETY: the CPU supports AVX-512 F/BW/DQ/VL, AVX2 and FMA (checked at run time
+            // just above), which is all `#[target_feature]` requires of the caller.
+            return unsafe { avx512(body) };
         }
         if wide_simd() {
             // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above), which is

@@ -74,8 +74,9 @@ impl Rope {
     }
 }
 
-/// Turns every row (`d` wide, `rows_per_pos` consecutive rows per position) by its position's
-/// angles; `sign` −1 turns back (the backward).
+/// Turns every row (`d` wide; rows are `[B, H, T]` in order) by its position's angles; `sign`
+/// −1 turns back (the backward). The angles are computed once per position index, then the
+/// rows turn in parallel.
 fn turn<E: Element>(
     x: &[E],
     d: usize,
@@ -86,39 +87,40 @@ fn turn<E: Element>(
     sign: f32,
 ) -> Vec<E> {
     let half = rope.inv_freq.len();
-    let mut out = x.to_vec();
-    let mut cache: Vec<(i64, Vec<(f32, f32)>)> = Vec::new();
-    for (row, o) in out.chunks_mut(d).enumerate() {
-        // Rows are [B, H, T] in order: batch row / (H·T), token row % T.
-        let (b, tok) = (row / (heads * t), row % t);
-        let p = positions[if positions.len() == t {
-            tok
-        } else {
-            b * t + tok
-        }];
-        let cs = match cache.iter().find(|(q, _)| *q == p) {
-            Some((_, cs)) => cs.clone(),
-            None => {
-                let cs = rope.angles(p);
-                cache.push((p, cs.clone()));
-                cs
-            }
-        };
-        let xr = &x[row * d..(row + 1) * d];
-        for (i, &(c, s)) in cs.iter().enumerate() {
-            let (ia, ib) = match rope.layout {
-                RopeLayout::Halves => (i, i + half),
-                RopeLayout::Interleaved => (2 * i, 2 * i + 1),
-            };
-            let (a, b) = (xr[ia].to_c(), xr[ib].to_c());
-            let (c, s) = (
+    // (cos, sin·sign) per position index, in the compute type.
+    let table: Vec<(E::C, E::C)> = positions
+        .iter()
+        .flat_map(|&p| rope.angles(p))
+        .map(|(c, s)| {
+            (
                 <E::C as Real>::c(f64::from(c)),
                 <E::C as Real>::c(f64::from(s * sign)),
-            );
-            o[ia] = E::from_c(a * c - b * s);
-            o[ib] = E::from_c(b * c + a * s);
-        }
-    }
+            )
+        })
+        .collect();
+    let per_row = positions.len() == t;
+    let mut out = x.to_vec();
+    crate::cpu::rows_mut(&mut out, d, |row, o| {
+        // Rows are [B, H, T] in order: batch row / (H·T), token row % T.
+        let (b, tok) = (row / (heads * t), row % t);
+        let at = if per_row { tok } else { b * t + tok };
+        let cs = &table[at * half..(at + 1) * half];
+        let xr = &x[row * d..(row + 1) * d];
+        crate::cpu::simd(
+            #[inline(always)]
+            || {
+                for (i, &(c, s)) in cs.iter().enumerate() {
+                    let (ia, ib) = match rope.layout {
+                        RopeLayout::Halves => (i, i + half),
+                        RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+                    };
+                    let (a, b) = (xr[ia].to_c(), xr[ib].to_c());
+                    o[ia] = E::from_c(a * c - b * s);
+                    o[ib] = E::from_c(b * c + a * s);
+                }
+            },
+        )
+    });
     out
 }
 
