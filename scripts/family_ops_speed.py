@@ -39,6 +39,13 @@ def main():
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
+    # rewind first, in its own process, before PyTorch's threads exist (they spin after each
+    # parallel region and would take the cores from it).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    exe = os.path.join(root, "target", "release", "examples", "family_ops_speed")
+    out = subprocess.run([exe, str(a.reps)], check=True, capture_output=True, text=True,
+                         env=dict(os.environ, RAYON_NUM_THREADS=str(a.threads)))
+    ours = json.loads(out.stdout.strip().splitlines()[-1])
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     leaf = lambda *s: torch.randn(*s, requires_grad=True)
@@ -74,11 +81,6 @@ def main():
         "sdpa": timed(a.reps, sdpa),
         "eager": timed(a.reps, eager),
     }
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    exe = os.path.join(root, "target", "release", "examples", "family_ops_speed")
-    out = subprocess.run([exe, str(a.reps)], check=True, capture_output=True, text=True,
-                         env=dict(os.environ, RAYON_NUM_THREADS=str(a.threads)))
-    ours = json.loads(out.stdout.strip().splitlines()[-1])
     rows = [("RMSNorm [8, 256, 768]", torch_s["rms_norm"], ours["rms_norm"]),
             ("RoPE q [8, 12, 256, 64] and k [8, 4, 256, 64]", torch_s["rope"], ours["rope_q"] + ours["rope_k"]),
             ("SiLU [8, 256, 2048]", torch_s["silu"], ours["silu"]),
