@@ -96,14 +96,21 @@ fn batched<E: Gemm>(
     b_shared: bool,
     c_shared: bool,
 ) -> Result<Vec<E>> {
-    let mut c = crate::cpu::zeroed("matmul", if c_shared { m * n } else { batch * m * n })?;
     if m == 0 || n == 0 || k == 0 {
-        return Ok(c); // empty, or sums over nothing: zeros, without looping over the batch
+        // Empty, or sums over nothing: zeros, without looping over the batch.
+        return crate::cpu::zeroed("matmul", if c_shared { m * n } else { batch * m * n });
     }
     if !c_shared {
-        crate::cpu::gemm::batch(batch, (m, k, n), a, la, a_shared, b, lb, b_shared, &mut c);
+        let len = batch * m * n;
+        let mut c: Vec<E> = crate::cpu::with_capacity("matmul", len)?;
+        let spare = &mut c.spare_capacity_mut()[..len];
+        crate::cpu::gemm::batch(batch, (m, k, n), a, la, a_shared, b, lb, b_shared, spare);
+        // SAFETY: the capacity is at least `len` and `batch` wrote each of the `batch` m×n
+        // products over it, all `len` elements.
+        unsafe { c.set_len(len) };
         return Ok(c);
     }
+    let mut c = crate::cpu::zeroed("matmul", m * n)?;
     // One C summed over the batch, in batch order.
     for i in 0..batch {
         let ai = if a_shared {

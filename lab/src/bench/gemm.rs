@@ -93,6 +93,9 @@ pub fn gflops(sh: &Shape, kernel: Kernel, reps: usize) -> (f64, f64, f64) {
     } else {
         (a, b, c)
     };
+    // The batched products write over memory they never read.
+    let mut batch_c: Vec<std::mem::MaybeUninit<f32>> =
+        c.iter().map(|&v| std::mem::MaybeUninit::new(v)).collect();
     let t = timed(reps, || {
         if sh.batch > 1 {
             rewind::cpu::gemm::batch(
@@ -104,7 +107,7 @@ pub fn gflops(sh: &Shape, kernel: Kernel, reps: usize) -> (f64, f64, f64) {
                 &b,
                 layout(sh.tb),
                 false,
-                &mut c,
+                &mut batch_c,
             );
         } else {
             kernel.gemm(

@@ -150,8 +150,9 @@ pub trait Gemm: Element {
 }
 
 /// `batch` independent products `c_i = a_i·b_i` (m×k times k×n into m×n, C holding them in
-/// turn; A or B shared by all when `a_shared`/`b_shared`). Products too small to split run in
-/// parallel over the batch instead, each on one thread: the bits are those of one at a time.
+/// turn; A or B shared by all when `a_shared`/`b_shared`), written over C's uninitialised
+/// memory (never zeroed first). Products too small to split run in parallel over the batch
+/// instead, each on one thread: the bits are those of one at a time.
 #[allow(clippy::too_many_arguments)] // the BLAS signature, batched
 pub fn batch<E: Gemm>(
     batch: usize,
@@ -162,10 +163,10 @@ pub fn batch<E: Gemm>(
     b: &[E],
     lb: Layout,
     b_shared: bool,
-    c: &mut [E],
+    c: &mut [std::mem::MaybeUninit<E>],
 ) {
     use rayon::prelude::*;
-    let one = |i: usize, ci: &mut [E]| {
+    let one = |i: usize, ci: &mut [std::mem::MaybeUninit<E>]| {
         let ai = if a_shared {
             a
         } else {
@@ -176,7 +177,7 @@ pub fn batch<E: Gemm>(
         } else {
             &b[i * k * n..(i + 1) * k * n]
         };
-        E::gemm(m, k, n, ai, la, bi, lb, false, ci);
+        E::gemm_overwrite(m, k, n, ai, la, bi, lb, ci);
     };
     let small = m.saturating_mul(k).saturating_mul(n) < driver::SERIAL;
     if batch > 1 && small && m * n > 0 && rayon::current_num_threads() > 1 {
