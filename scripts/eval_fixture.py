@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/eval/reference.json: transformers' token-weighted mean next-token loss
 on tests/fixtures/eval/text.txt (one sample per paragraph, as `rewind eval` reads it) for the
-tiny GPT-2, Llama (with and without its PEFT adapter) and Qwen2 fixtures. Each paragraph is
-encoded by the `tokenizers` library from the model's tokenizer.json, truncated to MAX_LEN, run
+tiny GPT-2, Llama (with and without its PEFT adapter; and with a tokenizer that adds a BOS) and
+Qwen2 fixtures. Each paragraph is encoded by the `tokenizers` library's `encode` (post-processor
+included) from the model's tokenizer.json, truncated to MAX_LEN, run
 alone (no padding) as model(ids, labels=ids); its loss is weighted by its predicted tokens.
 
 Run from the repository root with a venv holding torch, transformers, tokenizers and peft:
@@ -38,8 +39,24 @@ def paragraphs(path):
     return out
 
 
-def mean_loss(model_dir, adapter=None):
-    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+# A tokenizer that adds a BOS as Llama's does: the fixture's with a TemplateProcessing
+# post-processor putting <|endoftext|> (id 0) first. The test writes the same file.
+BOS_PROCESSOR = {
+    "type": "TemplateProcessing",
+    "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+               {"Sequence": {"id": "A", "type_id": 0}}],
+    "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+    "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [0],
+                                         "tokens": ["<|endoftext|>"]}},
+}
+
+
+def mean_loss(model_dir, adapter=None, bos=False):
+    with open(os.path.join(model_dir, "tokenizer.json")) as f:
+        spec = json.load(f)
+    if bos:
+        spec["post_processor"] = BOS_PROCESSOR
+    tok = Tokenizer.from_str(json.dumps(spec))
     model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager")
     if adapter:
         from peft import PeftModel
@@ -59,11 +76,12 @@ def mean_loss(model_dir, adapter=None):
 
 
 runs = []
-for name, adapter in [("gpt2-tiny", None), ("llama-tiny", None), ("llama-tiny", "adapter"),
-                      ("qwen2-tiny", None)]:
+for name, adapter, bos in [("gpt2-tiny", None, False), ("llama-tiny", None, False),
+                           ("llama-tiny", "adapter", False), ("qwen2-tiny", None, False),
+                           ("llama-tiny", None, True)]:
     d = os.path.join(FIX, name)
-    r = mean_loss(d, adapter and os.path.join(d, adapter))
-    r.update({"model": name, "adapter": adapter})
+    r = mean_loss(d, adapter and os.path.join(d, adapter), bos)
+    r.update({"model": name, "adapter": adapter, "bos": bos})
     runs.append(r)
     print(r)
 with open(os.path.join(FIX, "eval", "reference.json"), "w") as f:

@@ -1,6 +1,7 @@
 //! `rewind eval` gives transformers' token-weighted mean next-token loss: on
 //! `tests/fixtures/eval/text.txt`, one sample per paragraph truncated to 48 tokens, for the tiny
-//! GPT-2, Llama (with and without its PEFT adapter) and Qwen2 — within 1e-5 relative of the value
+//! GPT-2, Llama (with and without its PEFT adapter, and with a tokenizer whose post-processor adds
+//! a BOS: eval encodes as the library's `encode` does) and Qwen2 — within 1e-5 relative of the value
 //! `scripts/eval_fixture.py` recorded (transformers 5.25, each paragraph run alone, unpadded), in
 //! batches of 1 and of 4 (padded, grouped by length). The binary prints it as a table and one
 //! JSON line.
@@ -19,15 +20,43 @@ fn reference() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(fixture("eval/reference.json")).unwrap()).unwrap()
 }
 
+/// `model`'s fixture with a tokenizer that puts `<|endoftext|>` (id 0) first, as
+/// `scripts/eval_fixture.py` builds it, in a fresh directory.
+fn with_bos(model: &Path) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rewind-eval-bos-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(model.join(f), dir.join(f)).unwrap();
+    }
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("tokenizer.json")).unwrap())
+            .unwrap();
+    tok["post_processor"] = serde_json::json!({
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+                   {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [0],
+                                             "tokens": ["<|endoftext|>"]}},
+    });
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    dir
+}
+
 #[test]
 fn eval_gives_transformers_mean_loss_for_every_family_with_and_without_an_adapter() {
     let r = reference();
     let max_len = r["max_len"].as_u64().unwrap() as usize;
     let runs = r["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 4);
+    assert_eq!(runs.len(), 5);
     for run_ref in runs {
-        let dir = fixture(run_ref["model"].as_str().unwrap());
-        let adapter = run_ref["adapter"].as_str().map(|a| dir.join(a));
+        let base = fixture(run_ref["model"].as_str().unwrap());
+        let dir = if run_ref["bos"] == true {
+            with_bos(&base)
+        } else {
+            base.clone()
+        };
+        let adapter = run_ref["adapter"].as_str().map(|a| base.join(a));
         let want = run_ref["loss"].as_f64().unwrap();
         for batch_size in [1, 4] {
             let got = run(&EvalOptions {
