@@ -68,6 +68,7 @@ fn build<E: Element>(
     } else {
         spare
             .par_chunks_mut(CHUNK)
+            .with_min_len(8)
             .enumerate()
             .for_each(|(i, c)| fill(c, i * CHUNK));
     }

@@ -1,4 +1,4 @@
-//! SiLU (swish), the activation of Llama's, Qwen2's and GLM's gated MLPs: y = x·σ(x) with
+//! SiLU (swish), the activation of Llama's, Qwen2's and GLM's gated MLPs: y = x·σ(x) = x/(1 + e⁻ˣ) with
 //! σ(x) = 1/(1 + e⁻ˣ); y' = σ(x)·(1 + x·(1 − σ(x))). One fused pass each way, through the
 //! kernels' vectorised exp. Saves: input.
 
@@ -16,7 +16,8 @@ impl Unary for Silu {
     const SAVES: Saves = Saves::Input;
     #[inline(always)]
     fn f<T: Real>(self, x: T) -> T {
-        x * (T::one() + (-x).exp_k()).recip()
+        // PyTorch's kernel: one division, x / (1 + e⁻ˣ).
+        x / (T::one() + (-x).exp_k())
     }
     #[inline(always)]
     fn df<T: Real>(self, x: T, _y: T) -> T {

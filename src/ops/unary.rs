@@ -36,7 +36,7 @@ pub(crate) fn apply<U: Unary>(x: &Tensor, op: U) -> Result<Tensor> {
         &[x],
         |xs| {
             let x = xs[0];
-            let out = with_buffer!(&*x.data(), v => cpu::map(U::SPEC.name, v, #[inline(always)] |a| op.f(a))?.into_buffer());
+            let out = with_buffer!(&*x.data(), v => cpu::map(U::SPEC.name, v, #[inline(always)] move |a| op.f(a))?.into_buffer());
             Ok(Forward::from(Tensor::activation(out, x.shape().into())))
         },
         |xs, y| UnaryBackward {
@@ -57,7 +57,7 @@ fn grad_const<E: Element, U: Unary>(g: &[E], op: U) -> Result<Vec<E>> {
         U::SPEC.name,
         g,
         #[inline(always)]
-        |g| g * d,
+        move |g| g * d,
     )
 }
 
@@ -69,7 +69,7 @@ fn grad_saved<E: Element, U: Unary>(g: &[E], s: &[E], op: U, is_input: bool) -> 
             g,
             s,
             #[inline(always)]
-            |g, x| g * op.df(x, E::C::zero()),
+            move |g, x| g * op.df(x, E::C::zero()),
         )
     } else {
         cpu::zip(
@@ -77,7 +77,7 @@ fn grad_saved<E: Element, U: Unary>(g: &[E], s: &[E], op: U, is_input: bool) -> 
             g,
             s,
             #[inline(always)]
-            |g, y| g * op.df(E::C::zero(), y),
+            move |g, y| g * op.df(E::C::zero(), y),
         )
     }
 }
