@@ -79,19 +79,18 @@ pub fn load_model(ckpt: &Checkpoint, adapter: Option<&Path>) -> Result<Box<dyn C
 }
 
 /// Token-weighted mean next-token loss of `model` on `samples` (each ≥ 2 tokens), in batches
-/// of `batch_size` grouped by length; returns (loss, tokens predicted).
+/// of `batch_size` padded as `padding` says, stored, without grad; returns (loss, tokens
+/// predicted), the loss NaN when nothing is predicted.
 pub fn mean_loss(
     model: &dyn CausalLm,
     samples: &[Vec<u32>],
     batch_size: usize,
+    padding: Padding,
 ) -> Result<(f64, usize)> {
     let _ng = rewind::tape::NoGradGuard::new();
     let seg = Segmentation::store_all(model.layers());
-    let grouped = Padding::Grouped {
-        chunk_batches: samples.len().max(1),
-    };
     let (mut sum, mut count) = (0.0f64, 0usize);
-    for b in batches(samples, batch_size, grouped, 0)? {
+    for b in batches(samples, batch_size, padding, 0)? {
         let n = b
             .labels
             .data()
@@ -106,12 +105,15 @@ pub fn mean_loss(
         )?;
         sum += loss.item()? * n as f64;
         count += n;
-        rewind::tape::clear();
     }
-    if count == 0 {
-        return Err(Error::invalid("eval", "no sample has 2 or more tokens"));
-    }
-    Ok((sum / count as f64, count))
+    Ok((
+        if count == 0 {
+            f64::NAN
+        } else {
+            sum / count as f64
+        },
+        count,
+    ))
 }
 
 /// Runs `rewind eval`: loads the model and its `tokenizer.json`, reads the text, evaluates.
@@ -146,7 +148,14 @@ pub fn run(opts: &EvalOptions) -> Result<EvalReport> {
         }
     }
     let skipped = texts.len() - samples.len();
-    let (loss, tokens) = mean_loss(model.as_ref(), &samples, opts.batch_size)?;
+    // Grouped by length: the least padding.
+    let grouped = Padding::Grouped {
+        chunk_batches: samples.len().max(1),
+    };
+    let (loss, tokens) = mean_loss(model.as_ref(), &samples, opts.batch_size, grouped)?;
+    if tokens == 0 {
+        return Err(Error::invalid("eval", "no paragraph has 2 or more tokens"));
+    }
     Ok(EvalReport {
         loss,
         perplexity: loss.exp(),

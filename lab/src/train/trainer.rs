@@ -11,7 +11,6 @@ use rewind::dtype::DType;
 use rewind::error::{Error, Result};
 use rewind::nn::{HookHandle, freeze};
 use rewind::ops::autocast::autocast;
-use rewind::ops::loss::IGNORE_INDEX;
 use rewind::optim::{AdamW, AdamW8bit, Optimizer, ParamGroup, Sgd, StateBuffer};
 use rewind::tape;
 use std::time::Instant;
@@ -390,30 +389,9 @@ impl Trainer {
 
     /// Token-weighted mean loss on the held-out samples (no grad, f32, stored activations).
     pub fn eval_loss(&self) -> Result<f64> {
-        let _ng = rewind::tape::NoGradGuard::new();
-        let (mut sum, mut count) = (0.0, 0usize);
-        for b in batches(&self.data.eval, 16, Padding::Dynamic, 0)? {
-            let n = b
-                .labels
-                .data()
-                .iter()
-                .filter(|&&l| l != IGNORE_INDEX)
-                .count();
-            let seg = Segmentation::store_all(self.cfg.layers);
-            let loss = self.model.loss(
-                &b,
-                &seg,
-                CheckpointMode::NonReentrant,
-                &rewind::checkpoint::SavePolicy::RecomputeAll,
-            )?;
-            sum += loss.item()? * n as f64;
-            count += n;
-        }
-        Ok(if count == 0 {
-            f64::NAN
-        } else {
-            sum / count as f64
-        })
+        let (loss, _) =
+            crate::eval::mean_loss(self.model.as_ref(), &self.data.eval, 16, Padding::Dynamic)?;
+        Ok(loss)
     }
 
     /// Bytes of all parameters (trainable or not).
