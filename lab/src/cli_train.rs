@@ -58,10 +58,11 @@ pub struct ModelArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Fine-tune the GPT-2 in this transformers checkpoint directory (config.json,
-    /// model.safetensors, tokenizer.json) instead of the lab's transformer; its config sets the
-    /// sizes, so --d, --heads, --layers and --vocab do not apply. With --lora-rank, LoRA goes on
-    /// c_attn and everything else is frozen, as PEFT does.
+    /// Fine-tune the model in this transformers checkpoint directory (config.json with
+    /// model_type gpt2, llama or qwen2; model.safetensors or a sharded index; tokenizer.json)
+    /// instead of the lab's transformer; its config sets the sizes, so --d, --heads, --layers
+    /// and --vocab do not apply. With --lora-rank, LoRA goes on PEFT's default targets (or
+    /// --lora-targets) and everything else is frozen, as PEFT does.
     #[arg(long = "model", value_name = "DIR", conflicts_with_all = ["d", "heads", "layers", "vocab"])]
     pub model_dir: Option<PathBuf>,
     /// transformers' `activation_checkpointing_enable(every_n_layers=N)` (5.x; `gradient_

@@ -34,8 +34,8 @@ enum Command {
     /// Fitting training into memory: parameter, gradient, optimizer-state and activation bytes
     /// for fp32 vs 8-bit AdamW, with and without AMP, freezing and checkpointing.
     Memory(MemoryArgs),
-    /// Fine-tune the small transformer, or a transformers GPT-2 checkpoint (--model DIR), on
-    /// the synthetic corpus or a text file with any mix of checkpointing, AMP, 8-bit AdamW,
+    /// Fine-tune the small transformer, or a transformers GPT-2, Llama or Qwen2 checkpoint
+    /// (--model DIR), on the synthetic corpus or a text file with any mix of checkpointing, AMP, 8-bit AdamW,
     /// accumulation, freezing, LoRA and padding; prints a JSON summary.
     Train(Box<train::TrainArgs>),
     /// Run the baseline, then checkpointing, accumulation, freezing, AMP, 8-bit AdamW, dynamic
