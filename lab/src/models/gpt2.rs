@@ -406,16 +406,12 @@ impl Gpt2 {
     /// Writes the LoRA adapter as PEFT does (`adapter_model.safetensors` with PEFT's names,
     /// `adapter_config.json`), each file crash-safely.
     pub fn save_adapter(&self, dir: &Path) -> Result<()> {
-        let any = self
+        let projections = self
             .blocks
             .iter()
-            .flat_map(|b| b.projections())
-            .find_map(|(_, p)| match p {
-                Projection::Lora(l) => Some(l),
-                Projection::Plain(_) => None,
-            });
+            .flat_map(|b| b.projections().map(|(_, p)| p));
         let params = self.lora_parameters();
-        super::peft::save(dir, any, &params, &self.lora_targets(), true)
+        super::peft::save(dir, projections, &params, &self.lora_targets(), true)
     }
 
     /// Folds every LoRA adapter into its base weight (W ← W + (α/r)·B·A, PEFT's

@@ -388,16 +388,12 @@ impl Llama {
 
     /// Writes the LoRA adapter as PEFT does, each file crash-safely.
     pub fn save_adapter(&self, dir: &Path) -> Result<()> {
-        let any = self
+        let projections = self
             .blocks
             .iter()
-            .flat_map(|b| b.projections())
-            .find_map(|(_, _, p)| match p {
-                Projection::Lora(l) => Some(l),
-                Projection::Plain(_) => None,
-            });
+            .flat_map(|b| b.projections().map(|(_, _, p)| p));
         let params = self.lora_parameters();
-        super::peft::save(dir, any, &params, &self.lora_targets(), false)
+        super::peft::save(dir, projections, &params, &self.lora_targets(), false)
     }
 
     /// Folds every LoRA adapter into its base weight (PEFT's `merge_and_unload`).

@@ -162,16 +162,22 @@ pub fn load_weights(dir: &Path, params: &[(String, Tensor)]) -> Result<()> {
 }
 
 /// Writes `params` (PEFT's names) and an `adapter_config.json` PEFT reads, each file
-/// crash-safely. `any` is one of the adapters (all share its rank and α); `targets` are the
-/// wrapped module names; `fan_in_fan_out` is true for GPT-2's `Conv1D` layers.
-pub fn save(
+/// crash-safely. `projections` are the model's (the adapters among them share one rank and α);
+/// `targets` are the wrapped module names; `fan_in_fan_out` is true for GPT-2's `Conv1D` layers.
+pub fn save<'a>(
     dir: &Path,
-    any: Option<&LoraLinear>,
+    projections: impl IntoIterator<Item = &'a Projection>,
     params: &[(String, Tensor)],
     targets: &[&str],
     fan_in_fan_out: bool,
 ) -> Result<()> {
-    let any = any.ok_or_else(|| err("save_adapter: the model has no LoRA adapters"))?;
+    let any = projections
+        .into_iter()
+        .find_map(|p| match p {
+            Projection::Lora(l) => Some(l),
+            Projection::Plain(_) => None,
+        })
+        .ok_or_else(|| err("save_adapter: the model has no LoRA adapters"))?;
     let r = any.a.shape()[0];
     let alpha = any.scale * r as f64;
     std::fs::create_dir_all(dir).map_err(|e| Error::io("adapter", dir, e))?;
