@@ -302,9 +302,21 @@ fn checkpoint(dir: &Path) -> Result<Checkpoint, Usage> {
     for f in ["config.json", "tokenizer.json"] {
         readable_file("model", &dir.join(f)).map_err(|_| missing(f))?;
     }
-    if readable_file("model", &dir.join("model.safetensors")).is_err() {
-        readable_file("model", &dir.join("model.safetensors.index.json"))
-            .map_err(|_| missing("model.safetensors (or model.safetensors.index.json)"))?;
+    if readable_file("model", &dir.join("model.safetensors")).is_err()
+        && readable_file("model", &dir.join("model.safetensors.index.json")).is_err()
+    {
+        let pickled = ["pytorch_model.bin", "pytorch_model.bin.index.json"]
+            .iter()
+            .any(|f| dir.join(f).exists());
+        return Err(if pickled {
+            usage(
+                "model",
+                dir.display(),
+                "holds pickled PyTorch weights (pytorch_model*.bin), which rewind does not read; save the model with safe_serialization=True",
+            )
+        } else {
+            missing("model.safetensors (or model.safetensors.index.json)")
+        });
     }
     Checkpoint::open(dir).map_err(|e| usage("model", dir.display(), e))
 }

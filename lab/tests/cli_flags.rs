@@ -317,3 +317,30 @@ fn model_flags_are_checked_against_the_loaded_model_not_the_small_transformer() 
         "{err}"
     );
 }
+
+#[test]
+fn a_directory_of_pickled_weights_is_refused_naming_them_before_any_work() {
+    let dir = std::env::temp_dir().join(format!("rewind-pickled-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let llama = fixture("llama-tiny");
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(format!("{llama}/{f}"), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("pytorch_model.bin"), b"not read").unwrap();
+    let d = dir.display().to_string();
+    let text = fixture("eval/text.txt");
+    for args in [
+        vec!["eval", "--model", d.as_str(), "--text-file", text.as_str()],
+        vec!["train", "--model", d.as_str(), "--steps", "1"],
+    ] {
+        let (code, err, _) = run_bounded(&args, Duration::from_secs(20));
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains("--model")
+                && err.contains("pytorch_model*.bin")
+                && err.contains("safe_serialization=True"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
