@@ -292,3 +292,65 @@ fn the_fused_attention_softmax_is_the_unfused_chain_bit_for_bit() {
         &[rand(&[1, 2, 3, 3], -1.0, 1.0, 10)],
     );
 }
+
+#[test]
+fn long_sequences_attend_in_query_blocks_with_the_unblocked_result() {
+    // T = 160 > 64: queries go in blocks of 64, 64 and 32 that meet only the keys they may see
+    // (the first keeps all 160: a left-padded row's first queries see no unpadded key).
+    // Against the whole square of scores (grouped product, fused softmax): the same values
+    // and gradients up to the summation order of the softmax and of the blocks' gradients
+    // (1e-4 of the largest: a gradient summing 320 terms of either sign).
+    let (b, h, kvh, t, d) = (2, 4, 2, 160, 8);
+    let key_mask: Vec<f32> = (0..b * t)
+        .map(|e| if e / t == 1 && e % t < 3 { 1.0 } else { 0.0 })
+        .collect();
+    let mask = Tensor::from_vec(key_mask, &[b, 1, 1, t]).unwrap();
+    let whole = |x: &[Tensor]| -> Result<Tensor> {
+        let g = h / kvh;
+        let scores = x[0]
+            .reshape(&[b, kvh, g * t, d])?
+            .matmul(&x[1].transpose(-1, -2)?)?
+            .reshape(&[b, h, t, t])?;
+        scores
+            .attention_softmax(1.0 / (d as f64).sqrt(), Some(&mask))?
+            .reshape(&[b, kvh, g * t, t])?
+            .matmul(&x[2])?
+            .reshape(&[b, h, t, d])?
+            .permute(&[0, 2, 1, 3])?
+            .reshape(&[b, t, h * d])
+    };
+    let blocked = |x: &[Tensor]| causal_attention(&x[0], &x[1], &x[2], Some(&mask));
+    let inputs = [
+        wave(&[b, h, t, d], 0.4, 1.0),
+        wave(&[b, kvh, t, d], 1.1, 1.0),
+        wave(&[b, kvh, t, d], 2.3, 1.0),
+    ];
+    let g = wave(&[b, t, h * d], 0.6, 1.0);
+    let fresh = || inputs.iter().map(Tensor::detach).collect::<Vec<_>>();
+    let (y0, g0) = run(whole, &fresh(), &g);
+    let (y1, g1) = run(blocked, &fresh(), &g);
+    let near = |what: &str, a: &Tensor, b: &Tensor| {
+        let (a, b) = (a.to_vec_f32(), b.to_vec_f32());
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                x.is_finite() && (x - y).abs() <= 1e-4 * scale,
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    };
+    near("y", &y0, &y1);
+    for (i, (a, c)) in g0.iter().zip(&g1).enumerate() {
+        near(&format!("grad {i}"), a, c);
+    }
+    let small = Tensor::from_vec(vec![0.0f64; 66], &[1, 1, 1, 66]).unwrap();
+    check(
+        "blocked attention",
+        |x| causal_attention(&x[0], &x[1], &x[2], Some(&small)),
+        &[
+            rand(&[1, 2, 66, 2], -1.0, 1.0, 11),
+            rand(&[1, 1, 66, 2], -1.0, 1.0, 12),
+            rand(&[1, 1, 66, 2], -1.0, 1.0, 13),
+        ],
+    );
+}

@@ -7,6 +7,9 @@ use crate::checkpoint::checkpoint_name;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
+/// Queries per block of a long sequence (each block computes only the keys up to its last).
+const QUERY_BLOCK: usize = 64;
+
 /// softmax(q·kᵀ/√D + masks)·v for `q` `[B, H, T, D]` and `k`, `v` `[B, KVH, T, D]` (KVH
 /// dividing H), future positions hidden, and keys hidden where `key_mask` (`[B, 1, 1, T]`) is
 /// nonzero. Returns the context `[B, T, H·D]`; the probabilities are named `attn_probs` for
@@ -39,18 +42,56 @@ pub fn causal_attention(
     }
     // Query heads grouped by the key/value head they read: [B, KVH, G·T, D], a reshape, so
     // keys and values are never copied per query head (the products sum each group's
-    // gradient).
+    // gradient). Long sequences go in query blocks that meet only the keys they may see.
     let g = h / kvh;
-    let scores = q
-        .reshape(&[b, kvh, g * t, dh])?
-        .matmul(&k.transpose(-1, -2)?)?
-        .reshape(&[b, h, t, t])?;
-    let probs = scores.attention_softmax(1.0 / (dh as f64).sqrt(), key_mask)?;
-    let probs = checkpoint_name(&probs, "attn_probs");
-    probs
-        .reshape(&[b, kvh, g * t, t])?
-        .matmul(v)?
-        .reshape(&[b, h, t, dh])?
-        .permute(&[0, 2, 1, 3])?
-        .reshape(&[b, t, h * dh])
+    let scale = 1.0 / (dh as f64).sqrt();
+    let block = |q: &Tensor, k: &Tensor, v: &Tensor, start: usize| -> Result<Tensor> {
+        let (len, keys) = (q.shape()[2], k.shape()[2]);
+        let scores = q
+            .reshape(&[b, kvh, g * len, dh])?
+            .matmul(&k.transpose(-1, -2)?)?
+            .reshape(&[b, h, len, keys])?;
+        let probs = scores.attention_softmax_at(scale, key_mask, start)?;
+        let probs = checkpoint_name(&probs, "attn_probs");
+        probs
+            .reshape(&[b, kvh, g * len, keys])?
+            .matmul(v)?
+            .reshape(&[b, h, len, dh])
+    };
+    let ctx = if t <= QUERY_BLOCK {
+        block(q, k, v, 0)?
+    } else {
+        // A query that sees no unpadded key (left padding) averages every key of the row, as
+        // transformers' square of scores has it: those first queries form a block of their
+        // own that keeps all T keys.
+        let blind = match key_mask {
+            None => 0,
+            Some(m) => m
+                .to_vec_f64()
+                .chunks(t)
+                .map(|row| row.iter().position(|&p| p == 0.0).unwrap_or(t))
+                .max()
+                .unwrap_or(0),
+        };
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < t {
+            let (len, keys) = if start < blind {
+                (blind - start, t)
+            } else {
+                let len = QUERY_BLOCK.min(t - start);
+                (len, start + len)
+            };
+            parts.push(block(
+                &q.narrow(2, start, len)?,
+                &k.narrow(2, 0, keys)?,
+                &v.narrow(2, 0, keys)?,
+                start,
+            )?);
+            start += len;
+        }
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        Tensor::cat(&refs, 2)?
+    };
+    ctx.permute(&[0, 2, 1, 3])?.reshape(&[b, t, h * dh])
 }

@@ -35,19 +35,25 @@ const STACK_ROW: usize = 1024;
 
 /// Where the mask hides key j from query i of batch row b: j > i, or key j padded.
 struct Mask {
-    /// `[B·T]`: key padded.
+    /// `[B·T]` for the mask's `T` keys: key padded.
     padded: Option<Vec<bool>>,
+    /// Keys per batch row in `padded`.
+    stride: usize,
     heads: usize,
+    /// Queries per row block, and the position of the first.
+    tq: usize,
+    offset: usize,
+    /// Keys per row.
     t: usize,
 }
 
 impl Mask {
     fn row(&self, r: usize) -> (usize, usize) {
-        (r / (self.heads * self.t), r % self.t)
+        (r / (self.heads * self.tq), self.offset + r % self.tq)
     }
 
     fn hides(&self, b: usize, i: usize, j: usize) -> bool {
-        j > i || self.padded.as_ref().is_some_and(|p| p[b * self.t + j])
+        j > i || self.padded.as_ref().is_some_and(|p| p[b * self.stride + j])
     }
 }
 
@@ -106,19 +112,32 @@ impl Tensor {
     /// keys hidden, and keys hidden where `key_mask` (`B·T` values, nonzero = padded) is set.
     /// f16 scores give f32 probabilities.
     pub fn attention_softmax(&self, scale: f64, key_mask: Option<&Tensor>) -> Result<Tensor> {
+        self.attention_softmax_at(scale, key_mask, 0)
+    }
+
+    /// [`Tensor::attention_softmax`] for a block of queries: scores `[B, H, Tq, Tk]` of the
+    /// queries at positions `offset..offset + Tq` against keys `0..Tk`, `key_mask` holding
+    /// `B·T` values for some `T ≥ Tk`.
+    pub fn attention_softmax_at(
+        &self,
+        scale: f64,
+        key_mask: Option<&Tensor>,
+        offset: usize,
+    ) -> Result<Tensor> {
         let s = self.shape();
-        if self.rank() != 4 || s[2] != s[3] {
+        if self.rank() != 4 {
             return Err(Error::invalid(
                 "attention_softmax",
-                format!("needs scores [B, H, T, T], got {s:?}"),
+                format!("needs scores [B, H, Tq, Tk], got {s:?}"),
             ));
         }
-        let (b, heads, t) = (s[0], s[1], s[2]);
-        let padded = match key_mask {
-            None => None,
-            Some(m) if m.numel() == b * t => {
-                Some(m.to_vec_f64().iter().map(|&v| v != 0.0).collect())
-            }
+        let (b, heads, tq, t) = (s[0], s[1], s[2], s[3]);
+        let (padded, stride) = match key_mask {
+            None => (None, t),
+            Some(m) if b > 0 && m.numel() % b == 0 && m.numel() / b >= t => (
+                Some(m.to_vec_f64().iter().map(|&v| v != 0.0).collect()),
+                m.numel() / b,
+            ),
             Some(m) => {
                 return Err(Error::ShapeMismatch {
                     op: "attention_softmax",
@@ -127,7 +146,14 @@ impl Tensor {
                 });
             }
         };
-        let mask = Mask { padded, heads, t };
+        let mask = Mask {
+            padded,
+            stride,
+            heads,
+            tq,
+            offset,
+            t,
+        };
         let dtype = self.dtype();
         dispatch::apply(
             &ATTENTION_SOFTMAX,
