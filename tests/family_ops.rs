@@ -297,9 +297,8 @@ fn the_fused_attention_softmax_is_the_unfused_chain_bit_for_bit() {
 fn long_sequences_attend_in_query_blocks_with_the_unblocked_result() {
     // T = 160 > 64: queries go in blocks of 64, 64 and 32 that meet only the keys they may see
     // (the first keeps all 160: a left-padded row's first queries see no unpadded key).
-    // Against the whole square of scores (grouped product, fused softmax): the same values
-    // and gradients up to the summation order of the softmax and of the blocks' gradients
-    // (1e-4 of the largest: a gradient summing 320 terms of either sign).
+    // Against the whole square of scores (grouped product, fused softmax), in f64: the same
+    // values and gradients up to summation order (1e-12 of the largest).
     let (b, h, kvh, t, d) = (2, 4, 2, 160, 8);
     let key_mask: Vec<f32> = (0..b * t)
         .map(|e| if e / t == 1 && e % t < 3 { 1.0 } else { 0.0 })
@@ -320,21 +319,26 @@ fn long_sequences_attend_in_query_blocks_with_the_unblocked_result() {
             .reshape(&[b, t, h * d])
     };
     let blocked = |x: &[Tensor]| causal_attention(&x[0], &x[1], &x[2], Some(&mask));
+    let f64_wave = |shape: &[usize], phase| {
+        wave(shape, phase, 1.0)
+            .to_dtype(rewind::DType::F64)
+            .unwrap()
+    };
     let inputs = [
-        wave(&[b, h, t, d], 0.4, 1.0),
-        wave(&[b, kvh, t, d], 1.1, 1.0),
-        wave(&[b, kvh, t, d], 2.3, 1.0),
+        f64_wave(&[b, h, t, d], 0.4),
+        f64_wave(&[b, kvh, t, d], 1.1),
+        f64_wave(&[b, kvh, t, d], 2.3),
     ];
-    let g = wave(&[b, t, h * d], 0.6, 1.0);
+    let g = f64_wave(&[b, t, h * d], 0.6);
     let fresh = || inputs.iter().map(Tensor::detach).collect::<Vec<_>>();
     let (y0, g0) = run(whole, &fresh(), &g);
     let (y1, g1) = run(blocked, &fresh(), &g);
     let near = |what: &str, a: &Tensor, b: &Tensor| {
-        let (a, b) = (a.to_vec_f32(), b.to_vec_f32());
-        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let (a, b) = (a.to_vec_f64(), b.to_vec_f64());
+        let scale = a.iter().fold(0f64, |m, v| m.max(v.abs()));
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             assert!(
-                x.is_finite() && (x - y).abs() <= 1e-4 * scale,
+                x.is_finite() && (x - y).abs() <= 1e-12 * scale,
                 "{what}[{i}]: {x} vs {y}"
             );
         }

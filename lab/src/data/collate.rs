@@ -54,6 +54,12 @@ impl Batch {
     pub fn slots(&self) -> usize {
         self.ids.len()
     }
+
+    /// The key-padding mask as `[B, T]` (1.0 at padded keys), as the families' layers take it.
+    pub fn key_mask(&self) -> Result<Tensor> {
+        let (b, t) = (self.ids.shape()[0], self.ids.shape()[1]);
+        self.key_pad_mask.reshape(&[b, t])
+    }
 }
 
 fn build(samples: &[Vec<u32>], order: &[usize], width: Option<usize>) -> Result<Batch> {

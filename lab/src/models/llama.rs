@@ -490,13 +490,11 @@ impl super::CausalLm for Llama {
         mode: CheckpointMode,
         policy: &SavePolicy,
     ) -> Result<Tensor> {
-        let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
-        let mask = batch.key_pad_mask.reshape(&[b, t])?;
+        let mask = batch.key_mask()?;
         self.logits_hidden(&batch.ids, Some(&mask), seg, mode, policy)
     }
     fn block_costs(&self, batch: &Batch) -> Result<BlockCosts> {
-        let (b, t) = (batch.ids.shape()[0], batch.ids.shape()[1]);
-        let mask = batch.key_pad_mask.reshape(&[b, t])?;
+        let mask = batch.key_mask()?;
         rewind::tape::scratch(|| {
             self.embed(&batch.ids, Some(&mask))
                 .and_then(|(h, modules)| BlockCosts::measure(&modules, &h))
