@@ -6,175 +6,14 @@
 //! LoRA gradients, save back as PEFT wrote them, and merge into a checkpoint that reloads bit for
 //! bit. llama3 rope scaling gives transformers' inverse frequencies.
 
-use rewind::checkpoint::{CheckpointMode, Plan, SavePolicy, Segmentation, plan};
-use rewind::indices::Indices;
+#[path = "hf_fixture/mod.rs"]
+mod hf_fixture;
+
+use hf_fixture::{batch, compare, fixture, max_abs, plans, read, worst};
+use rewind::checkpoint::{CheckpointMode, SavePolicy, Segmentation};
 use rewind::nn::Parameters;
-use rewind::tensor::Tensor;
-use rewind_lab::models::{Llama, LlamaConfig};
+use rewind_lab::models::{CausalLm, Llama, LlamaConfig};
 use safetensors::SafeTensors;
-use std::path::{Path, PathBuf};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
-}
-
-fn max_abs(v: &[f32]) -> f32 {
-    v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
-}
-
-fn worst(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-/// transformers' causal-LM loss: position i predicts label i + 1.
-fn shifted(labels: &[i64], b: usize, t: usize) -> Vec<i64> {
-    (0..b * t)
-        .map(|k| {
-            let (row, i) = (k / t, k % t);
-            if i + 1 < t {
-                labels[row * t + i + 1]
-            } else {
-                -100
-            }
-        })
-        .collect()
-}
-
-/// The batch transformers ran: ids, attention mask and labels `[2, T]`.
-struct Batch {
-    ids: Vec<i64>,
-    mask: Vec<i64>,
-    labels: Vec<i64>,
-    b: usize,
-    t: usize,
-}
-
-fn read(dir: &Path, file: &str) -> Vec<u8> {
-    std::fs::read(dir.join(file)).unwrap()
-}
-
-fn floats(st: &SafeTensors, k: &str) -> Vec<f32> {
-    bytemuck::pod_collect_to_vec(st.tensor(k).unwrap().data())
-}
-
-fn batch(dir: &Path) -> Batch {
-    let bytes = read(dir, "reference.safetensors");
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let ints = |k: &str| -> Vec<i64> { bytemuck::pod_collect_to_vec(st.tensor(k).unwrap().data()) };
-    let ids = ints("input_ids");
-    let t = ids.len() / 2;
-    Batch {
-        ids,
-        mask: ints("attention_mask"),
-        labels: ints("labels"),
-        b: 2,
-        t,
-    }
-}
-
-/// Logits `[B, T, V]` and transformers' shifted mean loss of `m` on `x`.
-fn forward(m: &Llama, x: &Batch, seg: &Segmentation, policy: &SavePolicy) -> (Tensor, Tensor) {
-    let (b, t) = (x.b, x.t);
-    let hidden: Vec<f32> = x
-        .mask
-        .iter()
-        .map(|&v| if v == 0 { 1.0 } else { 0.0 })
-        .collect();
-    let hidden = Tensor::from_vec(hidden, &[b, t]).unwrap();
-    let logits = m
-        .logits_hidden(
-            &Indices::new(x.ids.clone(), &[b, t]).unwrap(),
-            Some(&hidden),
-            seg,
-            CheckpointMode::NonReentrant,
-            policy,
-        )
-        .unwrap();
-    let loss = logits
-        .reshape(&[b * t, m.cfg.vocab])
-        .unwrap()
-        .cross_entropy(
-            &Indices::new(shifted(&x.labels, b, t), &[b * t]).unwrap(),
-            -100,
-        )
-        .unwrap();
-    (logits, loss)
-}
-
-/// Stored, every layer checkpointed, and checkpointed with SaveMatmuls.
-fn plans(layers: usize) -> Vec<(&'static str, Segmentation, SavePolicy)> {
-    let every = plan::segment(Plan::EveryBlock, layers, None).unwrap();
-    vec![
-        (
-            "stored",
-            Segmentation::store_all(layers),
-            SavePolicy::RecomputeAll,
-        ),
-        ("checkpointed", every.clone(), SavePolicy::RecomputeAll),
-        ("save-matmuls", every, SavePolicy::SaveMatmuls),
-    ]
-}
-
-/// Logits and loss within 1e-5 relative of `st`'s, then each of `params` (names as in `st`'s
-/// `grad.` entries) within 1e-4 of the largest magnitude of its reference gradient.
-fn compare(
-    what: &str,
-    m: &Llama,
-    x: &Batch,
-    st: &SafeTensors,
-    params: &[(String, Tensor)],
-    seg: &Segmentation,
-    policy: &SavePolicy,
-) {
-    for (_, p) in params {
-        p.zero_grad();
-    }
-    let (logits, loss) = forward(m, x, seg, policy);
-    let got = logits.to_vec_f32();
-    assert!(
-        got.iter().all(|v| v.is_finite()),
-        "{what}: no NaN under left padding"
-    );
-    let want_logits = floats(st, "logits");
-    let d = worst(&got, &want_logits);
-    assert!(
-        d <= 1e-5 * max_abs(&want_logits),
-        "{what}: logits off by {d}"
-    );
-    let want_loss = floats(st, "loss")[0];
-    let l = loss.item().unwrap() as f32;
-    assert!(
-        (l - want_loss).abs() <= 1e-5 * want_loss.abs(),
-        "{what}: loss {l} vs {want_loss}"
-    );
-    loss.backward()
-        .unwrap_or_else(|e| panic!("{what}: backward: {e:?}"));
-    for (pname, p) in params {
-        let want = floats(st, &format!("grad.{pname}"));
-        let scale = max_abs(&want);
-        assert!(
-            scale > 0.0,
-            "{what}: the reference gradient of {pname} is zero"
-        );
-        let d = worst(&p.grad().unwrap().to_vec_f32(), &want);
-        assert!(
-            d <= 1e-4 * scale,
-            "{what}: gradient of {pname} off by {d} (largest {scale})"
-        );
-    }
-    let expected = st.names().iter().filter(|n| n.starts_with("grad.")).count();
-    assert_eq!(
-        params.len(),
-        expected,
-        "{what}: every parameter the reference has"
-    );
-}
 
 fn check(name: &str) {
     let dir = fixture(name);
@@ -192,6 +31,8 @@ fn check(name: &str) {
             &params,
             &seg,
             &policy,
+            CheckpointMode::NonReentrant,
+            &|_| true,
         );
     }
 }
@@ -227,6 +68,8 @@ fn check_peft(name: &str, targets: &[&str]) {
             &params,
             &seg,
             &policy,
+            CheckpointMode::NonReentrant,
+            &|_| true,
         );
     }
 
@@ -251,7 +94,16 @@ fn check_peft(name: &str, targets: &[&str]) {
 
     let store = Segmentation::store_all(m.blocks.len());
     let logits = |m: &Llama| {
-        rewind::tape::no_grad(|| forward(m, &x, &store, &SavePolicy::RecomputeAll).0).to_vec_f32()
+        rewind::tape::no_grad(|| {
+            m.logits(
+                &x,
+                &store,
+                CheckpointMode::NonReentrant,
+                &SavePolicy::RecomputeAll,
+            )
+        })
+        .unwrap()
+        .to_vec_f32()
     };
     let adapted = logits(&m);
     assert!(

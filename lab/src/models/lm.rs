@@ -113,6 +113,8 @@ pub static FAMILIES: &[Family] = &[
     super::gpt2::FAMILY,
     super::llama::LLAMA,
     super::llama::QWEN2,
+    super::glm::CHATGLM,
+    super::glm::GLM,
 ];
 
 /// A checkpoint directory with its `config.json` read and parsed once: its family (by

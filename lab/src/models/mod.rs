@@ -1,7 +1,8 @@
 //! The lab's models: the repro model (the shape of the real failure), a small decoder-only
 //! transformer, and transformers checkpoints of the families in [`lm::FAMILIES`] (GPT-2, Llama,
-//! Qwen2). The residual MLP of the benchmarks is the engine's [`rewind::nn::ResidualMlp`].
+//! Qwen2, ChatGLM3, GLM). The residual MLP of the benchmarks is the engine's [`rewind::nn::ResidualMlp`].
 
+pub mod glm;
 pub mod gpt2;
 pub mod hf;
 pub mod llama;
@@ -11,6 +12,7 @@ pub mod repro;
 pub mod rope_config;
 pub mod transformer;
 
+pub use glm::{Glm, GlmConfig};
 pub use gpt2::{Gpt2, Gpt2Config};
 pub use llama::{Llama, LlamaConfig};
 

@@ -1,4 +1,4 @@
-//! `rewind train` on the Llama and Qwen2 checkpoints transformers wrote: full fine-tuning and
+//! `rewind train` on the Llama, Qwen2, GLM and ChatGLM3 checkpoints of the fixtures: full fine-tuning and
 //! LoRA on PEFT's defaults with checkpointing, selective policies naming the model's own
 //! tensors, AMP and 8-bit AdamW, resumed bit for bit; the original report on a Llama —
 //! frozen embeddings, LoRA, a reentrant checkpoint per layer — fails with PyTorch's warning and
@@ -56,9 +56,9 @@ fn steps(t: &mut Trainer, n: usize) {
 }
 
 #[test]
-fn llama_and_qwen2_fine_tune_with_every_technique_and_resume_bit_identically() {
+fn every_family_fine_tunes_with_every_technique_and_resumes_bit_identically() {
     let names = PolicyChoice::SaveNames(vec!["attn_probs".to_string()]);
-    for name in ["llama-tiny", "qwen2-tiny"] {
+    for name in ["llama-tiny", "qwen2-tiny", "glm-tiny", "chatglm3-tiny"] {
         for (lora_rank, plan, policy, optimizer, amp) in [
             (
                 0,
@@ -92,9 +92,14 @@ fn llama_and_qwen2_fine_tune_with_every_technique_and_resume_bit_identically() {
                 ..family(name)
             };
             let mut straight = Trainer::new(cfg.clone()).unwrap();
-            // LoRA on q_proj and v_proj: 2 layers × 2 projections × (A, B).
+            // LoRA on PEFT's defaults (q_proj and v_proj; ChatGLM3's query_key_value):
+            // 2 layers × targets × (A, B).
             if lora_rank > 0 {
-                assert_eq!(straight.trainable_tensors(), 8, "{what}");
+                assert_eq!(
+                    straight.trainable_tensors(),
+                    2 * cfg.lora_targets.len() * 2,
+                    "{what}"
+                );
             }
             let first = straight.eval_loss().unwrap();
             steps(&mut straight, 4);

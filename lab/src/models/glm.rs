@@ -1,0 +1,702 @@
+//! ChatGLM3 (THUDM's `modeling_chatglm.py`, `model_type "chatglm"`) and GLM (transformers'
+//! `GlmForCausalLM`, `model_type "glm"`): one network under two sets of names. RMSNorm,
+//! grouped-query attention with q/k/v biases, RoPE on the first half of each head's dims in
+//! interleaved pairs (the rest passed through), a SwiGLU MLP whose fused up-projection holds
+//! rows `[gate | up]`, an untied head. ChatGLM3 fuses q, k and v into one `query_key_value`
+//! (rows `[q | k | v]`, the module PEFT's LoRA targets); GLM keeps them apart.
+//! Position ids are 0…T−1 in every row, as both write them; padded keys are hidden as
+//! transformers hides them (ChatGLM3's own mask differs only on padded queries, which carry no
+//! loss).
+
+use crate::data::Batch;
+use rewind::checkpoint::{
+    BlockCosts, CheckpointMode, SavePolicy, Segmentation, run_blocks_with_policy,
+};
+use rewind::error::{Error, Result};
+use rewind::indices::Indices;
+use rewind::nn::attention::causal_attention;
+use rewind::nn::{Embedding, Linear, Module, Parameters, Projection, prefixed};
+use rewind::ops::rope::{Rope, RopeLayout};
+use rewind::tensor::Tensor;
+use std::path::Path;
+use std::rc::Rc;
+
+fn err(msg: impl Into<String>) -> Error {
+    Error::invalid("glm", msg)
+}
+
+/// Which names a checkpoint gives the network's tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// THUDM's ChatGLM3 (`transformer.encoder.layers.{i}.self_attention.query_key_value`).
+    ChatGlm,
+    /// transformers' GLM (`model.layers.{i}.self_attn.q_proj`).
+    Glm,
+}
+
+/// ChatGLM3's projections, in block order (PEFT's `target_modules` names).
+pub const CHATGLM_TARGETS: [&str; 4] =
+    ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"];
+
+/// GLM's projections, in block order.
+pub const GLM_TARGETS: [&str; 6] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_up_proj",
+    "down_proj",
+];
+
+impl Naming {
+    /// Each projection's path inside a block, with its target name.
+    fn projections(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Naming::ChatGlm => &[
+                ("self_attention.query_key_value", "query_key_value"),
+                ("self_attention.dense", "dense"),
+                ("mlp.dense_h_to_4h", "dense_h_to_4h"),
+                ("mlp.dense_4h_to_h", "dense_4h_to_h"),
+            ],
+            Naming::Glm => &[
+                ("self_attn.q_proj", "q_proj"),
+                ("self_attn.k_proj", "k_proj"),
+                ("self_attn.v_proj", "v_proj"),
+                ("self_attn.o_proj", "o_proj"),
+                ("mlp.gate_up_proj", "gate_up_proj"),
+                ("mlp.down_proj", "down_proj"),
+            ],
+        }
+    }
+
+    fn targets(self) -> &'static [&'static str] {
+        match self {
+            Naming::ChatGlm => &CHATGLM_TARGETS,
+            Naming::Glm => &GLM_TARGETS,
+        }
+    }
+
+    /// Names of the embedding, the layers, the final norm and the head.
+    fn outer(self) -> [&'static str; 4] {
+        match self {
+            Naming::ChatGlm => [
+                "transformer.embedding.word_embeddings",
+                "transformer.encoder.layers",
+                "transformer.encoder.final_layernorm.weight",
+                "transformer.output_layer.weight",
+            ],
+            Naming::Glm => [
+                "model.embed_tokens",
+                "model.layers",
+                "model.norm.weight",
+                "lm_head.weight",
+            ],
+        }
+    }
+
+    /// Checkpoint tensors the network does not use (ChatGLM3's rotary buffer).
+    fn ignored(self) -> &'static [&'static str] {
+        match self {
+            Naming::ChatGlm => &["transformer.rotary_pos_emb.inv_freq"],
+            Naming::Glm => &[],
+        }
+    }
+}
+
+/// The sizes and choices of a ChatGLM3 or GLM `config.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlmConfig {
+    /// Whose names the checkpoint uses.
+    pub naming: Naming,
+    /// Width.
+    pub hidden: usize,
+    /// Blocks.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (ChatGLM3's `multi_query_group_num`).
+    pub kv_heads: usize,
+    /// Dims per head (ChatGLM3's `kv_channels`).
+    pub head_dim: usize,
+    /// The MLP's hidden width (ChatGLM3's `ffn_hidden_size`).
+    pub intermediate: usize,
+    /// RMSNorm's ε.
+    pub eps: f64,
+    /// Token ids (ChatGLM3's `padded_vocab_size`).
+    pub vocab: usize,
+    /// Positions (ChatGLM3's `seq_length`).
+    pub positions: usize,
+    /// Biases on q, k, v.
+    pub qkv_bias: bool,
+    /// The rotary embedding (interleaved, on the first half of each head).
+    pub rope: Rope,
+    /// The parsed `config.json`, written back by `save_pretrained`.
+    pub json: serde_json::Value,
+}
+
+fn count(v: &serde_json::Value, key: &str) -> Result<usize> {
+    v[key]
+        .as_u64()
+        .and_then(|x| usize::try_from(x).ok())
+        .ok_or_else(|| err(format!("config.json: `{key}` is missing or not a count")))
+}
+
+/// `key` as a flag, `default` when absent.
+fn flag(v: &serde_json::Value, key: &str, default: bool) -> bool {
+    v[key].as_bool().unwrap_or(default)
+}
+
+impl GlmConfig {
+    /// Parses a `config.json` of `model_type` `chatglm` (THUDM's keys, its defaults where
+    /// optional) or `glm` (transformers' keys). A variant rewind does not build (LayerNorm,
+    /// post-norm residuals, linear biases, another rope, a P-tuning prefix, a tied head) is an
+    /// error naming its key.
+    pub fn from_value(v: serde_json::Value) -> Result<GlmConfig> {
+        match v["model_type"].as_str() {
+            Some("chatglm") => GlmConfig::chatglm(v),
+            Some("glm") => GlmConfig::glm(v),
+            other => Err(err(format!(
+                "model_type {other:?} is not chatglm or glm (glm4 adds norms after each sublayer: a different network)"
+            ))),
+        }
+    }
+
+    fn chatglm(v: serde_json::Value) -> Result<GlmConfig> {
+        let unsupported = |what: &str| {
+            Err(err(format!(
+                "config.json: {what} is not supported (ChatGLM2/3 checkpoints have it off)"
+            )))
+        };
+        if !flag(&v, "rmsnorm", true) {
+            return unsupported("`rmsnorm: false` (LayerNorm)");
+        }
+        if flag(&v, "apply_residual_connection_post_layernorm", false) {
+            return unsupported("`apply_residual_connection_post_layernorm`");
+        }
+        if !flag(&v, "post_layer_norm", true) {
+            return unsupported("`post_layer_norm: false`");
+        }
+        if flag(&v, "add_bias_linear", false) {
+            return unsupported("`add_bias_linear`");
+        }
+        if !flag(&v, "original_rope", true) {
+            return unsupported("`original_rope: false`");
+        }
+        if flag(&v, "tie_word_embeddings", false) {
+            return unsupported("`tie_word_embeddings`");
+        }
+        if !v["pre_seq_len"].is_null() {
+            return Err(err(
+                "config.json: `pre_seq_len` is set (a P-tuning v2 checkpoint): load the base model and its prefix encoder separately",
+            ));
+        }
+        let (hidden, heads) = (count(&v, "hidden_size")?, count(&v, "num_attention_heads")?);
+        let head_dim = match v["kv_channels"].is_null() {
+            true => hidden / heads.max(1),
+            false => count(&v, "kv_channels")?,
+        };
+        let kv_heads = match flag(&v, "multi_query_attention", false) {
+            true => count(&v, "multi_query_group_num")?,
+            false => heads,
+        };
+        let ratio = v["rope_ratio"].as_f64().unwrap_or(1.0);
+        check_heads(heads, kv_heads, head_dim)?;
+        Ok(GlmConfig {
+            naming: Naming::ChatGlm,
+            hidden,
+            layers: count(&v, "num_layers")?,
+            heads,
+            kv_heads,
+            head_dim,
+            intermediate: count(&v, "ffn_hidden_size")?,
+            eps: v["layernorm_epsilon"].as_f64().unwrap_or(1e-5),
+            vocab: count(&v, "padded_vocab_size")?,
+            positions: count(&v, "seq_length")?,
+            qkv_bias: flag(&v, "add_qkv_bias", false),
+            // RotaryEmbedding(kv_channels // 2): base 10000·rope_ratio over half the head.
+            rope: Rope::new(10000.0 * ratio, head_dim / 2, RopeLayout::Interleaved)?,
+            json: v,
+        })
+    }
+
+    fn glm(v: serde_json::Value) -> Result<GlmConfig> {
+        if flag(&v, "tie_word_embeddings", false) {
+            return Err(err("config.json: `tie_word_embeddings` is not supported"));
+        }
+        let (hidden, heads) = (count(&v, "hidden_size")?, count(&v, "num_attention_heads")?);
+        let kv_heads = match v["num_key_value_heads"].is_null() {
+            true => heads,
+            false => count(&v, "num_key_value_heads")?,
+        };
+        let head_dim = match v["head_dim"].is_null() {
+            true => hidden / heads.max(1),
+            false => count(&v, "head_dim")?,
+        };
+        check_heads(heads, kv_heads, head_dim)?;
+        // GlmConfig's default partial_rotary_factor is 0.5.
+        let mut rope_json = v.clone();
+        if rope_json["partial_rotary_factor"].is_null()
+            && rope_json["rope_parameters"]["partial_rotary_factor"].is_null()
+        {
+            rope_json["partial_rotary_factor"] = 0.5.into();
+        }
+        let rope = super::rope_config::rope(&rope_json, head_dim, RopeLayout::Interleaved)?;
+        Ok(GlmConfig {
+            naming: Naming::Glm,
+            hidden,
+            layers: count(&v, "num_hidden_layers")?,
+            heads,
+            kv_heads,
+            head_dim,
+            intermediate: count(&v, "intermediate_size")?,
+            eps: v["rms_norm_eps"].as_f64().unwrap_or(1.5625e-7),
+            vocab: count(&v, "vocab_size")?,
+            positions: count(&v, "max_position_embeddings")?,
+            qkv_bias: flag(&v, "attention_bias", true),
+            rope,
+            json: v,
+        })
+    }
+}
+
+fn check_heads(heads: usize, kv_heads: usize, head_dim: usize) -> Result<()> {
+    if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || !head_dim.is_multiple_of(4)
+    {
+        return Err(err(format!(
+            "config.json: {heads} heads over {kv_heads} KV heads of {head_dim} dims"
+        )));
+    }
+    Ok(())
+}
+
+/// One layer: x + o(attn(rope(q), rope(k), v)) on input_layernorm(x), then
+/// + down(silu(gate) · up) on post_attention_layernorm, `[gate | up]` from one projection.
+#[derive(Debug)]
+pub struct GlmBlock {
+    input_layernorm: Tensor,
+    /// In [`Naming::projections`] order: q, k, v apart or fused, then o, gate_up, down.
+    projections: Vec<Projection>,
+    post_attention_layernorm: Tensor,
+    cfg: Rc<GlmConfig>,
+}
+
+impl GlmBlock {
+    fn new(cfg: &Rc<GlmConfig>) -> Result<GlmBlock> {
+        let (d, hd, i) = (cfg.hidden, cfg.head_dim, cfg.intermediate);
+        let (q, kv) = (cfg.heads * hd, cfg.kv_heads * hd);
+        let lin = |a, b, bias| Linear::new(a, b, bias).map(Projection::Plain);
+        let ones = || Tensor::ones(&[d], rewind::DType::F32)?.requires_grad_(true);
+        let mut projections = match cfg.naming {
+            Naming::ChatGlm => vec![lin(d, q + 2 * kv, cfg.qkv_bias)?],
+            Naming::Glm => vec![
+                lin(d, q, cfg.qkv_bias)?,
+                lin(d, kv, cfg.qkv_bias)?,
+                lin(d, kv, cfg.qkv_bias)?,
+            ],
+        };
+        projections.push(lin(q, d, false)?);
+        projections.push(lin(d, 2 * i, false)?);
+        projections.push(lin(i, d, false)?);
+        Ok(GlmBlock {
+            input_layernorm: ones()?,
+            projections,
+            post_attention_layernorm: ones()?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The layer with padded keys hidden by `key_mask` (`[B, 1, 1, T]`, 1.0 = hidden).
+    pub fn forward_masked(
+        &self,
+        x: &Tensor,
+        key_mask: Option<&Tensor>,
+        positions: &Indices,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let (b, t) = (x.shape()[0], x.shape()[1]);
+        let p = |i: usize, h: &Tensor| self.projections[i].module().forward(h);
+        let h = x.rms_norm(&self.input_layernorm, c.eps)?;
+        let (nq, nkv) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let (q, k, v) = match c.naming {
+            Naming::ChatGlm => {
+                let qkv = p(0, &h)?;
+                (
+                    qkv.narrow(2, 0, nq)?,
+                    qkv.narrow(2, nq, nkv)?,
+                    qkv.narrow(2, nq + nkv, nkv)?,
+                )
+            }
+            Naming::Glm => (p(0, &h)?, p(1, &h)?, p(2, &h)?),
+        };
+        let heads = |t_: Tensor, n: usize| -> Result<Tensor> {
+            t_.reshape(&[b, t, n, c.head_dim])?.permute(&[0, 2, 1, 3])
+        };
+        let q = heads(q, c.heads)?.rope(&c.rope, positions)?;
+        let k = heads(k, c.kv_heads)?.rope(&c.rope, positions)?;
+        let v = heads(v, c.kv_heads)?;
+        let ctx = causal_attention(&q, &k, &v, key_mask)?;
+        let last = self.projections.len() - 1;
+        let x = x.add(&p(last - 2, &ctx)?)?;
+        let h = x.rms_norm(&self.post_attention_layernorm, c.eps)?;
+        let gate_up = p(last - 1, &h)?;
+        let gate = gate_up.narrow(2, 0, c.intermediate)?.silu()?;
+        let up = gate_up.narrow(2, c.intermediate, c.intermediate)?;
+        x.add(&p(last, &gate.mul(&up)?)?)
+    }
+}
+
+impl Parameters for GlmBlock {
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut p = vec![(
+            "input_layernorm.weight".to_string(),
+            self.input_layernorm.clone(),
+        )];
+        let names = self.cfg.naming.projections();
+        for (i, ((path, _), proj)) in names.iter().zip(&self.projections).enumerate() {
+            if i == names.len() - 2 {
+                // transformers' order: post_attention_layernorm before the MLP.
+                p.push((
+                    "post_attention_layernorm.weight".to_string(),
+                    self.post_attention_layernorm.clone(),
+                ));
+            }
+            super::peft::named(&mut p, path, proj);
+        }
+        p
+    }
+}
+
+/// A layer bound to one batch's key mask and positions, for checkpoint segments.
+struct Masked {
+    block: Rc<GlmBlock>,
+    mask: Option<Tensor>,
+    positions: Indices,
+}
+
+impl Parameters for Masked {
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.block.named_parameters()
+    }
+}
+
+impl Module for Masked {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.block
+            .forward_masked(x, self.mask.as_ref(), &self.positions)
+    }
+}
+
+/// ChatGLM3 or GLM.
+#[derive(Debug)]
+pub struct Glm {
+    /// Sizes and choices.
+    pub cfg: Rc<GlmConfig>,
+    /// Token embeddings.
+    pub embedding: Embedding,
+    /// The layers.
+    pub blocks: Vec<Rc<GlmBlock>>,
+    /// Final norm's weight.
+    pub final_norm: Tensor,
+    /// The head `[vocab, hidden]` (untied).
+    pub output_layer: Tensor,
+}
+
+impl Glm {
+    /// A model of `cfg`'s sizes drawn from the engine generator.
+    pub fn new(cfg: GlmConfig) -> Result<Glm> {
+        let cfg = Rc::new(cfg);
+        Ok(Glm {
+            embedding: Embedding::new(cfg.vocab, cfg.hidden)?,
+            blocks: (0..cfg.layers)
+                .map(|_| GlmBlock::new(&cfg).map(Rc::new))
+                .collect::<Result<_>>()?,
+            final_norm: Tensor::ones(&[cfg.hidden], rewind::DType::F32)?.requires_grad_(true)?,
+            output_layer: Linear::new(cfg.hidden, cfg.vocab, false)?
+                .weight
+                .requires_grad_(true)?,
+            cfg,
+        })
+    }
+
+    /// Loads `dir/config.json` and its weights (one file or shards; f32, f16 or bf16).
+    pub fn load(dir: &Path) -> Result<Glm> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io("glm", &path, e))?;
+        let v = serde_json::from_str(&text).map_err(|e| err(format!("config.json: {e}")))?;
+        Glm::load_with(GlmConfig::from_value(v)?, dir)
+    }
+
+    /// The model `cfg` describes with the weights in `dir`. A missing or mis-shaped tensor
+    /// names its key; so does a tensor this network does not have (a P-tuning prefix
+    /// encoder, glm4's extra norms), rather than being dropped unread.
+    pub fn load_with(cfg: GlmConfig, dir: &Path) -> Result<Glm> {
+        let m = Glm::new(cfg)?;
+        let mut weights = super::hf::read_weights(dir)?;
+        for (name, p) in m.named_parameters() {
+            let (shape, values) = weights
+                .remove(&name)
+                .ok_or_else(|| err(format!("the checkpoint has no tensor `{name}`")))?;
+            if shape.as_slice() != p.shape() {
+                return Err(err(format!(
+                    "`{name}` has shape {shape:?}, the config needs {:?}",
+                    p.shape()
+                )));
+            }
+            p.set_data(rewind::storage::Buffer::F32(values))?;
+        }
+        let ignored = m.cfg.naming.ignored();
+        if let Some(extra) = weights.keys().find(|k| !ignored.contains(&k.as_str())) {
+            return Err(err(format!(
+                "the checkpoint has a tensor `{extra}` that this {} network does not have",
+                m.cfg.json["model_type"].as_str().unwrap_or("GLM")
+            )));
+        }
+        Ok(m)
+    }
+
+    /// PEFT's `get_peft_model` with LoRA (rank `r`, scale α/r) on `targets`: every other
+    /// parameter is frozen.
+    pub fn add_lora_to(&mut self, r: usize, alpha: f64, targets: &[&str]) -> Result<()> {
+        let known = self.cfg.naming.targets();
+        if let Some(t) = targets.iter().find(|t| !known.contains(t)) {
+            return Err(err(format!(
+                "LoRA target `{t}` is not a {} projection ({})",
+                self.cfg.json["model_type"].as_str().unwrap_or("GLM"),
+                known.join(", ")
+            )));
+        }
+        for (_, p) in self.named_parameters() {
+            p.requires_grad_(false)?;
+        }
+        let names = self.cfg.naming.projections();
+        for blk in &mut self.blocks {
+            let b = Rc::get_mut(blk).ok_or_else(|| {
+                err("add_lora: a layer is shared; add LoRA before using the model")
+            })?;
+            for ((_, name), proj) in names.iter().zip(&mut b.projections) {
+                if targets.contains(name) {
+                    super::peft::wrap(proj, r, alpha)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The module names that carry LoRA adapters, in block order.
+    pub fn lora_targets(&self) -> Vec<&'static str> {
+        let names = self.cfg.naming.projections();
+        names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                self.blocks
+                    .iter()
+                    .any(|b| matches!(b.projections[*i], Projection::Lora(_)))
+            })
+            .map(|(_, (_, t))| *t)
+            .collect()
+    }
+
+    /// The LoRA adapters under PEFT's names
+    /// (`base_model.model.transformer.encoder.layers.0.self_attention.query_key_value.lora_A.weight`).
+    pub fn lora_parameters(&self) -> Vec<(String, Tensor)> {
+        super::peft::lora_parameters(self.named_parameters())
+    }
+
+    /// Loads a PEFT LoRA adapter directory onto this model.
+    pub fn load_adapter(&mut self, dir: &Path) -> Result<()> {
+        let c = super::peft::read_config(dir, self.cfg.naming.targets())?;
+        let targets: Vec<&str> = c.targets.iter().map(String::as_str).collect();
+        self.add_lora_to(c.r, c.alpha, &targets)?;
+        super::peft::load_weights(dir, &self.lora_parameters())
+    }
+
+    /// Writes the LoRA adapter as PEFT does, each file crash-safely.
+    pub fn save_adapter(&self, dir: &Path) -> Result<()> {
+        let projections = self.blocks.iter().flat_map(|b| b.projections.iter());
+        let params = self.lora_parameters();
+        super::peft::save(dir, projections, &params, &self.lora_targets(), false)
+    }
+
+    /// Folds every LoRA adapter into its base weight (PEFT's `merge_and_unload`).
+    pub fn merge_lora(&mut self) -> Result<()> {
+        for blk in &mut self.blocks {
+            let b = Rc::get_mut(blk).ok_or_else(|| {
+                err("merge_lora: a layer is shared; merge before using the model")
+            })?;
+            for proj in &mut b.projections {
+                super::peft::merge(proj)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `config.json` and `model.safetensors` (f32, the checkpoint's own names). A model
+    /// with LoRA adapters must be merged first.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        if !self.lora_targets().is_empty() {
+            return Err(err(
+                "save_pretrained: merge the LoRA adapters first (merge_lora)",
+            ));
+        }
+        let params: Vec<(String, Tensor)> = self
+            .named_parameters()
+            .into_iter()
+            .map(|(n, p)| (n, p.detach()))
+            .collect();
+        let mut config = self.cfg.json.clone();
+        let key = match self.cfg.naming {
+            Naming::ChatGlm => "torch_dtype",
+            Naming::Glm => "dtype",
+        };
+        config[key] = "float32".into();
+        super::peft::save_pretrained(dir, &params, &config)
+    }
+
+    /// Logits `[B, T, vocab]` of `ids` `[B, T]`, padded keys hidden where `key_pad_mask`
+    /// (`[B, T]`) is 1.0; layers under `seg`/`mode`/`policy`.
+    pub fn logits_hidden(
+        &self,
+        ids: &Indices,
+        key_pad_mask: Option<&Tensor>,
+        seg: &Segmentation,
+        mode: CheckpointMode,
+        policy: &SavePolicy,
+    ) -> Result<Tensor> {
+        let (h, modules) = self.embed(ids, key_pad_mask)?;
+        let layers = self.cfg.naming.outer()[1];
+        let h = run_blocks_with_policy(&modules, &h, seg, mode, layers, policy)?;
+        h.rms_norm(&self.final_norm, self.cfg.eps)?
+            .linear(&self.output_layer, None)
+    }
+
+    /// The embedded batch and the layers bound to its key mask and positions.
+    pub fn embed(
+        &self,
+        ids: &Indices,
+        key_pad_mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Vec<Rc<dyn Module>>)> {
+        let (b, t) = (ids.shape()[0], ids.shape()[1]);
+        let positions = Indices::new((0..t as i64).collect(), &[t])?;
+        let h = self.embedding.forward(ids)?;
+        let mask = key_pad_mask.map(|m| m.reshape(&[b, 1, 1, t])).transpose()?;
+        let modules = self
+            .blocks
+            .iter()
+            .map(|blk| {
+                Rc::new(Masked {
+                    block: blk.clone(),
+                    mask: mask.clone(),
+                    positions: positions.clone(),
+                }) as Rc<dyn Module>
+            })
+            .collect();
+        Ok((h, modules))
+    }
+}
+
+impl Parameters for Glm {
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let [embedding, layers, norm, head] = self.cfg.naming.outer();
+        let mut p = prefixed(embedding, self.embedding.named_parameters());
+        for (i, b) in self.blocks.iter().enumerate() {
+            p.extend(prefixed(&format!("{layers}.{i}"), b.named_parameters()));
+        }
+        p.push((norm.to_string(), self.final_norm.clone()));
+        p.push((head.to_string(), self.output_layer.clone()));
+        p
+    }
+}
+
+impl super::CausalLm for Glm {
+    fn logits(
+        &self,
+        batch: &Batch,
+        seg: &Segmentation,
+        mode: CheckpointMode,
+        policy: &SavePolicy,
+    ) -> Result<Tensor> {
+        let mask = batch.key_mask()?;
+        self.logits_hidden(&batch.ids, Some(&mask), seg, mode, policy)
+    }
+    fn block_costs(&self, batch: &Batch) -> Result<BlockCosts> {
+        let mask = batch.key_mask()?;
+        rewind::tape::scratch(|| {
+            self.embed(&batch.ids, Some(&mask))
+                .and_then(|(h, modules)| BlockCosts::measure(&modules, &h))
+        })
+    }
+    fn token_embedding(&self) -> &Embedding {
+        &self.embedding
+    }
+    fn embedding_prefixes(&self) -> &'static [&'static str] {
+        match self.cfg.naming {
+            Naming::ChatGlm => &["transformer.embedding."],
+            Naming::Glm => &["model.embed_tokens."],
+        }
+    }
+    fn block_prefix(&self, i: usize) -> String {
+        format!("{}.{i}.", self.cfg.naming.outer()[1])
+    }
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab
+    }
+    fn max_positions(&self) -> usize {
+        self.cfg.positions
+    }
+    fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+    fn load_adapter(&mut self, dir: &Path) -> Result<()> {
+        Glm::load_adapter(self, dir)
+    }
+    fn save_adapter(&self, dir: &Path) -> Result<()> {
+        Glm::save_adapter(self, dir)
+    }
+    fn merge_and_save(&mut self, dir: &Path) -> Result<()> {
+        self.merge_lora()?;
+        self.save_pretrained(dir)
+    }
+}
+
+fn sizes(v: &serde_json::Value) -> Result<super::lm::Sizes> {
+    let c = GlmConfig::from_value(v.clone())?;
+    Ok(super::lm::Sizes {
+        d: c.hidden,
+        heads: c.heads,
+        layers: c.layers,
+        vocab: c.vocab,
+        positions: c.positions,
+    })
+}
+
+fn load(
+    ckpt: &super::lm::Checkpoint,
+    rank: usize,
+    alpha: f64,
+    targets: &[&str],
+) -> Result<Box<dyn super::CausalLm>> {
+    let mut m = Glm::load_with(GlmConfig::from_value(ckpt.config.clone())?, &ckpt.dir)?;
+    if rank > 0 {
+        m.add_lora_to(rank, alpha, targets)?;
+    }
+    Ok(Box::new(m))
+}
+
+/// ChatGLM3 as `train --model` sees it: PEFT's default LoRA target is `query_key_value`.
+pub const CHATGLM: super::lm::Family = super::lm::Family {
+    model_type: "chatglm",
+    tensor_names: &["attn_probs"],
+    lora_targets: &CHATGLM_TARGETS,
+    default_lora_targets: &["query_key_value"],
+    sizes,
+    load,
+};
+
+/// transformers' GLM (PEFT has no default for it: q_proj and v_proj, as for Llama).
+pub const GLM: super::lm::Family = super::lm::Family {
+    model_type: "glm",
+    lora_targets: &GLM_TARGETS,
+    default_lora_targets: &["q_proj", "v_proj"],
+    ..CHATGLM
+};
