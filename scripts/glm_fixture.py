@@ -401,15 +401,14 @@ def main():
     # The same weights as ChatGLM3 ships them.
     state = chatglm_names(load_file(os.path.join(GLM_DIR, "model.safetensors")))
     for f in os.listdir(CHATGLM_DIR):
-        if f.endswith(".safetensors") or f.endswith(".json"):
+        if f.startswith("model") and (f.endswith(".safetensors") or f.endswith(".json")):
             os.remove(os.path.join(CHATGLM_DIR, f))
     with open(os.path.join(CHATGLM_DIR, "config.json"), "w") as f:
         json.dump(CHATGLM_CONFIG, f, indent=2)
     shipped = dict(state)
     shipped["transformer.rotary_pos_emb.inv_freq"] = 1.0 / (
         10000 ** (torch.arange(0, HEAD_DIM // 2, 2, dtype=torch.float) / (HEAD_DIM // 2)))
-    save_sharded(shipped, CHATGLM_DIR)
-    shutil.copy(TOKENIZER, os.path.join(CHATGLM_DIR, "tokenizer.json"))
+    save_sharded(shipped, CHATGLM_DIR)  # its tokenizer.model: scripts/sentencepiece_fixture.py
 
     # ChatGLM3's own forward on them: transformers' loss, and its logits on every real token.
     chatglm = ChatGLM()

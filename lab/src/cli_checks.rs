@@ -296,11 +296,14 @@ fn model_fits(m: &ModelArgs, lora_rank: usize) -> Checked {
 }
 
 /// `--model DIR` holds a checkpoint of a family rewind loads: config.json, its weights (one
-/// file or a sharded index) and tokenizer.json; its family and sizes.
+/// file or a sharded index) and tokenizer.json (or SentencePiece's tokenizer.model); its
+/// family and sizes.
 fn checkpoint(dir: &Path) -> Result<Checkpoint, Usage> {
     let missing = |f: &str| usage("model", dir.display(), format!("has no readable {f}"));
-    for f in ["config.json", "tokenizer.json"] {
-        readable_file("model", &dir.join(f)).map_err(|_| missing(f))?;
+    readable_file("model", &dir.join("config.json")).map_err(|_| missing("config.json"))?;
+    if readable_file("model", &dir.join("tokenizer.json")).is_err() {
+        readable_file("model", &dir.join("tokenizer.model"))
+            .map_err(|_| missing("tokenizer.json (or tokenizer.model)"))?;
     }
     if readable_file("model", &dir.join("model.safetensors")).is_err()
         && readable_file("model", &dir.join("model.safetensors.index.json")).is_err()

@@ -17,7 +17,7 @@ pub const DEFAULT_MAX_LEN: usize = 1024;
 /// What `rewind eval` is asked.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
-    /// A transformers checkpoint (its directory holds model.safetensors and tokenizer.json).
+    /// A transformers checkpoint (its directory holds model.safetensors and tokenizer.json or tokenizer.model).
     pub model: Checkpoint,
     /// UTF-8 text; paragraphs are separated by blank lines.
     pub text_file: PathBuf,
@@ -116,15 +116,15 @@ pub fn mean_loss(
     ))
 }
 
-/// Runs `rewind eval`: loads the model and its `tokenizer.json`, reads the text, evaluates.
+/// Runs `rewind eval`: loads the model and its tokenizer, reads the text, evaluates.
 pub fn run(opts: &EvalOptions) -> Result<EvalReport> {
     let model = load_model(&opts.model, opts.adapter.as_deref())?;
-    let tokenizer = Tokenizer::load(&opts.model.dir.join("tokenizer.json"))?;
+    let tokenizer = Tokenizer::from_dir(&opts.model.dir)?;
     if tokenizer.vocab_size() > model.vocab_size() {
         return Err(Error::invalid(
             "eval",
             format!(
-                "tokenizer.json has {} ids, the model {}",
+                "the tokenizer has {} ids, the model {}",
                 tokenizer.vocab_size(),
                 model.vocab_size()
             ),

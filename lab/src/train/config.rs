@@ -131,7 +131,7 @@ pub struct TrainConfig {
     /// Train on this UTF-8 text file instead (one sample per paragraph: blocks of text
     /// separated by blank lines).
     pub text_file: Option<std::path::PathBuf>,
-    /// Fine-tune this transformers checkpoint (its directory holds `tokenizer.json`) instead
+    /// Fine-tune this transformers checkpoint (its directory holds `tokenizer.json` or `tokenizer.model`) instead
     /// of the lab's transformer; `d`, `heads`, `layers` and `vocab` then repeat its config.
     pub model: Option<crate::models::lm::Checkpoint>,
     /// Fraction of samples held out for the final evaluation loss.

@@ -18,7 +18,7 @@ use std::time::Instant;
 /// Tokenized samples: the training split and a held-out split for the final loss.
 #[derive(Debug, Clone)]
 pub struct Data {
-    /// The BPE trained on the whole corpus, or the model's `tokenizer.json`.
+    /// The BPE trained on the whole corpus, or the model's (`tokenizer.json` or SentencePiece's `tokenizer.model`).
     pub tokenizer: Tokenizer,
     /// Training samples (truncated to `max_len`).
     pub train: Vec<Vec<u32>>,
@@ -49,7 +49,7 @@ impl Data {
             ));
         }
         let tokenizer = match &cfg.model {
-            Some(ckpt) => Tokenizer::load(&ckpt.dir.join("tokenizer.json"))?,
+            Some(ckpt) => Tokenizer::from_dir(&ckpt.dir)?,
             None => Tokenizer::train(&texts, cfg.vocab)?,
         };
         let mut samples: Vec<Vec<u32>> = Vec::with_capacity(texts.len());
@@ -179,7 +179,7 @@ fn build_model(cfg: &TrainConfig, data: &Data) -> Result<Box<dyn CausalLm>> {
         return Err(Error::invalid(
             "train",
             format!(
-                "tokenizer.json has {} ids, the model {}",
+                "the tokenizer has {} ids, the model {}",
                 data.tokenizer.vocab_size(),
                 m.vocab_size()
             ),
