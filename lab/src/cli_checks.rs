@@ -400,6 +400,9 @@ pub fn train(a: &TrainArgs) -> Result<Option<Checkpoint>, Usage> {
             readable_file("text-file", p)?;
         }
     }
+    if let Some(p) = &a.data_file {
+        readable_file("data", p)?;
+    }
     non_negative("weight-decay", a.weight_decay)?;
     count(
         "accumulation",

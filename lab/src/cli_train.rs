@@ -59,12 +59,23 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Fine-tune the model in this transformers checkpoint directory (config.json with
-    /// model_type gpt2, llama or qwen2; model.safetensors or a sharded index; tokenizer.json)
+    /// model_type gpt2, llama, qwen2, chatglm or glm; model.safetensors or a sharded index;
+    /// tokenizer.json or SentencePiece's tokenizer.model)
     /// instead of the lab's transformer; its config sets the sizes, so --d, --heads, --layers
     /// and --vocab do not apply. With --lora-rank, LoRA goes on PEFT's default targets (or
     /// --lora-targets) and everything else is frozen, as PEFT does.
     #[arg(long = "model", value_name = "DIR", conflicts_with_all = ["d", "heads", "layers", "vocab"])]
     pub model_dir: Option<PathBuf>,
+    /// Train on this JSON-lines conversation file (THUDM's finetune_demo format:
+    /// `{"conversations": [{"role": "system"|"user"|"assistant", "content": …}, …]}` per line),
+    /// rendered in the model's chat format (ChatGLM3's) with the loss on the assistant's turns.
+    #[arg(
+        long = "data",
+        value_name = "FILE.jsonl",
+        requires = "model_dir",
+        conflicts_with = "text_file"
+    )]
+    pub data_file: Option<PathBuf>,
     /// transformers' `activation_checkpointing_enable(every_n_layers=N)` (5.x; `gradient_
     /// checkpointing_enable` is its deprecated alias): every N-th block checkpointed,
     /// non-reentrant, and `enable_input_require_grads()` on — why today's transformers no longer
@@ -229,6 +240,11 @@ impl TrainArgs {
                 .clone()
                 .unwrap_or(base.lora_targets.clone()),
             padding: self.padding,
+            // One file, however it is named: resume compares the canonical path.
+            data_file: self
+                .data_file
+                .as_ref()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
             ..base
         }
     }
@@ -267,6 +283,12 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
         args.model.steps,
         trainer.steps_done()
     );
+    if trainer.data.skipped > 0 {
+        eprintln!(
+            "note: {} conversations left out: the first --max-len {} tokens hold none of their assistant turns",
+            trainer.data.skipped, cfg.max_len
+        );
+    }
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {

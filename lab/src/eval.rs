@@ -81,9 +81,9 @@ pub fn load_model(ckpt: &Checkpoint, adapter: Option<&Path>) -> Result<Box<dyn C
 /// Token-weighted mean next-token loss of `model` on `samples` (each ≥ 2 tokens), in batches
 /// of `batch_size` padded as `padding` says, stored, without grad; returns (loss, tokens
 /// predicted), the loss NaN when nothing is predicted.
-pub fn mean_loss(
+pub fn mean_loss<S: crate::data::Tokens>(
     model: &dyn CausalLm,
-    samples: &[Vec<u32>],
+    samples: &[S],
     batch_size: usize,
     padding: Padding,
 ) -> Result<(f64, usize)> {

@@ -90,6 +90,7 @@ fn table() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     ));
     t.push(("train", "save-every", counts(&["0"])));
     t.push(("train", "model", vec!["/nonexistent/gpt2", "/tmp", ""]));
+    t.push(("train", "data", vec!["/nonexistent/chat.jsonl", "/tmp", ""]));
     t.push(("train", "hf-activation-checkpointing", counts(&["0"])));
     // Without --model (the table gives none) the targets have nothing to act on.
     t.push(("train", "lora-targets", vec!["c_attn", "wte", ""]));

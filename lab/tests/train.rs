@@ -389,7 +389,7 @@ fn a_users_text_file_trains_one_sample_per_paragraph_and_bad_files_are_errors() 
     };
     let mut t = Trainer::new(cfg).unwrap();
     assert_eq!(t.data.train.len() + t.data.eval.len(), 12);
-    let decoded = t.data.tokenizer.decode(&t.data.train[0]);
+    let decoded = t.data.tokenizer.decode(&t.data.train[0].ids);
     assert!(paragraphs[0].starts_with(&decoded), "{decoded:?}");
     steps(&mut t, 1);
 

@@ -1,7 +1,8 @@
 //! Batching token sequences for causal language modelling, with three padding strategies:
 //! fixed (every batch padded to one length), dynamic (each batch to its own longest sample)
 //! and grouped (length-grouped: samples sorted by length within chunks of several batches,
-//! then the batches shuffled). Labels are the next token, −100 at padded and last positions;
+//! then the batches shuffled). Labels are the next token (or a sample's own labels), −100 at
+//! padded and last positions;
 //! the key mask marks padded positions so attention can hide them.
 
 use super::DataRng;
@@ -27,6 +28,45 @@ pub enum Padding {
         /// Batches per sorting chunk.
         chunk_batches: usize,
     },
+}
+
+/// A token sequence to batch: its ids and the target each position is scored on.
+pub trait Tokens {
+    /// The ids.
+    fn ids(&self) -> &[u32];
+    /// The label of position `p` (< len − 1): the next token, or −100 where it is not learnt.
+    fn target(&self, p: usize) -> i64;
+}
+
+impl Tokens for Vec<u32> {
+    fn ids(&self) -> &[u32] {
+        self
+    }
+    fn target(&self, p: usize) -> i64 {
+        self[p + 1] as i64
+    }
+}
+
+/// A token sequence and, where not every next token is learnt (conversations: the assistant's
+/// turns only), its labels in transformers' convention: the label of token i is token i itself
+/// or −100, and position i is scored on label i + 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The ids.
+    pub ids: Vec<u32>,
+    /// One label per id; `None`: every next token is learnt.
+    pub labels: Option<Vec<i64>>,
+}
+
+impl Tokens for Sample {
+    fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+    fn target(&self, p: usize) -> i64 {
+        self.labels
+            .as_ref()
+            .map_or(self.ids[p + 1] as i64, |l| l[p + 1])
+    }
 }
 
 /// One padded batch.
@@ -62,10 +102,13 @@ impl Batch {
     }
 }
 
-fn build(samples: &[Vec<u32>], order: &[usize], width: Option<usize>) -> Result<Batch> {
+fn build<S: Tokens>(samples: &[S], order: &[usize], width: Option<usize>) -> Result<Batch> {
     let lengths: Vec<usize> = order
         .iter()
-        .map(|&i| width.map_or(samples[i].len(), |w| samples[i].len().min(w)))
+        .map(|&i| {
+            let n = samples[i].ids().len();
+            width.map_or(n, |w| n.min(w))
+        })
         .collect();
     let t = width
         .unwrap_or_else(|| lengths.iter().copied().max().unwrap_or(0))
@@ -77,11 +120,12 @@ fn build(samples: &[Vec<u32>], order: &[usize], width: Option<usize>) -> Result<
         vec![1.0f32; b * t],
     );
     for (r, (&i, &len)) in order.iter().zip(&lengths).enumerate() {
+        let s = &samples[i];
         for p in 0..len {
-            ids[r * t + p] = samples[i][p] as i64;
+            ids[r * t + p] = s.ids()[p] as i64;
             mask[r * t + p] = 0.0;
             if p + 1 < len {
-                labels[r * t + p] = samples[i][p + 1] as i64;
+                labels[r * t + p] = s.target(p);
             }
         }
     }
@@ -95,8 +139,8 @@ fn build(samples: &[Vec<u32>], order: &[usize], width: Option<usize>) -> Result<
 }
 
 /// One epoch of batches over `samples` (each sample once), shuffled with `seed`.
-pub fn batches(
-    samples: &[Vec<u32>],
+pub fn batches<S: Tokens>(
+    samples: &[S],
     batch_size: usize,
     padding: Padding,
     seed: u64,
@@ -115,7 +159,7 @@ pub fn batches(
             let mut groups: Vec<Vec<usize>> = Vec::new();
             for chunk in order.chunks(bs * chunk_batches.max(1)) {
                 let mut sorted = chunk.to_vec();
-                sorted.sort_by_key(|&i| (samples[i].len(), i));
+                sorted.sort_by_key(|&i| (samples[i].ids().len(), i));
                 groups.extend(sorted.chunks(bs).map(|c| c.to_vec()));
             }
             rng.shuffle(&mut groups);

@@ -4,12 +4,14 @@
 
 pub mod bpe_trainer;
 pub mod collate;
+mod conversations;
 pub mod corpus;
 pub mod text_file;
 pub mod tokenizer;
 
 pub use bpe_trainer::END_OF_TEXT;
-pub use collate::{Batch, PAD, Padding, batches};
+pub use collate::{Batch, PAD, Padding, Sample, Tokens, batches};
+pub use conversations::{Message, Role, read_conversations, render_chatglm3};
 pub use corpus::{CorpusConfig, synthetic_corpus};
 pub use text_file::read_paragraphs;
 pub use tokenizer::Tokenizer;

@@ -131,6 +131,9 @@ pub struct TrainConfig {
     /// Train on this UTF-8 text file instead (one sample per paragraph: blocks of text
     /// separated by blank lines).
     pub text_file: Option<std::path::PathBuf>,
+    /// Train on this JSON-lines conversation file instead (THUDM's finetune_demo format,
+    /// rendered in the model's chat format, the loss on the assistant's turns).
+    pub data_file: Option<std::path::PathBuf>,
     /// Fine-tune this transformers checkpoint (its directory holds `tokenizer.json` or `tokenizer.model`) instead
     /// of the lab's transformer; `d`, `heads`, `layers` and `vocab` then repeat its config.
     pub model: Option<crate::models::lm::Checkpoint>,
@@ -181,6 +184,7 @@ impl Default for TrainConfig {
                 alpha: 1.5,
             },
             text_file: None,
+            data_file: None,
             model: None,
             eval_fraction: 0.1,
             plan: PlanChoice::None,
@@ -364,7 +368,7 @@ impl TrainConfig {
     /// trains on a text file.
     pub fn settings(&self) -> Vec<(&'static str, Value)> {
         let c = &self.corpus;
-        let synthetic = self.text_file.is_none();
+        let synthetic = self.text_file.is_none() && self.data_file.is_none();
         let corpus = |v: Value| if synthetic { v } else { Value::Null };
         vec![
             ("d", self.d.into()),
@@ -394,6 +398,12 @@ impl TrainConfig {
             (
                 "text_file",
                 self.text_file
+                    .as_ref()
+                    .map_or(Value::Null, |p| p.display().to_string().into()),
+            ),
+            (
+                "data_file",
+                self.data_file
                     .as_ref()
                     .map_or(Value::Null, |p| p.display().to_string().into()),
             ),

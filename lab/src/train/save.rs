@@ -200,6 +200,7 @@ fn check_same_data(t: &Trainer, meta: &BTreeMap<String, String>) -> Result<()> {
             .cfg
             .text_file
             .as_ref()
+            .or(t.cfg.data_file.as_ref())
             .map_or_else(String::new, |p| format!(" {}", p.display()));
         return Err(err(format!(
             "the text file{path} changed since the save (content hash saved {}, now {}): resume with the text the run was trained on",
