@@ -89,3 +89,27 @@ fn dropout_is_identity_in_eval() {
     d.train(true);
     assert!(d.forward(&x).unwrap().to_vec_f32().contains(&0.0));
 }
+
+#[test]
+fn decoding_with_a_kv_cache_gives_the_attention_of_the_whole_sequence() {
+    use rewind::nn::attention::{KvCache, causal_attention};
+    // 4 query heads over 2 KV heads, 7 positions fed as 3, 1, 1, 2 (a prompt, then tokens).
+    rewind::rng::manual_seed(5);
+    let r = |s: &[usize]| Tensor::randn(s).unwrap().to_dtype(DType::F64).unwrap();
+    let (q, k, v) = (r(&[1, 4, 7, 8]), r(&[1, 2, 7, 8]), r(&[1, 2, 7, 8]));
+    let whole = causal_attention(&q, &k, &v, None).unwrap(); // [1, 7, 32]
+    let mut cache = KvCache::new();
+    let mut parts = Vec::new();
+    let mut at = 0;
+    for n in [3, 1, 1, 2] {
+        let part = |t: &Tensor| t.narrow(2, at, n).unwrap();
+        parts.push(cache.attend(&part(&q), &part(&k), &part(&v)).unwrap());
+        at += n;
+        assert_eq!(cache.len(), at);
+    }
+    let refs: Vec<&Tensor> = parts.iter().collect();
+    let stepped = Tensor::cat(&refs, 1).unwrap();
+    for (a, b) in stepped.to_vec_f64().iter().zip(whole.to_vec_f64()) {
+        assert_relative_eq!(*a, b, epsilon = 1e-12);
+    }
+}

@@ -3,7 +3,7 @@
 //! needs against the machine's. A failed check is a usage error (exit 2) naming the flag.
 
 use crate::cli_train::{CompareArgs, ModelArgs, TrainArgs};
-use crate::{BenchArgs, BenchCoreArgs, EvalArgs, MemoryArgs, ReproArgs};
+use crate::{BenchArgs, BenchCoreArgs, EvalArgs, GenerateArgs, MemoryArgs, ReproArgs};
 use rewind_lab::models::lm::Checkpoint;
 use rewind_lab::models::transformer::TENSOR_NAMES as TRANSFORMER_NAMES;
 use rewind_lab::train::{PlanChoice, PolicyChoice};
@@ -621,6 +621,35 @@ pub fn memory(a: &MemoryArgs) -> Checked {
 /// `rewind eval`: the checkpoint, the text, the adapter's files, `--max-len` within the model's
 /// positions, and the memory one batch's forward needs.
 /// Returns the checkpoint, opened once, for the run.
+/// `rewind generate`: the checkpoint and adapter readable, sampling settings in range, the
+/// model's parameters within memory.
+pub fn generate(a: &GenerateArgs) -> Result<Checkpoint, Usage> {
+    let ckpt = checkpoint(&a.model)?;
+    if let Some(dir) = &a.adapter {
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            readable_file("adapter", &dir.join(f))
+                .map_err(|_| usage("adapter", dir.display(), format!("has no readable {f}")))?;
+        }
+    }
+    count(
+        "max-new-tokens",
+        a.max_new_tokens,
+        1,
+        ckpt.sizes.positions,
+        "tokens to add, within the model's positions",
+    )?;
+    if let Some(t) = a.temperature {
+        positive("temperature", t)?;
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        return Err(usage("top-p", a.top_p, "must be in (0, 1]"));
+    }
+    let (d, v) = (ckpt.sizes.d as f64, ckpt.sizes.vocab as f64);
+    let params = 4.0 * (2.0 * v * d + ckpt.sizes.layers as f64 * 12.0 * d * d);
+    fits(&[], "the model's parameters", |_| params)?;
+    Ok(ckpt)
+}
+
 pub fn eval(a: &EvalArgs) -> Result<Checkpoint, Usage> {
     let ckpt = checkpoint(&a.model)?;
     let c = ckpt.sizes;

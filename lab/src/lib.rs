@@ -10,6 +10,7 @@ pub mod alloc_counter;
 pub mod bench;
 pub mod data;
 pub mod eval;
+pub mod generate;
 pub mod models;
 pub mod repro;
 pub mod train;

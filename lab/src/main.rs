@@ -34,9 +34,10 @@ enum Command {
     /// Fitting training into memory: parameter, gradient, optimizer-state and activation bytes
     /// for fp32 vs 8-bit AdamW, with and without AMP, freezing and checkpointing.
     Memory(MemoryArgs),
-    /// Fine-tune the small transformer, or a transformers GPT-2, Llama or Qwen2 checkpoint
-    /// (--model DIR), on the synthetic corpus or a text file with any mix of checkpointing, AMP, 8-bit AdamW,
-    /// accumulation, freezing, LoRA and padding; prints a JSON summary.
+    /// Fine-tune the small transformer, or a GPT-2, Llama, Qwen2, GLM or ChatGLM3 checkpoint
+    /// (--model DIR), on the synthetic corpus, a text file or conversations (--data) with any
+    /// mix of checkpointing, AMP, 8-bit AdamW, accumulation, freezing, LoRA and padding; prints
+    /// a JSON summary.
     Train(Box<train::TrainArgs>),
     /// Run the baseline, then checkpointing, accumulation, freezing, AMP, 8-bit AdamW, dynamic
     /// and grouped padding one at a time, then all together, on the same model and data;
@@ -48,6 +49,44 @@ enum Command {
     /// text file (one sample per paragraph, as train reads it), with or without a LoRA
     /// adapter: a table and one JSON line.
     Eval(EvalArgs),
+    /// Continue a prompt with a transformers checkpoint (with or without a LoRA adapter),
+    /// greedy by default, a token at a time through a key/value cache; --chat wraps it in the
+    /// model's chat format (ChatGLM3's).
+    Generate(GenerateArgs),
+}
+
+/// `rewind generate` flags.
+#[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
+pub struct GenerateArgs {
+    /// A transformers checkpoint directory (as `train --model` takes).
+    #[arg(long = "model", value_name = "DIR")]
+    pub model: std::path::PathBuf,
+    /// A PEFT LoRA adapter directory to apply.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<std::path::PathBuf>,
+    /// The text to continue.
+    #[arg(long)]
+    pub prompt: String,
+    /// Ask it as one user turn of the model's chat format and stop at the end of the answer.
+    #[arg(long)]
+    pub chat: bool,
+    /// Tokens to add at most.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Sample with this temperature (> 0) instead of taking the most likely token.
+    #[arg(long, allow_hyphen_values = true)]
+    pub temperature: Option<f64>,
+    /// With --temperature: sample from the smallest set of tokens holding this much
+    /// probability.
+    #[arg(long, default_value_t = 1.0, requires = "temperature", allow_hyphen_values = true)]
+    pub top_p: f64,
+    /// With --temperature: the sampler's seed.
+    #[arg(long, default_value_t = 0, requires = "temperature")]
+    pub seed: u64,
+    /// Also print one JSON line: prompt_ids, new_ids, text, tokens_per_s.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `rewind eval` flags.
@@ -55,7 +94,7 @@ enum Command {
 #[command(allow_negative_numbers = true)]
 pub struct EvalArgs {
     /// A transformers checkpoint directory: config.json, model.safetensors (or a sharded
-    /// model.safetensors.index.json) and tokenizer.json.
+    /// model.safetensors.index.json) and tokenizer.json (or SentencePiece's tokenizer.model).
     #[arg(long = "model", value_name = "DIR")]
     pub model: std::path::PathBuf,
     /// UTF-8 text; each paragraph (lines up to a blank line) is one sample.
@@ -163,6 +202,7 @@ fn main() {
         Command::Compare(a) => cli_checks::compare(a).map(|_| None),
         Command::BenchCore(a) => cli_checks::bench_core(a).map(|_| None),
         Command::Eval(a) => cli_checks::eval(a).map(Some),
+        Command::Generate(a) => cli_checks::generate(a).map(Some),
     };
     let checkpoint = match checked {
         Ok(c) => c,
@@ -187,6 +227,7 @@ fn main() {
         }
         Command::Memory(a) => memory(a.depth, a.width, a.rows, a.reps),
         Command::Eval(a) => eval(a, checkpoint),
+        Command::Generate(a) => generate(a, checkpoint),
     };
     match result {
         Ok(Ended::Done) => {}
@@ -232,6 +273,46 @@ fn eval(
         );
     }
     println!("{}", r.json());
+    Ok(Ended::Done)
+}
+
+fn generate(
+    a: GenerateArgs,
+    checkpoint: Option<rewind_lab::models::lm::Checkpoint>,
+) -> rewind::Result<Ended> {
+    use rewind_lab::generate::{Choice, GenerateOptions};
+    let model = match checkpoint {
+        Some(c) => c,
+        None => rewind_lab::models::lm::Checkpoint::open(&a.model)?,
+    };
+    let choice = match a.temperature {
+        None => Choice::Greedy,
+        Some(temperature) => Choice::Sample {
+            temperature,
+            top_p: a.top_p,
+            seed: a.seed,
+        },
+    };
+    let opts = GenerateOptions {
+        model,
+        adapter: a.adapter,
+        prompt: a.prompt,
+        chat: a.chat,
+        max_new_tokens: a.max_new_tokens,
+        choice,
+    };
+    let g = rewind_lab::generate::run(&opts)?;
+    println!("{}", g.text);
+    eprintln!(
+        "({} prompt tokens, {} new, {:.1} tokens/s, {} threads)",
+        g.prompt_ids.len(),
+        g.new_ids.len(),
+        g.tokens_per_s(),
+        rewind::cpu::threads()
+    );
+    if a.json {
+        println!("{}", g.json());
+    }
     Ok(Ended::Done)
 }
 

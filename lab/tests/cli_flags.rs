@@ -129,6 +129,17 @@ fn table() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     t.push(("eval", "max-len", counts(&["0", "1", "65", HUGE])));
     t.push(("eval", "batch-size", counts(&["0", HUGE])));
     t.push(("eval", "adapter", vec!["/nonexistent/adapter", "/tmp", ""]));
+    t.push(("generate", "model", vec!["/nonexistent/llama", "/tmp", ""]));
+    t.push((
+        "generate",
+        "adapter",
+        vec!["/nonexistent/adapter", "/tmp", ""],
+    ));
+    // The Llama fixture has 64 positions.
+    t.push(("generate", "max-new-tokens", counts(&["0", "65", HUGE])));
+    t.push(("generate", "temperature", floats(&["0"])));
+    t.push(("generate", "top-p", floats(&["0", "1.5"])));
+    t.push(("generate", "seed", counts(&["18446744073709551616"])));
     t.push(("bench-core", "reps", counts(&["0", HUGE])));
     t.push(("bench-core", "depth", counts(&["0", HUGE])));
     t
@@ -152,6 +163,16 @@ fn every_bad_flag_value_is_a_usage_error_naming_the_flag_before_any_work() {
             }
             if cmd == "eval" && flag != "text-file" {
                 args.extend(["--text-file", text.as_str()]);
+            }
+            // generate's required flags; top-p and seed act only with a temperature.
+            if cmd == "generate" && flag != "model" {
+                args.extend(["--model", model.as_str()]);
+            }
+            if cmd == "generate" {
+                args.extend(["--prompt", "Hello"]);
+                if flag == "top-p" || flag == "seed" {
+                    args.extend(["--temperature", "1"]);
+                }
             }
             let (code, err, took) = run_bounded(&args, Duration::from_secs(20));
             runs += 1;

@@ -40,24 +40,9 @@ pub fn causal_attention(
             rhs: k.shape().to_vec(),
         });
     }
-    // Query heads grouped by the key/value head they read: [B, KVH, G·T, D], a reshape, so
-    // keys and values are never copied per query head (the products sum each group's
-    // gradient). Long sequences go in query blocks that meet only the keys they may see.
-    let g = h / kvh;
-    let scale = 1.0 / (dh as f64).sqrt();
-    let block = |q: &Tensor, k: &Tensor, v: &Tensor, start: usize| -> Result<Tensor> {
-        let (len, keys) = (q.shape()[2], k.shape()[2]);
-        let scores = q
-            .reshape(&[b, kvh, g * len, dh])?
-            .matmul(&k.transpose(-1, -2)?)?
-            .reshape(&[b, h, len, keys])?;
-        let probs = scores.attention_softmax_at(scale, key_mask, start)?;
-        let probs = checkpoint_name(&probs, "attn_probs");
-        probs
-            .reshape(&[b, kvh, g * len, keys])?
-            .matmul(v)?
-            .reshape(&[b, h, len, dh])
-    };
+    // Long sequences go in query blocks that meet only the keys they may see.
+    let block =
+        |q: &Tensor, k: &Tensor, v: &Tensor, start: usize| attend_block(q, k, v, key_mask, start);
     let ctx = if t <= QUERY_BLOCK {
         block(q, k, v, 0)?
     } else {
@@ -94,4 +79,90 @@ pub fn causal_attention(
         Tensor::cat(&refs, 2)?
     };
     ctx.permute(&[0, 2, 1, 3])?.reshape(&[b, t, h * dh])
+}
+
+/// Queries `q` `[B, H, Tq, D]` at positions `start..start + Tq` against keys and values
+/// `[B, KVH, Tk, D]` at `0..Tk`: `[B, H, Tq, D]`. Query heads are grouped by the key/value head
+/// they read, `[B, KVH, G·Tq, D]`, a reshape, so keys and values are never copied per query
+/// head (the products sum each group's gradient).
+fn attend_block(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    key_mask: Option<&Tensor>,
+    start: usize,
+) -> Result<Tensor> {
+    let (b, h, len, dh) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (kvh, keys) = (k.shape()[1], k.shape()[2]);
+    let g = h / kvh;
+    let scale = 1.0 / (dh as f64).sqrt();
+    let scores = q
+        .reshape(&[b, kvh, g * len, dh])?
+        .matmul(&k.transpose(-1, -2)?)?
+        .reshape(&[b, h, len, keys])?;
+    let probs = scores.attention_softmax_at(scale, key_mask, start)?;
+    let probs = checkpoint_name(&probs, "attn_probs");
+    probs
+        .reshape(&[b, kvh, g * len, keys])?
+        .matmul(v)?
+        .reshape(&[b, h, len, dh])
+}
+
+/// The keys and values one attention layer has seen, for decoding a token at a time: each
+/// call attends the new queries to every position so far and keeps the new keys and values.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    kv: Option<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> KvCache {
+        KvCache::default()
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.kv.as_ref().map_or(0, |(k, _)| k.shape()[2])
+    }
+
+    /// Whether no position is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends `k`, `v` (`[B, KVH, n, D]`, the next n positions) and returns the context
+    /// `[B, n, H·D]` of `q` (`[B, H, n, D]`): each new query sees every earlier position and
+    /// the new ones up to its own, as [`causal_attention`] over the whole sequence would.
+    pub fn attend(&mut self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        if q.rank() != 4 || k.rank() != 4 || k.shape() != v.shape() || q.shape()[2] != k.shape()[2]
+        {
+            return Err(Error::invalid(
+                "kv_cache",
+                format!(
+                    "needs q [B, H, n, D] and k, v [B, KVH, n, D], got {:?}, {:?}, {:?}",
+                    q.shape(),
+                    k.shape(),
+                    v.shape()
+                ),
+            ));
+        }
+        let past = self.len();
+        let (k, v) = match self.kv.take() {
+            None => (k.clone(), v.clone()),
+            Some((pk, pv)) => (Tensor::cat(&[&pk, k], 2)?, Tensor::cat(&[&pv, v], 2)?),
+        };
+        let (b, h, n, dh) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+        let kvh = k.shape()[1];
+        if kvh == 0 || h % kvh != 0 || k.shape()[0] != b || k.shape()[3] != dh {
+            return Err(Error::ShapeMismatch {
+                op: "kv_cache",
+                lhs: q.shape().to_vec(),
+                rhs: k.shape().to_vec(),
+            });
+        }
+        let ctx = attend_block(q, &k, &v, None, past)?;
+        self.kv = Some((k, v));
+        ctx.permute(&[0, 2, 1, 3])?.reshape(&[b, n, h * dh])
+    }
 }

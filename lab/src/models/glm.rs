@@ -14,7 +14,7 @@ use rewind::checkpoint::{
 };
 use rewind::error::{Error, Result};
 use rewind::indices::Indices;
-use rewind::nn::attention::causal_attention;
+use rewind::nn::attention::{KvCache, causal_attention};
 use rewind::nn::{Embedding, Linear, Module, Parameters, Projection, prefixed};
 use rewind::ops::rope::{Rope, RopeLayout};
 use rewind::tensor::Tensor;
@@ -312,6 +312,18 @@ impl GlmBlock {
         key_mask: Option<&Tensor>,
         positions: &Indices,
     ) -> Result<Tensor> {
+        self.forward_with(x, key_mask, positions, None)
+    }
+
+    /// The layer over the whole sequence, or (`cache`) over the next positions after those
+    /// the cache holds.
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        key_mask: Option<&Tensor>,
+        positions: &Indices,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let c = &self.cfg;
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let p = |i: usize, h: &Tensor| self.projections[i].module().forward(h);
@@ -334,7 +346,10 @@ impl GlmBlock {
         let q = heads(q, c.heads)?.rope(&c.rope, positions)?;
         let k = heads(k, c.kv_heads)?.rope(&c.rope, positions)?;
         let v = heads(v, c.kv_heads)?;
-        let ctx = causal_attention(&q, &k, &v, key_mask)?;
+        let ctx = match cache {
+            Some(c) => c.attend(&q, &k, &v)?,
+            None => causal_attention(&q, &k, &v, key_mask)?,
+        };
         let last = self.projections.len() - 1;
         let x = x.add(&p(last - 2, &ctx)?)?;
         let h = x.rms_norm(&self.post_attention_layernorm, c.eps)?;
@@ -625,6 +640,15 @@ impl super::CausalLm for Glm {
             self.embed(&batch.ids, Some(&mask))
                 .and_then(|(h, modules)| BlockCosts::measure(&modules, &h))
         })
+    }
+    fn decode(&self, ids: &Indices, cache: &mut Vec<KvCache>) -> Result<Tensor> {
+        let positions = super::lm::next_positions(ids, cache, self.blocks.len())?;
+        let mut h = self.embedding.forward(ids)?;
+        for (blk, c) in self.blocks.iter().zip(cache.iter_mut()) {
+            h = blk.forward_with(&h, None, &positions, Some(c))?;
+        }
+        h.rms_norm(&self.final_norm, self.cfg.eps)?
+            .linear(&self.output_layer, None)
     }
     fn token_embedding(&self) -> &Embedding {
         &self.embedding

@@ -8,6 +8,7 @@ use rewind::checkpoint::{CheckpointMode, SavePolicy, Segmentation, run_blocks_wi
 use rewind::dtype::DType;
 use rewind::error::{Error, Result};
 use rewind::indices::Indices;
+use rewind::nn::attention::KvCache;
 use rewind::nn::{Embedding, LayerNorm, Linear, Module, Parameters, Projection, prefixed};
 use rewind::ops::gelu::GeluApprox;
 use rewind::tensor::Tensor;
@@ -140,7 +141,12 @@ impl Gpt2Block {
         })
     }
 
-    fn attention(&self, x: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
+    fn attention(
+        &self,
+        x: &Tensor,
+        key_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let (h, dh) = (self.heads, d / self.heads);
         let qkv = self.c_attn.module().forward(x)?;
@@ -150,13 +156,27 @@ impl Gpt2Block {
                 .permute(&[0, 2, 1, 3])
         };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let ctx = super::causal_attention(&q, &k, &v, key_mask)?;
+        let ctx = match cache {
+            Some(c) => c.attend(&q, &k, &v)?,
+            None => super::causal_attention(&q, &k, &v, key_mask)?,
+        };
         self.c_proj.module().forward(&ctx)
     }
 
     /// The block with padded keys hidden by `key_mask` (`[B, 1, 1, T]`, 1.0 = hidden).
     pub fn forward_masked(&self, x: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
-        let h = x.add(&self.attention(&self.ln_1.forward(x)?, key_mask)?)?;
+        self.forward_with(x, key_mask, None)
+    }
+
+    /// The block over the whole sequence, or (`cache`) over the next positions after those
+    /// the cache holds.
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        key_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let h = x.add(&self.attention(&self.ln_1.forward(x)?, key_mask, cache)?)?;
         let up = self.c_fc.module().forward(&self.ln_2.forward(&h)?)?;
         let m = self
             .mlp_proj
@@ -528,6 +548,26 @@ impl Gpt2 {
     ) -> Result<Tensor> {
         let (h, modules) = self.embed(ids, key_pad_mask)?;
         let h = run_blocks_with_policy(&modules, &h, seg, mode, "transformer.h", policy)?;
+        self.ln_f.forward(&h)?.linear(&self.wte.weight, None)
+    }
+
+    /// Logits of the next tokens `ids` `[B, n]` after the positions `cache` holds (one cache
+    /// per block), which then holds them too.
+    pub fn decode(&self, ids: &Indices, cache: &mut Vec<KvCache>) -> Result<Tensor> {
+        let positions = super::lm::next_positions(ids, cache, self.blocks.len())?;
+        let past = cache[0].len();
+        if past + ids.shape()[1] > self.cfg.n_positions {
+            return Err(Error::IndexOutOfRange {
+                op: "gpt2",
+                index: (past + ids.shape()[1]) as i64,
+                size: self.cfg.n_positions,
+            });
+        }
+        // [n, d] position rows broadcast over the batch.
+        let mut h = self.wte.forward(ids)?.add(&self.wpe.forward(&positions)?)?;
+        for (blk, c) in self.blocks.iter().zip(cache.iter_mut()) {
+            h = blk.forward_with(&h, None, Some(c))?;
+        }
         self.ln_f.forward(&h)?.linear(&self.wte.weight, None)
     }
 

@@ -9,7 +9,7 @@ use rewind::checkpoint::{
 };
 use rewind::error::{Error, Result};
 use rewind::indices::Indices;
-use rewind::nn::attention::causal_attention;
+use rewind::nn::attention::{KvCache, causal_attention};
 use rewind::nn::{Embedding, Linear, Module, Parameters, Projection, prefixed};
 use rewind::ops::rope::{Rope, RopeLayout};
 use rewind::tensor::Tensor;
@@ -207,6 +207,18 @@ impl LlamaBlock {
         key_mask: Option<&Tensor>,
         positions: &Indices,
     ) -> Result<Tensor> {
+        self.forward_with(x, key_mask, positions, None)
+    }
+
+    /// The layer over the whole sequence, or (`cache`) over the next positions after those
+    /// the cache holds.
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        key_mask: Option<&Tensor>,
+        positions: &Indices,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let c = &self.cfg;
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let h = x.rms_norm(&self.input_layernorm, c.eps)?;
@@ -219,7 +231,10 @@ impl LlamaBlock {
         let q = heads(&self.q_proj, c.heads)?.rope(&c.rope, positions)?;
         let k = heads(&self.k_proj, c.kv_heads)?.rope(&c.rope, positions)?;
         let v = heads(&self.v_proj, c.kv_heads)?;
-        let ctx = causal_attention(&q, &k, &v, key_mask)?;
+        let ctx = match cache {
+            Some(c) => c.attend(&q, &k, &v)?,
+            None => causal_attention(&q, &k, &v, key_mask)?,
+        };
         let x = x.add(&self.o_proj.module().forward(&ctx)?)?;
         let h = x.rms_norm(&self.post_attention_layernorm, c.eps)?;
         let gate = self.gate_proj.module().forward(&h)?.silu()?;
@@ -499,6 +514,15 @@ impl super::CausalLm for Llama {
             self.embed(&batch.ids, Some(&mask))
                 .and_then(|(h, modules)| BlockCosts::measure(&modules, &h))
         })
+    }
+    fn decode(&self, ids: &Indices, cache: &mut Vec<KvCache>) -> Result<Tensor> {
+        let positions = super::lm::next_positions(ids, cache, self.blocks.len())?;
+        let mut h = self.embed_tokens.forward(ids)?;
+        for (blk, c) in self.blocks.iter().zip(cache.iter_mut()) {
+            h = blk.forward_with(&h, None, &positions, Some(c))?;
+        }
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens.weight);
+        h.rms_norm(&self.norm, self.cfg.eps)?.linear(head, None)
     }
     fn token_embedding(&self) -> &Embedding {
         &self.embed_tokens

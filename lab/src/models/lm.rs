@@ -6,6 +6,8 @@ use super::{Gpt2, Transformer};
 use crate::data::Batch;
 use rewind::checkpoint::{BlockCosts, CheckpointMode, SavePolicy, Segmentation};
 use rewind::error::{Error, Result};
+use rewind::indices::Indices;
+use rewind::nn::attention::KvCache;
 use rewind::nn::{Embedding, Parameters};
 use rewind::ops::loss::IGNORE_INDEX;
 use rewind::tensor::Tensor;
@@ -33,6 +35,12 @@ pub trait CausalLm: Parameters + std::fmt::Debug {
         self.logits(batch, seg, mode, policy)?
             .reshape(&[b * t, self.vocab_size()])?
             .cross_entropy(&batch.labels, IGNORE_INDEX)
+    }
+    /// Logits `[B, n, vocab]` of the next `n` tokens `ids` `[B, n]` after the positions
+    /// `cache` holds (one [`KvCache`] per block, empty at the start), which then holds them too:
+    /// decoding a token at a time without recomputing the prefix.
+    fn decode(&self, _ids: &Indices, _cache: &mut Vec<KvCache>) -> Result<Tensor> {
+        Err(Error::invalid("generate", "this model does not decode"))
     }
     /// Per-block saved bytes on `batch` (one probe forward that keeps nothing).
     fn block_costs(&self, batch: &Batch) -> Result<BlockCosts>;
@@ -70,6 +78,28 @@ pub trait CausalLm: Parameters + std::fmt::Debug {
             "this model has no transformers format",
         ))
     }
+}
+
+/// Positions `past..past + n` for the next `n` tokens of `ids` `[B, n]` (shape `[n]`), `cache`
+/// made one per block when empty.
+pub fn next_positions(ids: &Indices, cache: &mut Vec<KvCache>, blocks: usize) -> Result<Indices> {
+    if ids.shape().len() != 2 || ids.shape()[1] == 0 {
+        return Err(Error::invalid(
+            "decode",
+            format!("needs ids [B, n ≥ 1], got {:?}", ids.shape()),
+        ));
+    }
+    if cache.is_empty() {
+        cache.resize(blocks, KvCache::new());
+    }
+    if cache.len() != blocks {
+        return Err(Error::invalid(
+            "decode",
+            format!("{} caches for {blocks} blocks", cache.len()),
+        ));
+    }
+    let (past, n) = (cache[0].len(), ids.shape()[1]);
+    Indices::new((past as i64..(past + n) as i64).collect(), &[n])
 }
 
 /// The sizes of a checkpoint, from its `config.json`.
@@ -231,6 +261,9 @@ impl CausalLm for Gpt2 {
             self.embed(&batch.ids, Some(&mask))
                 .and_then(|(h, modules)| BlockCosts::measure(&modules, &h))
         })
+    }
+    fn decode(&self, ids: &Indices, cache: &mut Vec<KvCache>) -> Result<Tensor> {
+        Gpt2::decode(self, ids, cache)
     }
     fn token_embedding(&self) -> &Embedding {
         &self.wte
