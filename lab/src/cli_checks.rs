@@ -547,8 +547,17 @@ fn mlp_bytes(depth: f64, d: f64, hidden: f64, rows: f64, state_floats: f64) -> f
 }
 
 /// `rewind repro`.
-pub fn repro(a: &ReproArgs) -> Checked {
+pub fn repro(a: &ReproArgs) -> Result<Option<Checkpoint>, Usage> {
     count("reps", a.reps, 1, REPS, REPS_WHY)?;
+    if let Some(dir) = &a.model {
+        // A checkpoint too big, or without its weights, is told on a tiny model of its
+        // architecture: only config.json is needed.
+        readable_file("model", &dir.join("config.json"))
+            .map_err(|_| usage("model", dir.display(), "has no readable config.json"))?;
+        return Checkpoint::open(dir)
+            .map(Some)
+            .map_err(|e| usage("model", dir.display(), e));
+    }
     count(
         "blocks",
         a.blocks,
@@ -567,7 +576,8 @@ pub fn repro(a: &ReproArgs) -> Checked {
             o.rows as f64,
             0.0,
         )
-    })
+    })?;
+    Ok(None)
 }
 
 /// `rewind bench`.

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod generate;
 pub mod models;
 pub mod repro;
+pub mod repro_model;
 pub mod train;
 
 /// Bytes in MiB (2²⁰ bytes), the unit every report and table prints.

@@ -79,7 +79,12 @@ pub struct GenerateArgs {
     pub temperature: Option<f64>,
     /// With --temperature: sample from the smallest set of tokens holding this much
     /// probability.
-    #[arg(long, default_value_t = 1.0, requires = "temperature", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        requires = "temperature",
+        allow_hyphen_values = true
+    )]
     pub top_p: f64,
     /// With --temperature: the sampler's seed.
     #[arg(long, default_value_t = 0, requires = "temperature")]
@@ -121,6 +126,14 @@ pub struct ReproArgs {
     /// Number of blocks (at least 2).
     #[arg(long, default_value_t = 8)]
     pub blocks: usize,
+    /// Tell the story on this transformers checkpoint (any model `train --model` takes: LoRA
+    /// on PEFT's default targets, a reentrant checkpoint around each layer, the fixes).
+    #[arg(long = "model", value_name = "DIR", conflicts_with = "blocks")]
+    pub model: Option<std::path::PathBuf>,
+    /// With --model: use a tiny random model of its architecture made from its config.json
+    /// (automatic when the checkpoint does not fit in memory).
+    #[arg(long, requires = "model")]
+    pub tiny: bool,
 }
 
 /// `rewind bench` flags.
@@ -195,7 +208,7 @@ fn main() {
     let cli = Cli::parse();
     // `--model`'s checkpoint: its config.json is read once, here, for the checks and the run.
     let checked = match &cli.command {
-        Command::Repro(a) => cli_checks::repro(a).map(|_| None),
+        Command::Repro(a) => cli_checks::repro(a),
         Command::Bench(a) => cli_checks::bench(a).map(|_| None),
         Command::Memory(a) => cli_checks::memory(a).map(|_| None),
         Command::Train(a) => cli_checks::train(a),
@@ -212,7 +225,10 @@ fn main() {
         }
     };
     let result = match cli.command {
-        Command::Repro(a) => repro(a.reps, a.blocks),
+        Command::Repro(a) => match checkpoint {
+            Some(ckpt) => repro_model(ckpt, a.tiny, a.reps),
+            None => repro(a.reps, a.blocks),
+        },
         Command::Bench(a) if a.cuda => cuda_bench(a.reps),
         Command::Bench(BenchArgs {
             from_csv: Some(csv),
@@ -316,6 +332,36 @@ fn generate(
     Ok(Ended::Done)
 }
 
+fn repro_model(
+    ckpt: rewind_lab::models::lm::Checkpoint,
+    tiny: bool,
+    reps: usize,
+) -> rewind::Result<Ended> {
+    // Forced by --tiny, or when the weights are absent or their f32 copy with LoRA's step
+    // would not fit.
+    let s = ckpt.sizes;
+    let (d, v) = (s.d as f64, s.vocab as f64);
+    let weights = 4.0 * (2.0 * v * d + s.layers as f64 * 12.0 * d * d);
+    let has_weights = ["model.safetensors", "model.safetensors.index.json"]
+        .iter()
+        .any(|f| ckpt.dir.join(f).exists());
+    let tiny = if tiny {
+        Some("--tiny".to_string())
+    } else if !has_weights {
+        Some("its weights are not in the directory".to_string())
+    } else if 2.0 * weights > cli_checks::memory_limit() {
+        Some(format!(
+            "its f32 weights (≈ {:.1} GiB) and a step do not fit this machine's memory",
+            weights / (1u64 << 30) as f64
+        ))
+    } else {
+        None
+    };
+    let opts = rewind_lab::repro_model::ModelStoryOptions { ckpt, tiny, reps };
+    let report = rewind_lab::repro_model::run_model_story(&opts, &mut |line| println!("{line}"))?;
+    report_checks(&report)
+}
+
 fn repro(reps: usize, blocks: usize) -> rewind::Result<Ended> {
     let mut opts = rewind_lab::repro::ReproOptions {
         reps,
@@ -323,6 +369,11 @@ fn repro(reps: usize, blocks: usize) -> rewind::Result<Ended> {
     };
     opts.model.blocks = blocks;
     let report = rewind_lab::repro::run_story(&opts, &mut |line| println!("{line}"))?;
+    report_checks(&report)
+}
+
+/// Prints which reproduced behaviours held; `NotMet` if one did not.
+fn report_checks(report: &rewind_lab::repro::ReproReport) -> rewind::Result<Ended> {
     for w in rewind::warnings::take() {
         eprintln!("warning: {w}");
     }

@@ -71,7 +71,7 @@ pub struct ReproReport {
 }
 
 impl ReproReport {
-    fn check(&mut self, out: &mut dyn FnMut(&str), what: impl Into<String>, held: bool) {
+    pub(crate) fn check(&mut self, out: &mut dyn FnMut(&str), what: impl Into<String>, held: bool) {
         let what = what.into();
         out(&format!(
             "  [{}] {what}",

@@ -106,6 +106,7 @@ fn table() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     ));
     t.push(("repro", "reps", counts(&["0", HUGE])));
     t.push(("repro", "blocks", counts(&["0", "1", HUGE])));
+    t.push(("repro", "model", vec!["/nonexistent/chatglm3", "/tmp", ""]));
     t.push(("bench", "reps", counts(&["0", HUGE])));
     t.push(("bench", "depths", counts(&["0", HUGE, "4,0", "4,-1"])));
     t.push(("bench", "rows", counts(&["0", HUGE])));

@@ -707,6 +707,41 @@ fn load(
     Ok(Box::new(m))
 }
 
+fn tiny(
+    config: &serde_json::Value,
+    rank: usize,
+    alpha: f64,
+    targets: &[&str],
+) -> Result<Box<dyn super::CausalLm>> {
+    let keys = match config["model_type"].as_str() {
+        Some("chatglm") => [
+            "num_layers",
+            "hidden_size",
+            "ffn_hidden_size",
+            "num_attention_heads",
+            "multi_query_group_num",
+            "kv_channels",
+            "padded_vocab_size",
+            "seq_length",
+        ],
+        _ => [
+            "num_hidden_layers",
+            "hidden_size",
+            "intermediate_size",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "vocab_size",
+            "max_position_embeddings",
+        ],
+    };
+    let mut m = Glm::new(GlmConfig::from_value(super::lm::tiny_config(config, keys))?)?;
+    if rank > 0 {
+        m.add_lora_to(rank, alpha, targets)?;
+    }
+    Ok(Box::new(m))
+}
+
 /// ChatGLM3 as `train --model` sees it: PEFT's default LoRA target is `query_key_value`.
 pub const CHATGLM: super::lm::Family = super::lm::Family {
     model_type: "chatglm",
@@ -715,6 +750,7 @@ pub const CHATGLM: super::lm::Family = super::lm::Family {
     default_lora_targets: &["query_key_value"],
     sizes,
     load,
+    tiny,
 };
 
 /// transformers' GLM (PEFT has no default for it: q_proj and v_proj, as for Llama).

@@ -225,6 +225,24 @@ pub const FAMILY: super::lm::Family = super::lm::Family {
         }
         Ok(Box::new(m))
     },
+    tiny: |config, rank, alpha, targets| {
+        let keys = [
+            "n_layer",
+            "n_embd",
+            "",
+            "n_head",
+            "",
+            "",
+            "vocab_size",
+            "n_positions",
+        ];
+        let c = Gpt2Config::from_value(&super::lm::tiny_config(config, keys))?;
+        let mut m = Gpt2::new(c)?;
+        if rank > 0 {
+            m.add_lora_to(rank, alpha, targets)?;
+        }
+        Ok(Box::new(m))
+    },
 };
 
 impl Gpt2Block {

@@ -578,6 +578,31 @@ fn load(
     Ok(Box::new(m))
 }
 
+fn tiny(
+    config: &serde_json::Value,
+    rank: usize,
+    alpha: f64,
+    targets: &[&str],
+) -> Result<Box<dyn super::CausalLm>> {
+    let keys = [
+        "num_hidden_layers",
+        "hidden_size",
+        "intermediate_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "vocab_size",
+        "max_position_embeddings",
+    ];
+    let mut m = Llama::new(LlamaConfig::from_value(super::lm::tiny_config(
+        config, keys,
+    ))?)?;
+    if rank > 0 {
+        m.add_lora_to(rank, alpha, targets)?;
+    }
+    Ok(Box::new(m))
+}
+
 /// Llama as `train --model` sees it.
 pub const LLAMA: super::lm::Family = super::lm::Family {
     model_type: "llama",
@@ -586,6 +611,7 @@ pub const LLAMA: super::lm::Family = super::lm::Family {
     default_lora_targets: &["q_proj", "v_proj"],
     sizes,
     load,
+    tiny,
 };
 
 /// Qwen2 as `train --model` sees it.

@@ -117,6 +117,9 @@ pub struct Sizes {
     pub positions: usize,
 }
 
+/// Builds a tiny random model from a parsed `config.json`, LoRA of (rank, alpha) on targets.
+pub type TinyBuilder = fn(&serde_json::Value, usize, f64, &[&str]) -> Result<Box<dyn CausalLm>>;
+
 /// Loads a checkpoint with LoRA of (rank, alpha) on the target modules.
 pub type Loader = fn(&Checkpoint, usize, f64, &[&str]) -> Result<Box<dyn CausalLm>>;
 
@@ -136,6 +139,48 @@ pub struct Family {
     pub sizes: fn(&serde_json::Value) -> Result<Sizes>,
     /// Loads a checkpoint, LoRA of (rank, alpha) on `targets` added when rank > 0.
     pub load: Loader,
+    /// A random model of the config's architecture at a tiny size (2 layers, width 64, 4
+    /// heads, 512 ids: [`tiny_config`]), LoRA of (rank, alpha) on `targets` when rank > 0:
+    /// the failure story for a checkpoint too big for the machine.
+    pub tiny: TinyBuilder,
+}
+
+/// `config` with its size keys replaced: `layers`, `hidden`, `ffn`, `heads`, `kv_heads`,
+/// `head_dim`, `vocab`, `positions` name the family's keys for them (`""` where it has none).
+/// Key/value heads become 1, 2 or 4 as the original shares them (multi-query, grouped, none).
+pub fn tiny_config(config: &serde_json::Value, keys: [&str; 8]) -> serde_json::Value {
+    let [
+        layers,
+        hidden,
+        ffn,
+        heads,
+        kv_heads,
+        head_dim,
+        vocab,
+        positions,
+    ] = keys;
+    let mut v = config.clone();
+    let (h, kv) = (v[heads].as_u64().unwrap_or(1), v[kv_heads].as_u64());
+    let tiny_kv = match kv {
+        Some(1) => 1,
+        Some(k) if k < h => 2,
+        _ => 4,
+    };
+    for (key, value) in [
+        (layers, 2),
+        (hidden, 64),
+        (ffn, 128),
+        (heads, 4),
+        (kv_heads, tiny_kv),
+        (head_dim, 16),
+        (vocab, 512),
+        (positions, 128),
+    ] {
+        if !key.is_empty() && (key != kv_heads || kv.is_some()) {
+            v[key] = value.into();
+        }
+    }
+    v
 }
 
 /// Every family `train --model` loads.
