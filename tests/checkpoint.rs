@@ -249,3 +249,37 @@ fn reentrant_recompute_without_grad_output_fails_like_pytorch() {
         "none of output has requires_grad=True, this checkpoint() is not necessary"
     );
 }
+
+#[test]
+fn reentrant_backward_follows_a_captured_non_leaf_into_the_forward_graph_and_frees_it_like_pytorch()
+{
+    // PyTorch's reentrant backward is a nested autograd.backward: a gradient leaving the body
+    // through a captured tensor that is not a leaf (c = w·w, whose backward saved w) goes on
+    // into the forward's graph and frees it. One segment: w gets its gradient
+    // (d/dw Σ x·w² = 2·x·w = 4). Two segments sharing c: the second meets the freed graph —
+    // "backward through the graph a second time".
+    let leaf = |v: f32| {
+        Tensor::from_vec(vec![v; 4], &[4])
+            .unwrap()
+            .requires_grad_(true)
+            .unwrap()
+    };
+    let (x, w) = (leaf(2.0), leaf(1.0));
+    let c = w.mul(&w).unwrap();
+    let captured = c.clone();
+    let body: rewind::checkpoint::Body = Rc::new(move |xs: &[Tensor]| xs[0].mul(&captured));
+    let y = checkpoint("one", MODE_R, &[&x], body.clone()).unwrap();
+    y.sum().unwrap().backward().unwrap();
+    assert_eq!(w.grad().unwrap().to_vec_f32(), vec![4.0; 4]);
+    assert_eq!(x.grad().unwrap().to_vec_f32(), vec![1.0; 4]);
+
+    let c = w.mul(&w).unwrap();
+    let (a, b) = (c.clone(), c.clone());
+    let first: rewind::checkpoint::Body = Rc::new(move |xs: &[Tensor]| xs[0].mul(&a));
+    let second: rewind::checkpoint::Body = Rc::new(move |xs: &[Tensor]| xs[0].mul(&b));
+    let h = checkpoint("first", MODE_R, &[&x], first).unwrap();
+    let y = checkpoint("second", MODE_R, &[&h], second).unwrap();
+    let err = y.sum().unwrap().backward().unwrap_err();
+    assert_eq!(err.to_string(), rewind::error::GRAPH_FREED_MSG);
+    tape::clear();
+}

@@ -494,12 +494,44 @@ pub fn train(a: &TrainArgs) -> Result<Option<Checkpoint>, Usage> {
             ),
         ));
     }
+    if let Some(alpha) = a.lora_alpha {
+        positive("lora-alpha", alpha)?;
+    }
+    if let Some(n) = a.prefix_tokens {
+        let family = from_dir.as_ref().map(|(_, c)| c.family.model_type);
+        if !matches!(family, Some("chatglm" | "glm")) {
+            return Err(usage(
+                "prefix-tokens",
+                n,
+                "P-tuning v2 is ChatGLM's: needs a --model of model_type chatglm or glm",
+            ));
+        }
+        count("prefix-tokens", n, 1, 1 << 16, "prefix positions")?;
+        let checkpointed =
+            a.checkpoint != PlanChoice::None || a.hf_activation_checkpointing.is_some();
+        if checkpointed && a.checkpoint_mode == rewind::checkpoint::CheckpointMode::Reentrant {
+            return Err(usage(
+                "prefix-tokens",
+                n,
+                format!(
+                    "cannot train under --checkpoint-mode reentrant: the prefix reaches each layer inside a tuple, which a reentrant checkpoint does not count, so PyTorch fails (\"{}\"), and with enable_input_require_grads the second layer meets the prefix graph the first freed (\"{}\"); use --checkpoint-mode non-reentrant (rewind repro --model DIR shows both)",
+                    rewind::error::NO_GRAD_FN_MSG,
+                    rewind::error::GRAPH_FREED_MSG
+                ),
+            ));
+        }
+    }
     let adapter_outputs = [("save-adapter", &a.save_adapter), ("merge", &a.merge)];
     for (flag, dir) in adapter_outputs {
         if let Some(d) = dir
             && a.lora_rank == 0
+            && (flag == "merge" || a.prefix_tokens.is_none())
         {
-            return Err(usage(flag, d.display(), "needs --lora-rank 1 or more"));
+            let needs = match flag {
+                "merge" => "needs --lora-rank 1 or more",
+                _ => "needs --lora-rank 1 or more, or --prefix-tokens",
+            };
+            return Err(usage(flag, d.display(), needs));
         }
     }
     model_fits(sized, a.lora_rank)?;
@@ -631,15 +663,25 @@ pub fn memory(a: &MemoryArgs) -> Checked {
 /// `rewind eval`: the checkpoint, the text, the adapter's files, `--max-len` within the model's
 /// positions, and the memory one batch's forward needs.
 /// Returns the checkpoint, opened once, for the run.
+/// `--adapter DIR`: a PEFT LoRA adapter, or a P-tuning v2 prefix encoder rewind saved.
+fn adapter_dir(dir: &Path) -> Checked {
+    let files = match dir.join("prefix_config.json").exists() {
+        true => ["prefix_config.json", "prefix_encoder.safetensors"],
+        false => ["adapter_config.json", "adapter_model.safetensors"],
+    };
+    for f in files {
+        readable_file("adapter", &dir.join(f))
+            .map_err(|_| usage("adapter", dir.display(), format!("has no readable {f}")))?;
+    }
+    Ok(())
+}
+
 /// `rewind generate`: the checkpoint and adapter readable, sampling settings in range, the
 /// model's parameters within memory.
 pub fn generate(a: &GenerateArgs) -> Result<Checkpoint, Usage> {
     let ckpt = checkpoint(&a.model)?;
     if let Some(dir) = &a.adapter {
-        for f in ["adapter_config.json", "adapter_model.safetensors"] {
-            readable_file("adapter", &dir.join(f))
-                .map_err(|_| usage("adapter", dir.display(), format!("has no readable {f}")))?;
-        }
+        adapter_dir(dir)?;
     }
     count(
         "max-new-tokens",
@@ -665,10 +707,7 @@ pub fn eval(a: &EvalArgs) -> Result<Checkpoint, Usage> {
     let c = ckpt.sizes;
     readable_file("text-file", &a.text_file)?;
     if let Some(dir) = &a.adapter {
-        for f in ["adapter_config.json", "adapter_model.safetensors"] {
-            readable_file("adapter", &dir.join(f))
-                .map_err(|_| usage("adapter", dir.display(), format!("has no readable {f}")))?;
-        }
+        adapter_dir(dir)?;
     }
     count(
         "batch-size",

@@ -116,6 +116,24 @@ pub struct TrainArgs {
     /// LoRA rank on the attention q/v projections; base weights, embeddings and head frozen (0: off).
     #[arg(long, default_value_t = 0)]
     pub lora_rank: usize,
+    /// With --lora-rank: LoRA's α (the update is scaled by α / rank) [default: 2 × rank;
+    /// THUDM's ChatGLM3 demo uses 32 with rank 8].
+    #[arg(long, requires = "lora_rank", allow_hyphen_values = true)]
+    pub lora_alpha: Option<f64>,
+    /// With a ChatGLM3 or GLM --model: P-tuning v2 with this many prefix positions
+    /// (ChatGLM's pre_seq_len; THUDM's demo uses 128): a prefix encoder gives every layer
+    /// past keys and values, all base weights frozen.
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "model_dir",
+        conflicts_with = "lora_rank"
+    )]
+    pub prefix_tokens: Option<usize>,
+    /// With --prefix-tokens: encode the prefix through a two-layer tanh MLP
+    /// (ChatGLM's prefix_projection).
+    #[arg(long, requires = "prefix_tokens")]
+    pub prefix_projection: bool,
     /// Padding: fixed (to --max-len), dynamic (to the batch's longest), grouped (length-grouped batches).
     #[arg(long, default_value = "dynamic")]
     pub padding: PaddingChoice,
@@ -130,8 +148,10 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',', requires = "model_dir")]
     pub lora_targets: Option<Vec<String>>,
     /// With --model and --lora-rank: write the trained LoRA adapter here in PEFT's format
-    /// (adapter_model.safetensors, adapter_config.json) at the end.
-    #[arg(long, value_name = "DIR", requires_all = ["model_dir", "lora_rank"])]
+    /// (adapter_model.safetensors, adapter_config.json) at the end; with --prefix-tokens, the
+    /// trained prefix encoder (prefix_encoder.safetensors under THUDM's names,
+    /// prefix_config.json). `eval` and `generate` take either with --adapter.
+    #[arg(long, value_name = "DIR", requires = "model_dir")]
     pub save_adapter: Option<PathBuf>,
     /// With --model and --lora-rank: merge the adapter into the base weights at the end and write
     /// the model here as transformers' save_pretrained does (config.json, model.safetensors).
@@ -235,6 +255,9 @@ impl TrainArgs {
             accumulation: self.accumulation,
             freeze: self.freeze,
             lora_rank: self.lora_rank,
+            lora_alpha: self.lora_alpha,
+            prefix_tokens: self.prefix_tokens.unwrap_or(0),
+            prefix_projection: self.prefix_projection,
             lora_targets: self
                 .lora_targets
                 .clone()
@@ -348,10 +371,11 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
     }
     if let Some(dir) = &args.save_adapter {
         trainer.model.save_adapter(dir)?;
-        eprintln!(
-            "wrote the LoRA adapter (PEFT's format) to {}",
-            dir.display()
-        );
+        let what = match args.prefix_tokens {
+            Some(_) => "the P-tuning v2 prefix encoder",
+            None => "the LoRA adapter (PEFT's format)",
+        };
+        eprintln!("wrote {what} to {}", dir.display());
     }
     if let Some(dir) = &args.merge {
         trainer.model.merge_and_save(dir)?;

@@ -257,5 +257,79 @@ pub fn run_model_story(o: &ModelStoryOptions, out: &mut dyn FnMut(&str)) -> Resu
         r.fixes[0].peak_saved < r.fixes[2].peak_saved
             && r.fixes[1].peak_saved < r.fixes[2].peak_saved,
     );
+    if matches!(fam.model_type, "chatglm" | "glm") {
+        ptuning_story(o, &b, &mut r, out)?;
+    }
     Ok(r)
+}
+
+/// THUDM's other method, P-tuning v2, under the same checkpoint: its prefix keys and values
+/// reach each layer inside the `kv_caches[index]` tuple, which a reentrant checkpoint does not
+/// count — so THUDM's fix does not save it (what PyTorch 2.15 does, recorded by
+/// `scripts/ptuning_fixture.py`).
+fn ptuning_story(
+    o: &ModelStoryOptions,
+    b: &Batch,
+    r: &mut ReproReport,
+    out: &mut dyn FnMut(&str),
+) -> Result<()> {
+    const PREFIX: usize = 8;
+    rng::manual_seed(43);
+    let mut m = match &o.tiny {
+        Some(_) => (o.ckpt.family.tiny)(&o.ckpt.config, 0, 0.0, &[])?,
+        None => o.ckpt.load(0, 0.0, &[])?,
+    };
+    m.add_prefix(PREFIX, false)?;
+    let n = m.layers();
+    out(&format!(
+        "\n3. P-tuning v2 (pre_seq_len {PREFIX}, the prefix dropout on): the prefix keys and values reach each layer inside the kv_caches[index] tuple, not as a tensor argument."
+    ));
+    let every = plan::segment(Plan::EveryBlock, n, None)?;
+    warnings::take();
+    let plain = step(m.as_ref(), b, &every, CheckpointMode::Reentrant, false);
+    let warned = warnings::take();
+    tape::clear();
+    out(&format!(
+        "  reentrant: {} warnings, then {}",
+        warned.len(),
+        plain
+            .as_ref()
+            .err()
+            .map_or("no error".into(), |e| e.to_string())
+    ));
+    r.check(
+        out,
+        "without a fix: PyTorch's warning per layer and its error",
+        warned == vec![NO_INPUT_REQUIRES_GRAD_WARNING.to_string(); n]
+            && matches!(&plain, Err(e) if e.to_string() == NO_GRAD_FN_MSG),
+    );
+    let fixed = step(m.as_ref(), b, &every, CheckpointMode::Reentrant, true);
+    tape::clear();
+    out(&format!(
+        "  reentrant + enable_input_require_grads(): {}",
+        fixed
+            .as_ref()
+            .err()
+            .map_or("no error".into(), |e| e.to_string())
+    ));
+    r.check(
+        out,
+        "THUDM's fix is no fix here: the second layer's backward meets the prefix graph the first one freed, as in PyTorch",
+        matches!(&fixed, Err(e) if e.to_string() == rewind::error::GRAPH_FREED_MSG),
+    );
+    // The prefix dropout draws from the generator: each run starts from the same state.
+    let (stored, _) = step(
+        m.as_ref(),
+        b,
+        &Segmentation::store_all(n),
+        CheckpointMode::NonReentrant,
+        false,
+    )?;
+    let (checkpointed, _) = step(m.as_ref(), b, &every, CheckpointMode::NonReentrant, false)?;
+    r.check(
+        out,
+        "use_reentrant=False trains the prefix: its gradients equal storing everything bit for bit",
+        checkpointed == stored && stored.iter().all(|(_, g)| g.is_some()),
+    );
+    Ok(())
 }

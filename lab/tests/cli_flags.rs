@@ -82,6 +82,10 @@ fn table() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
         vec!["0", "-1", "nan", "all", "lower:99", "lower:-1", ""],
     ));
     t.push(("train", "lora-rank", counts(&[HUGE, "65"])));
+    // Without --model (the table gives none) P-tuning has nothing to act on; --lora-alpha
+    // needs a rank.
+    t.push(("train", "prefix-tokens", counts(&["0", "8"])));
+    t.push(("train", "lora-alpha", floats(&["0", "32"])));
     t.push(("train", "padding", vec!["0", "-1", "nan", "none", ""]));
     t.push((
         "train",

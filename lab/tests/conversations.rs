@@ -188,3 +188,38 @@ fn train_data_on_the_command_line_fine_tunes_and_a_missing_file_is_a_usage_error
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--data"));
 }
+
+#[test]
+fn train_data_fine_tunes_chatglm3_with_p_tuning_v2_under_non_reentrant_checkpointing() {
+    let cfg = TrainConfig {
+        lora_rank: 0,
+        prefix_tokens: 8,
+        prefix_projection: true,
+        plan: rewind_lab::train::PlanChoice::Every,
+        lr: 3e-2,
+        ..config(64)
+    };
+    let mut t = Trainer::new(cfg).unwrap();
+    // The prefix encoder alone trains: embedding, and the projection's two layers.
+    assert_eq!(t.trainable_tensors(), 5);
+    let first = t.eval_loss().unwrap();
+    for _ in 0..6 {
+        t.step().unwrap();
+    }
+    let last = t.eval_loss().unwrap();
+    assert!(last < first, "held-out loss {first} → {last} did not fall");
+    let out = std::env::temp_dir().join(format!("rewind-ptuned-{}", std::process::id()));
+    t.model.save_adapter(&out).unwrap();
+    let ckpt = Checkpoint::open(&fixtures().join("chatglm3-tiny")).unwrap();
+    let mut back = ckpt.load(0, 0.0, &[]).unwrap();
+    back.load_adapter(&out).unwrap();
+    let named = |m: &dyn rewind_lab::models::CausalLm| -> Vec<(String, Vec<f32>)> {
+        m.named_parameters()
+            .into_iter()
+            .filter(|(n, _)| n.contains("prefix_encoder"))
+            .map(|(n, p)| (n, p.to_vec_f32()))
+            .collect()
+    };
+    assert_eq!(named(back.as_ref()), named(t.model.as_ref()));
+    std::fs::remove_dir_all(&out).ok();
+}

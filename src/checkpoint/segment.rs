@@ -270,17 +270,40 @@ impl SegmentBackward {
         }
         match out.node() {
             None => out.accumulate_grad(g.clone())?,
-            Some(id) => {
-                if !sweep(&[(id, g.clone())], false)?.is_empty() {
-                    return Err(Error::Checkpoint(format!(
-                        "segment `{}` uses a tensor from outside that requires grad and is not a leaf; pass it as an explicit input",
-                        self.name
-                    )));
-                }
-            }
+            Some(id) => backward_into_outer(sweep(&[(id, g.clone())], false)?)?,
         }
         Ok(stand_ins)
     }
+}
+
+/// PyTorch's reentrant backward is a nested `torch.autograd.backward` over the rerun: a
+/// gradient that leaves the body through a captured tensor that is not a leaf (P-tuning's
+/// prefix keys and values) goes on into the forward's graph there and then, freeing what it
+/// passes through, so a second segment reaching the same part fails as PyTorch fails
+/// ("backward through the graph a second time"). The outer tape's pending gradients are set
+/// aside meanwhile: only this segment's gradient runs.
+fn backward_into_outer(mut outer: Vec<(crate::tensor::NodeId, Tensor)>) -> Result<()> {
+    while let Some(tape_id) = outer.first().map(|(id, _)| id.tape) {
+        let (here, rest): (Vec<_>, Vec<_>) =
+            outer.into_iter().partition(|(id, _)| id.tape == tape_id);
+        let set_aside = stack::with_tape(tape_id, |t| {
+            t.entries
+                .iter_mut()
+                .map(|e| e.grad.take())
+                .collect::<Vec<_>>()
+        })?;
+        let swept = sweep(&here, false);
+        stack::with_tape(tape_id, |t| {
+            for (e, g) in t.entries.iter_mut().zip(set_aside) {
+                if g.is_some() {
+                    e.grad = g;
+                }
+            }
+        })?;
+        outer = rest;
+        outer.extend(swept?);
+    }
+    Ok(())
 }
 
 impl Backward for SegmentBackward {

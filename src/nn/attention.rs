@@ -121,6 +121,12 @@ impl KvCache {
         KvCache::default()
     }
 
+    /// A cache that starts with `k`, `v` (`[B, KVH, P, D]`): a P-tuning prefix every query
+    /// sees, gradients flowing back into it.
+    pub fn from_kv(k: Tensor, v: Tensor) -> KvCache {
+        KvCache { kv: Some((k, v)) }
+    }
+
     /// Positions held.
     pub fn len(&self) -> usize {
         self.kv.as_ref().map_or(0, |(k, _)| k.shape()[2])
@@ -135,6 +141,18 @@ impl KvCache {
     /// `[B, n, H·D]` of `q` (`[B, H, n, D]`): each new query sees every earlier position and
     /// the new ones up to its own, as [`causal_attention`] over the whole sequence would.
     pub fn attend(&mut self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        self.attend_masked(q, k, v, None)
+    }
+
+    /// [`KvCache::attend`] with keys hidden where `key_mask` (`B·(past + n)` values in key
+    /// order, nonzero = hidden) is set: a padded batch after a prefix.
+    pub fn attend_masked(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        key_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         if q.rank() != 4 || k.rank() != 4 || k.shape() != v.shape() || q.shape()[2] != k.shape()[2]
         {
             return Err(Error::invalid(
@@ -161,7 +179,7 @@ impl KvCache {
                 rhs: k.shape().to_vec(),
             });
         }
-        let ctx = attend_block(q, &k, &v, None, past)?;
+        let ctx = attend_block(q, &k, &v, key_mask, past)?;
         self.kv = Some((k, v));
         ctx.permute(&[0, 2, 1, 3])?.reshape(&[b, n, h * dh])
     }

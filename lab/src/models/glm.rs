@@ -8,6 +8,7 @@
 //! transformers hides them (ChatGLM3's own mask differs only on padded queries, which carry no
 //! loss).
 
+use super::prefix::PrefixEncoder;
 use crate::data::Batch;
 use rewind::checkpoint::{
     BlockCosts, CheckpointMode, SavePolicy, Segmentation, run_blocks_with_policy,
@@ -312,17 +313,19 @@ impl GlmBlock {
         key_mask: Option<&Tensor>,
         positions: &Indices,
     ) -> Result<Tensor> {
-        self.forward_with(x, key_mask, positions, None)
+        self.forward_with(x, key_mask, positions, None, None)
     }
 
-    /// The layer over the whole sequence, or (`cache`) over the next positions after those
-    /// the cache holds.
+    /// The layer over the whole sequence, after a P-tuning `prefix` of keys and values when
+    /// given (`key_mask` then covers prefix and sequence), or (`cache`) over the next positions
+    /// after those the cache holds.
     fn forward_with(
         &self,
         x: &Tensor,
         key_mask: Option<&Tensor>,
         positions: &Indices,
         cache: Option<&mut KvCache>,
+        prefix: Option<&(Tensor, Tensor)>,
     ) -> Result<Tensor> {
         let c = &self.cfg;
         let (b, t) = (x.shape()[0], x.shape()[1]);
@@ -346,9 +349,12 @@ impl GlmBlock {
         let q = heads(q, c.heads)?.rope(&c.rope, positions)?;
         let k = heads(k, c.kv_heads)?.rope(&c.rope, positions)?;
         let v = heads(v, c.kv_heads)?;
-        let ctx = match cache {
-            Some(c) => c.attend(&q, &k, &v)?,
-            None => causal_attention(&q, &k, &v, key_mask)?,
+        let ctx = match (cache, prefix) {
+            (Some(c), _) => c.attend(&q, &k, &v)?,
+            (None, Some((pk, pv))) => {
+                KvCache::from_kv(pk.clone(), pv.clone()).attend_masked(&q, &k, &v, key_mask)?
+            }
+            (None, None) => causal_attention(&q, &k, &v, key_mask)?,
         };
         let last = self.projections.len() - 1;
         let x = x.add(&p(last - 2, &ctx)?)?;
@@ -381,11 +387,13 @@ impl Parameters for GlmBlock {
     }
 }
 
-/// A layer bound to one batch's key mask and positions, for checkpoint segments.
+/// A layer bound to one batch's key mask, positions and P-tuning prefix, for checkpoint
+/// segments (the prefix is captured, as ChatGLM3's layers get it inside a tuple).
 struct Masked {
     block: Rc<GlmBlock>,
     mask: Option<Tensor>,
     positions: Indices,
+    prefix: Option<(Tensor, Tensor)>,
 }
 
 impl Parameters for Masked {
@@ -396,8 +404,13 @@ impl Parameters for Masked {
 
 impl Module for Masked {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.block
-            .forward_masked(x, self.mask.as_ref(), &self.positions)
+        self.block.forward_with(
+            x,
+            self.mask.as_ref(),
+            &self.positions,
+            None,
+            self.prefix.as_ref(),
+        )
     }
 }
 
@@ -414,6 +427,8 @@ pub struct Glm {
     pub final_norm: Tensor,
     /// The head `[vocab, hidden]` (untied).
     pub output_layer: Tensor,
+    /// ChatGLM's P-tuning v2 prefix encoder, when added.
+    pub prefix: Option<PrefixEncoder>,
 }
 
 impl Glm {
@@ -429,6 +444,7 @@ impl Glm {
             output_layer: Linear::new(cfg.hidden, cfg.vocab, false)?
                 .weight
                 .requires_grad_(true)?,
+            prefix: None,
             cfg,
         })
     }
@@ -467,6 +483,29 @@ impl Glm {
             )));
         }
         Ok(m)
+    }
+
+    /// ChatGLM's P-tuning v2 (`pre_seq_len` = `tokens`): a random prefix encoder, every other
+    /// parameter frozen.
+    pub fn add_prefix(&mut self, tokens: usize, projection: bool) -> Result<()> {
+        let c = &self.cfg;
+        let enc = PrefixEncoder::new(
+            tokens, projection, c.hidden, c.layers, c.kv_heads, c.head_dim,
+        )?;
+        self.set_prefix(enc)
+    }
+
+    /// Uses `enc` as the prefix encoder, every other parameter frozen.
+    pub fn set_prefix(&mut self, enc: PrefixEncoder) -> Result<()> {
+        if !self.lora_targets().is_empty() {
+            return Err(err("P-tuning v2 and LoRA together are not supported"));
+        }
+        self.prefix = None;
+        for (_, p) in self.named_parameters() {
+            p.requires_grad_(false)?;
+        }
+        self.prefix = Some(enc);
+        Ok(())
     }
 
     /// PEFT's `get_peft_model` with LoRA (rank `r`, scale α/r) on `targets`: every other
@@ -518,16 +557,26 @@ impl Glm {
         super::peft::lora_parameters(self.named_parameters())
     }
 
-    /// Loads a PEFT LoRA adapter directory onto this model.
+    /// Loads a PEFT LoRA adapter directory, or a P-tuning v2 prefix encoder that
+    /// [`Glm::save_adapter`] wrote (`prefix_config.json`), onto this model.
     pub fn load_adapter(&mut self, dir: &Path) -> Result<()> {
+        if dir.join("prefix_config.json").exists() {
+            let c = &self.cfg;
+            let enc = PrefixEncoder::load(dir, c.hidden, c.layers, c.kv_heads, c.head_dim)?;
+            return self.set_prefix(enc);
+        }
         let c = super::peft::read_config(dir, self.cfg.naming.targets())?;
         let targets: Vec<&str> = c.targets.iter().map(String::as_str).collect();
         self.add_lora_to(c.r, c.alpha, &targets)?;
         super::peft::load_weights(dir, &self.lora_parameters())
     }
 
-    /// Writes the LoRA adapter as PEFT does, each file crash-safely.
+    /// Writes the LoRA adapter as PEFT does, or the P-tuning v2 prefix encoder, each file
+    /// crash-safely.
     pub fn save_adapter(&self, dir: &Path) -> Result<()> {
+        if let Some(enc) = &self.prefix {
+            return enc.save(dir);
+        }
         let projections = self.blocks.iter().flat_map(|b| b.projections.iter());
         let params = self.lora_parameters();
         super::peft::save(dir, projections, &params, &self.lora_targets(), false)
@@ -594,15 +643,39 @@ impl Glm {
         let (b, t) = (ids.shape()[0], ids.shape()[1]);
         let positions = Indices::new((0..t as i64).collect(), &[t])?;
         let h = self.embedding.forward(ids)?;
-        let mask = key_pad_mask.map(|m| m.reshape(&[b, 1, 1, t])).transpose()?;
+        let (prefix, mask) =
+            match &self.prefix {
+                None => (
+                    vec![None; self.blocks.len()],
+                    key_pad_mask.map(|m| m.reshape(&[b, 1, 1, t])).transpose()?,
+                ),
+                // Every query sees the whole prefix: the key mask grows by P visible keys.
+                Some(enc) => {
+                    let p = enc.tokens;
+                    let mask =
+                        match key_pad_mask {
+                            Some(m) => {
+                                let visible = Tensor::zeros(&[b, p], m.dtype())?;
+                                Some(
+                                    Tensor::cat(&[&visible, &m.reshape(&[b, t])?], 1)?
+                                        .reshape(&[b, 1, 1, p + t])?,
+                                )
+                            }
+                            None => None,
+                        };
+                    (enc.keys_values(b)?.into_iter().map(Some).collect(), mask)
+                }
+            };
         let modules = self
             .blocks
             .iter()
-            .map(|blk| {
+            .zip(prefix)
+            .map(|(blk, prefix)| {
                 Rc::new(Masked {
                     block: blk.clone(),
                     mask: mask.clone(),
                     positions: positions.clone(),
+                    prefix,
                 }) as Rc<dyn Module>
             })
             .collect();
@@ -619,6 +692,9 @@ impl Parameters for Glm {
         }
         p.push((norm.to_string(), self.final_norm.clone()));
         p.push((head.to_string(), self.output_layer.clone()));
+        if let Some(enc) = &self.prefix {
+            p.extend(enc.named_parameters());
+        }
         p
     }
 }
@@ -642,10 +718,24 @@ impl super::CausalLm for Glm {
         })
     }
     fn decode(&self, ids: &Indices, cache: &mut Vec<KvCache>) -> Result<Tensor> {
-        let positions = super::lm::next_positions(ids, cache, self.blocks.len())?;
+        // A P-tuning prefix fills the caches first; positions still count from the text.
+        let skip = match &self.prefix {
+            Some(enc) => {
+                if cache.is_empty() {
+                    *cache = enc
+                        .keys_values(ids.shape()[0])?
+                        .into_iter()
+                        .map(|(k, v)| KvCache::from_kv(k, v))
+                        .collect();
+                }
+                enc.tokens
+            }
+            None => 0,
+        };
+        let positions = super::lm::next_positions(ids, cache, self.blocks.len(), skip)?;
         let mut h = self.embedding.forward(ids)?;
         for (blk, c) in self.blocks.iter().zip(cache.iter_mut()) {
-            h = blk.forward_with(&h, None, &positions, Some(c))?;
+            h = blk.forward_with(&h, None, &positions, Some(c), None)?;
         }
         h.rms_norm(&self.final_norm, self.cfg.eps)?
             .linear(&self.output_layer, None)
@@ -673,6 +763,9 @@ impl super::CausalLm for Glm {
     }
     fn load_adapter(&mut self, dir: &Path) -> Result<()> {
         Glm::load_adapter(self, dir)
+    }
+    fn add_prefix(&mut self, tokens: usize, projection: bool) -> Result<()> {
+        Glm::add_prefix(self, tokens, projection)
     }
     fn save_adapter(&self, dir: &Path) -> Result<()> {
         Glm::save_adapter(self, dir)

@@ -572,7 +572,7 @@ impl Gpt2 {
     /// Logits of the next tokens `ids` `[B, n]` after the positions `cache` holds (one cache
     /// per block), which then holds them too.
     pub fn decode(&self, ids: &Indices, cache: &mut Vec<KvCache>) -> Result<Tensor> {
-        let positions = super::lm::next_positions(ids, cache, self.blocks.len())?;
+        let positions = super::lm::next_positions(ids, cache, self.blocks.len(), 0)?;
         let past = cache[0].len();
         if past + ids.shape()[1] > self.cfg.n_positions {
             return Err(Error::IndexOutOfRange {

@@ -48,14 +48,21 @@ pub fn read_weights(dir: &Path) -> Result<Weights> {
     };
     let mut out = BTreeMap::new();
     for path in files {
-        let bytes = std::fs::read(&path).map_err(|e| Error::io("load", &path, e))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| err(format!("{}: {e}", path.display())))?;
-        for name in st.names() {
-            let view = st.tensor(name).map_err(|e| err(format!("{name}: {e}")))?;
-            let values = to_f32(name, &view)?;
-            out.insert(name.to_string(), (view.shape().to_vec(), values));
-        }
+        out.append(&mut read_file(&path)?);
+    }
+    Ok(out)
+}
+
+/// Every tensor of one safetensors file, by name: its shape and its values in f32.
+pub fn read_file(path: &Path) -> Result<Weights> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("load", path, e))?;
+    let st =
+        SafeTensors::deserialize(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let mut out = BTreeMap::new();
+    for name in st.names() {
+        let view = st.tensor(name).map_err(|e| err(format!("{name}: {e}")))?;
+        let values = to_f32(name, &view)?;
+        out.insert(name.to_string(), (view.shape().to_vec(), values));
     }
     Ok(out)
 }

@@ -516,7 +516,7 @@ impl super::CausalLm for Llama {
         })
     }
     fn decode(&self, ids: &Indices, cache: &mut Vec<KvCache>) -> Result<Tensor> {
-        let positions = super::lm::next_positions(ids, cache, self.blocks.len())?;
+        let positions = super::lm::next_positions(ids, cache, self.blocks.len(), 0)?;
         let mut h = self.embed_tokens.forward(ids)?;
         for (blk, c) in self.blocks.iter().zip(cache.iter_mut()) {
             h = blk.forward_with(&h, None, &positions, Some(c))?;

@@ -56,6 +56,14 @@ pub trait CausalLm: Parameters + std::fmt::Debug {
     fn max_positions(&self) -> usize;
     /// Its blocks (the length of a [`Segmentation`] over them).
     fn layers(&self) -> usize;
+    /// ChatGLM's P-tuning v2: a prefix encoder of `tokens` positions (through a projection
+    /// MLP when `projection`), everything else frozen.
+    fn add_prefix(&mut self, _tokens: usize, _projection: bool) -> Result<()> {
+        Err(Error::invalid(
+            "prefix",
+            "P-tuning v2 is ChatGLM's (model_type chatglm or glm)",
+        ))
+    }
     /// Adds the PEFT LoRA adapter in `dir` (everything else frozen).
     fn load_adapter(&mut self, _dir: &Path) -> Result<()> {
         Err(Error::invalid(
@@ -80,9 +88,15 @@ pub trait CausalLm: Parameters + std::fmt::Debug {
     }
 }
 
-/// Positions `past..past + n` for the next `n` tokens of `ids` `[B, n]` (shape `[n]`), `cache`
-/// made one per block when empty.
-pub fn next_positions(ids: &Indices, cache: &mut Vec<KvCache>, blocks: usize) -> Result<Indices> {
+/// Positions `past..past + n` for the next `n` tokens of `ids` `[B, n]` (shape `[n]`), `past`
+/// counting the cached positions but the first `skip` (a P-tuning prefix); `cache` made one per
+/// block when empty.
+pub fn next_positions(
+    ids: &Indices,
+    cache: &mut Vec<KvCache>,
+    blocks: usize,
+    skip: usize,
+) -> Result<Indices> {
     if ids.shape().len() != 2 || ids.shape()[1] == 0 {
         return Err(Error::invalid(
             "decode",
@@ -98,7 +112,7 @@ pub fn next_positions(ids: &Indices, cache: &mut Vec<KvCache>, blocks: usize) ->
             format!("{} caches for {blocks} blocks", cache.len()),
         ));
     }
-    let (past, n) = (cache[0].len(), ids.shape()[1]);
+    let (past, n) = (cache[0].len().saturating_sub(skip), ids.shape()[1]);
     Indices::new((past as i64..(past + n) as i64).collect(), &[n])
 }
 

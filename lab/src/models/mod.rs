@@ -8,6 +8,7 @@ pub mod hf;
 pub mod llama;
 pub mod lm;
 pub mod peft;
+pub mod prefix;
 pub mod repro;
 pub mod rope_config;
 pub mod transformer;

@@ -122,6 +122,12 @@ pub struct TrainConfig {
     pub max_len: usize,
     /// LoRA rank on q/v (0: full fine-tuning).
     pub lora_rank: usize,
+    /// LoRA's α (`None`: 2 × rank).
+    pub lora_alpha: Option<f64>,
+    /// ChatGLM's P-tuning v2 prefix positions (0: off).
+    pub prefix_tokens: usize,
+    /// The prefix through ChatGLM's projection MLP.
+    pub prefix_projection: bool,
     /// With `model`: the projections that get LoRA (PEFT's `target_modules`).
     pub lora_targets: Vec<String>,
     /// Byte-level BPE vocabulary size (the 256 bytes, `<|endoftext|>`, then merges).
@@ -175,6 +181,9 @@ impl Default for TrainConfig {
             layers: 8,
             max_len: 128,
             lora_rank: 0,
+            lora_alpha: None,
+            prefix_tokens: 0,
+            prefix_projection: false,
             lora_targets: vec!["c_attn".to_string()],
             vocab: 512,
             corpus: CorpusConfig {
@@ -376,6 +385,12 @@ impl TrainConfig {
             ("layers", self.layers.into()),
             ("max_len", self.max_len.into()),
             ("lora_rank", self.lora_rank.into()),
+            (
+                "lora_alpha",
+                self.lora_alpha.map_or(Value::Null, Value::from),
+            ),
+            ("prefix_tokens", self.prefix_tokens.into()),
+            ("prefix_projection", self.prefix_projection.into()),
             (
                 "lora_targets",
                 if self.model.is_some() {

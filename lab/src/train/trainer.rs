@@ -211,7 +211,11 @@ fn build_model(cfg: &TrainConfig, data: &Data) -> Result<Box<dyn CausalLm>> {
         })?));
     };
     let targets: Vec<&str> = cfg.lora_targets.iter().map(String::as_str).collect();
-    let m = ckpt.load(cfg.lora_rank, 2.0 * cfg.lora_rank as f64, &targets)?;
+    let alpha = cfg.lora_alpha.unwrap_or(2.0 * cfg.lora_rank as f64);
+    let mut m = ckpt.load(cfg.lora_rank, alpha, &targets)?;
+    if cfg.prefix_tokens > 0 {
+        m.add_prefix(cfg.prefix_tokens, cfg.prefix_projection)?;
+    }
     if cfg.max_len > m.max_positions() {
         return Err(Error::invalid(
             "train",
