@@ -643,8 +643,39 @@ pub fn bench(a: &BenchArgs) -> Checked {
 }
 
 /// `rewind memory`.
-pub fn memory(a: &MemoryArgs) -> Checked {
+pub fn memory(a: &MemoryArgs) -> Result<Option<Checkpoint>, Usage> {
     count("reps", a.reps, 1, REPS, REPS_WHY)?;
+    if let Some(dir) = &a.model {
+        // config.json alone: the weights need not be there.
+        readable_file("model", &dir.join("config.json"))
+            .map_err(|_| usage("model", dir.display(), "has no readable config.json"))?;
+        let ckpt = Checkpoint::open(dir).map_err(|e| usage("model", dir.display(), e))?;
+        rewind_lab::memory_model::Arch::from_checkpoint(&ckpt)
+            .map_err(|e| usage("model", dir.display(), e))?;
+        count("batch-size", a.batch_size, 1, 1 << 20, "samples per step")?;
+        count(
+            "max-len",
+            a.max_len,
+            2,
+            ckpt.sizes.positions,
+            "within the model's positions",
+        )?;
+        count(
+            "lora-rank",
+            a.lora_rank,
+            1,
+            ckpt.sizes.d,
+            "a rank above the width adds nothing",
+        )?;
+        count(
+            "prefix-tokens",
+            a.prefix_tokens,
+            1,
+            1 << 16,
+            "prefix positions",
+        )?;
+        return Ok(Some(ckpt));
+    }
     count("depth", a.depth, 1, usize::MAX, "the model needs a block")?;
     count("width", a.width, 1, usize::MAX, "the model's width")?;
     count("rows", a.rows, 1, usize::MAX, "rows of the batch")?;
@@ -657,12 +688,10 @@ pub fn memory(a: &MemoryArgs) -> Checked {
         &sizes,
         "parameters, gradients, AdamW state and activations",
         |v| mlp_bytes(v[0], v[1], 4.0 * v[1], v[2], 2.0),
-    )
+    )?;
+    Ok(None)
 }
 
-/// `rewind eval`: the checkpoint, the text, the adapter's files, `--max-len` within the model's
-/// positions, and the memory one batch's forward needs.
-/// Returns the checkpoint, opened once, for the run.
 /// `--adapter DIR`: a PEFT LoRA adapter, or a P-tuning v2 prefix encoder rewind saved.
 fn adapter_dir(dir: &Path) -> Checked {
     let files = match dir.join("prefix_config.json").exists() {
@@ -702,6 +731,9 @@ pub fn generate(a: &GenerateArgs) -> Result<Checkpoint, Usage> {
     Ok(ckpt)
 }
 
+/// `rewind eval`: the checkpoint, the text, the adapter's files, `--max-len` within the model's
+/// positions, and the memory one batch's forward needs.
+/// Returns the checkpoint, opened once, for the run.
 pub fn eval(a: &EvalArgs) -> Result<Checkpoint, Usage> {
     let ckpt = checkpoint(&a.model)?;
     let c = ckpt.sizes;

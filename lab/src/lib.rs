@@ -11,6 +11,7 @@ pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod generate;
+pub mod memory_model;
 pub mod models;
 pub mod repro;
 pub mod repro_model;

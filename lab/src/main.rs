@@ -178,6 +178,23 @@ pub struct MemoryArgs {
     /// Timed steps per setup (median reported).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Instead: what fine-tuning this checkpoint takes, from its config.json alone (llama,
+    /// qwen2, glm, chatglm): parameters, gradients, optimizer state and activations for full
+    /// fine-tuning, LoRA and P-tuning v2 under each checkpoint plan.
+    #[arg(long = "model", value_name = "DIR", conflicts_with_all = ["depth", "width", "rows"])]
+    pub model: Option<std::path::PathBuf>,
+    /// With --model: samples per step.
+    #[arg(long, default_value_t = 1, requires = "model")]
+    pub batch_size: usize,
+    /// With --model: tokens per sample.
+    #[arg(long, default_value_t = 512, requires = "model")]
+    pub max_len: usize,
+    /// With --model: the LoRA rank (THUDM's demo: 8).
+    #[arg(long, default_value_t = 8, requires = "model")]
+    pub lora_rank: usize,
+    /// With --model: P-tuning v2's prefix positions (THUDM's demo: 128).
+    #[arg(long, default_value_t = 128, requires = "model")]
+    pub prefix_tokens: usize,
 }
 
 /// `rewind bench-core` flags.
@@ -210,7 +227,7 @@ fn main() {
     let checked = match &cli.command {
         Command::Repro(a) => cli_checks::repro(a),
         Command::Bench(a) => cli_checks::bench(a).map(|_| None),
-        Command::Memory(a) => cli_checks::memory(a).map(|_| None),
+        Command::Memory(a) => cli_checks::memory(a),
         Command::Train(a) => cli_checks::train(a),
         Command::Compare(a) => cli_checks::compare(a).map(|_| None),
         Command::BenchCore(a) => cli_checks::bench_core(a).map(|_| None),
@@ -241,7 +258,22 @@ fn main() {
         Command::BenchCore(a) => {
             bench_core(a.reps, a.depth, a.json.as_deref()).map(|_| Ended::Done)
         }
-        Command::Memory(a) => memory(a.depth, a.width, a.rows, a.reps),
+        Command::Memory(a) => match checkpoint {
+            Some(ckpt) => {
+                let t = rewind_lab::memory_model::table(
+                    &ckpt,
+                    a.batch_size,
+                    a.max_len,
+                    a.lora_rank,
+                    a.prefix_tokens,
+                );
+                t.map(|t| {
+                    print!("{t}");
+                    Ended::Done
+                })
+            }
+            None => memory(a.depth, a.width, a.rows, a.reps),
+        },
         Command::Eval(a) => eval(a, checkpoint),
         Command::Generate(a) => generate(a, checkpoint),
     };

@@ -124,6 +124,7 @@ fn table() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     t.push(("memory", "width", counts(&["0", HUGE])));
     t.push(("memory", "rows", counts(&["0", HUGE])));
     t.push(("memory", "reps", counts(&["0", HUGE])));
+    t.push(("memory", "model", vec!["/nonexistent/chatglm3", "/tmp", ""]));
     t.push(("eval", "model", vec!["/nonexistent/llama", "/tmp", ""]));
     t.push((
         "eval",
