@@ -497,6 +497,9 @@ pub fn train(a: &TrainArgs) -> Result<Option<Checkpoint>, Usage> {
     if let Some(alpha) = a.lora_alpha {
         positive("lora-alpha", alpha)?;
     }
+    if !(0.0..1.0).contains(&a.lora_dropout) {
+        return Err(usage("lora-dropout", a.lora_dropout, "must be in [0, 1)"));
+    }
     if let Some(n) = a.prefix_tokens {
         let family = from_dir.as_ref().map(|(_, c)| c.family.model_type);
         if !matches!(family, Some("chatglm" | "glm")) {

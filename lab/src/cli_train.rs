@@ -120,6 +120,10 @@ pub struct TrainArgs {
     /// THUDM's ChatGLM3 demo uses 32 with rank 8].
     #[arg(long, requires = "lora_rank", allow_hyphen_values = true)]
     pub lora_alpha: Option<f64>,
+    /// With --model and --lora-rank: PEFT's lora_dropout on the adapters' input (THUDM's
+    /// demo: 0.1), its masks replayed exactly by checkpoint recomputation.
+    #[arg(long, default_value_t = 0.0, requires_all = ["model_dir", "lora_rank"], allow_hyphen_values = true)]
+    pub lora_dropout: f64,
     /// With a ChatGLM3 or GLM --model: P-tuning v2 with this many prefix positions
     /// (ChatGLM's pre_seq_len; THUDM's demo uses 128): a prefix encoder gives every layer
     /// past keys and values, all base weights frozen.
@@ -256,6 +260,7 @@ impl TrainArgs {
             freeze: self.freeze,
             lora_rank: self.lora_rank,
             lora_alpha: self.lora_alpha,
+            lora_dropout: self.lora_dropout,
             prefix_tokens: self.prefix_tokens.unwrap_or(0),
             prefix_projection: self.prefix_projection,
             lora_targets: self

@@ -69,12 +69,13 @@ impl EvalReport {
     }
 }
 
-/// The checkpoint's model with the PEFT adapter in `adapter` applied.
+/// The checkpoint's model with the PEFT adapter in `adapter` applied, in eval mode.
 pub fn load_model(ckpt: &Checkpoint, adapter: Option<&Path>) -> Result<Box<dyn CausalLm>> {
     let mut m = ckpt.load(0, 0.0, &[])?;
     if let Some(a) = adapter {
         m.load_adapter(a)?;
     }
+    m.train(false);
     Ok(m)
 }
 

@@ -18,11 +18,12 @@ use rewind::checkpoint::{
 use rewind::error::{Error, NO_GRAD_FN_MSG, Result};
 use rewind::{rng, tape, warnings};
 
-/// THUDM's finetune_demo LoRA: rank 8, α 32 (its dropout 0.1 is left out: rewind's LoRA has
-/// none).
+/// THUDM's finetune_demo LoRA: rank 8, α 32, dropout 0.1.
 pub const DEMO_RANK: usize = 8;
 /// THUDM's finetune_demo LoRA α.
 pub const DEMO_ALPHA: f64 = 32.0;
+/// THUDM's finetune_demo LoRA dropout: its masks must replay exactly under recomputation.
+pub const DEMO_DROPOUT: f64 = 0.1;
 
 /// What `repro --model` is asked.
 #[derive(Debug, Clone)]
@@ -122,6 +123,8 @@ pub fn run_model_story(o: &ModelStoryOptions, out: &mut dyn FnMut(&str)) -> Resu
         }
         None => o.ckpt.load(DEMO_RANK, DEMO_ALPHA, targets)?,
     };
+    let mut m = m;
+    m.set_lora_dropout(DEMO_DROPOUT)?;
     let n = m.layers();
     let trainable = m
         .named_parameters()
@@ -130,7 +133,7 @@ pub fn run_model_story(o: &ModelStoryOptions, out: &mut dyn FnMut(&str)) -> Resu
         .count();
     let b = story_batch(m.as_ref())?;
     out(&format!(
-        "LoRA r {DEMO_RANK}, alpha {DEMO_ALPHA} on {} (PEFT's default for {}; THUDM's demo settings): every base weight frozen, the token embeddings included; {trainable} trainable tensors. Batch: 2 samples of {} and {} tokens, padded.",
+        "LoRA r {DEMO_RANK}, alpha {DEMO_ALPHA}, dropout {DEMO_DROPOUT} on {} (PEFT's default for {}; THUDM's demo settings): every base weight frozen, the token embeddings included; {trainable} trainable tensors. Batch: 2 samples of {} and {} tokens, padded.",
         targets.join(", "),
         fam.model_type,
         b.lengths[0],
@@ -191,7 +194,9 @@ pub fn run_model_story(o: &ModelStoryOptions, out: &mut dyn FnMut(&str)) -> Resu
     }
     tape::clear();
 
-    out("\n2. The fixes, whose LoRA gradients must equal storing everything bit for bit");
+    out(
+        "\n2. The fixes, whose LoRA gradients must equal storing everything bit for bit (the recomputation draws the same dropout masks)",
+    );
     let store = Segmentation::store_all(n);
     let fixes: [(&'static str, &Segmentation, CheckpointMode, bool); 3] = [
         (

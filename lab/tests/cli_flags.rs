@@ -86,6 +86,7 @@ fn table() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     // needs a rank.
     t.push(("train", "prefix-tokens", counts(&["0", "8"])));
     t.push(("train", "lora-alpha", floats(&["0", "32"])));
+    t.push(("train", "lora-dropout", floats(&["1", "0.1"])));
     t.push(("train", "padding", vec!["0", "-1", "nan", "none", ""]));
     t.push((
         "train",

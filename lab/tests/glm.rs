@@ -331,3 +331,65 @@ fn the_original_report_on_chatglm3_fails_like_pytorch_and_both_fixes_give_pytorc
         );
     }
 }
+
+#[test]
+fn lora_dropout_masks_replay_exactly_under_checkpointing_and_vanish_in_eval_mode() {
+    // THUDM's demo: LoRA dropout 0.1 on query_key_value. Same generator state, same masks:
+    // stored, reentrant with THUDM's fix and non-reentrant give the same gradient bits; the
+    // masks do change them (against dropout 0); eval mode gives the dropout-free logits.
+    let x = batch(&fixture("glm-tiny"));
+    let mut m = Glm::load(&fixture("chatglm3-tiny")).unwrap();
+    m.load_adapter(&fixture("chatglm3-tiny").join("adapter"))
+        .unwrap();
+    let every = plan::segment(Plan::EveryBlock, m.layers(), None).unwrap();
+    let store = Segmentation::store_all(m.layers());
+    let grads = |m: &Glm, seg: &Segmentation, mode, hook: bool| -> Vec<Vec<u32>> {
+        let params = m.lora_parameters();
+        params.iter().for_each(|(_, p)| p.zero_grad());
+        let h = hook.then(|| m.token_embedding().enable_input_require_grads());
+        rewind::rng::manual_seed(77);
+        m.loss(&x, seg, mode, &SavePolicy::RecomputeAll)
+            .unwrap()
+            .backward()
+            .unwrap();
+        if let Some(h) = h {
+            m.token_embedding().hooks.remove(h);
+        }
+        params
+            .iter()
+            .map(|(_, p)| {
+                p.grad()
+                    .unwrap()
+                    .to_vec_f32()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            })
+            .collect()
+    };
+    let plain = grads(&m, &store, CheckpointMode::NonReentrant, false);
+    m.set_lora_dropout(0.1).unwrap();
+    let stored = grads(&m, &store, CheckpointMode::NonReentrant, false);
+    assert_ne!(stored, plain, "the dropout masks change the gradients");
+    assert_eq!(grads(&m, &every, CheckpointMode::Reentrant, true), stored);
+    assert_eq!(
+        grads(&m, &every, CheckpointMode::NonReentrant, false),
+        stored
+    );
+    let logits = |m: &Glm| {
+        rewind::tape::no_grad(|| {
+            m.logits(
+                &x,
+                &store,
+                CheckpointMode::NonReentrant,
+                &SavePolicy::RecomputeAll,
+            )
+        })
+        .unwrap()
+        .to_vec_f32()
+    };
+    m.train(false);
+    let eval = logits(&m);
+    m.set_lora_dropout(0.0).unwrap();
+    assert_eq!(eval, logits(&m), "no dropout in eval mode");
+}

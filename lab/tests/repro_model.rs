@@ -38,7 +38,7 @@ fn story(name: &str, tiny: Option<&str>) -> Vec<String> {
 fn the_original_report_on_a_chatglm3_checkpoint_fails_like_pytorch_and_both_fixes_hold() {
     let lines = story("chatglm3-tiny", None).join("\n");
     assert!(
-        lines.contains("LoRA r 8, alpha 32 on query_key_value"),
+        lines.contains("LoRA r 8, alpha 32, dropout 0.1 on query_key_value"),
         "{lines}"
     );
     assert!(lines.contains("reentrant segment `transformer.encoder.layers.1`"));

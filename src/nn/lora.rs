@@ -1,8 +1,10 @@
 //! LoRA: a frozen base linear layer plus a trainable low-rank update,
-//! y = x·Wᵀ + b + (α/r)·(x·Aᵀ)·Bᵀ with A `[r, in]` and B `[out, r]` (B starts at zero, so the
-//! adapted layer starts equal to the base).
+//! y = x·Wᵀ + b + (α/r)·(dropout(x)·Aᵀ)·Bᵀ with A `[r, in]` and B `[out, r]` (B starts at zero,
+//! so the adapted layer starts equal to the base). The dropout is PEFT's `lora_dropout`: off by
+//! default, active in training mode only, its masks drawn from the engine generator (so a
+//! checkpoint segment's rerun draws the same ones).
 
-use super::{ForwardHooks, Linear, Module, Parameters, uniform_param};
+use super::{Dropout, ForwardHooks, Linear, Module, Parameters, uniform_param};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -18,6 +20,8 @@ pub struct LoraLinear {
     pub b: Tensor,
     /// α/r.
     pub scale: f64,
+    /// PEFT's `lora_dropout` on the adapter's input (p = 0: none).
+    pub dropout: Dropout,
     /// Hooks run on the output.
     pub hooks: ForwardHooks,
 }
@@ -36,6 +40,7 @@ impl LoraLinear {
             a,
             b,
             scale: alpha / r.max(1) as f64,
+            dropout: Dropout::new(0.0),
             hooks: ForwardHooks::default(),
         })
     }
@@ -52,7 +57,15 @@ impl Parameters for LoraLinear {
 
 impl Module for LoraLinear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let low = x
+        let dropped;
+        let input = match self.dropout.p > 0.0 {
+            true => {
+                dropped = self.dropout.forward(x)?;
+                &dropped
+            }
+            false => x,
+        };
+        let low = input
             .linear(&self.a, None)?
             .linear(&self.b, None)?
             .mul_scalar(self.scale)?;
@@ -88,6 +101,20 @@ impl Projection {
         match self {
             Projection::Plain(l) => l,
             Projection::Lora(l) => l,
+        }
+    }
+
+    /// Sets a LoRA projection's adapter dropout (a plain one has none).
+    pub fn set_lora_dropout(&mut self, p: f64) {
+        if let Projection::Lora(l) = self {
+            l.dropout.p = p;
+        }
+    }
+
+    /// Training (dropout on) or eval mode.
+    pub fn train(&self, on: bool) {
+        if let Projection::Lora(l) = self {
+            l.dropout.train(on);
         }
     }
 }

@@ -568,6 +568,7 @@ impl Glm {
         let c = super::peft::read_config(dir, self.cfg.naming.targets())?;
         let targets: Vec<&str> = c.targets.iter().map(String::as_str).collect();
         self.add_lora_to(c.r, c.alpha, &targets)?;
+        self.set_lora_dropout(c.dropout)?;
         super::peft::load_weights(dir, &self.lora_parameters())
     }
 
@@ -580,6 +581,24 @@ impl Glm {
         let projections = self.blocks.iter().flat_map(|b| b.projections.iter());
         let params = self.lora_parameters();
         super::peft::save(dir, projections, &params, &self.lora_targets(), false)
+    }
+
+    /// PEFT's `lora_dropout` on every LoRA adapter.
+    pub fn set_lora_dropout(&mut self, p: f64) -> Result<()> {
+        for blk in &mut self.blocks {
+            let b = Rc::get_mut(blk).ok_or_else(|| err("a layer is shared"))?;
+            b.projections
+                .iter_mut()
+                .for_each(|proj| proj.set_lora_dropout(p));
+        }
+        Ok(())
+    }
+
+    /// Training (LoRA and prefix dropout on) or eval mode.
+    pub fn train(&self, on: bool) {
+        for b in &self.blocks {
+            b.projections.iter().for_each(|p| p.train(on));
+        }
     }
 
     /// Folds every LoRA adapter into its base weight (PEFT's `merge_and_unload`).
@@ -766,6 +785,12 @@ impl super::CausalLm for Glm {
     }
     fn add_prefix(&mut self, tokens: usize, projection: bool) -> Result<()> {
         Glm::add_prefix(self, tokens, projection)
+    }
+    fn set_lora_dropout(&mut self, p: f64) -> Result<()> {
+        Glm::set_lora_dropout(self, p)
+    }
+    fn train(&self, on: bool) {
+        Glm::train(self, on)
     }
     fn save_adapter(&self, dir: &Path) -> Result<()> {
         Glm::save_adapter(self, dir)

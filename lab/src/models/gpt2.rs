@@ -433,11 +433,12 @@ impl Gpt2 {
     }
 
     /// Loads a PEFT LoRA adapter directory (`adapter_config.json`, `adapter_model.safetensors`)
-    /// onto this model: LoRA on `c_attn` only, no DoRA/rsLoRA/bias, dropout 0.
+    /// onto this model: LoRA on its projections, no DoRA/rsLoRA/bias.
     pub fn load_adapter(&mut self, dir: &Path) -> Result<()> {
         let c = super::peft::read_config(dir, &LORA_TARGETS)?;
         let targets: Vec<&str> = c.targets.iter().map(String::as_str).collect();
         self.add_lora_to(c.r, c.alpha, &targets)?;
+        self.set_lora_dropout(c.dropout)?;
         super::peft::load_weights(dir, &self.lora_parameters())
     }
 
@@ -450,6 +451,24 @@ impl Gpt2 {
             .flat_map(|b| b.projections().map(|(_, p)| p));
         let params = self.lora_parameters();
         super::peft::save(dir, projections, &params, &self.lora_targets(), true)
+    }
+
+    /// PEFT's `lora_dropout` on every LoRA adapter.
+    pub fn set_lora_dropout(&mut self, p: f64) -> Result<()> {
+        for blk in &mut self.blocks {
+            let b = Rc::get_mut(blk).ok_or_else(|| err("a block is shared"))?;
+            for (_, proj) in b.projections_mut() {
+                proj.set_lora_dropout(p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Training (LoRA dropout on) or eval mode.
+    pub fn train(&self, on: bool) {
+        for b in &self.blocks {
+            b.projections().iter().for_each(|(_, p)| p.train(on));
+        }
     }
 
     /// Folds every LoRA adapter into its base weight (W ← W + (α/r)·B·A, PEFT's

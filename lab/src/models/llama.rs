@@ -398,6 +398,7 @@ impl Llama {
         let c = super::peft::read_config(dir, &LORA_TARGETS)?;
         let targets: Vec<&str> = c.targets.iter().map(String::as_str).collect();
         self.add_lora_to(c.r, c.alpha, &targets)?;
+        self.set_lora_dropout(c.dropout)?;
         super::peft::load_weights(dir, &self.lora_parameters())
     }
 
@@ -409,6 +410,24 @@ impl Llama {
             .flat_map(|b| b.projections().map(|(_, _, p)| p));
         let params = self.lora_parameters();
         super::peft::save(dir, projections, &params, &self.lora_targets(), false)
+    }
+
+    /// PEFT's `lora_dropout` on every LoRA adapter.
+    pub fn set_lora_dropout(&mut self, p: f64) -> Result<()> {
+        for blk in &mut self.blocks {
+            let b = Rc::get_mut(blk).ok_or_else(|| err("a layer is shared"))?;
+            for (_, proj) in b.projections_mut() {
+                proj.set_lora_dropout(p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Training (LoRA dropout on) or eval mode.
+    pub fn train(&self, on: bool) {
+        for b in &self.blocks {
+            b.projections().iter().for_each(|(_, _, p)| p.train(on));
+        }
     }
 
     /// Folds every LoRA adapter into its base weight (PEFT's `merge_and_unload`).
@@ -544,6 +563,12 @@ impl super::CausalLm for Llama {
     }
     fn load_adapter(&mut self, dir: &Path) -> Result<()> {
         Llama::load_adapter(self, dir)
+    }
+    fn set_lora_dropout(&mut self, p: f64) -> Result<()> {
+        Llama::set_lora_dropout(self, p)
+    }
+    fn train(&self, on: bool) {
+        Llama::train(self, on)
     }
     fn save_adapter(&self, dir: &Path) -> Result<()> {
         Llama::save_adapter(self, dir)

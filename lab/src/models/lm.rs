@@ -64,6 +64,15 @@ pub trait CausalLm: Parameters + std::fmt::Debug {
             "P-tuning v2 is ChatGLM's (model_type chatglm or glm)",
         ))
     }
+    /// PEFT's `lora_dropout` on the LoRA adapters (active in training mode).
+    fn set_lora_dropout(&mut self, _p: f64) -> Result<()> {
+        Err(Error::invalid(
+            "lora-dropout",
+            "this model has no PEFT LoRA adapters",
+        ))
+    }
+    /// Training mode (dropout on) or eval mode, as PyTorch's `model.train()` / `model.eval()`.
+    fn train(&self, _on: bool) {}
     /// Adds the PEFT LoRA adapter in `dir` (everything else frozen).
     fn load_adapter(&mut self, _dir: &Path) -> Result<()> {
         Err(Error::invalid(
@@ -344,6 +353,12 @@ impl CausalLm for Gpt2 {
     }
     fn load_adapter(&mut self, dir: &Path) -> Result<()> {
         Gpt2::load_adapter(self, dir)
+    }
+    fn set_lora_dropout(&mut self, p: f64) -> Result<()> {
+        Gpt2::set_lora_dropout(self, p)
+    }
+    fn train(&self, on: bool) {
+        Gpt2::train(self, on)
     }
     fn save_adapter(&self, dir: &Path) -> Result<()> {
         Gpt2::save_adapter(self, dir)

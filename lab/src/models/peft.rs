@@ -24,10 +24,12 @@ pub struct AdapterConfig {
     pub alpha: f64,
     /// The module names LoRA wraps.
     pub targets: Vec<String>,
+    /// `lora_dropout` (active in training mode).
+    pub dropout: f64,
 }
 
 /// Reads `dir/adapter_config.json`: a LoRA adapter on a list of `supported` modules, without
-/// DoRA, rsLoRA, biases, dropout, per-layer ranks or extra saved modules (each an error naming it).
+/// DoRA, rsLoRA, biases, per-layer ranks or extra saved modules (each an error naming it).
 pub fn read_config(dir: &Path, supported: &[&str]) -> Result<AdapterConfig> {
     let path = dir.join("adapter_config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io("adapter", &path, e))?;
@@ -60,7 +62,8 @@ pub fn read_config(dir: &Path, supported: &[&str]) -> Result<AdapterConfig> {
     if v["bias"].as_str().is_some_and(|b| b != "none") || v["lora_bias"] == true {
         return Err(bad("a LoRA bias".to_string()));
     }
-    if v["lora_dropout"].as_f64().is_some_and(|d| d != 0.0) {
+    let dropout = v["lora_dropout"].as_f64().unwrap_or(0.0);
+    if !(0.0..1.0).contains(&dropout) {
         return Err(bad(format!("lora_dropout {}", v["lora_dropout"])));
     }
     for map in ["rank_pattern", "alpha_pattern"] {
@@ -82,7 +85,12 @@ pub fn read_config(dir: &Path, supported: &[&str]) -> Result<AdapterConfig> {
     let alpha = v["lora_alpha"]
         .as_f64()
         .ok_or_else(|| err("adapter_config.json: `lora_alpha` is missing"))?;
-    Ok(AdapterConfig { r, alpha, targets })
+    Ok(AdapterConfig {
+        r,
+        alpha,
+        targets,
+        dropout,
+    })
 }
 
 /// Replaces a plain projection by a LoRA one of rank `r` (its base frozen); a LoRA one stays.
@@ -188,7 +196,7 @@ pub fn save<'a>(
         "task_type": "CAUSAL_LM",
         "r": r,
         "lora_alpha": alpha,
-        "lora_dropout": 0.0,
+        "lora_dropout": any.dropout.p,
         "target_modules": targets,
         "fan_in_fan_out": fan_in_fan_out,
         "bias": "none",

@@ -124,6 +124,8 @@ pub struct TrainConfig {
     pub lora_rank: usize,
     /// LoRA's α (`None`: 2 × rank).
     pub lora_alpha: Option<f64>,
+    /// PEFT's `lora_dropout` (0: none).
+    pub lora_dropout: f64,
     /// ChatGLM's P-tuning v2 prefix positions (0: off).
     pub prefix_tokens: usize,
     /// The prefix through ChatGLM's projection MLP.
@@ -182,6 +184,7 @@ impl Default for TrainConfig {
             max_len: 128,
             lora_rank: 0,
             lora_alpha: None,
+            lora_dropout: 0.0,
             prefix_tokens: 0,
             prefix_projection: false,
             lora_targets: vec!["c_attn".to_string()],

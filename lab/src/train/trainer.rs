@@ -213,6 +213,9 @@ fn build_model(cfg: &TrainConfig, data: &Data) -> Result<Box<dyn CausalLm>> {
     let targets: Vec<&str> = cfg.lora_targets.iter().map(String::as_str).collect();
     let alpha = cfg.lora_alpha.unwrap_or(2.0 * cfg.lora_rank as f64);
     let mut m = ckpt.load(cfg.lora_rank, alpha, &targets)?;
+    if cfg.lora_rank > 0 && cfg.lora_dropout > 0.0 {
+        m.set_lora_dropout(cfg.lora_dropout)?;
+    }
     if cfg.prefix_tokens > 0 {
         m.add_prefix(cfg.prefix_tokens, cfg.prefix_projection)?;
     }
@@ -440,9 +443,11 @@ impl Trainer {
 
     /// Token-weighted mean loss on the held-out samples (no grad, f32, stored activations).
     pub fn eval_loss(&self) -> Result<f64> {
-        let (loss, _) =
-            crate::eval::mean_loss(self.model.as_ref(), &self.data.eval, 16, Padding::Dynamic)?;
-        Ok(loss)
+        // Eval mode (no dropout), as transformers' Trainer evaluates.
+        self.model.train(false);
+        let r = crate::eval::mean_loss(self.model.as_ref(), &self.data.eval, 16, Padding::Dynamic);
+        self.model.train(true);
+        Ok(r?.0)
     }
 
     /// Bytes of all parameters (trainable or not).
