@@ -15,9 +15,13 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    /// A table drawn from the engine generator.
+    /// A table drawn from the engine generator (zeros under [`super::SkipInit`]).
     pub fn new(num: usize, dim: usize) -> Result<Embedding> {
-        let weight = Tensor::randn(&[num, dim])?.requires_grad_(true)?;
+        let weight = match super::skipping_init() {
+            true => Tensor::zeros(&[num, dim], crate::dtype::DType::F32)?,
+            false => Tensor::randn(&[num, dim])?,
+        }
+        .requires_grad_(true)?;
         Ok(Embedding {
             weight,
             hooks: ForwardHooks::default(),

@@ -70,8 +70,46 @@ fn set_trainable(params: &[(String, Tensor)], prefix: &str, on: bool) -> Result<
     Ok(count)
 }
 
-/// A tensor of uniform draws in [−bound, bound) from the engine generator, as a parameter.
+thread_local! {
+    static SKIPPING_INIT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// While one lives, layers built on this thread start as zeros instead of draws from the
+/// engine generator (left untouched): for a model whose weights are loaded next, as
+/// transformers' `no_init_weights`. The zeros are pages the system has not yet handed out, so
+/// a 125M-parameter model is built in no time and its loaded weights replace them.
+pub struct SkipInit {
+    _this_thread: std::marker::PhantomData<*const ()>,
+}
+
+impl SkipInit {
+    /// Skips initialisation until dropped.
+    #[allow(clippy::new_without_default)] // a guard: made on purpose, never by default
+    pub fn new() -> SkipInit {
+        SKIPPING_INIT.with(|c| c.set(c.get() + 1));
+        SkipInit {
+            _this_thread: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for SkipInit {
+    fn drop(&mut self) {
+        SKIPPING_INIT.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
+
+/// Whether a [`SkipInit`] lives on this thread.
+pub(crate) fn skipping_init() -> bool {
+    SKIPPING_INIT.with(|c| c.get() > 0)
+}
+
+/// A tensor of uniform draws in [−bound, bound) from the engine generator, as a parameter
+/// (zeros under [`SkipInit`]).
 pub(crate) fn uniform_param(shape: &[usize], bound: f64) -> Result<Tensor> {
+    if skipping_init() {
+        return Tensor::zeros(shape, crate::dtype::DType::F32)?.requires_grad_(true);
+    }
     let n = crate::shape::numel(shape);
     let v: Vec<f32> = crate::rng::uniform_vec(n)
         .into_iter()

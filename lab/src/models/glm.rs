@@ -461,7 +461,11 @@ impl Glm {
     /// names its key; so does a tensor this network does not have (a P-tuning prefix
     /// encoder, glm4's extra norms), rather than being dropped unread.
     pub fn load_with(cfg: GlmConfig, dir: &Path) -> Result<Glm> {
-        let m = Glm::new(cfg)?;
+        // Every parameter is replaced by the checkpoint's: no draws.
+        let m = {
+            let _skip = rewind::nn::SkipInit::new();
+            Glm::new(cfg)?
+        };
         let mut weights = super::hf::read_weights(dir)?;
         for (name, p) in m.named_parameters() {
             let (shape, values) = weights

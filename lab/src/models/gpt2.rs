@@ -332,7 +332,11 @@ impl Gpt2 {
 
     /// The model `cfg` describes with `dir/model.safetensors`'s weights.
     pub fn load_with(cfg: Gpt2Config, dir: &Path) -> Result<Gpt2> {
-        let model = Gpt2::new(cfg)?;
+        // Every parameter is replaced by the checkpoint's: no draws.
+        let model = {
+            let _skip = rewind::nn::SkipInit::new();
+            Gpt2::new(cfg)?
+        };
         let st_path = dir.join("model.safetensors");
         let bytes = std::fs::read(&st_path).map_err(|e| Error::io("gpt2", &st_path, e))?;
         let st = SafeTensors::deserialize(&bytes)

@@ -328,11 +328,15 @@ impl Llama {
 
     /// The model `cfg` describes with the weights in `dir`.
     pub fn load_with(cfg: LlamaConfig, dir: &Path) -> Result<Llama> {
-        let m = Llama::new(cfg)?;
-        let weights = super::hf::read_weights(dir)?;
+        // Every parameter is replaced by the checkpoint's: no draws.
+        let m = {
+            let _skip = rewind::nn::SkipInit::new();
+            Llama::new(cfg)?
+        };
+        let mut weights = super::hf::read_weights(dir)?;
         for (name, p) in m.named_parameters() {
             let (shape, values) = weights
-                .get(&name)
+                .remove(&name)
                 .ok_or_else(|| err(format!("the checkpoint has no tensor `{name}`")))?;
             if shape.as_slice() != p.shape() {
                 return Err(err(format!(
@@ -340,7 +344,7 @@ impl Llama {
                     p.shape()
                 )));
             }
-            p.set_data(rewind::storage::Buffer::F32(values.clone()))?;
+            p.set_data(rewind::storage::Buffer::F32(values))?;
         }
         Ok(m)
     }

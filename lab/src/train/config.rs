@@ -392,6 +392,7 @@ impl TrainConfig {
                 "lora_alpha",
                 self.lora_alpha.map_or(Value::Null, Value::from),
             ),
+            ("lora_dropout", self.lora_dropout.into()),
             ("prefix_tokens", self.prefix_tokens.into()),
             ("prefix_projection", self.prefix_projection.into()),
             (

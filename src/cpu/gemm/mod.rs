@@ -15,6 +15,7 @@ mod kernels;
 mod pack;
 mod select;
 mod spec;
+mod thin;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -268,8 +269,8 @@ macro_rules! gemm_via {
     };
 }
 
-/// `c = a·b (+ c when beta)` through the kernel `$kernel()` gives, on rayon's threads. Also
-/// implements [`Gemm`].
+/// `c = a·b (+ c when beta)` through the kernel `$kernel()` gives (a thin product without
+/// packing for at most `thin::ROWS` rows of A), on rayon's threads. Also implements [`Gemm`].
 macro_rules! via_kernels {
     ($name:ident, $t:ty, $kernel:expr) => {
         /// # Safety
@@ -287,6 +288,12 @@ macro_rules! via_kernels {
             beta: bool,
             c: *mut $t,
         ) {
+            if m <= thin::ROWS && k > 0 {
+                // SAFETY: the caller's contract.
+                return unsafe {
+                    thin::product((m, k, n), a, la, b, lb, beta, c, (true, thin::SERIAL))
+                };
+            }
             // SAFETY: the caller's contract.
             unsafe { driver::drive($kernel, (m, k, n), a, la, b, lb, beta, c, true) }
         }

@@ -160,3 +160,65 @@ fn the_bits_do_not_depend_on_the_thread_count() {
     assert_eq!(one, run(2), "2 threads");
     assert_eq!(one, run(3), "3 threads");
 }
+
+#[test]
+fn thin_products_are_the_same_fma_chain_as_the_packed_path() {
+    use Layout::*;
+    // m ≤ thin::ROWS skips packing; its elements must be the kernels' chain bit for bit, on
+    // ragged widths around its 256-column passes and 8-lane groups, and with k = 1.
+    for m in 1..=thin::ROWS {
+        for (k, n) in [(1, 1), (3, 7), (300, 17), (513, 257), (64, 4100)] {
+            let (a, b) = operands(m, k, n);
+            for la in [Normal, Transposed] {
+                for lb in [Normal, Transposed] {
+                    let mut c = vec![f32::NAN; m * n];
+                    f32::gemm(m, k, n, &a, la, &b, lb, false, &mut c);
+                    let got: Vec<u32> = c.iter().map(|v| v.to_bits()).collect();
+                    let want = chain(&a, la, &b, lb, (m, k, n), 0.0);
+                    assert!(got == want, "{m}x{k}x{n} {la:?} {lb:?}");
+                    let mut c = vec![1.0f32; m * n];
+                    f32::gemm(m, k, n, &a, la, &b, lb, true, &mut c);
+                    let got: Vec<u32> = c.iter().map(|v| v.to_bits()).collect();
+                    let want = chain(&a, la, &b, lb, (m, k, n), 1.0);
+                    assert!(got == want, "accumulating {m}x{k}x{n} {la:?} {lb:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_thin_product_split_over_threads_keeps_its_bits() {
+    // One row against a 1000-column weight stored as `[out, in]` (a decoding step's head):
+    // the columns split over the threads; each element's chain does not change.
+    let (m, k, n) = (1, 1024, 1000);
+    let (a, b) = operands(m, k, n);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut c = vec![0.0f32; m * n];
+        pool.install(|| {
+            f32::gemm(
+                m,
+                k,
+                n,
+                &a,
+                Layout::Normal,
+                &b,
+                Layout::Transposed,
+                false,
+                &mut c,
+            )
+        });
+        c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let one = run(1);
+    assert_eq!(
+        one,
+        chain(&a, Layout::Normal, &b, Layout::Transposed, (m, k, n), 0.0)
+    );
+    assert_eq!(one, run(2), "2 threads");
+    assert_eq!(one, run(3), "3 threads");
+}
