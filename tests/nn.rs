@@ -113,3 +113,30 @@ fn decoding_with_a_kv_cache_gives_the_attention_of_the_whole_sequence() {
         assert_relative_eq!(*a, b, epsilon = 1e-12);
     }
 }
+
+#[test]
+fn layers_built_under_skip_init_are_zeros_and_leave_the_generator_alone() {
+    // transformers' no_init_weights: a model whose weights are loaded next draws nothing.
+    rewind::rng::manual_seed(7);
+    let before = rewind::rng::get_state();
+    let (lin, emb) = {
+        let _skip = rewind::nn::SkipInit::new();
+        (
+            Linear::new(8, 4, true).unwrap(),
+            Embedding::new(10, 3).unwrap(),
+        )
+    };
+    assert_eq!(rewind::rng::get_state().offset, before.offset);
+    for (name, p) in lin.named_parameters().into_iter().chain(emb_params(&emb)) {
+        assert!(p.to_vec_f32().iter().all(|&v| v == 0.0), "{name}");
+        assert!(p.requires_grad(), "{name} is a parameter");
+    }
+    // The guard dropped, layers draw again.
+    let drawn = Linear::new(8, 4, false).unwrap();
+    assert!(drawn.weight.to_vec_f32().iter().any(|&v| v != 0.0));
+    assert!(rewind::rng::get_state().offset > before.offset);
+}
+
+fn emb_params(e: &Embedding) -> Vec<(String, Tensor)> {
+    vec![("embedding".to_string(), e.weight.clone())]
+}

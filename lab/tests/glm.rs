@@ -202,6 +202,12 @@ fn chatglm3_variants_rewind_does_not_build_are_errors_naming_the_key() {
             serde_json::json!(true),
             "`apply_residual_connection_post_layernorm`",
         ),
+        // ChatGLM-6B, the first version, shares model_type "chatglm".
+        (
+            "position_encoding_2d",
+            serde_json::json!(true),
+            "ChatGLM-6B (first version)",
+        ),
     ] {
         let e = config(|v| v[key] = value).unwrap_err().to_string();
         assert!(e.contains(says), "{key}: {e}");

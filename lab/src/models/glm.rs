@@ -168,6 +168,11 @@ impl GlmConfig {
                 "config.json: {what} is not supported (ChatGLM2/3 checkpoints have it off)"
             )))
         };
+        if !v["position_encoding_2d"].is_null() || !v["inner_hidden_size"].is_null() {
+            return Err(err(
+                "config.json: a ChatGLM-6B (first version) config (`position_encoding_2d`, `inner_hidden_size`: 2D positions, LayerNorm, GELU) is not supported; ChatGLM2-6B and ChatGLM3-6B are",
+            ));
+        }
         if !flag(&v, "rmsnorm", true) {
             return unsupported("`rmsnorm: false` (LayerNorm)");
         }
