@@ -3,6 +3,7 @@
 //! Qwen2, ChatGLM3, GLM). The residual MLP of the benchmarks is the engine's [`rewind::nn::ResidualMlp`].
 
 pub mod glm;
+mod glm_config;
 pub mod gpt2;
 pub mod hf;
 pub mod llama;
