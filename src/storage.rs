@@ -115,15 +115,15 @@ impl Buffer {
 
     /// A buffer of `n` copies of `value` (rounded to the dtype), fallible like [`Buffer::zeros`].
     pub fn full(op: &'static str, dtype: DType, n: usize, value: f64) -> Result<Buffer> {
-        let mut b = Buffer::zeros(op, dtype, n)?;
-        if value != 0.0 || value.is_sign_negative() {
-            match &mut b {
-                Buffer::F16(v) => v.fill(f16::from_f64(value)),
-                Buffer::F32(v) => v.fill(value as f32),
-                Buffer::F64(v) => v.fill(value),
-            }
+        if value == 0.0 && !value.is_sign_negative() {
+            // Fresh pages come zeroed: no pass at all.
+            return Buffer::zeros(op, dtype, n);
         }
-        Ok(b)
+        Ok(match dtype {
+            DType::F16 => Buffer::F16(cpu::filled(op, n, f16::from_f64(value))?),
+            DType::F32 => Buffer::F32(cpu::filled(op, n, value as f32)?),
+            DType::F64 => Buffer::F64(cpu::filled(op, n, value)?),
+        })
     }
 
     /// Converts every element to `dtype` (round to nearest).

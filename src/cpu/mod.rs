@@ -43,6 +43,21 @@ pub fn zeroed<E: Element>(op: &'static str, n: usize) -> Result<Vec<E>> {
     Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
 }
 
+/// `n` copies of `value`, written once (no zeroing pass first), in parallel when large;
+/// errors as [`zeroed`].
+pub fn filled<E: Element>(op: &'static str, n: usize, value: E) -> Result<Vec<E>> {
+    build(op, n, |o, _| {
+        simd(
+            #[inline(always)]
+            || {
+                for o in o.iter_mut() {
+                    o.write(value);
+                }
+            },
+        )
+    })
+}
+
 /// An empty vector with room for `n` elements, or [`Error::OutOfMemory`] naming `op`.
 pub fn with_capacity<T>(op: &'static str, n: usize) -> Result<Vec<T>> {
     let mut v = Vec::new();
