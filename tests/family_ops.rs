@@ -358,3 +358,34 @@ fn long_sequences_attend_in_query_blocks_with_the_unblocked_result() {
         ],
     );
 }
+
+#[test]
+fn rms_norm_keeps_its_bits_on_any_thread_count() {
+    // Rows go in parallel blocks fixed by the width; the weight gradient's partial sums are
+    // added in block order, so neither output depends on how many threads ran them.
+    // 300 rows of 768 cross several 21-row blocks. (Tensors stay on the thread that made
+    // them: each run builds its own inside the pool.)
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let x = wave(&[300, 768], 0.3, 2.0).requires_grad_(true).unwrap();
+            let w = wave(&[768], 1.1, 1.0).requires_grad_(true).unwrap();
+            let g = wave(&[300, 768], 2.2, 1.0);
+            let y = x.rms_norm(&w, 1e-6).unwrap();
+            y.backward_with(Some(&g), Default::default()).unwrap();
+            let bits = |t: &Tensor| {
+                t.to_vec_f32()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            (bits(&y), bits(&x.grad().unwrap()), bits(&w.grad().unwrap()))
+        })
+    };
+    let one = run(1);
+    assert!(one == run(2), "2 threads");
+    assert!(one == run(3), "3 threads");
+}
