@@ -208,6 +208,21 @@ pub(crate) fn sweep(
         {
             out.accumulate_grad(g.clone())?;
         }
+        // An op whose gradient is mostly zeros adds it straight into its input's gradient so
+        // far, when there is one (a tensor narrowed into blocks: one full-size buffer, not
+        // one per block).
+        let added = match add_in_place(tape_id, i, backward.as_ref(), &g) {
+            Ok(added) => added,
+            Err(e) => {
+                let _ = stack::with_tape(tape_id, |t| t.entries[i].backward = Some(backward));
+                return Err(e);
+            }
+        };
+        if added {
+            drop(g);
+            pending = Some((i, backward, Grads::new()));
+            continue;
+        }
         let grads = match backward.backward(&g, &needs) {
             Ok(grads) => grads,
             Err(e) => {
@@ -253,6 +268,53 @@ struct NextEntry {
     needs: SmallVec<[bool; 4]>,
     output: Option<Rc<crate::tensor::TensorImpl>>,
     refill: Option<Rc<dyn Refill>>,
+}
+
+/// Lets entry `i`'s op add `g`'s contribution into its one input's gradient so far — an
+/// entry's of this tape or a leaf's `.grad` — where that gradient is held exclusively; true
+/// when it did.
+fn add_in_place(tape_id: u32, i: usize, bw: &dyn Backward, g: &Tensor) -> Result<bool> {
+    enum Target {
+        Entry(usize),
+        Leaf(Tensor),
+    }
+    let usable = |acc: &Tensor| acc.is_exclusive() && acc.dtype() == g.dtype();
+    let found = stack::with_tape(tape_id, |t| {
+        let (generation, tape) = (t.generation, t.id);
+        match t.entries[i].inputs.as_slice() {
+            &[Input::Node(id)] if id.tape == tape && id.generation == generation => {
+                let e = t.entries.get_mut(id.index as usize).filter(|e| !e.freed)?;
+                match &e.grad {
+                    Some(acc) if usable(acc) => e
+                        .grad
+                        .take()
+                        .map(|acc| (Target::Entry(id.index as usize), acc)),
+                    _ => None,
+                }
+            }
+            [Input::Leaf(leaf)] => {
+                let mut slot = leaf.0.grad.borrow_mut();
+                match &*slot {
+                    Some(acc) if usable(acc) => {
+                        slot.take().map(|acc| (Target::Leaf(leaf.clone()), acc))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    })?;
+    let Some((target, acc)) = found else {
+        return Ok(false);
+    };
+    let added = bw.add_into(g, &acc);
+    match target {
+        Target::Entry(index) => {
+            stack::with_tape(tape_id, |t| t.entries[index].grad = Some(acc))?;
+        }
+        Target::Leaf(leaf) => *leaf.0.grad.borrow_mut() = Some(acc),
+    }
+    added
 }
 
 /// Puts entry `i`'s backward back (retain_graph) or frees the entry, then adds its gradients

@@ -315,3 +315,67 @@ fn tape_dump_lists_ops_inputs_shapes_and_saved_bytes() {
     assert_eq!(e[1].inputs, vec!["#0".to_string()]);
     y.backward().unwrap();
 }
+
+/// Σ over blocks of narrow(x)·w_block for a 4×6 x: rows 0..2 and 2..4, and columns 1..4 of
+/// every row (overlapping the row blocks); all values dyadic, so every sum is exact in f32.
+fn narrowed_loss(x: &Tensor) -> Tensor {
+    let a = x
+        .narrow(0, 0, 2)
+        .unwrap()
+        .mul_scalar(0.5)
+        .unwrap()
+        .sum()
+        .unwrap();
+    let b = x
+        .narrow(0, 2, 2)
+        .unwrap()
+        .mul_scalar(2.0)
+        .unwrap()
+        .sum()
+        .unwrap();
+    let c = x
+        .narrow(1, 1, 3)
+        .unwrap()
+        .mul_scalar(0.25)
+        .unwrap()
+        .sum()
+        .unwrap();
+    a.add(&b).unwrap().add(&c).unwrap()
+}
+
+/// d(narrowed_loss)/dx: 0.5 on rows 0..2, 2 on rows 2..4, plus 0.25 on columns 1..4.
+fn narrowed_grad(scale: f32) -> Vec<f32> {
+    (0..24)
+        .map(|e| {
+            let (r, c) = (e / 6, e % 6);
+            let row = if r < 2 { 0.5 } else { 2.0 };
+            let col = if (1..4).contains(&c) { 0.25 } else { 0.0 };
+            scale * (row + col)
+        })
+        .collect()
+}
+
+#[test]
+fn narrow_gradients_add_into_a_leaf_and_an_entry_exactly_and_never_into_a_held_grad() {
+    // Several narrows of one tensor add their slices straight into its gradient so far: the
+    // values are those of adding zero-padded gradients.
+    let x = param(&[0.0; 24], &[4, 6]);
+    narrowed_loss(&x).backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec_f32(), narrowed_grad(1.0), "leaf");
+    // Through an entry (x·3 feeds the narrows): its gradient is built the same way.
+    let y = param(&[0.0; 24], &[4, 6]);
+    narrowed_loss(&y.mul_scalar(3.0).unwrap())
+        .backward()
+        .unwrap();
+    assert_eq!(y.grad().unwrap().to_vec_f32(), narrowed_grad(3.0), "entry");
+    // A .grad the caller holds is not written in place (PyTorch accumulates out of place
+    // when the gradient is referenced elsewhere): the held copy keeps its values.
+    let held = x.grad().unwrap();
+    narrowed_loss(&x).backward().unwrap();
+    assert_eq!(held.to_vec_f32(), narrowed_grad(1.0), "held grad unchanged");
+    assert_eq!(
+        x.grad().unwrap().to_vec_f32(),
+        narrowed_grad(2.0),
+        "accumulated"
+    );
+}

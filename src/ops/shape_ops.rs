@@ -8,7 +8,7 @@ use crate::ops::spec::{Cast, OpSpec};
 use crate::shape::{self, Shape, numel, strides};
 use crate::storage::{Buffer, IntoBuffer};
 use crate::tensor::Tensor;
-use crate::with_buffer;
+use crate::{with_buffer, zip_buffers};
 use smallvec::{SmallVec, smallvec};
 
 static RESHAPE: OpSpec = OpSpec::new("reshape", "View");
@@ -299,6 +299,29 @@ impl Backward for NarrowBackward {
             self.start * inner,
         );
         Ok(smallvec![Some(Tensor::activation(out, self.shape.clone()))])
+    }
+    fn add_into(&self, g: &Tensor, acc: &Tensor) -> Result<bool> {
+        // acc[block at start] += g, the rest unchanged: the same sums as adding the zero-padded
+        // gradient, without writing or reading the zeros.
+        if acc.shape() != self.shape.as_slice() {
+            return Ok(false);
+        }
+        let (outer, size, inner) = shape::split_at_axis(&self.shape, self.dim);
+        let width = g.shape()[self.dim] * inner;
+        let src = g.data();
+        let mut dst = acc.storage().borrow_mut();
+        zip_buffers!("narrow_backward", &mut *dst, &*src, d, s => {
+            for r in 0..outer {
+                let at = r * size * inner + self.start * inner;
+                crate::cpu::zip_assign(
+                    &mut d[at..at + width],
+                    &s[r * width..(r + 1) * width],
+                    #[inline(always)]
+                    |x, y| x + y,
+                );
+            }
+        })?;
+        Ok(true)
     }
     fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
     fn saved_other_bytes(&self) -> usize {

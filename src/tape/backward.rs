@@ -23,6 +23,13 @@ pub trait Backward {
     fn captured(&self) -> &[Tensor] {
         &[]
     }
+    /// For a one-input op whose gradient is mostly zeros (`narrow`): adds it into `acc`, the
+    /// input's gradient so far (exclusively held, same shape and dtype), touching only what is
+    /// not zero, and returns true. The default returns false: the sweep calls
+    /// [`Backward::backward`] and adds the whole gradient.
+    fn add_into(&self, _grad: &Tensor, _acc: &Tensor) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Brings back what checkpointing emptied from an entry's saved tensors (a segment's rerun).
