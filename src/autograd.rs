@@ -274,6 +274,9 @@ struct NextEntry {
 /// entry's of this tape or a leaf's `.grad` — where that gradient is held exclusively; true
 /// when it did.
 fn add_in_place(tape_id: u32, i: usize, bw: &dyn Backward, g: &Tensor) -> Result<bool> {
+    if !bw.adds_in_place() {
+        return Ok(false);
+    }
     enum Target {
         Entry(usize),
         Leaf(Tensor),

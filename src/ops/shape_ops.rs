@@ -300,6 +300,9 @@ impl Backward for NarrowBackward {
         );
         Ok(smallvec![Some(Tensor::activation(out, self.shape.clone()))])
     }
+    fn adds_in_place(&self) -> bool {
+        true
+    }
     fn add_into(&self, g: &Tensor, acc: &Tensor) -> Result<bool> {
         // acc[block at start] += g, the rest unchanged: the same sums as adding the zero-padded
         // gradient, without writing or reading the zeros.

@@ -23,6 +23,11 @@ pub trait Backward {
     fn captured(&self) -> &[Tensor] {
         &[]
     }
+    /// Whether [`Backward::add_into`] may add this op's gradient in place (the sweep looks
+    /// for the input's gradient only then: no cost to other ops).
+    fn adds_in_place(&self) -> bool {
+        false
+    }
     /// For a one-input op whose gradient is mostly zeros (`narrow`): adds it into `acc`, the
     /// input's gradient so far (exclusively held, same shape and dtype), touching only what is
     /// not zero, and returns true. The default returns false: the sweep calls
