@@ -211,12 +211,15 @@ pub(crate) fn sweep(
         // An op whose gradient is mostly zeros adds it straight into its input's gradient so
         // far, when there is one (a tensor narrowed into blocks: one full-size buffer, not
         // one per block).
-        let added = match add_in_place(tape_id, i, backward.as_ref(), &g) {
-            Ok(added) => added,
-            Err(e) => {
-                let _ = stack::with_tape(tape_id, |t| t.entries[i].backward = Some(backward));
-                return Err(e);
-            }
+        let added = match backward.adds_in_place() {
+            false => false,
+            true => match add_in_place(tape_id, i, backward.as_ref(), &g) {
+                Ok(added) => added,
+                Err(e) => {
+                    let _ = stack::with_tape(tape_id, |t| t.entries[i].backward = Some(backward));
+                    return Err(e);
+                }
+            },
         };
         if added {
             drop(g);
@@ -273,10 +276,8 @@ struct NextEntry {
 /// Lets entry `i`'s op add `g`'s contribution into its one input's gradient so far — an
 /// entry's of this tape or a leaf's `.grad` — where that gradient is held exclusively; true
 /// when it did.
+#[inline(never)] // off the sweep's hot path: few ops add in place
 fn add_in_place(tape_id: u32, i: usize, bw: &dyn Backward, g: &Tensor) -> Result<bool> {
-    if !bw.adds_in_place() {
-        return Ok(false);
-    }
     enum Target {
         Entry(usize),
         Leaf(Tensor),
