@@ -9,7 +9,7 @@
 #[path = "hf_fixture/mod.rs"]
 mod hf_fixture;
 
-use hf_fixture::{batch, compare, fixture, floats, max_abs, plans, read, worst};
+use hf_fixture::{batch, compare, fixture, floats, max_abs, plans, read, stored_logits, worst};
 use rewind::checkpoint::{CheckpointMode, Plan, SavePolicy, Segmentation, plan};
 use rewind::nn::Parameters;
 use rewind_lab::models::lm::Checkpoint;
@@ -114,19 +114,7 @@ fn peft_lora_on_chatglm3_query_key_value_loads_trains_saves_and_merges_like_peft
 
     // Merged and saved under ChatGLM3's names: reloads with the same logits, bit for bit.
     let x = batch(&fixture("glm-tiny"));
-    let store = Segmentation::store_all(m.layers());
-    let logits = |m: &Glm| {
-        rewind::tape::no_grad(|| {
-            m.logits(
-                &x,
-                &store,
-                CheckpointMode::NonReentrant,
-                &SavePolicy::RecomputeAll,
-            )
-        })
-        .unwrap()
-        .to_vec_f32()
-    };
+    let logits = |m: &Glm| stored_logits(m, &x);
     let adapted = logits(&m);
     m.merge_lora().unwrap();
     let merged = logits(&m);
@@ -382,18 +370,7 @@ fn lora_dropout_masks_replay_exactly_under_checkpointing_and_vanish_in_eval_mode
         grads(&m, &every, CheckpointMode::NonReentrant, false),
         stored
     );
-    let logits = |m: &Glm| {
-        rewind::tape::no_grad(|| {
-            m.logits(
-                &x,
-                &store,
-                CheckpointMode::NonReentrant,
-                &SavePolicy::RecomputeAll,
-            )
-        })
-        .unwrap()
-        .to_vec_f32()
-    };
+    let logits = |m: &Glm| stored_logits(m, &x);
     m.train(false);
     let eval = logits(&m);
     m.set_lora_dropout(0.0).unwrap();

@@ -9,10 +9,10 @@
 #[path = "hf_fixture/mod.rs"]
 mod hf_fixture;
 
-use hf_fixture::{batch, compare, fixture, max_abs, plans, read, worst};
-use rewind::checkpoint::{CheckpointMode, SavePolicy, Segmentation};
+use hf_fixture::{batch, compare, fixture, max_abs, plans, read, stored_logits, worst};
+use rewind::checkpoint::CheckpointMode;
 use rewind::nn::Parameters;
-use rewind_lab::models::{CausalLm, Llama, LlamaConfig};
+use rewind_lab::models::{Llama, LlamaConfig};
 use safetensors::SafeTensors;
 
 fn check(name: &str) {
@@ -92,19 +92,7 @@ fn check_peft(name: &str, targets: &[&str]) {
     assert_eq!(again.lora_targets(), targets);
     std::fs::remove_dir_all(&out).ok();
 
-    let store = Segmentation::store_all(m.blocks.len());
-    let logits = |m: &Llama| {
-        rewind::tape::no_grad(|| {
-            m.logits(
-                &x,
-                &store,
-                CheckpointMode::NonReentrant,
-                &SavePolicy::RecomputeAll,
-            )
-        })
-        .unwrap()
-        .to_vec_f32()
-    };
+    let logits = |m: &Llama| stored_logits(m, &x);
     let adapted = logits(&m);
     assert!(
         m.save_pretrained(&std::env::temp_dir()).is_err(),

@@ -158,3 +158,18 @@ pub fn compare(
         "{what}: every parameter the reference has"
     );
 }
+
+/// The model's logits on `x` with every activation stored, recording nothing.
+pub fn stored_logits(m: &dyn CausalLm, x: &Batch) -> Vec<f32> {
+    let store = Segmentation::store_all(m.layers());
+    rewind::tape::no_grad(|| {
+        m.logits(
+            x,
+            &store,
+            CheckpointMode::NonReentrant,
+            &SavePolicy::RecomputeAll,
+        )
+    })
+    .unwrap()
+    .to_vec_f32()
+}

@@ -130,35 +130,42 @@ fn every_kernel_computes_each_element_as_one_fma_chain_in_k_order() {
     }
 }
 
+/// The bits of a·bᵀ (b stored `[n, k]`, a weight's layout) computed on a pool of `threads`.
+fn bits_on_threads(
+    threads: usize,
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+) -> Vec<u32> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let mut c = vec![0.0f32; m * n];
+    pool.install(|| {
+        f32::gemm(
+            m,
+            k,
+            n,
+            a,
+            Layout::Normal,
+            b,
+            Layout::Transposed,
+            false,
+            &mut c,
+        )
+    });
+    c.iter().map(|v| v.to_bits()).collect()
+}
+
 #[test]
 fn the_bits_do_not_depend_on_the_thread_count() {
     // The step's widest product; determinism: store and recompute run on whatever pool.
-    let (m, k, n) = (512, 1024, 256);
-    let (a, b) = operands(m, k, n);
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        let mut c = vec![0.0f32; m * n];
-        pool.install(|| {
-            f32::gemm(
-                m,
-                k,
-                n,
-                &a,
-                Layout::Normal,
-                &b,
-                Layout::Transposed,
-                false,
-                &mut c,
-            )
-        });
-        c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-    };
-    let one = run(1);
-    assert_eq!(one, run(2), "2 threads");
-    assert_eq!(one, run(3), "3 threads");
+    let shape = (512, 1024, 256);
+    let (a, b) = operands(shape.0, shape.1, shape.2);
+    let one = bits_on_threads(1, shape, &a, &b);
+    assert_eq!(one, bits_on_threads(2, shape, &a, &b), "2 threads");
+    assert_eq!(one, bits_on_threads(3, shape, &a, &b), "3 threads");
 }
 
 #[test]
@@ -191,34 +198,13 @@ fn thin_products_are_the_same_fma_chain_as_the_packed_path() {
 fn a_thin_product_split_over_threads_keeps_its_bits() {
     // One row against a 1000-column weight stored as `[out, in]` (a decoding step's head):
     // the columns split over the threads; each element's chain does not change.
-    let (m, k, n) = (1, 1024, 1000);
-    let (a, b) = operands(m, k, n);
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        let mut c = vec![0.0f32; m * n];
-        pool.install(|| {
-            f32::gemm(
-                m,
-                k,
-                n,
-                &a,
-                Layout::Normal,
-                &b,
-                Layout::Transposed,
-                false,
-                &mut c,
-            )
-        });
-        c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-    };
-    let one = run(1);
+    let shape = (1, 1024, 1000);
+    let (a, b) = operands(shape.0, shape.1, shape.2);
+    let one = bits_on_threads(1, shape, &a, &b);
     assert_eq!(
         one,
-        chain(&a, Layout::Normal, &b, Layout::Transposed, (m, k, n), 0.0)
+        chain(&a, Layout::Normal, &b, Layout::Transposed, shape, 0.0)
     );
-    assert_eq!(one, run(2), "2 threads");
-    assert_eq!(one, run(3), "3 threads");
+    assert_eq!(one, bits_on_threads(2, shape, &a, &b), "2 threads");
+    assert_eq!(one, bits_on_threads(3, shape, &a, &b), "3 threads");
 }
