@@ -389,3 +389,39 @@ fn rms_norm_keeps_its_bits_on_any_thread_count() {
     assert!(one == run(2), "2 threads");
     assert!(one == run(3), "3 threads");
 }
+
+#[test]
+fn attention_is_two_fused_ops_outside_autocast_and_per_block_products_under_it() {
+    use rewind::ops::autocast::autocast;
+    use rewind::{DType, tape};
+    // 130 queries: blocks of 64 (keys 0..64), 64 (keys 0..128) and 2 (keys 0..130), so the
+    // packed probabilities hold 64·64 + 64·128 + 2·130 = 12,548 per head — not 130².
+    let (h, kvh, t, d) = (2, 1, 130, 4);
+    let leaf = |s: &[usize], phase| wave(s, phase, 1.0).requires_grad_(true).unwrap();
+    let (q, k, v) = (
+        leaf(&[1, h, t, d], 0.1),
+        leaf(&[1, kvh, t, d], 0.2),
+        leaf(&[1, kvh, t, d], 0.3),
+    );
+    tape::clear();
+    let y = causal_attention(&q, &k, &v, None).unwrap();
+    let e = tape::entries();
+    let ops: Vec<&str> = e.iter().map(|e| e.op).collect();
+    assert_eq!(ops, ["attention_probs", "attention_context"]);
+    assert_eq!(e[0].output_shape, [1, h, 12_548]);
+    assert_eq!(y.shape(), [1, t, h * d]);
+    // Under autocast the products are autocast's f16 matmuls around the fused softmax.
+    tape::clear();
+    let _fp16 = autocast(Some(DType::F16));
+    let y16 = causal_attention(&q, &k, &v, None).unwrap();
+    let ops: Vec<&str> = tape::entries().iter().map(|e| e.op).collect();
+    assert!(
+        ops.contains(&"matmul") && ops.contains(&"attention_softmax"),
+        "{ops:?}"
+    );
+    assert!(!ops.contains(&"attention_probs"), "{ops:?}");
+    // Both are the same attention, up to f16's rounding of the products' inputs.
+    for (a, b) in y.to_vec_f32().iter().zip(y16.to_vec_f32()) {
+        assert!((a - b).abs() <= 1e-2, "{a} vs {b}");
+    }
+}

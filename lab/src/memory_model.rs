@@ -217,21 +217,19 @@ fn layer_bytes(
         Method::Prefix(_) => 0,
     };
     // Attention: query blocks of 64 meet keys 0..end of block: probabilities (H per pair plus
-    // the mask's bits) and the keys and values they read.
+    // the mask's bits), and the keys and values, read in place by every block.
     let prefix = match method {
         Method::Prefix(p) => p,
         _ => 0,
     };
-    let (mut pairs, mut keys) = (0usize, 0usize);
+    let mut pairs = 0usize;
     let mut start = 0;
     while start < t {
         let len = 64.min(t - start);
-        let k = if t <= 64 { t } else { start + len } + prefix;
-        pairs += len * k;
-        keys += k;
+        pairs += len * (if t <= 64 { t } else { start + len } + prefix);
         start += len;
     }
-    let attention = (4 * h) * pairs + pairs / 2 + 4 * 2 * kv * keys;
+    let attention = (4 * h) * pairs + pairs / 2 + 4 * 2 * kv * (t + prefix);
     16 * t + b * (4 * per_token * t + attention)
 }
 

@@ -1,10 +1,14 @@
 //! Causal self-attention over heads, grouped-query when keys and values have fewer heads than
 //! queries (Llama, Qwen2, GLM: query head h reads key/value head h / (H / KVH), each shared
 //! head's gradient the sum over its group), with transformers' additive mask, fused into the
-//! softmax (`ops::attention_softmax`).
+//! softmax: outside autocast two fused ops over query blocks (`ops::attention`), under it
+//! per-block products around `ops::attention_softmax`.
 
 use crate::checkpoint::checkpoint_name;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::ops::attention::QueryBlocks;
+use crate::ops::autocast::autocast_dtype;
 use crate::tensor::Tensor;
 
 /// Queries per block of a long sequence (each block computes only the keys up to its last).
@@ -41,10 +45,8 @@ pub fn causal_attention(
         });
     }
     // Long sequences go in query blocks that meet only the keys they may see.
-    let block =
-        |q: &Tensor, k: &Tensor, v: &Tensor, start: usize| attend_block(q, k, v, key_mask, start);
-    let ctx = if t <= QUERY_BLOCK {
-        block(q, k, v, 0)?
+    let blocks = if t <= QUERY_BLOCK {
+        vec![(t, t)]
     } else {
         // A query that sees no unpadded key (left padding) averages every key of the row, as
         // transformers' square of scores has it: those first queries form a block of their
@@ -58,27 +60,68 @@ pub fn causal_attention(
                 .max()
                 .unwrap_or(0),
         };
-        let mut parts = Vec::new();
+        let mut blocks = Vec::new();
         let mut start = 0;
         while start < t {
-            let (len, keys) = if start < blind {
-                (blind - start, t)
+            let len = if start < blind {
+                blind - start
             } else {
-                let len = QUERY_BLOCK.min(t - start);
-                (len, start + len)
+                QUERY_BLOCK.min(t - start)
             };
-            parts.push(block(
-                &q.narrow(2, start, len)?,
-                &k.narrow(2, 0, keys)?,
-                &v.narrow(2, 0, keys)?,
-                start,
-            )?);
+            blocks.push((len, if start < blind { t } else { start + len }));
             start += len;
         }
-        let refs: Vec<&Tensor> = parts.iter().collect();
-        Tensor::cat(&refs, 2)?
+        blocks
     };
-    ctx.permute(&[0, 2, 1, 3])?.reshape(&[b, t, h * dh])
+    attend(q, k, v, key_mask, 0, &blocks)
+}
+
+/// Queries `q` `[B, H, Tq, D]` at positions `offset..offset + Tq` against keys and values
+/// `[B, KVH, Tk, D]` at `0..Tk`, in query blocks of `(len, keys)`: the context `[B, Tq, H·D]`.
+/// f32 and f64 outside autocast run the fused ops (no block copied out); f16 or autocast the
+/// per-block products and softmax, cast as autocast casts them.
+fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    key_mask: Option<&Tensor>,
+    offset: usize,
+    blocks: &[(usize, usize)],
+) -> Result<Tensor> {
+    let (b, h, tq, dh) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let scale = 1.0 / (dh as f64).sqrt();
+    let fused = autocast_dtype().is_none()
+        && matches!(q.dtype(), DType::F32 | DType::F64)
+        && k.dtype() == q.dtype()
+        && v.dtype() == q.dtype();
+    if fused {
+        let qb = QueryBlocks::new(blocks)?;
+        let probs = q.attention_probs(k, scale, key_mask, offset, &qb)?;
+        let probs = checkpoint_name(&probs, "attn_probs");
+        return probs.attention_context(v, h, &qb);
+    }
+    let ctx = match blocks {
+        [(len, keys)] if *len == tq && *keys == k.shape()[2] => {
+            attend_block(q, k, v, key_mask, offset)?
+        }
+        _ => {
+            let mut parts = Vec::with_capacity(blocks.len());
+            let mut start = 0;
+            for &(len, keys) in blocks {
+                parts.push(attend_block(
+                    &q.narrow(2, start, len)?,
+                    &k.narrow(2, 0, keys)?,
+                    &v.narrow(2, 0, keys)?,
+                    key_mask,
+                    offset + start,
+                )?);
+                start += len;
+            }
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            Tensor::cat(&refs, 2)?
+        }
+    };
+    ctx.permute(&[0, 2, 1, 3])?.reshape(&[b, tq, h * dh])
 }
 
 /// Queries `q` `[B, H, Tq, D]` at positions `start..start + Tq` against keys and values
@@ -179,8 +222,8 @@ impl KvCache {
                 rhs: k.shape().to_vec(),
             });
         }
-        let ctx = attend_block(q, &k, &v, key_mask, past)?;
+        let ctx = attend(q, &k, &v, key_mask, past, &[(n, past + n)])?;
         self.kv = Some((k, v));
-        ctx.permute(&[0, 2, 1, 3])?.reshape(&[b, n, h * dh])
+        Ok(ctx)
     }
 }

@@ -31,51 +31,88 @@ pub(crate) fn lowest(dtype: DType) -> f64 {
 }
 
 /// Rows of up to this many keys are staged on the stack.
-const STACK_ROW: usize = 1024;
+pub(crate) const STACK_ROW: usize = 1024;
 
-/// Where the mask hides key j from query i of batch row b: j > i, or key j padded.
-struct Mask {
-    /// `[B·T]` for the mask's `T` keys: key padded.
+/// Which keys a query may not see: those after it, and padded ones.
+pub(crate) struct KeyMask {
+    /// `[B·stride]`: key padded.
     padded: Option<Vec<bool>>,
     /// Keys per batch row in `padded`.
     stride: usize,
-    heads: usize,
-    /// Queries per row block, and the position of the first.
-    tq: usize,
-    offset: usize,
-    /// Keys per row.
-    t: usize,
+    /// The position of query 0.
+    pub(crate) offset: usize,
 }
 
-impl Mask {
-    fn row(&self, r: usize) -> (usize, usize) {
-        (r / (self.heads * self.tq), self.offset + r % self.tq)
+impl KeyMask {
+    /// The mask of `key_mask` (`B·T` values, nonzero = padded, T ≥ `keys`) for `b` batch rows.
+    pub(crate) fn new(
+        op: &'static str,
+        key_mask: Option<&Tensor>,
+        b: usize,
+        keys: usize,
+        offset: usize,
+    ) -> Result<KeyMask> {
+        let (padded, stride) = match key_mask {
+            None => (None, keys),
+            Some(m) if b > 0 && m.numel() % b == 0 && m.numel() / b >= keys => (
+                Some(m.to_vec_f64().iter().map(|&v| v != 0.0).collect()),
+                m.numel() / b,
+            ),
+            Some(m) => {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: vec![b, 1, 1, keys],
+                    rhs: m.shape().to_vec(),
+                });
+            }
+        };
+        Ok(KeyMask {
+            padded,
+            stride,
+            offset,
+        })
     }
 
-    fn hides(&self, b: usize, i: usize, j: usize) -> bool {
+    /// Whether query position `i` of batch row `b` may not see key `j`.
+    #[inline(always)]
+    pub(crate) fn hides(&self, b: usize, i: usize, j: usize) -> bool {
         j > i || self.padded.as_ref().is_some_and(|p| p[b * self.stride + j])
     }
 }
 
-fn forward<E: Element>(x: &[E], mask: &Mask, scale: f64) -> Vec<E::C>
+/// x·scale + (lowest if hidden, else 0), each step rounded to E as `mul_scalar` then `add`
+/// round it.
+#[inline(always)]
+pub(crate) fn masked_score<E: Element>(x: E, s: E::C, low: E::C, hidden: bool) -> E::C {
+    let scaled = E::from_c(x.to_c() * s).to_c();
+    let add = if hidden { low } else { E::C::zero() };
+    E::from_c(scaled + add).to_c()
+}
+
+/// Scores `[B, H, Tq, T]` as rows: which batch row and query position row r is.
+struct Rows {
+    heads: usize,
+    tq: usize,
+    t: usize,
+}
+
+impl Rows {
+    fn row(&self, r: usize, mask: &KeyMask) -> (usize, usize) {
+        (r / (self.heads * self.tq), mask.offset + r % self.tq)
+    }
+}
+
+fn forward<E: Element>(x: &[E], rows: &Rows, mask: &KeyMask, scale: f64) -> Vec<E::C>
 where
     E::C: Element<C = E::C>,
 {
-    let t = mask.t;
+    let t = rows.t;
     let mut out = vec![E::C::default(); x.len()];
     let (s, low) = (E::C::c(scale), E::from_c(E::C::c(lowest(E::DTYPE))).to_c());
     crate::cpu::rows_mut(&mut out, t, |r, row| {
-        let (b, i) = mask.row(r);
+        let (b, i) = rows.row(r, mask);
         let x = &x[r * t..(r + 1) * t];
-        let z = |j: usize| {
-            let scaled = E::from_c(x[j].to_c() * s).to_c();
-            let add = if mask.hides(b, i, j) {
-                low
-            } else {
-                E::C::zero()
-            };
-            E::from_c(scaled + add).to_c()
-        };
+        let z = |j: usize| masked_score(x[j], s, low, mask.hides(b, i, j));
         if t <= STACK_ROW {
             let mut zs = [E::C::default(); STACK_ROW];
             for (j, v) in zs[..t].iter_mut().enumerate() {
@@ -132,37 +169,17 @@ impl Tensor {
             ));
         }
         let (b, heads, tq, t) = (s[0], s[1], s[2], s[3]);
-        let (padded, stride) = match key_mask {
-            None => (None, t),
-            Some(m) if b > 0 && m.numel() % b == 0 && m.numel() / b >= t => (
-                Some(m.to_vec_f64().iter().map(|&v| v != 0.0).collect()),
-                m.numel() / b,
-            ),
-            Some(m) => {
-                return Err(Error::ShapeMismatch {
-                    op: "attention_softmax",
-                    lhs: vec![b, 1, 1, t],
-                    rhs: m.shape().to_vec(),
-                });
-            }
-        };
-        let mask = Mask {
-            padded,
-            stride,
-            heads,
-            tq,
-            offset,
-            t,
-        };
+        let mask = KeyMask::new("attention_softmax", key_mask, b, t, offset)?;
+        let rows = Rows { heads, tq, t };
         let dtype = self.dtype();
         dispatch::apply(
             &ATTENTION_SOFTMAX,
             &[self],
             |x| {
                 let out = match &*x[0].data() {
-                    Buffer::F16(v) => forward(v, &mask, scale).into_buffer(),
-                    Buffer::F32(v) => forward(v, &mask, scale).into_buffer(),
-                    Buffer::F64(v) => forward(v, &mask, scale).into_buffer(),
+                    Buffer::F16(v) => forward(v, &rows, &mask, scale).into_buffer(),
+                    Buffer::F32(v) => forward(v, &rows, &mask, scale).into_buffer(),
+                    Buffer::F64(v) => forward(v, &rows, &mask, scale).into_buffer(),
                 };
                 Ok(Forward::from(Tensor::activation(out, x[0].shape().into())))
             },

@@ -3,6 +3,7 @@
 //! it, and a `Saves:` line naming what the backward keeps. Every op reaches the tape through
 //! `dispatch`.
 
+pub(crate) mod attention;
 pub mod attention_softmax;
 pub mod autocast;
 pub mod binary;

@@ -86,12 +86,17 @@ pub(super) fn pack_a<T: Copy + Default>(
                 }
             },
             // Stored k×m: element (i, q) at q·m + i, so each k holds `mr` neighbours.
-            Layout::Transposed => {
-                for q in 0..blk.kc {
-                    let src = &a[(blk.k0 + q) * m + r0..][..rows];
-                    copy_padded(&mut panel[q * mr..][..mr], src);
+            Layout::Transposed => match (mr, rows == mr) {
+                (12, true) => strided::<T, 12>(a, (blk.k0 * m + r0, m), blk.kc, panel),
+                (6, true) => strided::<T, 6>(a, (blk.k0 * m + r0, m), blk.kc, panel),
+                (4, true) => strided::<T, 4>(a, (blk.k0 * m + r0, m), blk.kc, panel),
+                _ => {
+                    for q in 0..blk.kc {
+                        let src = &a[(blk.k0 + q) * m + r0..][..rows];
+                        copy_padded(&mut panel[q * mr..][..mr], src);
+                    }
                 }
-            }
+            },
         }
     }
 }
@@ -111,49 +116,63 @@ pub(super) fn pack_b_panel<T: Copy + Default>(
     let cols = nr.min(blk.at + blk.len - c0);
     match l {
         // Row-major k×n: element (q, j) at q·n + j, so each k holds `nr` neighbours.
-        Layout::Normal => {
-            for q in 0..blk.kc {
-                let src = &b[(blk.k0 + q) * n + c0..][..cols];
-                copy_padded(&mut panel[q * nr..][..nr], src);
+        Layout::Normal => match (nr, cols == nr) {
+            (32, true) => strided::<T, 32>(b, (blk.k0 * n + c0, n), blk.kc, panel),
+            (16, true) => strided::<T, 16>(b, (blk.k0 * n + c0, n), blk.kc, panel),
+            (8, true) => strided::<T, 8>(b, (blk.k0 * n + c0, n), blk.kc, panel),
+            _ => {
+                for q in 0..blk.kc {
+                    let src = &b[(blk.k0 + q) * n + c0..][..cols];
+                    copy_padded(&mut panel[q * nr..][..nr], src);
+                }
             }
-        }
-        // Stored n×k: element (q, j) at j·k + q.
-        Layout::Transposed => {
-            for c in 0..nr {
-                if c < cols {
-                    let col = &b[(c0 + c) * k + blk.k0..][..blk.kc];
-                    for (q, &v) in col.iter().enumerate() {
-                        panel[q * nr + c] = v;
-                    }
-                } else {
-                    for q in 0..blk.kc {
-                        panel[q * nr + c] = T::default();
+        },
+        // Stored n×k: element (q, j) at j·k + q, so a full panel is A's row gather.
+        Layout::Transposed => match (nr, cols == nr) {
+            (32, true) => gather::<T, 32>(b, (c0, k, blk.k0), blk.kc, panel),
+            (16, true) => gather::<T, 16>(b, (c0, k, blk.k0), blk.kc, panel),
+            (8, true) => gather::<T, 8>(b, (c0, k, blk.k0), blk.kc, panel),
+            _ => {
+                for c in 0..nr {
+                    if c < cols {
+                        let col = &b[(c0 + c) * k + blk.k0..][..blk.kc];
+                        for (q, &v) in col.iter().enumerate() {
+                            panel[q * nr + c] = v;
+                        }
+                    } else {
+                        for q in 0..blk.kc {
+                            panel[q * nr + c] = T::default();
+                        }
                     }
                 }
             }
-        }
+        },
     }
 }
 
-/// `src` into the front of `dst`, zeros after it; a full row of a usual panel width is one
-/// fixed-size copy (inline vector moves, not a call).
+/// `src` into the front of `dst`, zeros after it (a panel's ragged edge).
 #[inline(always)]
 fn copy_padded<T: Copy + Default>(dst: &mut [T], src: &[T]) {
-    match (dst.len(), src.len()) {
-        (12, 12) => fixed::<T, 12>(dst, src),
-        (6, 6) => fixed::<T, 6>(dst, src),
-        (4, 4) => fixed::<T, 4>(dst, src),
-        (_, len) => {
-            dst[..len].copy_from_slice(src);
-            dst[len..].fill(T::default());
-        }
-    }
+    dst[..src.len()].copy_from_slice(src);
+    dst[src.len()..].fill(T::default());
 }
 
+/// A full panel of `N` neighbours per k, each k's `N` values `stride` apart from `at` on:
+/// fixed-size copies (inline vector moves, not a call per k).
 #[inline(always)]
-fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T]) {
-    if let (Ok(d), Ok(s)) = (<&mut [T; N]>::try_from(dst), <&[T; N]>::try_from(src)) {
-        *d = *s;
+fn strided<T: Copy, const N: usize>(
+    src: &[T],
+    (at, stride): (usize, usize),
+    kc: usize,
+    panel: &mut [T],
+) {
+    for (q, dst) in panel.chunks_exact_mut(N).take(kc).enumerate() {
+        if let (Ok(d), Ok(s)) = (
+            <&mut [T; N]>::try_from(dst),
+            <&[T; N]>::try_from(&src[at + q * stride..][..N]),
+        ) {
+            *d = *s;
+        }
     }
 }
 
