@@ -49,7 +49,7 @@ pub mod warnings;
 #[cfg(feature = "safetensors")]
 pub mod weights;
 
-pub use autograd::BackwardOptions;
+pub use autograd::{BackwardOptions, GradReady};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use indices::Indices;

@@ -34,16 +34,19 @@ const MODES: [(CheckpointMode, &str); 2] = [
 /// y = 3·(x·w)², the body running a backward of (x·w)² before computing y (`first`) or after.
 fn backward_inside(mode: CheckpointMode, first: bool) -> (Tensor, Tensor, rewind::Result<Tensor>) {
     let (w, x) = (param(&[1.0, 2.0], &[2]), param(&[3.0, 4.0], &[2]));
-    let retain = BackwardOptions { retain_graph: true };
+    let retain = BackwardOptions {
+        retain_graph: true,
+        ..Default::default()
+    };
     let w2 = w.clone();
     let body: Body = Rc::new(move |xs: &[Tensor]| {
         let h = xs[0].mul(&w2)?;
         if first {
-            h.powf(2.0)?.sum()?.backward_with(None, retain)?;
+            h.powf(2.0)?.sum()?.backward_with(None, retain.clone())?;
         }
         let y = h.powf(2.0)?;
         if !first {
-            y.sum()?.backward_with(None, retain)?;
+            y.sum()?.backward_with(None, retain.clone())?;
         }
         y.mul_scalar(3.0)
     });

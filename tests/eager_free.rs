@@ -85,8 +85,14 @@ fn a_loss_dropped_after_backward_with_retain_graph_frees_its_graph() {
         .unwrap();
     let before = saved_bytes();
     let loss = x.tanh().unwrap().sum().unwrap();
-    loss.backward_with(None, rewind::BackwardOptions { retain_graph: true })
-        .unwrap();
+    loss.backward_with(
+        None,
+        rewind::BackwardOptions {
+            retain_graph: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(saved_bytes() - before, 1024, "retained: tanh's output");
     drop(loss);
     assert_eq!(saved_bytes(), before);

@@ -115,8 +115,14 @@ fn retain_graph_keeps_saved_bytes_until_the_last_backward() {
         .requires_grad_(true)
         .unwrap();
     let loss = w.exp().unwrap().sum().unwrap();
-    loss.backward_with(None, rewind::BackwardOptions { retain_graph: true })
-        .unwrap();
+    loss.backward_with(
+        None,
+        rewind::BackwardOptions {
+            retain_graph: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(tape::saved_bytes(), 4 * F32);
     loss.backward().unwrap();
     assert_eq!(tape::saved_bytes(), 0);

@@ -100,8 +100,14 @@ fn retain_graph_allows_second_backward_and_grads_accumulate() {
     // d(Σ w²)/dw = 2w, twice → 4w.
     let w = param(&[1.0, -3.0], &[2]);
     let loss = w.mul(&w).unwrap().sum().unwrap();
-    loss.backward_with(None, BackwardOptions { retain_graph: true })
-        .unwrap();
+    loss.backward_with(
+        None,
+        BackwardOptions {
+            retain_graph: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(w.grad().unwrap().to_vec_f32(), vec![2.0, -6.0]);
     loss.backward().unwrap();
     assert_eq!(w.grad().unwrap().to_vec_f32(), vec![4.0, -12.0]);

@@ -270,7 +270,7 @@ impl SegmentBackward {
         }
         match out.node() {
             None => out.accumulate_grad(g.clone())?,
-            Some(id) => backward_into_outer(sweep(&[(id, g.clone())], false)?)?,
+            Some(id) => backward_into_outer(sweep(&[(id, g.clone())], false, None)?)?,
         }
         Ok(stand_ins)
     }
@@ -292,7 +292,7 @@ fn backward_into_outer(mut outer: Vec<(crate::tensor::NodeId, Tensor)>) -> Resul
                 .map(|e| e.grad.take())
                 .collect::<Vec<_>>()
         })?;
-        let swept = sweep(&here, false);
+        let swept = sweep(&here, false, None);
         stack::with_tape(tape_id, |t| {
             for (e, g) in t.entries.iter_mut().zip(set_aside) {
                 if g.is_some() {

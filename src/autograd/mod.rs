@@ -9,13 +9,21 @@ use crate::{cpu, zip_buffers};
 use smallvec::SmallVec;
 use std::rc::Rc;
 
+mod ready;
+
 pub use crate::tape::{Backward, Grads};
+pub use ready::GradReady;
+use ready::Ready;
 
 /// Options of a backward call.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct BackwardOptions {
     /// Keep saved tensors so the graph can be backwarded again (PyTorch's `retain_graph`).
     pub retain_graph: bool,
+    /// Called once per trainable leaf the backward reaches, as soon as its `.grad` is final
+    /// (during the sweep: data parallelism reduces a bucket while the rest runs). No cost
+    /// when `None`.
+    pub on_grad_ready: Option<GradReady>,
 }
 
 impl Tensor {
@@ -57,9 +65,15 @@ impl Tensor {
             None => Tensor::full(self.shape(), 1.0, self.dtype())?,
         };
         match self.node() {
-            None => self.accumulate_grad(seed),
+            None => {
+                self.accumulate_grad(seed)?;
+                if let Some(hook) = &opts.on_grad_ready {
+                    Ready::leaf(hook, self);
+                }
+                Ok(())
+            }
             Some(id) => {
-                let outer = sweep(&[(id, seed)], opts.retain_graph)?;
+                let outer = sweep(&[(id, seed)], opts.retain_graph, opts.on_grad_ready)?;
                 if outer.is_empty() {
                     Ok(())
                 } else {
@@ -112,10 +126,13 @@ pub(crate) fn add_grads(acc: Tensor, g: Tensor) -> Result<Tensor> {
 
 /// Backpropagates from `roots` (all on one tape) down to the tape's start. Gradients that
 /// reach entries of other tapes are returned for the caller to route. What checkpoint
-/// segments recompute for this sweep is emptied again when it ends.
+/// segments recompute for this sweep is emptied again when it ends. `on_ready` is called for
+/// each leaf once its gradient is final (a segment's inner sweep passes `None`: its captured
+/// leaves are final when the segment's entry is).
 pub(crate) fn sweep(
     roots: &[(NodeId, Tensor)],
     retain_graph: bool,
+    on_ready: Option<GradReady>,
 ) -> Result<Vec<(NodeId, Tensor)>> {
     struct Release(usize);
     impl Drop for Release {
@@ -127,7 +144,7 @@ pub(crate) fn sweep(
     let _ng = NoGradGuard::new();
     let tape_id = roots[0].0.tape;
     let mut top = 0;
-    stack::with_tape(tape_id, |t| -> Result<()> {
+    let mut ready = stack::with_tape(tape_id, |t| -> Result<Option<Ready>> {
         for (id, g) in roots {
             let e = match t.entries.get_mut(id.index as usize) {
                 Some(e) if id.tape == tape_id && id.generation == t.generation && !e.freed => e,
@@ -139,7 +156,8 @@ pub(crate) fn sweep(
             });
             top = top.max(id.index as usize);
         }
-        Ok(())
+        let roots: Vec<usize> = roots.iter().map(|(id, _)| id.index as usize).collect();
+        Ok(on_ready.map(|hook| Ready::count(hook, t, &roots)))
     })??;
 
     let mut outer = Vec::new();
@@ -150,7 +168,15 @@ pub(crate) fn sweep(
     loop {
         let step = stack::with_tape(tape_id, |t| -> Result<Option<NextEntry>> {
             if let Some((i, backward, grads)) = pending.take() {
-                finish(t, i, backward, grads, retain_graph, &mut outer)?;
+                finish(
+                    t,
+                    i,
+                    backward,
+                    grads,
+                    retain_graph,
+                    &mut outer,
+                    ready.as_mut(),
+                )?;
             }
             while next > 0 {
                 next -= 1;
@@ -187,6 +213,9 @@ pub(crate) fn sweep(
             }
             Ok(None)
         })??;
+        if let Some(r) = &mut ready {
+            r.fire();
+        }
         let Some(NextEntry {
             index: i,
             grad: g,
@@ -238,6 +267,9 @@ pub(crate) fn sweep(
         pending = Some((i, backward, grads));
     }
     stack::with_tape(tape_id, |t| t.collect())?;
+    if let Some(r) = ready {
+        r.finish();
+    }
     Ok(outer)
 }
 
@@ -322,7 +354,8 @@ fn add_in_place(tape_id: u32, i: usize, bw: &dyn Backward, g: &Tensor) -> Result
 }
 
 /// Puts entry `i`'s backward back (retain_graph) or frees the entry, then adds its gradients
-/// to their destinations: the producing entry, a leaf's `.grad`, or the caller (other tapes).
+/// to their destinations: the producing entry, a leaf's `.grad`, or the caller (other tapes);
+/// its leaves' contributions are then done for `ready`.
 fn finish(
     t: &mut Tape,
     i: usize,
@@ -330,6 +363,7 @@ fn finish(
     grads: Grads,
     retain_graph: bool,
     outer: &mut Vec<(NodeId, Tensor)>,
+    ready: Option<&mut Ready>,
 ) -> Result<()> {
     t.entries[i].backward = Some(backward);
     // Route the gradients first (the inputs are lent out meanwhile): freeing the entry
@@ -338,6 +372,9 @@ fn finish(
     let routed = route(t, &inputs, grads, outer);
     t.entries[i].inputs = inputs;
     routed?;
+    if let Some(r) = ready {
+        r.entry_done(t, i);
+    }
     if !retain_graph || t.entries[i].refs == 0 {
         t.free(i);
     }
