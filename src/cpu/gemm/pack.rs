@@ -64,40 +64,65 @@ pub(super) fn pack_a<T: Copy + Default>(
     mr: usize,
     out: &mut [T],
 ) {
+    if l == Layout::Transposed {
+        // Stored k×m: element (i, q) at q·m + i. Each k's row holds the block's rows side by
+        // side: read once, left to right, into every panel (reading panel by panel would jump
+        // a whole row of A per k, a page apart on wide operands).
+        for q in 0..blk.kc {
+            let row = &a[(blk.k0 + q) * m + blk.at..][..blk.len];
+            match mr {
+                12 => spread::<T, 12>(row, q, blk.kc, out),
+                6 => spread::<T, 6>(row, q, blk.kc, out),
+                4 => spread::<T, 4>(row, q, blk.kc, out),
+                _ => {
+                    for (p, src) in row.chunks(mr).enumerate() {
+                        copy_padded(&mut out[p * mr * blk.kc + q * mr..][..mr], src);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    // Row-major m×k: element (i, q) at i·k + q.
     for (p, panel) in out.chunks_mut(mr * blk.kc).enumerate() {
         let r0 = blk.at + p * mr;
         let rows = mr.min(blk.at + blk.len - r0);
-        match l {
-            // Row-major m×k: element (i, q) at i·k + q.
-            Layout::Normal => match (mr, rows == mr) {
-                (12, true) => gather::<T, 12>(a, (r0, k, blk.k0), blk.kc, panel),
-                (6, true) => gather::<T, 6>(a, (r0, k, blk.k0), blk.kc, panel),
-                (4, true) => gather::<T, 4>(a, (r0, k, blk.k0), blk.kc, panel),
-                _ => {
-                    for r in 0..mr {
-                        for q in 0..blk.kc {
-                            panel[q * mr + r] = if r < rows {
-                                a[(r0 + r) * k + blk.k0 + q]
-                            } else {
-                                T::default()
-                            };
-                        }
-                    }
-                }
-            },
-            // Stored k×m: element (i, q) at q·m + i, so each k holds `mr` neighbours.
-            Layout::Transposed => match (mr, rows == mr) {
-                (12, true) => strided::<T, 12>(a, (blk.k0 * m + r0, m), blk.kc, panel),
-                (6, true) => strided::<T, 6>(a, (blk.k0 * m + r0, m), blk.kc, panel),
-                (4, true) => strided::<T, 4>(a, (blk.k0 * m + r0, m), blk.kc, panel),
-                _ => {
+        match (mr, rows == mr) {
+            (12, true) => gather::<T, 12>(a, (r0, k, blk.k0), blk.kc, panel),
+            (6, true) => gather::<T, 6>(a, (r0, k, blk.k0), blk.kc, panel),
+            (4, true) => gather::<T, 4>(a, (r0, k, blk.k0), blk.kc, panel),
+            _ => {
+                for r in 0..mr {
                     for q in 0..blk.kc {
-                        let src = &a[(blk.k0 + q) * m + r0..][..rows];
-                        copy_padded(&mut panel[q * mr..][..mr], src);
+                        panel[q * mr + r] = if r < rows {
+                            a[(r0 + r) * k + blk.k0 + q]
+                        } else {
+                            T::default()
+                        };
                     }
                 }
-            },
+            }
         }
+    }
+}
+
+/// Row `q` of a transposed A's block into place `q` of each of its `N`-row panels (`kc` long
+/// each), the last panel zero-padded.
+#[inline(always)]
+fn spread<T: Copy + Default, const N: usize>(row: &[T], q: usize, kc: usize, out: &mut [T]) {
+    let mut chunks = row.chunks_exact(N);
+    for (p, src) in (&mut chunks).enumerate() {
+        if let (Ok(d), Ok(s)) = (
+            <&mut [T; N]>::try_from(&mut out[p * N * kc + q * N..][..N]),
+            <&[T; N]>::try_from(src),
+        ) {
+            *d = *s;
+        }
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let p = row.len() / N;
+        copy_padded(&mut out[p * N * kc + q * N..][..N], rest);
     }
 }
 
