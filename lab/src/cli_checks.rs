@@ -466,6 +466,18 @@ pub fn train(a: &TrainArgs) -> Result<Option<Checkpoint>, Usage> {
             return Err(usage("save-every", n, "needs --save, the file to write"));
         }
     }
+    for (flag, mib) in [
+        ("bucket-mb", a.bucket_mb),
+        ("first-bucket-mb", a.first_bucket_mb),
+    ] {
+        if !(mib.is_finite() && mib > 0.0 && mib <= 65536.0) {
+            return Err(usage(
+                flag,
+                mib,
+                "MiB of a gradient bucket: more than 0, at most 65536",
+            ));
+        }
+    }
     if let Some(p) = &a.resume {
         readable_file("resume", p)?;
     }

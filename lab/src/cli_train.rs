@@ -173,6 +173,13 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Under `mpirun -np N`: MiB of each gradient bucket all-reduced during the backward
+    /// (PyTorch DDP's bucket_cap_mb).
+    #[arg(long, value_name = "MIB", default_value_t = 25.0)]
+    pub bucket_mb: f64,
+    /// Under `mpirun -np N`: MiB of the first bucket (the last layers' gradients, ready first).
+    #[arg(long, value_name = "MIB", default_value_t = 1.0)]
+    pub first_bucket_mb: f64,
 }
 
 impl ModelArgs {
@@ -300,6 +307,15 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
         }
         other => other?,
     };
+    let sizes = rewind_lab::dist::BucketSizes {
+        first_bytes: (args.first_bucket_mb * (1u64 << 20) as f64) as usize,
+        bytes: (args.bucket_mb * (1u64 << 20) as f64) as usize,
+    };
+    if let Some(r) = rewind_lab::dist::from_launcher(sizes)? {
+        trainer.set_dist(r)?;
+    }
+    // Under data parallelism rank 0 reports and saves; the others train alongside.
+    let lead = trainer.rank() == 0;
     eprintln!(
         "training {} blocks d={} ({} trainable parameters in {} tensors), plan {} [{}], {} steps from step {}",
         cfg.layers,
@@ -317,7 +333,7 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
             trainer.data.skipped, cfg.max_len
         );
     }
-    let bar = if args.quiet {
+    let bar = if args.quiet || !lead {
         ProgressBar::hidden()
     } else {
         ProgressBar::new(args.model.steps)
@@ -339,6 +355,7 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
         ));
         bar.inc(1);
         if let (Some(p), Some(n)) = (&args.save, args.save_every)
+            && lead
             && t.steps_done().is_multiple_of(n)
         {
             t.save(p)?;
@@ -360,6 +377,9 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
             return Err(e);
         }
     };
+    if !lead {
+        return Ok(Ended::Done);
+    }
     // The summary first: a final save that fails (a disk filling up) still reports the run.
     let json = summary.to_json();
     println!("{json}");

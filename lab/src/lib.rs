@@ -9,6 +9,7 @@
 pub mod alloc_counter;
 pub mod bench;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod generate;
 pub mod memory_model;

@@ -7,6 +7,7 @@ use crate::data::{
     Batch, Padding, Sample, Tokenizer, batches, read_conversations, read_paragraphs,
     render_chatglm3, synthetic_corpus,
 };
+use crate::dist::Reducer;
 use crate::models::{CausalLm, Transformer, TransformerConfig};
 use rewind::amp::GradScaler;
 use rewind::checkpoint::{CheckpointMode, Plan, Segmentation, diagnose, plan};
@@ -15,7 +16,7 @@ use rewind::error::{Error, Result};
 use rewind::nn::{HookHandle, freeze};
 use rewind::ops::autocast::autocast;
 use rewind::optim::{AdamW, AdamW8bit, Optimizer, ParamGroup, Sgd, StateBuffer};
-use rewind::tape;
+use rewind::{BackwardOptions, tape};
 use std::time::Instant;
 
 /// Tokenized samples: the training split and a held-out split for the final loss.
@@ -170,6 +171,8 @@ pub struct Trainer {
     epoch_batches: Vec<Batch>,
     checked_reach: bool,
     _input_grads: Option<HookHandle>,
+    /// Data parallelism: this rank's end of the gradient buckets.
+    dist: Option<Reducer>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -287,6 +290,7 @@ impl Trainer {
             epoch_batches: Vec::new(),
             checked_reach: false,
             _input_grads: input_grads,
+            dist: None,
         };
         t.load_epoch()?;
         Ok(t)
@@ -339,15 +343,36 @@ impl Trainer {
         Ok(b)
     }
 
-    /// One optimizer step over `accumulation` micro-batches.
+    /// Trains as one of the ranks of `r`: every rank starts from rank 0's parameters, and
+    /// each step's micro-batches are shared among the ranks.
+    pub fn set_dist(&mut self, r: Reducer) -> Result<()> {
+        r.broadcast(&self.model.parameters())?;
+        self.dist = Some(r);
+        Ok(())
+    }
+
+    /// This process's rank (0 without data parallelism).
+    pub fn rank(&self) -> usize {
+        self.dist.as_ref().map_or(0, Reducer::rank)
+    }
+
+    /// One optimizer step over `accumulation` micro-batches — per rank under data
+    /// parallelism: of the N·K micro-batches one process with `accumulation` N·K would take,
+    /// rank r takes the r-th K, and each loss is scaled by 1/(N·K), so the summed gradient is
+    /// that process's.
     pub fn step(&mut self) -> Result<StepStats> {
         let start = Instant::now();
         tape::reset_peak_saved_bytes();
         let accum = self.cfg.accumulation;
+        let (rank, ranks) = self.dist.as_ref().map_or((0, 1), |d| (d.rank(), d.size()));
+        let total = accum * ranks;
         let policy = self.cfg.policy.policy();
         let (mut loss_sum, mut real, mut slots) = (0.0, 0, 0);
-        for _ in 0..accum {
+        for i in 0..total {
             let batch = self.next_batch()?;
+            if i / accum != rank {
+                continue;
+            }
             real += batch.real_tokens();
             slots += batch.slots();
             let loss = {
@@ -356,16 +381,29 @@ impl Trainer {
             };
             self.check_reach(&loss)?;
             loss_sum += loss.item()?;
-            // loss / N (exact for N = 1 and powers of two).
-            let mut scaled = if accum > 1 {
-                loss.mul_scalar(1.0 / accum as f64)?
+            // loss / (N·K) (exact for powers of two).
+            let mut scaled = if total > 1 {
+                loss.mul_scalar(1.0 / total as f64)?
             } else {
                 loss
             };
             if let Some(s) = &self.scaler {
                 scaled = s.scale(&scaled)?;
             }
-            scaled.backward()?;
+            // Gradients are reduced during the last micro-batch's backward only (PyTorch's
+            // `no_sync` for the others).
+            let mut opts = BackwardOptions::default();
+            if let Some(d) = &mut self.dist
+                && i % accum == accum - 1
+            {
+                opts.on_grad_ready = Some(d.hook(&self.opt.params())?);
+            }
+            scaled.backward_with(None, opts)?;
+        }
+        if let Some(d) = &mut self.dist {
+            d.finish()?;
+            let all = d.sum_stats(vec![loss_sum, real as f64, slots as f64])?;
+            (loss_sum, real, slots) = (all[0], all[1] as usize, all[2] as usize);
         }
         let grad_bytes = self
             .opt
@@ -388,7 +426,7 @@ impl Trainer {
         self.steps_done += 1;
         Ok(StepStats {
             step: self.steps_done,
-            loss: loss_sum / accum as f64,
+            loss: loss_sum / total as f64,
             real_tokens: real,
             slots,
             seconds: start.elapsed().as_secs_f64(),

@@ -1,0 +1,426 @@
+//! Gradient buckets and the communication thread. Parameters go into flat f32 buckets in
+//! reverse order (the last layers' gradients are ready first): a small first bucket, then
+//! buckets of up to `bytes`. During the backward of a step's last micro-batch the
+//! gradient-ready event copies each gradient into its bucket; a full bucket is handed to the
+//! communication thread, in bucket order on every rank (so the ranks' all-reduces match),
+//! while the backward goes on. `finish` sends what the backward did not reach, waits, and
+//! writes the sums back as the gradients.
+
+use super::{Collective, comm_error};
+use rewind::error::{Error, Result};
+use rewind::{BufferMut, GradReady, Tensor};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+
+/// Bucket capacities (PyTorch DDP's defaults: 1 MiB first, 25 MiB after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketSizes {
+    /// Bytes of the first bucket (the parameters whose gradients are ready first).
+    pub first_bytes: usize,
+    /// Bytes of every later bucket.
+    pub bytes: usize,
+}
+
+impl Default for BucketSizes {
+    fn default() -> Self {
+        BucketSizes {
+            first_bytes: 1 << 20,
+            bytes: 25 << 20,
+        }
+    }
+}
+
+enum Job {
+    Sum(Vec<f32>),
+    Stats(Vec<f64>),
+    Broadcast(Vec<f32>),
+}
+
+enum Reply {
+    Floats(Vec<f32>),
+    Stats(Vec<f64>),
+}
+
+type Answer = std::result::Result<Reply, String>;
+
+/// Where each parameter's gradient sits: its bucket, offset and length.
+#[derive(Debug, Clone)]
+struct Layout {
+    slots: Vec<(usize, usize, usize)>,
+    lens: Vec<usize>,
+}
+
+impl Layout {
+    fn new(params: &[Tensor], sizes: BucketSizes) -> Layout {
+        let mut slots = vec![(0, 0, 0); params.len()];
+        let mut lens: Vec<usize> = Vec::new();
+        let cap = |b: usize| {
+            if b == 0 {
+                sizes.first_bytes
+            } else {
+                sizes.bytes
+            }
+        };
+        for (i, p) in params.iter().enumerate().rev() {
+            let (n, b) = (p.numel(), lens.len());
+            match lens.last_mut() {
+                Some(len) if (*len + n).saturating_mul(4) <= cap(b - 1) || *len == 0 => {
+                    slots[i] = (b - 1, *len, n);
+                    *len += n;
+                }
+                _ => {
+                    slots[i] = (b, 0, n);
+                    lens.push(n);
+                }
+            }
+        }
+        Layout { slots, lens }
+    }
+}
+
+/// One step's buckets being filled.
+struct Step {
+    params: Vec<Tensor>,
+    layout: Layout,
+    buffers: Vec<Vec<f32>>,
+    /// Parameters not yet ready, per bucket.
+    missing: Vec<usize>,
+    ready: Vec<bool>,
+    /// Buckets handed to the communication thread (always a prefix, in order).
+    sent: usize,
+    jobs: Sender<Job>,
+    error: Option<Error>,
+}
+
+impl Step {
+    fn put(&mut self, i: usize) -> Result<()> {
+        let (b, off, len) = self.layout.slots[i];
+        let dst = &mut self.buffers[b][off..off + len];
+        match self.params[i].grad() {
+            Some(g) => dst.copy_from_slice(&g.to_vec_f32()),
+            None => dst.fill(0.0),
+        }
+        self.ready[i] = true;
+        self.missing[b] -= 1;
+        Ok(())
+    }
+
+    fn send_full(&mut self) -> Result<()> {
+        while self.sent < self.buffers.len() && self.missing[self.sent] == 0 {
+            let buf = std::mem::take(&mut self.buffers[self.sent]);
+            self.jobs
+                .send(Job::Sum(buf))
+                .map_err(|_| comm_error("the communication thread has stopped"))?;
+            self.sent += 1;
+        }
+        Ok(())
+    }
+
+    fn on_ready(&mut self, leaf: &Tensor) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(i) = self.params.iter().position(|p| p.same_handle(leaf)) else {
+            return; // a leaf the optimizer does not train (an input that requires grad)
+        };
+        if let Err(e) = self.put(i).and_then(|_| self.send_full()) {
+            self.error = Some(e);
+        }
+    }
+}
+
+/// This rank's end of data parallelism: the communication thread and the step's buckets.
+pub struct Reducer {
+    rank: usize,
+    size: usize,
+    sizes: BucketSizes,
+    jobs: Option<Sender<Job>>,
+    answers: Receiver<Answer>,
+    thread: Option<JoinHandle<()>>,
+    step: Option<Rc<RefCell<Step>>>,
+}
+
+impl std::fmt::Debug for Reducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reducer")
+            .field("rank", &self.rank)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The communication thread: makes the transport, then serves jobs in order until the
+/// reducer is dropped.
+fn serve(
+    make: Box<dyn FnOnce() -> Result<Box<dyn Collective>> + Send>,
+    jobs: Receiver<Job>,
+    answers: Sender<Answer>,
+    started: Sender<std::result::Result<(usize, usize), String>>,
+) {
+    let mut c = match make() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = started.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let _ = started.send(Ok((c.rank(), c.size())));
+    for job in jobs {
+        let answer = match job {
+            Job::Sum(mut v) => c.all_reduce_sum(&mut v).map(|_| Reply::Floats(v)),
+            Job::Broadcast(mut v) => c.broadcast(&mut v).map(|_| Reply::Floats(v)),
+            Job::Stats(mut v) => c.all_reduce_sum_f64(&mut v).map(|_| Reply::Stats(v)),
+        };
+        if answers.send(answer.map_err(|e| e.to_string())).is_err() {
+            return;
+        }
+    }
+}
+
+impl Reducer {
+    /// Starts the communication thread, which makes its transport with `make`.
+    pub fn start(
+        sizes: BucketSizes,
+        make: Box<dyn FnOnce() -> Result<Box<dyn Collective>> + Send>,
+    ) -> Result<Reducer> {
+        let (jobs, job_rx) = channel();
+        let (answer_tx, answers) = channel();
+        let (started_tx, started) = channel();
+        let thread = std::thread::Builder::new()
+            .name("rewind-comm".into())
+            .spawn(move || serve(make, job_rx, answer_tx, started_tx))
+            .map_err(|e| comm_error(format!("cannot start the communication thread: {e}")))?;
+        let (rank, size) = started
+            .recv()
+            .map_err(|_| comm_error("the communication thread ended before starting"))?
+            .map_err(comm_error)?;
+        Ok(Reducer {
+            rank,
+            size,
+            sizes,
+            jobs: Some(jobs),
+            answers,
+            thread: Some(thread),
+            step: None,
+        })
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Ranks in the job.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    fn ask(&self, job: Job) -> Result<Reply> {
+        self.jobs
+            .as_ref()
+            .ok_or_else(|| comm_error("the reducer is closed"))?
+            .send(job)
+            .map_err(|_| comm_error("the communication thread has stopped"))?;
+        self.answer()
+    }
+
+    fn answer(&self) -> Result<Reply> {
+        self.answers
+            .recv()
+            .map_err(|_| comm_error("the communication thread has stopped"))?
+            .map_err(comm_error)
+    }
+
+    /// Every rank's `params` set to rank 0's (f32).
+    pub fn broadcast(&self, params: &[Tensor]) -> Result<()> {
+        let flat: Vec<f32> = params.iter().flat_map(|p| p.to_vec_f32()).collect();
+        let Reply::Floats(v) = self.ask(Job::Broadcast(flat))? else {
+            return Err(comm_error("a broadcast answered with statistics"));
+        };
+        let mut at = 0;
+        for p in params {
+            let n = p.numel();
+            let src = &v[at..at + n];
+            p.update_data(|b| {
+                if let BufferMut::F32(d) = b {
+                    d.copy_from_slice(src);
+                }
+            })?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// `v` summed over the ranks.
+    pub fn sum_stats(&self, v: Vec<f64>) -> Result<Vec<f64>> {
+        match self.ask(Job::Stats(v))? {
+            Reply::Stats(v) => Ok(v),
+            Reply::Floats(_) => Err(comm_error("statistics answered with floats")),
+        }
+    }
+
+    /// The gradient-ready callback for the backward of this step's last micro-batch, which
+    /// fills the buckets of `params` (f32, the optimizer's) and sends each as it fills.
+    pub fn hook(&mut self, params: &[Tensor]) -> Result<GradReady> {
+        if let Some(p) = params.iter().find(|p| p.dtype() != rewind::DType::F32) {
+            return Err(Error::invalid(
+                "dist",
+                format!("gradients are reduced in f32; a {:?} parameter", p.dtype()),
+            ));
+        }
+        let layout = Layout::new(params, self.sizes);
+        let mut missing = vec![0; layout.lens.len()];
+        layout.slots.iter().for_each(|&(b, _, _)| missing[b] += 1);
+        let step = Rc::new(RefCell::new(Step {
+            params: params.to_vec(),
+            buffers: layout.lens.iter().map(|&n| vec![0f32; n]).collect(),
+            layout,
+            missing,
+            ready: vec![false; params.len()],
+            sent: 0,
+            jobs: self
+                .jobs
+                .clone()
+                .ok_or_else(|| comm_error("the reducer is closed"))?,
+            error: None,
+        }));
+        self.step = Some(step.clone());
+        Ok(GradReady::new(move |leaf| step.borrow_mut().on_ready(leaf)))
+    }
+
+    /// After the backward: sends the buckets it did not fill (gradients it did not reach are
+    /// taken as they are, or zeros), waits for every sum, and sets them as the gradients.
+    pub fn finish(&mut self) -> Result<()> {
+        let Some(step) = self.step.take() else {
+            return Ok(());
+        };
+        let mut s = step.borrow_mut();
+        if let Some(e) = s.error.take() {
+            return Err(e);
+        }
+        for i in 0..s.params.len() {
+            if !s.ready[i] {
+                s.put(i)?;
+            }
+        }
+        s.send_full()?;
+        for b in 0..s.layout.lens.len() {
+            let Reply::Floats(v) = self.answer()? else {
+                return Err(comm_error("a bucket answered with statistics"));
+            };
+            for (i, p) in s.params.iter().enumerate() {
+                let (pb, off, len) = s.layout.slots[i];
+                if pb == b && p.grad().is_some() {
+                    p.set_grad(Some(Tensor::from_vec(
+                        v[off..off + len].to_vec(),
+                        p.shape(),
+                    )?));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Reducer {
+    fn drop(&mut self) {
+        self.step = None;
+        self.jobs = None; // ends the thread's loop
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One rank: sums are the values themselves.
+    struct Alone;
+    impl Collective for Alone {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            1
+        }
+        fn all_reduce_sum(&mut self, _: &mut [f32]) -> Result<()> {
+            Ok(())
+        }
+        fn all_reduce_sum_f64(&mut self, _: &mut [f64]) -> Result<()> {
+            Ok(())
+        }
+        fn broadcast(&mut self, _: &mut [f32]) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn param(n: usize) -> Tensor {
+        Tensor::from_vec((0..n).map(|i| i as f32).collect(), &[n])
+            .unwrap()
+            .requires_grad_(true)
+            .unwrap()
+    }
+
+    #[test]
+    fn buckets_run_in_reverse_parameter_order_a_small_one_first() {
+        // 4-byte floats: a first bucket of 8 bytes holds 2, later ones of 16 bytes hold 4; a
+        // parameter larger than a bucket gets one of its own.
+        let params: Vec<Tensor> = [3, 1, 6, 2, 2].iter().map(|&n| param(n)).collect();
+        let l = Layout::new(
+            &params,
+            BucketSizes {
+                first_bytes: 8,
+                bytes: 16,
+            },
+        );
+        // Reverse order: the first bucket holds the last parameter alone (2 + 2 > 2 floats);
+        // 2 + 6 > 4 and 6 + 1 > 4 start new buckets; 1 + 3 = 4 share one.
+        assert_eq!(l.lens, [2, 2, 6, 4]);
+        assert_eq!(
+            l.slots,
+            [(3, 1, 3), (3, 0, 1), (2, 0, 6), (1, 0, 2), (0, 0, 2)]
+        );
+    }
+
+    #[test]
+    fn one_rank_keeps_every_gradient_and_fills_what_the_backward_did_not_reach() {
+        let (a, b, unused) = (param(3), param(2), param(2));
+        let loss = a
+            .mul(&a)
+            .unwrap()
+            .sum()
+            .unwrap()
+            .add(&b.sum().unwrap())
+            .unwrap();
+        let mut r = Reducer::start(
+            BucketSizes {
+                first_bytes: 4,
+                bytes: 8,
+            },
+            Box::new(|| Ok(Box::new(Alone) as Box<dyn Collective>)),
+        )
+        .unwrap();
+        let params = [a.clone(), b.clone(), unused.clone()];
+        let hook = r.hook(&params).unwrap();
+        loss.backward_with(
+            None,
+            rewind::BackwardOptions {
+                on_grad_ready: Some(hook),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        r.finish().unwrap();
+        assert_eq!(a.grad().unwrap().to_vec_f32(), [0.0, 2.0, 4.0]);
+        assert_eq!(b.grad().unwrap().to_vec_f32(), [1.0, 1.0]);
+        assert!(
+            unused.grad().is_none(),
+            "no gradient appears where none was"
+        );
+        assert_eq!(r.sum_stats(vec![1.5, 2.0]).unwrap(), [1.5, 2.0]);
+    }
+}

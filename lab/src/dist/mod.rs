@@ -1,0 +1,63 @@
+//! Data parallelism: N ranks each take their share of a step's micro-batches and sum their
+//! gradients in buckets while the backward runs — a bucket's all-reduce starts on a
+//! communication thread as soon as the engine's gradient-ready event
+//! (`BackwardOptions::on_grad_ready`) has reported its last parameter — so every rank holds
+//! the same summed gradient and takes the same optimizer step. The transport is MPI
+//! (`mpirun -np N rewind train …`, the `mpi` feature); the engine knows nothing of it.
+
+mod buckets;
+#[cfg(feature = "mpi")]
+mod mpi;
+
+pub use buckets::{BucketSizes, Reducer};
+
+use rewind::error::{Error, Result};
+
+/// What a transport provides, called on the communication thread only (MPI's calls stay on
+/// the thread that initialised it).
+pub trait Collective {
+    /// This process's rank, 0..size.
+    fn rank(&self) -> usize;
+    /// Ranks in the job.
+    fn size(&self) -> usize;
+    /// Sums `buf` over the ranks, in place, on every rank.
+    fn all_reduce_sum(&mut self, buf: &mut [f32]) -> Result<()>;
+    /// Sums `buf` over the ranks, in place, on every rank (statistics: losses, token counts).
+    fn all_reduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<()>;
+    /// Rank 0's `buf` on every rank.
+    fn broadcast(&mut self, buf: &mut [f32]) -> Result<()>;
+}
+
+/// Ranks in the job the launcher started this process in (Open MPI's or MPICH's environment),
+/// `None` when no launcher did.
+fn launched_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok())
+        .and_then(|s| s.parse().ok())
+}
+
+/// The reducer for a process `mpirun` started (`None`: a single process), its buckets sized
+/// by `sizes`.
+pub fn from_launcher(sizes: BucketSizes) -> Result<Option<Reducer>> {
+    match launched_size() {
+        None | Some(1) => Ok(None),
+        #[cfg(feature = "mpi")]
+        Some(_) => Reducer::start(sizes, Box::new(mpi::Mpi::init)).map(Some),
+        #[cfg(not(feature = "mpi"))]
+        Some(n) => {
+            let _ = sizes;
+            Err(Error::invalid(
+                "train",
+                format!(
+                    "started as one of {n} ranks, but this rewind was built without the `mpi` feature (cargo build --release --features mpi)"
+                ),
+            ))
+        }
+    }
+}
+
+/// A transport error as the lab's error.
+pub(crate) fn comm_error(what: impl std::fmt::Display) -> Error {
+    Error::invalid("dist", what.to_string())
+}
