@@ -180,6 +180,10 @@ pub struct TrainArgs {
     /// Under `mpirun -np N`: MiB of the first bucket (the last layers' gradients, ready first).
     #[arg(long, value_name = "MIB", default_value_t = 1.0)]
     pub first_bucket_mb: f64,
+    /// Under `mpirun -np N`: seconds to wait for the other ranks before ending the job as
+    /// stuck (a rank that dies is reported by mpirun at once).
+    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+    pub dist_timeout: f64,
 }
 
 impl ModelArgs {
@@ -292,7 +296,16 @@ fn io_err(what: &std::path::Path, e: std::io::Error) -> rewind::Error {
 /// Runs `rewind train`: saves every `--save-every` steps, prints the JSON summary, then
 /// saves the end of the run.
 pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> {
-    let cfg = args.config(ckpt);
+    let sizes = rewind_lab::dist::BucketSizes {
+        first_bytes: (args.first_bucket_mb * (1u64 << 20) as f64) as usize,
+        bytes: (args.bucket_mb * (1u64 << 20) as f64) as usize,
+        timeout: std::time::Duration::from_secs_f64(args.dist_timeout),
+    };
+    let dist = rewind_lab::dist::from_launcher(sizes)?;
+    let ranks = dist.as_ref().map_or(1, |r| r.size());
+    let mut cfg = args.config(ckpt);
+    // --accumulation is per rank: a step takes that many micro-batches on every rank.
+    cfg.accumulation *= ranks;
     let made = match &args.resume {
         Some(p) => Trainer::resume(cfg.clone(), p),
         None => Trainer::new(cfg.clone()),
@@ -307,26 +320,25 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
         }
         other => other?,
     };
-    let sizes = rewind_lab::dist::BucketSizes {
-        first_bytes: (args.first_bucket_mb * (1u64 << 20) as f64) as usize,
-        bytes: (args.bucket_mb * (1u64 << 20) as f64) as usize,
-    };
-    if let Some(r) = rewind_lab::dist::from_launcher(sizes)? {
+    if let Some(r) = dist {
         trainer.set_dist(r)?;
+        rewind_lab::dist::abort_on_panic(trainer.rank(), ranks);
     }
     // Under data parallelism rank 0 reports and saves; the others train alongside.
     let lead = trainer.rank() == 0;
-    eprintln!(
-        "training {} blocks d={} ({} trainable parameters in {} tensors), plan {} [{}], {} steps from step {}",
-        cfg.layers,
-        cfg.d,
-        trainer.trainable_params(),
-        trainer.trainable_tensors(),
-        trainer.segmentation().describe(),
-        train::config::mode_name(cfg.mode),
-        args.model.steps,
-        trainer.steps_done()
-    );
+    if lead {
+        eprintln!(
+            "training {} blocks d={} ({} trainable parameters in {} tensors), plan {} [{}], {} steps from step {}",
+            cfg.layers,
+            cfg.d,
+            trainer.trainable_params(),
+            trainer.trainable_tensors(),
+            trainer.segmentation().describe(),
+            train::config::mode_name(cfg.mode),
+            args.model.steps,
+            trainer.steps_done()
+        );
+    }
     if trainer.data.skipped > 0 {
         eprintln!(
             "note: {} conversations left out: the first --max-len {} tokens hold none of their assistant turns",
@@ -364,6 +376,11 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
     };
     let result = train::run(&mut trainer, args.model.steps, &mut after_step);
     bar.finish();
+    if let (Err(e), true) = (&result, ranks > 1) {
+        // Ending this process ends the job: the launcher stops the other ranks.
+        eprintln!("error (rank {} of {ranks}): {e:#}", trainer.rank());
+        std::process::exit(1);
+    }
     let summary = match result {
         Ok(s) => s,
         Err(e) => {

@@ -562,3 +562,13 @@ fn transformers_activation_checkpointing_defaults_train_lora_without_error_and_c
         );
     }
 }
+
+#[test]
+fn the_same_state_saves_to_the_same_bytes() {
+    // The safetensors writer orders header metadata by a hash map's random order; saves sort
+    // it, so two saves of one state (or of one run in two processes) are byte-identical.
+    let mut t = Trainer::new(tiny()).unwrap();
+    steps(&mut t, 1);
+    let (a, b) = (t.save_bytes().unwrap(), t.save_bytes().unwrap());
+    assert!(a == b, "two saves of one state differ");
+}

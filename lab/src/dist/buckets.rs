@@ -13,14 +13,18 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-/// Bucket capacities (PyTorch DDP's defaults: 1 MiB first, 25 MiB after).
+/// Bucket capacities (PyTorch DDP's defaults: 1 MiB first, 25 MiB after) and the watchdog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketSizes {
     /// Bytes of the first bucket (the parameters whose gradients are ready first).
     pub first_bytes: usize,
     /// Bytes of every later bucket.
     pub bytes: usize,
+    /// How long to wait for a collective before declaring the job stuck (a rank stopped or
+    /// cut off: one that died is reported by the launcher).
+    pub timeout: Duration,
 }
 
 impl Default for BucketSizes {
@@ -28,6 +32,7 @@ impl Default for BucketSizes {
         BucketSizes {
             first_bytes: 1 << 20,
             bytes: 25 << 20,
+            timeout: Duration::from_secs(600),
         }
     }
 }
@@ -83,6 +88,8 @@ impl Layout {
 /// One step's buckets being filled.
 struct Step {
     params: Vec<Tensor>,
+    /// The gradients of the step's earlier micro-batches, added to this backward's.
+    earlier: Vec<Option<Tensor>>,
     layout: Layout,
     buffers: Vec<Vec<f32>>,
     /// Parameters not yet ready, per bucket.
@@ -98,9 +105,14 @@ impl Step {
     fn put(&mut self, i: usize) -> Result<()> {
         let (b, off, len) = self.layout.slots[i];
         let dst = &mut self.buffers[b][off..off + len];
-        match self.params[i].grad() {
-            Some(g) => dst.copy_from_slice(&g.to_vec_f32()),
-            None => dst.fill(0.0),
+        match (self.earlier[i].clone(), self.params[i].grad()) {
+            (Some(e), Some(g)) => {
+                for ((d, e), g) in dst.iter_mut().zip(e.to_vec_f32()).zip(g.to_vec_f32()) {
+                    *d = e + g; // as `earlier.add(&g)` rounds it
+                }
+            }
+            (Some(g), None) | (None, Some(g)) => dst.copy_from_slice(&g.to_vec_f32()),
+            (None, None) => dst.fill(0.0),
         }
         self.ready[i] = true;
         self.missing[b] -= 1;
@@ -227,10 +239,19 @@ impl Reducer {
     }
 
     fn answer(&self) -> Result<Reply> {
-        self.answers
-            .recv()
-            .map_err(|_| comm_error("the communication thread has stopped"))?
-            .map_err(comm_error)
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.answers.recv_timeout(self.sizes.timeout) {
+            Ok(a) => a.map_err(comm_error),
+            Err(RecvTimeoutError::Timeout) => Err(comm_error(format!(
+                "rank {} of {}: no collective finished within {} s (--dist-timeout): another rank has stopped or cannot be reached",
+                self.rank,
+                self.size,
+                self.sizes.timeout.as_secs_f64()
+            ))),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(comm_error("the communication thread has stopped"))
+            }
+        }
     }
 
     /// Every rank's `params` set to rank 0's (f32).
@@ -262,8 +283,10 @@ impl Reducer {
     }
 
     /// The gradient-ready callback for the backward of this step's last micro-batch, which
-    /// fills the buckets of `params` (f32, the optimizer's) and sends each as it fills.
-    pub fn hook(&mut self, params: &[Tensor]) -> Result<GradReady> {
+    /// fills the buckets of `params` (f32, the optimizer's) with each gradient plus its entry
+    /// in `earlier` (the step's earlier micro-batches, set aside; empty: none) and sends each
+    /// bucket as it fills.
+    pub fn hook(&mut self, params: &[Tensor], earlier: Vec<Option<Tensor>>) -> Result<GradReady> {
         if let Some(p) = params.iter().find(|p| p.dtype() != rewind::DType::F32) {
             return Err(Error::invalid(
                 "dist",
@@ -273,8 +296,14 @@ impl Reducer {
         let layout = Layout::new(params, self.sizes);
         let mut missing = vec![0; layout.lens.len()];
         layout.slots.iter().for_each(|&(b, _, _)| missing[b] += 1);
+        let earlier = if earlier.is_empty() {
+            vec![None; params.len()]
+        } else {
+            earlier
+        };
         let step = Rc::new(RefCell::new(Step {
             params: params.to_vec(),
+            earlier,
             buffers: layout.lens.iter().map(|&n| vec![0f32; n]).collect(),
             layout,
             missing,
@@ -312,7 +341,7 @@ impl Reducer {
             };
             for (i, p) in s.params.iter().enumerate() {
                 let (pb, off, len) = s.layout.slots[i];
-                if pb == b && p.grad().is_some() {
+                if pb == b && (p.grad().is_some() || s.earlier[i].is_some()) {
                     p.set_grad(Some(Tensor::from_vec(
                         v[off..off + len].to_vec(),
                         p.shape(),
@@ -375,6 +404,7 @@ mod tests {
             BucketSizes {
                 first_bytes: 8,
                 bytes: 16,
+                ..BucketSizes::default()
             },
         );
         // Reverse order: the first bucket holds the last parameter alone (2 + 2 > 2 floats);
@@ -400,12 +430,13 @@ mod tests {
             BucketSizes {
                 first_bytes: 4,
                 bytes: 8,
+                ..BucketSizes::default()
             },
             Box::new(|| Ok(Box::new(Alone) as Box<dyn Collective>)),
         )
         .unwrap();
         let params = [a.clone(), b.clone(), unused.clone()];
-        let hook = r.hook(&params).unwrap();
+        let hook = r.hook(&params, Vec::new()).unwrap();
         loss.backward_with(
             None,
             rewind::BackwardOptions {

@@ -61,3 +61,14 @@ pub fn from_launcher(sizes: BucketSizes) -> Result<Option<Reducer>> {
 pub(crate) fn comm_error(what: impl std::fmt::Display) -> Error {
     Error::invalid("dist", what.to_string())
 }
+
+/// Makes a panic in this rank print which rank it was and abort the process, so the launcher
+/// ends the job instead of the other ranks waiting on a collective.
+pub fn abort_on_panic(rank: usize, size: usize) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        eprintln!("rank {rank} of {size} panicked:");
+        previous(info);
+        std::process::abort();
+    }));
+}

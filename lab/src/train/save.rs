@@ -49,8 +49,67 @@ fn describe(dtype: Dtype, shape: &[usize]) -> String {
     format!("{dtype:?}{shape:?}")
 }
 
+/// `v` as JSON with every object's keys in order.
+fn sorted_json(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut entries: Vec<_> = m.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::from(k.as_str()).to_string());
+                out.push(':');
+                sorted_json(v, out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(a) => {
+            out.push('[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                sorted_json(v, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The same safetensors file with its header's keys in order: the safetensors crate writes
+/// the metadata in a hash map's order, which differs from process to process, and the same
+/// run's state must give the same bytes.
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let bad = || err("the safetensors writer produced no header");
+    let n = u64::from_le_bytes(
+        bytes
+            .get(..8)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let n = usize::try_from(n).map_err(|_| bad())?;
+    let header = bytes.get(8..8 + n).ok_or_else(bad)?;
+    let v: serde_json::Value = serde_json::from_slice(header).map_err(|e| err(e.to_string()))?;
+    let mut h = String::with_capacity(n);
+    sorted_json(&v, &mut h);
+    // Padded with spaces to a multiple of 8, as the writer pads it.
+    while !h.len().is_multiple_of(8) {
+        h.push(' ');
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
+}
+
 impl Trainer {
-    /// The run's full state as safetensors bytes.
+    /// The run's full state as safetensors bytes (the same state, the same bytes).
     pub fn save_bytes(&self) -> Result<Vec<u8>> {
         let mut raw = weights::raw_params(&self.model.named_parameters());
         let mut meta: BTreeMap<String, String> = BTreeMap::new();
@@ -101,7 +160,9 @@ impl Trainer {
             &meta,
         );
         meta.insert("checksum".into(), format!("{sum:016x}"));
-        weights::serialize_raw(&raw, Some(meta.into_iter().collect::<HashMap<_, _>>()))
+        let bytes =
+            weights::serialize_raw(&raw, Some(meta.into_iter().collect::<HashMap<_, _>>()))?;
+        canonical_header(bytes)
     }
 
     /// Writes the run's state to `path`.

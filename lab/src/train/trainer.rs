@@ -344,8 +344,19 @@ impl Trainer {
     }
 
     /// Trains as one of the ranks of `r`: every rank starts from rank 0's parameters, and
-    /// each step's micro-batches are shared among the ranks.
+    /// each step's `accumulation` micro-batches are shared among the ranks (a multiple of
+    /// their number).
     pub fn set_dist(&mut self, r: Reducer) -> Result<()> {
+        if !self.cfg.accumulation.is_multiple_of(r.size()) {
+            return Err(Error::invalid(
+                "train",
+                format!(
+                    "{} micro-batches per step cannot be shared by {} ranks",
+                    self.cfg.accumulation,
+                    r.size()
+                ),
+            ));
+        }
         r.broadcast(&self.model.parameters())?;
         self.dist = Some(r);
         Ok(())
@@ -356,16 +367,15 @@ impl Trainer {
         self.dist.as_ref().map_or(0, Reducer::rank)
     }
 
-    /// One optimizer step over `accumulation` micro-batches — per rank under data
-    /// parallelism: of the N·K micro-batches one process with `accumulation` N·K would take,
-    /// rank r takes the r-th K, and each loss is scaled by 1/(N·K), so the summed gradient is
-    /// that process's.
+    /// One optimizer step over `accumulation` micro-batches — shared by the ranks under data
+    /// parallelism: of those N·K micro-batches rank r takes the r-th K, each loss scaled by
+    /// 1/(N·K) as one process scales it, so the summed gradient is that process's.
     pub fn step(&mut self) -> Result<StepStats> {
         let start = Instant::now();
         tape::reset_peak_saved_bytes();
-        let accum = self.cfg.accumulation;
+        let total = self.cfg.accumulation;
         let (rank, ranks) = self.dist.as_ref().map_or((0, 1), |d| (d.rank(), d.size()));
-        let total = accum * ranks;
+        let accum = total / ranks;
         let policy = self.cfg.policy.policy();
         let (mut loss_sum, mut real, mut slots) = (0.0, 0, 0);
         for i in 0..total {
@@ -390,15 +400,36 @@ impl Trainer {
             if let Some(s) = &self.scaler {
                 scaled = s.scale(&scaled)?;
             }
+            // As PyTorch accumulates: this backward's gradient (a tied weight's contributions
+            // summed first) is added to the earlier micro-batches' once, so the sum's order
+            // does not depend on how micro-batches are spread over ranks.
+            let params = self.opt.params();
+            let earlier: Vec<Option<rewind::Tensor>> = if i % accum > 0 {
+                params
+                    .iter()
+                    .map(|p| p.grad().inspect(|_| p.set_grad(None)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             // Gradients are reduced during the last micro-batch's backward only (PyTorch's
-            // `no_sync` for the others).
+            // `no_sync` for the others), the earlier ones' added in the buckets.
             let mut opts = BackwardOptions::default();
+            let mut added = earlier;
             if let Some(d) = &mut self.dist
                 && i % accum == accum - 1
             {
-                opts.on_grad_ready = Some(d.hook(&self.opt.params())?);
+                opts.on_grad_ready = Some(d.hook(&params, std::mem::take(&mut added))?);
             }
             scaled.backward_with(None, opts)?;
+            let _ng = rewind::NoGradGuard::new();
+            for (p, e) in params.iter().zip(added) {
+                match (e, p.grad()) {
+                    (Some(e), Some(g)) => p.set_grad(Some(e.add(&g)?)),
+                    (Some(e), None) => p.set_grad(Some(e)),
+                    (None, _) => {}
+                }
+            }
         }
         if let Some(d) = &mut self.dist {
             d.finish()?;
