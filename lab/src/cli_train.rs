@@ -398,7 +398,17 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
         return Ok(Ended::Done);
     }
     // The summary first: a final save that fails (a disk filling up) still reports the run.
-    let json = summary.to_json();
+    let mut json = summary.to_json();
+    if let Some(c) = trainer.comm_times() {
+        // Rank 0's communication: all-reduce time, and the part the backward did not hide.
+        let mut v: serde_json::Value = serde_json::from_str(&json)
+            .map_err(|e| rewind::Error::invalid("train", format!("summary: {e}")))?;
+        v["ranks"] = ranks.into();
+        v["all_reduce_s"] = c.all_reduce_s.into();
+        v["all_reduce_waited_s"] = c.waited_s.into();
+        v["all_reduce_bytes"] = c.bytes.into();
+        json = v.to_string();
+    }
     println!("{json}");
     if let Some(p) = &args.json {
         rewind::atomic_file::write_atomic("train", p, json.as_bytes())?;

@@ -44,8 +44,21 @@ enum Job {
 }
 
 enum Reply {
-    Floats(Vec<f32>),
+    /// The result, and the seconds the collective took.
+    Floats(Vec<f32>, f64),
     Stats(Vec<f64>),
+}
+
+/// Where a rank's time in gradient communication went, over the steps so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CommTimes {
+    /// Seconds the communication thread spent in gradient all-reduces.
+    pub all_reduce_s: f64,
+    /// Seconds the training thread waited for them after its backward (the part the backward
+    /// did not hide).
+    pub waited_s: f64,
+    /// Bytes all-reduced.
+    pub bytes: usize,
 }
 
 type Answer = std::result::Result<Reply, String>;
@@ -152,6 +165,7 @@ pub struct Reducer {
     answers: Receiver<Answer>,
     thread: Option<JoinHandle<()>>,
     step: Option<Rc<RefCell<Step>>>,
+    times: CommTimes,
 }
 
 impl std::fmt::Debug for Reducer {
@@ -181,8 +195,12 @@ fn serve(
     let _ = started.send(Ok((c.rank(), c.size())));
     for job in jobs {
         let answer = match job {
-            Job::Sum(mut v) => c.all_reduce_sum(&mut v).map(|_| Reply::Floats(v)),
-            Job::Broadcast(mut v) => c.broadcast(&mut v).map(|_| Reply::Floats(v)),
+            Job::Sum(mut v) => {
+                let t = std::time::Instant::now();
+                c.all_reduce_sum(&mut v)
+                    .map(|_| Reply::Floats(v, t.elapsed().as_secs_f64()))
+            }
+            Job::Broadcast(mut v) => c.broadcast(&mut v).map(|_| Reply::Floats(v, 0.0)),
             Job::Stats(mut v) => c.all_reduce_sum_f64(&mut v).map(|_| Reply::Stats(v)),
         };
         if answers.send(answer.map_err(|e| e.to_string())).is_err() {
@@ -216,6 +234,7 @@ impl Reducer {
             answers,
             thread: Some(thread),
             step: None,
+            times: CommTimes::default(),
         })
     }
 
@@ -257,7 +276,7 @@ impl Reducer {
     /// Every rank's `params` set to rank 0's (f32).
     pub fn broadcast(&self, params: &[Tensor]) -> Result<()> {
         let flat: Vec<f32> = params.iter().flat_map(|p| p.to_vec_f32()).collect();
-        let Reply::Floats(v) = self.ask(Job::Broadcast(flat))? else {
+        let Reply::Floats(v, _) = self.ask(Job::Broadcast(flat))? else {
             return Err(comm_error("a broadcast answered with statistics"));
         };
         let mut at = 0;
@@ -278,7 +297,7 @@ impl Reducer {
     pub fn sum_stats(&self, v: Vec<f64>) -> Result<Vec<f64>> {
         match self.ask(Job::Stats(v))? {
             Reply::Stats(v) => Ok(v),
-            Reply::Floats(_) => Err(comm_error("statistics answered with floats")),
+            Reply::Floats(..) => Err(comm_error("statistics answered with floats")),
         }
     }
 
@@ -335,10 +354,13 @@ impl Reducer {
             }
         }
         s.send_full()?;
+        let waiting = std::time::Instant::now();
         for b in 0..s.layout.lens.len() {
-            let Reply::Floats(v) = self.answer()? else {
+            let Reply::Floats(v, secs) = self.answer()? else {
                 return Err(comm_error("a bucket answered with statistics"));
             };
+            self.times.all_reduce_s += secs;
+            self.times.bytes += 4 * v.len();
             for (i, p) in s.params.iter().enumerate() {
                 let (pb, off, len) = s.layout.slots[i];
                 if pb == b && (p.grad().is_some() || s.earlier[i].is_some()) {
@@ -349,7 +371,13 @@ impl Reducer {
                 }
             }
         }
+        self.times.waited_s += waiting.elapsed().as_secs_f64();
         Ok(())
+    }
+
+    /// Time in gradient communication so far.
+    pub fn times(&self) -> CommTimes {
+        self.times
     }
 }
 

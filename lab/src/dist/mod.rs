@@ -9,7 +9,7 @@ mod buckets;
 #[cfg(feature = "mpi")]
 mod mpi;
 
-pub use buckets::{BucketSizes, Reducer};
+pub use buckets::{BucketSizes, CommTimes, Reducer};
 
 use rewind::error::{Error, Result};
 

@@ -362,6 +362,11 @@ impl Trainer {
         Ok(())
     }
 
+    /// Time in gradient communication so far (`None` without data parallelism).
+    pub fn comm_times(&self) -> Option<crate::dist::CommTimes> {
+        self.dist.as_ref().map(Reducer::times)
+    }
+
     /// This process's rank (0 without data parallelism).
     pub fn rank(&self) -> usize {
         self.dist.as_ref().map_or(0, Reducer::rank)
