@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 
+from hf_side_by_side import corpus  # paragraphs that fill whole rows
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TOKENIZER = os.path.join(ROOT, "tests", "fixtures", "gpt2-tiny", "tokenizer.json")
@@ -75,14 +77,6 @@ def model_dir(path):
                      embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
     GPT2LMHeadModel(cfg).save_pretrained(path, safe_serialization=True)
     shutil.copy(TOKENIZER, os.path.join(path, "tokenizer.json"))
-    return path
-
-
-def corpus(path, rows):
-    words = ["checkpoint", "gradient", "tensor", "recompute", "memory", "layer", "token", "batch"]
-    with open(path, "w") as f:
-        for r in range(rows):
-            f.write(" ".join(words[(r * 7 + i * 3) % len(words)] for i in range(400)) + "\n\n")
     return path
 
 
