@@ -16,7 +16,9 @@ use rewind::error::{Error, Result};
 use rewind::nn::{HookHandle, freeze};
 use rewind::ops::autocast::autocast;
 use rewind::optim::{AdamW, AdamW8bit, Optimizer, ParamGroup, Sgd, StateBuffer};
-use rewind::{BackwardOptions, tape};
+use rewind::{BackwardOptions, GradReady, Tensor, tape};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// Tokenized samples: the training split and a held-out split for the final loss.
@@ -153,6 +155,48 @@ pub struct StepStats {
     pub grad_bytes: usize,
     /// False when the scaler skipped the update (non-finite gradients).
     pub updated: bool,
+}
+
+/// Earlier micro-batches' gradients waiting for this backward's: each parameter's added once
+/// its new gradient is final (`earlier + new`, as PyTorch's `AccumulateGrad` adds).
+#[derive(Default)]
+struct Merge {
+    pending: Vec<(Tensor, Option<Tensor>)>,
+    error: Option<Error>,
+}
+
+impl Merge {
+    fn add(p: &Tensor, earlier: Tensor) -> Result<()> {
+        match p.grad() {
+            Some(g) => p.set_grad(Some(earlier.add(&g)?)),
+            None => p.set_grad(Some(earlier)),
+        }
+        Ok(())
+    }
+
+    fn ready(&mut self, leaf: &Tensor) {
+        let Some((p, e)) = self.pending.iter_mut().find(|(p, _)| p.same_handle(leaf)) else {
+            return;
+        };
+        if let Some(e) = e.take()
+            && let Err(err) = Merge::add(p, e)
+        {
+            self.error.get_or_insert(err);
+        }
+    }
+
+    /// After the backward: the parameters it did not reach keep their earlier gradient.
+    fn finish(&mut self) -> Result<()> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        for (p, e) in std::mem::take(&mut self.pending) {
+            if let Some(e) = e {
+                Merge::add(&p, e)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A training run in progress.
@@ -418,23 +462,27 @@ impl Trainer {
                 Vec::new()
             };
             // Gradients are reduced during the last micro-batch's backward only (PyTorch's
-            // `no_sync` for the others), the earlier ones' added in the buckets.
+            // `no_sync` for the others), the earlier ones' added in the buckets. Otherwise each
+            // earlier gradient is added the moment the new one is final, so the two sets are
+            // never all held at once.
             let mut opts = BackwardOptions::default();
-            let mut added = earlier;
-            if let Some(d) = &mut self.dist
-                && i % accum == accum - 1
-            {
-                opts.on_grad_ready = Some(d.hook(&params, std::mem::take(&mut added))?);
+            let merging = Rc::new(RefCell::new(Merge::default()));
+            match &mut self.dist {
+                Some(d) if i % accum == accum - 1 => {
+                    opts.on_grad_ready = Some(d.hook(&params, earlier)?);
+                }
+                _ if !earlier.is_empty() => {
+                    merging.borrow_mut().pending = params.iter().cloned().zip(earlier).collect();
+                    let m = merging.clone();
+                    opts.on_grad_ready = Some(GradReady::new(move |leaf| {
+                        m.borrow_mut().ready(leaf);
+                    }));
+                }
+                _ => {}
             }
             scaled.backward_with(None, opts)?;
             let _ng = rewind::NoGradGuard::new();
-            for (p, e) in params.iter().zip(added) {
-                match (e, p.grad()) {
-                    (Some(e), Some(g)) => p.set_grad(Some(e.add(&g)?)),
-                    (Some(e), None) => p.set_grad(Some(e)),
-                    (None, _) => {}
-                }
-            }
+            merging.borrow_mut().finish()?;
         }
         if let Some(d) = &mut self.dist {
             d.finish()?;
