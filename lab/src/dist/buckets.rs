@@ -101,8 +101,11 @@ impl Layout {
 /// One step's buckets being filled.
 struct Step {
     params: Vec<Tensor>,
-    /// The gradients of the step's earlier micro-batches, added to this backward's.
+    /// The gradients of the step's earlier micro-batches, added to this backward's (each
+    /// dropped once it is in its bucket).
     earlier: Vec<Option<Tensor>>,
+    /// Whether a parameter had any gradient (this backward's or an earlier one's).
+    had_grad: Vec<bool>,
     layout: Layout,
     buffers: Vec<Vec<f32>>,
     /// Parameters not yet ready, per bucket.
@@ -115,10 +118,12 @@ struct Step {
 }
 
 impl Step {
-    fn put(&mut self, i: usize) -> Result<()> {
+    fn put(&mut self, i: usize) {
         let (b, off, len) = self.layout.slots[i];
         let dst = &mut self.buffers[b][off..off + len];
-        match (self.earlier[i].clone(), self.params[i].grad()) {
+        let (earlier, grad) = (self.earlier[i].take(), self.params[i].grad());
+        self.had_grad[i] = earlier.is_some() || grad.is_some();
+        match (earlier, grad) {
             (Some(e), Some(g)) => {
                 for ((d, e), g) in dst.iter_mut().zip(e.to_vec_f32()).zip(g.to_vec_f32()) {
                     *d = e + g; // as `earlier.add(&g)` rounds it
@@ -129,7 +134,6 @@ impl Step {
         }
         self.ready[i] = true;
         self.missing[b] -= 1;
-        Ok(())
     }
 
     fn send_full(&mut self) -> Result<()> {
@@ -150,7 +154,8 @@ impl Step {
         let Some(i) = self.params.iter().position(|p| p.same_handle(leaf)) else {
             return; // a leaf the optimizer does not train (an input that requires grad)
         };
-        if let Err(e) = self.put(i).and_then(|_| self.send_full()) {
+        self.put(i);
+        if let Err(e) = self.send_full() {
             self.error = Some(e);
         }
     }
@@ -327,6 +332,7 @@ impl Reducer {
             layout,
             missing,
             ready: vec![false; params.len()],
+            had_grad: vec![false; params.len()],
             sent: 0,
             jobs: self
                 .jobs
@@ -350,7 +356,7 @@ impl Reducer {
         }
         for i in 0..s.params.len() {
             if !s.ready[i] {
-                s.put(i)?;
+                s.put(i);
             }
         }
         s.send_full()?;
@@ -363,7 +369,7 @@ impl Reducer {
             self.times.bytes += 4 * v.len();
             for (i, p) in s.params.iter().enumerate() {
                 let (pb, off, len) = s.layout.slots[i];
-                if pb == b && (p.grad().is_some() || s.earlier[i].is_some()) {
+                if pb == b && s.had_grad[i] {
                     p.set_grad(Some(Tensor::from_vec(
                         v[off..off + len].to_vec(),
                         p.shape(),
