@@ -74,6 +74,17 @@ impl GradScaler {
     /// `_amp_foreach_non_finite_check_and_unscale_` does: a finite gradient that overflows only
     /// once unscaled is not "found inf". Unscaling happens either way. At most once per step.
     pub fn unscale_(&mut self, opt: &dyn Optimizer) -> Result<()> {
+        self.unscale_agreeing_(opt, &mut |found| Ok(found))
+    }
+
+    /// [`Self::unscale_`] where `opt` holds a shard of the gradients (ZeRO): `agree` turns this
+    /// shard's finding into every shard's (e.g. an all-reduce of the flag), so all skip or all
+    /// step, as PyTorch's `ShardedGradScaler` does.
+    pub fn unscale_agreeing_(
+        &mut self,
+        opt: &dyn Optimizer,
+        agree: &mut dyn FnMut(bool) -> Result<bool>,
+    ) -> Result<()> {
         if self.unscaled.is_some() {
             return Err(Error::invalid("GradScaler", UNSCALE_TWICE_MSG));
         }
@@ -93,7 +104,7 @@ impl GradScaler {
             };
             p.set_grad(Some(Tensor::from_vec(data, g.shape())?));
         }
-        self.unscaled = Some(found_inf);
+        self.unscaled = Some(agree(found_inf)?);
         Ok(())
     }
 

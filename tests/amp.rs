@@ -187,6 +187,29 @@ fn unscale_twice_and_fp16_grads_fail_like_pytorch() {
 }
 
 #[test]
+fn a_shard_with_finite_gradients_skips_the_step_when_another_shard_overflowed() {
+    // ZeRO: this optimizer holds one shard, its gradients finite; `agree` reports that
+    // another shard's were not (an all-reduce of the flag), so the step is skipped here too
+    // and the scale backs off, as PyTorch's ShardedGradScaler does.
+    let (w, mut opt) = adamw_setup();
+    let before = w.to_vec_f32();
+    let mut scaler = GradScaler::new();
+    w.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+    let mut asked = Vec::new();
+    scaler
+        .unscale_agreeing_(&opt, &mut |found| {
+            asked.push(found);
+            Ok(true)
+        })
+        .unwrap();
+    assert_eq!(asked, [false], "this shard's own finding goes to `agree`");
+    assert!(!scaler.step(&mut opt).unwrap(), "the step is skipped");
+    scaler.update();
+    assert_eq!(w.to_vec_f32(), before);
+    assert_eq!(scaler.get_scale(), 32768.0, "65536 × backoff 0.5");
+}
+
+#[test]
 fn accumulated_micro_batches_equal_one_big_batch() {
     // 4 micro-batches of 8 rows with loss/4 give the gradient of one batch of 32 rows.
     let x = randn(&[32, 16], 1, 1.0);

@@ -287,6 +287,57 @@ fn eight_bit_adamw_tracks_fp32_adamw_and_both_converge() {
 }
 
 #[test]
+fn eight_bit_state_split_at_block_boundaries_equals_the_whole_tensors() {
+    // ZeRO-1 trains a tensor as slices cut at multiples of 256 elements: each slice keeps the
+    // whole tensor's kind of state (8-bit here, though a slice is under 4096 elements), its
+    // blocks are the whole tensor's blocks, so parameters and codes are bit-identical.
+    let n = 5000;
+    let w0: Vec<f32> = (0..n)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3)
+        .collect();
+    let grads: Vec<Vec<f32>> = (0..3)
+        .map(|s| {
+            (0..n)
+                .map(|i| ((i * 13 + s * 7) % 29) as f32 * 1e-2 - 0.14)
+                .collect()
+        })
+        .collect();
+    let whole = param(&w0);
+    let mut one = AdamW8bit::new(vec![ParamGroup::new(vec![whole.clone()], 1e-3, 0.01)]);
+    let cuts = [0, 2048, 4096, n];
+    let pieces: Vec<Tensor> = cuts.windows(2).map(|c| param(&w0[c[0]..c[1]])).collect();
+    let mut split = AdamW8bit::new(vec![ParamGroup::new(pieces.clone(), 1e-3, 0.01)]);
+    for i in 0..pieces.len() {
+        split.set_blockwise(i, true).unwrap();
+    }
+    for g in &grads {
+        set_grad(&whole, g);
+        for (p, c) in pieces.iter().zip(cuts.windows(2)) {
+            set_grad(p, &g[c[0]..c[1]]);
+        }
+        one.step().unwrap();
+        split.step().unwrap();
+    }
+    let joined: Vec<f32> = pieces.iter().flat_map(|p| p.to_vec_f32()).collect();
+    assert_eq!(joined, whole.to_vec_f32());
+    let Some(Adam8bitState::Blockwise { m, absmax_m, .. }) = one.state(0) else {
+        panic!("5000 elements keep 8-bit state");
+    };
+    let (mut codes, mut absmax) = (Vec::new(), Vec::new());
+    for i in 0..pieces.len() {
+        let Some(Adam8bitState::Blockwise { m, absmax_m, .. }) = split.state(i) else {
+            panic!("piece {i} keeps its tensor's 8-bit state");
+        };
+        codes.extend_from_slice(m);
+        absmax.extend_from_slice(absmax_m);
+    }
+    assert_eq!(&codes, m);
+    assert_eq!(&absmax, absmax_m);
+    // Once stepped, a parameter's kind of state is fixed.
+    assert!(split.set_blockwise(0, false).is_err());
+}
+
+#[test]
 fn resuming_from_a_state_dict_is_bit_exact() {
     let run = |split: bool| {
         let p = param(

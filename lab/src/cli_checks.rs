@@ -689,6 +689,7 @@ pub fn memory(a: &MemoryArgs) -> Result<Option<Checkpoint>, Usage> {
             1 << 16,
             "prefix positions",
         )?;
+        count("ranks", a.ranks, 1, 1 << 16, "processes in the job")?;
         return Ok(Some(ckpt));
     }
     count("depth", a.depth, 1, usize::MAX, "the model needs a block")?;

@@ -184,6 +184,10 @@ pub struct TrainArgs {
     /// stuck (a rank that dies is reported by mpirun at once).
     #[arg(long, value_name = "SECS", default_value_t = 600.0)]
     pub dist_timeout: f64,
+    /// Under `mpirun -np N`: ZeRO stage — 0: every rank keeps the whole optimizer state; 1:
+    /// each keeps its 1/N shard (gradients reduce-scattered, parameters all-gathered).
+    #[arg(long, value_name = "STAGE", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub zero: u8,
 }
 
 impl ModelArgs {
@@ -321,7 +325,7 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
         other => other?,
     };
     if let Some(r) = dist {
-        trainer.set_dist(r)?;
+        trainer.set_dist(r, args.zero == 1)?;
         rewind_lab::dist::abort_on_panic(trainer.rank(), ranks);
     }
     // Under data parallelism rank 0 reports and saves; the others train alongside.
@@ -367,7 +371,6 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
         ));
         bar.inc(1);
         if let (Some(p), Some(n)) = (&args.save, args.save_every)
-            && lead
             && t.steps_done().is_multiple_of(n)
         {
             t.save(p)?;
@@ -394,7 +397,15 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
             return Err(e);
         }
     };
+    let state_per_rank = match ranks {
+        1 => Vec::new(),
+        _ => trainer.optimizer_state_bytes_per_rank()?,
+    };
     if !lead {
+        // Under ZeRO-1 the final save gathers every rank's shard.
+        if let (Some(p), true) = (&args.save, trainer.zero()) {
+            trainer.save(p)?;
+        }
         return Ok(Ended::Done);
     }
     // The summary first: a final save that fails (a disk filling up) still reports the run.
@@ -407,6 +418,8 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
         v["all_reduce_s"] = c.all_reduce_s.into();
         v["all_reduce_waited_s"] = c.waited_s.into();
         v["all_reduce_bytes"] = c.bytes.into();
+        v["zero"] = args.zero.into();
+        v["optimizer_state_bytes_per_rank"] = state_per_rank.into();
         json = v.to_string();
     }
     println!("{json}");

@@ -195,6 +195,14 @@ pub struct MemoryArgs {
     /// With --model: P-tuning v2's prefix positions (THUDM's demo: 128).
     #[arg(long, default_value_t = 128, requires = "model")]
     pub prefix_tokens: usize,
+    /// With --model: the bytes of one of N data-parallel ranks (`mpirun -np N rewind train`),
+    /// each taking --batch-size samples.
+    #[arg(long, default_value_t = 1, requires = "model")]
+    pub ranks: usize,
+    /// With --model and --ranks: ZeRO stage (0: every rank keeps the whole optimizer state;
+    /// 1: each its 1/N shard).
+    #[arg(long, default_value_t = 0, requires = "model", value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub zero: u8,
 }
 
 /// `rewind bench-core` flags.
@@ -260,12 +268,16 @@ fn main() {
         }
         Command::Memory(a) => match checkpoint {
             Some(ckpt) => {
-                let t = rewind_lab::memory_model::table(
+                let t = rewind_lab::memory_model::table_per_rank(
                     &ckpt,
                     a.batch_size,
                     a.max_len,
                     a.lora_rank,
                     a.prefix_tokens,
+                    rewind_lab::memory_model::Ranks {
+                        ranks: a.ranks,
+                        zero: a.zero == 1,
+                    },
                 );
                 t.map(|t| {
                     print!("{t}");

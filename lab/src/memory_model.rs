@@ -192,6 +192,36 @@ pub fn optimizer_bytes(tensors: &[usize], optim: Optim) -> usize {
         .sum()
 }
 
+/// Each rank's optimizer state bytes when `ranks` processes train `tensors` (in parameter
+/// order): the whole state on every rank, or with `zero` (ZeRO-1) each rank's shard, cut
+/// where the trainer cuts it (1/N of the flat order, give or take a 256-element block), each
+/// slice keeping its whole tensor's kind of state.
+pub fn optimizer_bytes_per_rank(
+    tensors: &[usize],
+    optim: Optim,
+    ranks: usize,
+    zero: bool,
+) -> Vec<usize> {
+    if !zero {
+        return vec![optimizer_bytes(tensors, optim); ranks.max(1)];
+    }
+    let shards = crate::dist::Shards::cut(tensors, ranks);
+    (0..shards.ranks())
+        .map(|r| {
+            shards
+                .pieces(r)
+                .iter()
+                .map(|p| match optim {
+                    Optim::AdamW8bit if tensors[p.param] >= rewind::optim::MIN_8BIT_SIZE => {
+                        2 * p.len + 8 * p.len.div_ceil(rewind::optim::BLOCK)
+                    }
+                    _ => 8 * p.len,
+                })
+                .sum()
+        })
+        .collect()
+}
+
 /// Bytes one layer saves for `b` samples of `t` tokens (right-padded: no blind queries),
 /// and whether its input requires grad.
 fn layer_bytes(
@@ -304,6 +334,39 @@ pub fn table(
     lora_rank: usize,
     prefix: usize,
 ) -> Result<String> {
+    table_per_rank(
+        ckpt,
+        b,
+        t,
+        lora_rank,
+        prefix,
+        Ranks {
+            ranks: 1,
+            zero: false,
+        },
+    )
+}
+
+/// Data parallelism for [`table_per_rank`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ranks {
+    /// Processes.
+    pub ranks: usize,
+    /// ZeRO-1: each keeps its shard of the optimizer state.
+    pub zero: bool,
+}
+
+/// [`table`] for one of `par.ranks` processes, each taking `b` samples: parameters,
+/// gradients and activations are every rank's own; the optimizer column is the largest
+/// rank's share under ZeRO-1, the whole state otherwise.
+pub fn table_per_rank(
+    ckpt: &Checkpoint,
+    b: usize,
+    t: usize,
+    lora_rank: usize,
+    prefix: usize,
+    par: Ranks,
+) -> Result<String> {
     let a = Arch::from_checkpoint(ckpt)?;
     let fused = ckpt.family.model_type == "chatglm";
     let gib = |x: usize| x as f64 / (1u64 << 30) as f64;
@@ -313,6 +376,18 @@ pub fn table(
         ckpt.family.model_type,
         a.params() as f64 / 1e9
     );
+    if par.ranks > 1 {
+        out += &format!(
+            "per rank of {}, ZeRO stage {}: {}\n",
+            par.ranks,
+            u8::from(par.zero),
+            if par.zero {
+                "parameters, gradients and activations whole on every rank; optimizer state 1/N (the largest shard shown)"
+            } else {
+                "every rank holds everything"
+            }
+        );
+    }
     out +=
         "| method | optimizer | checkpoint | params | grads | optimizer | activations | total |\n";
     out += "|---|---|---|---:|---:|---:|---:|---:|\n";
@@ -339,7 +414,12 @@ pub fn table(
                 ("every layer", Some(Plan::EveryBlock)),
                 ("√L", Some(Plan::Sqrt)),
             ] {
-                let e = estimate(&a, fused, *method, optim, p, b, t)?;
+                let mut e = estimate(&a, fused, *method, optim, p, b, t)?;
+                let tensors = trainable_tensors(&a, *method, fused);
+                e.optimizer = optimizer_bytes_per_rank(&tensors, optim, par.ranks, par.zero)
+                    .into_iter()
+                    .max()
+                    .unwrap_or(0);
                 out += &format!(
                     "| {name} | {oname} | {pname} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
                     gib(e.params),

@@ -90,6 +90,12 @@ impl Batch {
         self.lengths.iter().sum()
     }
 
+    /// Positions the loss is taken over (labels other than −100).
+    pub fn targets(&self) -> usize {
+        let ignore = rewind::ops::loss::IGNORE_INDEX;
+        self.labels.data().iter().filter(|&&l| l != ignore).count()
+    }
+
     /// Token slots, padding included.
     pub fn slots(&self) -> usize {
         self.ids.len()

@@ -6,6 +6,7 @@
 //! while the backward goes on. `finish` sends what the backward did not reach, waits, and
 //! writes the sums back as the gradients.
 
+use super::shards::{Piece, Shards};
 use super::{Collective, comm_error};
 use rewind::error::{Error, Result};
 use rewind::{BufferMut, GradReady, Tensor};
@@ -37,16 +38,22 @@ impl Default for BucketSizes {
     }
 }
 
-enum Job {
+pub(super) enum Job {
     Sum(Vec<f32>),
     Stats(Vec<f64>),
     Broadcast(Vec<f32>),
+    /// A bucket, and how many of its values each rank owns.
+    ReduceScatter(Vec<f32>, Vec<usize>),
+    /// This rank's part, and every rank's count.
+    AllGather(Vec<f32>, Vec<usize>),
+    GatherBytes(Vec<u8>),
 }
 
-enum Reply {
+pub(super) enum Reply {
     /// The result, and the seconds the collective took.
     Floats(Vec<f32>, f64),
     Stats(Vec<f64>),
+    Bytes(Vec<Vec<u8>>),
 }
 
 /// Where a rank's time in gradient communication went, over the steps so far.
@@ -65,13 +72,13 @@ type Answer = std::result::Result<Reply, String>;
 
 /// Where each parameter's gradient sits: its bucket, offset and length.
 #[derive(Debug, Clone)]
-struct Layout {
-    slots: Vec<(usize, usize, usize)>,
-    lens: Vec<usize>,
+pub(super) struct Layout {
+    pub(super) slots: Vec<(usize, usize, usize)>,
+    pub(super) lens: Vec<usize>,
 }
 
 impl Layout {
-    fn new(params: &[Tensor], sizes: BucketSizes) -> Layout {
+    pub(super) fn new(params: &[Tensor], sizes: BucketSizes) -> Layout {
         let mut slots = vec![(0, 0, 0); params.len()];
         let mut lens: Vec<usize> = Vec::new();
         let cap = |b: usize| {
@@ -114,6 +121,8 @@ struct Step {
     /// Buckets handed to the communication thread (always a prefix, in order).
     sent: usize,
     jobs: Sender<Job>,
+    /// Under ZeRO-1: the shards each bucket is reduce-scattered to.
+    shards: Option<Rc<Shards>>,
     error: Option<Error>,
 }
 
@@ -123,6 +132,8 @@ impl Step {
         let dst = &mut self.buffers[b][off..off + len];
         let (earlier, grad) = (self.earlier[i].take(), self.params[i].grad());
         self.had_grad[i] = earlier.is_some() || grad.is_some();
+        // The bucket holds it now: finish sets the sum (or this rank's shard of it).
+        self.params[i].set_grad(None);
         match (earlier, grad) {
             (Some(e), Some(g)) => {
                 for ((d, e), g) in dst.iter_mut().zip(e.to_vec_f32()).zip(g.to_vec_f32()) {
@@ -139,8 +150,12 @@ impl Step {
     fn send_full(&mut self) -> Result<()> {
         while self.sent < self.buffers.len() && self.missing[self.sent] == 0 {
             let buf = std::mem::take(&mut self.buffers[self.sent]);
+            let job = match &self.shards {
+                Some(sh) => Job::ReduceScatter(buf, sh.counts(self.sent)),
+                None => Job::Sum(buf),
+            };
             self.jobs
-                .send(Job::Sum(buf))
+                .send(job)
                 .map_err(|_| comm_error("the communication thread has stopped"))?;
             self.sent += 1;
         }
@@ -165,12 +180,21 @@ impl Step {
 pub struct Reducer {
     rank: usize,
     size: usize,
-    sizes: BucketSizes,
+    pub(super) sizes: BucketSizes,
     jobs: Option<Sender<Job>>,
     answers: Receiver<Answer>,
     thread: Option<JoinHandle<()>>,
     step: Option<Rc<RefCell<Step>>>,
     times: CommTimes,
+    /// ZeRO-1: this rank's shard of the optimizer.
+    pub(super) zero: Option<Zero>,
+}
+
+/// This rank's shard under ZeRO-1: its pieces and the tensors the optimizer trains for them.
+pub(super) struct Zero {
+    pub(super) shards: Rc<Shards>,
+    pub(super) pieces: Vec<Piece>,
+    pub(super) tensors: Vec<Tensor>,
 }
 
 impl std::fmt::Debug for Reducer {
@@ -207,6 +231,17 @@ fn serve(
             }
             Job::Broadcast(mut v) => c.broadcast(&mut v).map(|_| Reply::Floats(v, 0.0)),
             Job::Stats(mut v) => c.all_reduce_sum_f64(&mut v).map(|_| Reply::Stats(v)),
+            Job::ReduceScatter(v, counts) => {
+                let t = std::time::Instant::now();
+                c.reduce_scatter_sum(&v, &counts)
+                    .map(|mine| Reply::Floats(mine, t.elapsed().as_secs_f64()))
+            }
+            Job::AllGather(v, counts) => {
+                let t = std::time::Instant::now();
+                c.all_gather(&v, &counts)
+                    .map(|all| Reply::Floats(all, t.elapsed().as_secs_f64()))
+            }
+            Job::GatherBytes(v) => c.gather_bytes(&v).map(Reply::Bytes),
         };
         if answers.send(answer.map_err(|e| e.to_string())).is_err() {
             return;
@@ -240,6 +275,7 @@ impl Reducer {
             thread: Some(thread),
             step: None,
             times: CommTimes::default(),
+            zero: None,
         })
     }
 
@@ -253,16 +289,21 @@ impl Reducer {
         self.size
     }
 
-    fn ask(&self, job: Job) -> Result<Reply> {
+    pub(super) fn ask(&self, job: Job) -> Result<Reply> {
+        self.send(job)?;
+        self.answer()
+    }
+
+    /// Queues a job without waiting for its answer (answers come in the order jobs went).
+    pub(super) fn send(&self, job: Job) -> Result<()> {
         self.jobs
             .as_ref()
             .ok_or_else(|| comm_error("the reducer is closed"))?
             .send(job)
-            .map_err(|_| comm_error("the communication thread has stopped"))?;
-        self.answer()
+            .map_err(|_| comm_error("the communication thread has stopped"))
     }
 
-    fn answer(&self) -> Result<Reply> {
+    pub(super) fn answer(&self) -> Result<Reply> {
         use std::sync::mpsc::RecvTimeoutError;
         match self.answers.recv_timeout(self.sizes.timeout) {
             Ok(a) => a.map_err(comm_error),
@@ -302,7 +343,7 @@ impl Reducer {
     pub fn sum_stats(&self, v: Vec<f64>) -> Result<Vec<f64>> {
         match self.ask(Job::Stats(v))? {
             Reply::Stats(v) => Ok(v),
-            Reply::Floats(..) => Err(comm_error("statistics answered with floats")),
+            _ => Err(comm_error("statistics answered with something else")),
         }
     }
 
@@ -338,6 +379,7 @@ impl Reducer {
                 .jobs
                 .clone()
                 .ok_or_else(|| comm_error("the reducer is closed"))?,
+            shards: self.zero.as_ref().map(|z| z.shards.clone()),
             error: None,
         }));
         self.step = Some(step.clone());
@@ -345,7 +387,9 @@ impl Reducer {
     }
 
     /// After the backward: sends the buckets it did not fill (gradients it did not reach are
-    /// taken as they are, or zeros), waits for every sum, and sets them as the gradients.
+    /// taken as they are, or zeros), waits for every sum, and sets them as the gradients —
+    /// under ZeRO-1 this rank's shard of them, on its pieces. A parameter gets a gradient when
+    /// any rank had one for it (decided together, so the ranks step alike).
     pub fn finish(&mut self) -> Result<()> {
         let Some(step) = self.step.take() else {
             return Ok(());
@@ -360,24 +404,48 @@ impl Reducer {
             }
         }
         s.send_full()?;
+        let had: Vec<f64> = s.had_grad.iter().map(|&h| f64::from(u8::from(h))).collect();
+        self.send(Job::Stats(had))?;
         let waiting = std::time::Instant::now();
-        for b in 0..s.layout.lens.len() {
+        let mut sums = Vec::with_capacity(s.layout.lens.len());
+        for _ in 0..s.layout.lens.len() {
             let Reply::Floats(v, secs) = self.answer()? else {
-                return Err(comm_error("a bucket answered with statistics"));
+                return Err(comm_error("a bucket answered with something else"));
             };
             self.times.all_reduce_s += secs;
-            self.times.bytes += 4 * v.len();
-            for (i, p) in s.params.iter().enumerate() {
-                let (pb, off, len) = s.layout.slots[i];
-                if pb == b && s.had_grad[i] {
-                    p.set_grad(Some(Tensor::from_vec(
-                        v[off..off + len].to_vec(),
-                        p.shape(),
-                    )?));
-                }
-            }
+            sums.push(v);
         }
+        let Reply::Stats(had) = self.answer()? else {
+            return Err(comm_error(
+                "the gradient flags answered with something else",
+            ));
+        };
         self.times.waited_s += waiting.elapsed().as_secs_f64();
+        self.times.bytes += 4 * s.layout.lens.iter().sum::<usize>();
+        let had = |i: usize| had.get(i).is_some_and(|&h| h > 0.0);
+        if let Some(z) = &self.zero {
+            for (p, t) in z.pieces.iter().zip(&z.tensors) {
+                let b = s.layout.slots[p.param].0;
+                let at = z.shards.start(p) - z.shards.owned(self.rank, b).0;
+                let g = sums[b].get(at..at + p.len).ok_or_else(|| {
+                    comm_error("a reduce-scatter returned fewer values than the shard owns")
+                })?;
+                t.set_grad(
+                    had(p.param)
+                        .then(|| Tensor::from_vec(g.to_vec(), &[p.len]))
+                        .transpose()?,
+                );
+            }
+            return Ok(());
+        }
+        for (i, p) in s.params.iter().enumerate() {
+            let (b, off, len) = s.layout.slots[i];
+            p.set_grad(
+                had(i)
+                    .then(|| Tensor::from_vec(sums[b][off..off + len].to_vec(), p.shape()))
+                    .transpose()?,
+            );
+        }
         Ok(())
     }
 
@@ -418,6 +486,15 @@ mod tests {
         }
         fn broadcast(&mut self, _: &mut [f32]) -> Result<()> {
             Ok(())
+        }
+        fn reduce_scatter_sum(&mut self, buf: &[f32], _: &[usize]) -> Result<Vec<f32>> {
+            Ok(buf.to_vec())
+        }
+        fn all_gather(&mut self, mine: &[f32], _: &[usize]) -> Result<Vec<f32>> {
+            Ok(mine.to_vec())
+        }
+        fn gather_bytes(&mut self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+            Ok(vec![mine.to_vec()])
         }
     }
 

@@ -8,8 +8,11 @@
 mod buckets;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod shards;
+mod zero;
 
 pub use buckets::{BucketSizes, CommTimes, Reducer};
+pub use shards::{Piece, Shards};
 
 use rewind::error::{Error, Result};
 
@@ -26,6 +29,13 @@ pub trait Collective {
     fn all_reduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<()>;
     /// Rank 0's `buf` on every rank.
     fn broadcast(&mut self, buf: &mut [f32]) -> Result<()>;
+    /// Sums `buf` over the ranks and returns this rank's part of the sum: rank r's is the
+    /// `counts[r]` values after the lower ranks' parts (MPI's `Reduce_scatter`).
+    fn reduce_scatter_sum(&mut self, buf: &[f32], counts: &[usize]) -> Result<Vec<f32>>;
+    /// Every rank's `mine` (rank r's holding `counts[r]` values), concatenated in rank order.
+    fn all_gather(&mut self, mine: &[f32], counts: &[usize]) -> Result<Vec<f32>>;
+    /// Every rank's `mine` on rank 0, in rank order (the other ranks get an empty list).
+    fn gather_bytes(&mut self, mine: &[u8]) -> Result<Vec<Vec<u8>>>;
 }
 
 /// Ranks in the job the launcher started this process in (Open MPI's or MPICH's environment),

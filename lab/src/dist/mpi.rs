@@ -2,7 +2,9 @@
 //! communication thread (every call stays on it: MPI's "funneled" level suffices).
 
 use super::{Collective, comm_error};
+use mpi::Count;
 use mpi::collective::SystemOperation;
+use mpi::datatype::PartitionMut;
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
@@ -53,4 +55,96 @@ impl Collective for Mpi {
         self.world.process_at_rank(0).broadcast_into(buf);
         Ok(())
     }
+
+    fn reduce_scatter_sum(&mut self, buf: &[f32], counts: &[usize]) -> Result<Vec<f32>> {
+        let c = counts_of(counts, self.size())?;
+        if c.iter().map(|&n| n as usize).sum::<usize>() != buf.len() {
+            return Err(comm_error(
+                "reduce-scatter: the counts do not add up to the buffer",
+            ));
+        }
+        let mut mine = vec![0f32; counts[self.rank()]];
+        // SAFETY: `buf` holds Σ counts f32 values (checked), `mine` holds this rank's count,
+        // `c` holds one count per rank of the communicator, and MPI_FLOAT is f32's datatype;
+        // MPI reads and writes nothing else and returns before the buffers are dropped.
+        let rc = unsafe {
+            mpi::ffi::MPI_Reduce_scatter(
+                buf.as_ptr().cast(),
+                mine.as_mut_ptr().cast(),
+                c.as_ptr(),
+                f32::equivalent_datatype().as_raw(),
+                SystemOperation::sum().as_raw(),
+                self.world.as_raw(),
+            )
+        };
+        if rc != 0 {
+            return Err(comm_error(format!("MPI_Reduce_scatter failed ({rc})")));
+        }
+        Ok(mine)
+    }
+
+    fn all_gather(&mut self, mine: &[f32], counts: &[usize]) -> Result<Vec<f32>> {
+        let c = counts_of(counts, self.size())?;
+        if mine.len() != counts[self.rank()] {
+            return Err(comm_error(
+                "all-gather: this rank's part has the wrong length",
+            ));
+        }
+        let mut all = vec![0f32; counts.iter().sum()];
+        let displs = displacements(&c)?;
+        let mut part = PartitionMut::new(&mut all[..], &c[..], &displs[..]);
+        self.world.all_gather_varcount_into(mine, &mut part);
+        Ok(all)
+    }
+
+    fn gather_bytes(&mut self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let root = self.world.process_at_rank(0);
+        let n = Count::try_from(mine.len())
+            .map_err(|_| comm_error("a rank's state is over 2 GiB: too large to gather"))?;
+        if self.rank() != 0 {
+            root.gather_into(&n);
+            root.gather_varcount_into(mine);
+            return Ok(Vec::new());
+        }
+        let mut c = vec![0 as Count; self.size()];
+        root.gather_into_root(&n, &mut c[..]);
+        let displs = displacements(&c)?;
+        let total = c.iter().map(|&x| x as usize).sum();
+        let mut all = vec![0u8; total];
+        let mut part = PartitionMut::new(&mut all[..], &c[..], &displs[..]);
+        root.gather_varcount_into_root(mine, &mut part);
+        Ok(c.iter()
+            .zip(&displs)
+            .map(|(&n, &d)| all[d as usize..(d + n) as usize].to_vec())
+            .collect())
+    }
+}
+
+/// Per-rank counts as MPI's `int`s, one per rank.
+fn counts_of(counts: &[usize], size: usize) -> Result<Vec<Count>> {
+    if counts.len() != size {
+        return Err(comm_error(format!(
+            "{} counts for {size} ranks",
+            counts.len()
+        )));
+    }
+    counts
+        .iter()
+        .map(|&n| Count::try_from(n).map_err(|_| comm_error("a part of over 2³¹ values")))
+        .collect()
+}
+
+/// Where each rank's part starts.
+fn displacements(counts: &[Count]) -> Result<Vec<Count>> {
+    let mut at: Count = 0;
+    counts
+        .iter()
+        .map(|&n| {
+            let d = at;
+            at = at
+                .checked_add(n)
+                .ok_or_else(|| comm_error("a message of over 2³¹ values"))?;
+            Ok(d)
+        })
+        .collect()
 }

@@ -5,6 +5,7 @@
 
 pub mod compare;
 pub mod config;
+mod dist;
 mod save;
 mod trainer;
 

@@ -109,15 +109,29 @@ fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
 }
 
 impl Trainer {
-    /// The run's full state as safetensors bytes (the same state, the same bytes).
+    /// The run's full state as safetensors bytes (the same state, the same bytes). Under
+    /// ZeRO-1 every rank must call it (the optimizer state is gathered to rank 0), and the
+    /// other ranks get an error instead of bytes.
     pub fn save_bytes(&self) -> Result<Vec<u8>> {
+        self.gathered_save_bytes()?.ok_or_else(|| {
+            err(format!(
+                "rank {} holds a shard of the optimizer: rank 0 gets the save",
+                self.rank()
+            ))
+        })
+    }
+
+    /// [`Self::save_bytes`], `None` on the ranks that only sent their shard.
+    fn gathered_save_bytes(&self) -> Result<Option<Vec<u8>>> {
+        let Some(opt) = self.whole_optimizer_state()? else {
+            return Ok(None);
+        };
         let mut raw = weights::raw_params(&self.model.named_parameters());
         let mut meta: BTreeMap<String, String> = BTreeMap::new();
         meta.insert("format".into(), FORMAT.into());
         for (k, v) in self.cfg.settings() {
             meta.insert(format!("config.{k}"), v.to_string());
         }
-        let opt = self.opt.state_dict();
         meta.insert("step".into(), self.steps_done.to_string());
         meta.insert("optimizer.step".into(), opt.step.to_string());
         meta.insert("optimizer.params".into(), opt.buffers.len().to_string());
@@ -162,12 +176,19 @@ impl Trainer {
         meta.insert("checksum".into(), format!("{sum:016x}"));
         let bytes =
             weights::serialize_raw(&raw, Some(meta.into_iter().collect::<HashMap<_, _>>()))?;
-        canonical_header(bytes)
+        canonical_header(bytes).map(Some)
     }
 
-    /// Writes the run's state to `path`.
+    /// Writes the run's state to `path` (under data parallelism every rank calls; rank 0
+    /// writes).
     pub fn save(&self, path: &Path) -> Result<()> {
-        rewind::atomic_file::write_atomic("save", path, &self.save_bytes()?)
+        if self.rank() != 0 && !self.zero() {
+            return Ok(());
+        }
+        match self.gathered_save_bytes()? {
+            Some(b) if self.rank() == 0 => rewind::atomic_file::write_atomic("save", path, &b),
+            _ => Ok(()),
+        }
     }
 
     /// Continues the run saved in `path`; `cfg` must equal the saved configuration.

@@ -15,7 +15,7 @@ use rewind::dtype::DType;
 use rewind::error::{Error, Result};
 use rewind::nn::{HookHandle, freeze};
 use rewind::ops::autocast::autocast;
-use rewind::optim::{AdamW, AdamW8bit, Optimizer, ParamGroup, Sgd, StateBuffer};
+use rewind::optim::{AdamW, AdamW8bit, MIN_8BIT_SIZE, Optimizer, ParamGroup, Sgd, StateBuffer};
 use rewind::{BackwardOptions, GradReady, Tensor, tape};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -208,6 +208,8 @@ pub struct Trainer {
     /// The model.
     pub model: Box<dyn CausalLm>,
     pub(super) opt: Box<dyn Optimizer>,
+    /// The trainable parameters (under ZeRO-1 `opt` trains this rank's pieces of them).
+    pub(super) params: Vec<Tensor>,
     pub(super) scaler: Option<GradScaler>,
     pub(super) seg: Segmentation,
     pub(super) position: DataPosition,
@@ -216,7 +218,7 @@ pub struct Trainer {
     checked_reach: bool,
     _input_grads: Option<HookHandle>,
     /// Data parallelism: this rank's end of the gradient buckets.
-    dist: Option<Reducer>,
+    pub(super) dist: Option<Reducer>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -301,11 +303,28 @@ fn build_optimizer(cfg: &TrainConfig, model: &dyn CausalLm) -> Result<Box<dyn Op
             "every parameter is frozen: nothing to train",
         ));
     }
+    let blockwise: Vec<bool> = params.iter().map(|p| p.numel() >= MIN_8BIT_SIZE).collect();
+    optimizer_over(cfg, params, &blockwise)
+}
+
+/// `cfg`'s optimizer over `params`; with 8-bit AdamW, `blockwise` says which keep 8-bit state
+/// (a ZeRO piece keeps its whole tensor's kind).
+pub(super) fn optimizer_over(
+    cfg: &TrainConfig,
+    params: Vec<Tensor>,
+    blockwise: &[bool],
+) -> Result<Box<dyn Optimizer>> {
     let groups = vec![ParamGroup::new(params, cfg.lr, cfg.weight_decay)];
     Ok(match cfg.optimizer {
         OptimChoice::Sgd => Box::new(Sgd::new(groups, 0.9, false)?),
         OptimChoice::AdamW => Box::new(AdamW::new(groups)),
-        OptimChoice::AdamW8bit => Box::new(AdamW8bit::new(groups)),
+        OptimChoice::AdamW8bit => {
+            let mut o = AdamW8bit::new(groups);
+            for (i, &b) in blockwise.iter().enumerate() {
+                o.set_blockwise(i, b)?;
+            }
+            Box::new(o)
+        }
     })
 }
 
@@ -323,6 +342,7 @@ impl Trainer {
             .then(|| model.token_embedding().enable_input_require_grads());
         let seg = segmentation(&cfg, model.as_ref(), &data)?;
         let mut t = Trainer {
+            params: opt.params(),
             scaler: cfg.amp.then(GradScaler::new),
             cfg,
             data,
@@ -387,38 +407,10 @@ impl Trainer {
         Ok(b)
     }
 
-    /// Trains as one of the ranks of `r`: every rank starts from rank 0's parameters, and
-    /// each step's `accumulation` micro-batches are shared among the ranks (a multiple of
-    /// their number).
-    pub fn set_dist(&mut self, r: Reducer) -> Result<()> {
-        if !self.cfg.accumulation.is_multiple_of(r.size()) {
-            return Err(Error::invalid(
-                "train",
-                format!(
-                    "{} micro-batches per step cannot be shared by {} ranks",
-                    self.cfg.accumulation,
-                    r.size()
-                ),
-            ));
-        }
-        r.broadcast(&self.model.parameters())?;
-        self.dist = Some(r);
-        Ok(())
-    }
-
-    /// Time in gradient communication so far (`None` without data parallelism).
-    pub fn comm_times(&self) -> Option<crate::dist::CommTimes> {
-        self.dist.as_ref().map(Reducer::times)
-    }
-
-    /// This process's rank (0 without data parallelism).
-    pub fn rank(&self) -> usize {
-        self.dist.as_ref().map_or(0, Reducer::rank)
-    }
-
     /// One optimizer step over `accumulation` micro-batches — shared by the ranks under data
-    /// parallelism: of those N·K micro-batches rank r takes the r-th K, each loss scaled by
-    /// 1/(N·K) as one process scales it, so the summed gradient is that process's.
+    /// parallelism: of those N·K micro-batches rank r takes the r-th K, each loss weighted by
+    /// its share of the step's targets as one process weights it, so the summed gradient is
+    /// that process's (and, up to rounding, that of one batch holding them all).
     pub fn step(&mut self) -> Result<StepStats> {
         let start = Instant::now();
         tape::reset_peak_saved_bytes();
@@ -427,8 +419,15 @@ impl Trainer {
         let accum = total / ranks;
         let policy = self.cfg.policy.policy();
         let (mut loss_sum, mut real, mut slots) = (0.0, 0, 0);
-        for i in 0..total {
-            let batch = self.next_batch()?;
+        // Every rank reads the whole step's micro-batches, so each knows the step's target
+        // count: each loss (a mean over its own targets) is weighted by its share of them, and
+        // the summed gradient is that of the mean over all the step's targets (transformers'
+        // `num_items_in_batch`), however the micro-batches are spread over ranks.
+        let step_batches = (0..total)
+            .map(|_| self.next_batch())
+            .collect::<Result<Vec<_>>>()?;
+        let targets: usize = step_batches.iter().map(Batch::targets).sum();
+        for (i, batch) in step_batches.into_iter().enumerate() {
             if i / accum != rank {
                 continue;
             }
@@ -440,11 +439,11 @@ impl Trainer {
             };
             self.check_reach(&loss)?;
             loss_sum += loss.item()?;
-            // loss / (N·K) (exact for powers of two).
-            let mut scaled = if total > 1 {
-                loss.mul_scalar(1.0 / total as f64)?
-            } else {
-                loss
+            // loss · (its targets / the step's): 1/(N·K) when the micro-batches hold as many.
+            let mut scaled = match (total, targets) {
+                (1, _) => loss,
+                (_, 0) => loss.mul_scalar(1.0 / total as f64)?,
+                _ => loss.mul_scalar(batch.targets() as f64 / targets as f64)?,
             };
             if let Some(s) = &self.scaler {
                 scaled = s.scale(&scaled)?;
@@ -452,7 +451,7 @@ impl Trainer {
             // As PyTorch accumulates: this backward's gradient (a tied weight's contributions
             // summed first) is added to the earlier micro-batches' once, so the sum's order
             // does not depend on how micro-batches are spread over ranks.
-            let params = self.opt.params();
+            let params = self.params.clone();
             let earlier: Vec<Option<rewind::Tensor>> = if i % accum > 0 {
                 params
                     .iter()
@@ -497,6 +496,10 @@ impl Trainer {
             .sum();
         let updated = match &mut self.scaler {
             Some(s) => {
+                // Under ZeRO-1 each rank sees its shard: all skip if any shard overflowed.
+                if let Some(d) = self.dist.as_ref().filter(|d| d.shards().is_some()) {
+                    s.unscale_agreeing_(self.opt.as_ref(), &mut |found| d.any(found))?;
+                }
                 let ran = s.step(self.opt.as_mut())?;
                 s.update();
                 ran
@@ -507,6 +510,11 @@ impl Trainer {
             }
         };
         self.opt.zero_grad();
+        if let Some(d) = self.dist.as_mut().filter(|d| d.shards().is_some())
+            && updated
+        {
+            d.all_gather_params(&self.params)?;
+        }
         self.steps_done += 1;
         Ok(StepStats {
             step: self.steps_done,
@@ -579,15 +587,15 @@ impl Trainer {
 
     /// Trainable scalar parameters (elements of the trainable tensors).
     pub fn trainable_params(&self) -> usize {
-        self.opt.params().iter().map(|p| p.numel()).sum()
+        self.params.iter().map(|p| p.numel()).sum()
     }
 
     /// Trainable tensors (holding [`Self::trainable_params`] scalars between them).
     pub fn trainable_tensors(&self) -> usize {
-        self.opt.params().len()
+        self.params.len()
     }
 
-    /// Bytes of optimizer state held now.
+    /// Bytes of optimizer state this process holds now (under ZeRO-1, its shard's).
     pub fn optimizer_state_bytes(&self) -> usize {
         self.opt
             .state_dict()

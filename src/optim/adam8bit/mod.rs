@@ -21,7 +21,7 @@ use super::{
     OptimState, Optimizer, ParamGroup, StateBuffer, decode_state, split_steps, with_grad,
     with_steps,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 pub use block::BLOCK;
 use block::{Block, BlockUpdate, block_step};
 use rayon::prelude::*;
@@ -83,13 +83,20 @@ pub struct AdamW8bit {
     /// Use the AVX2+FMA block step where the CPU has both (default); false runs the scalar
     /// reference, which gives bit-identical results more slowly.
     pub vectorised: bool,
+    /// Per parameter: 8-bit blockwise state (else fp32).
+    blockwise: Vec<bool>,
 }
 
 impl AdamW8bit {
     /// 8-bit AdamW over `groups` with PyTorch's β and ε.
     pub fn new(groups: Vec<ParamGroup>) -> AdamW8bit {
         let n = groups.iter().map(|g| g.params.len()).sum();
+        let blockwise = groups
+            .iter()
+            .flat_map(|g| g.params.iter().map(|p| p.numel() >= MIN_8BIT_SIZE))
+            .collect();
         AdamW8bit {
+            blockwise,
             groups,
             config: AdamConfig::default(),
             state: vec![None; n],
@@ -111,8 +118,31 @@ impl AdamW8bit {
         self.state.get(i).and_then(Option::as_ref)
     }
 
-    fn fresh(&self, n: usize) -> Adam8bitState {
-        if n < MIN_8BIT_SIZE {
+    /// Makes parameter `i` (in group order) keep 8-bit (`true`) or fp32 state, overriding the
+    /// size rule — for a slice of a larger tensor (a ZeRO shard), whose choice is the whole
+    /// tensor's. Only before the parameter's first step.
+    pub fn set_blockwise(&mut self, i: usize, blockwise: bool) -> Result<()> {
+        match (self.blockwise.get_mut(i), self.state.get(i)) {
+            (Some(b), Some(None)) => {
+                *b = blockwise;
+                Ok(())
+            }
+            (None, _) => Err(Error::invalid(
+                "AdamW8bit",
+                format!(
+                    "no parameter {i}: the optimizer has {}",
+                    self.blockwise.len()
+                ),
+            )),
+            _ => Err(Error::invalid(
+                "AdamW8bit",
+                format!("parameter {i} already has state: its kind is fixed"),
+            )),
+        }
+    }
+
+    fn fresh(&self, i: usize, n: usize) -> Adam8bitState {
+        if !self.blockwise[i] {
             return Adam8bitState::Fp32 {
                 m: vec![0.0; n],
                 v: vec![0.0; n],
@@ -159,7 +189,7 @@ impl Optimizer for AdamW8bit {
                 self.steps[slot] += 1;
                 let k = StepConsts::new(self.config, lr, wd, self.steps[slot]);
                 if self.state[slot].is_none() {
-                    self.state[slot] = Some(self.fresh(p.numel()));
+                    self.state[slot] = Some(self.fresh(slot, p.numel()));
                 }
                 let vectorised = self.vectorised;
                 let step = BlockUpdate {
