@@ -404,6 +404,9 @@ pub fn train(a: &TrainArgs) -> Result<Option<Checkpoint>, Usage> {
         readable_file("data", p)?;
     }
     non_negative("weight-decay", a.weight_decay)?;
+    if let Some(m) = a.max_grad_norm {
+        positive("max-grad-norm", m)?;
+    }
     count(
         "accumulation",
         a.accumulation,

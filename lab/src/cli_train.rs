@@ -107,6 +107,10 @@ pub struct TrainArgs {
     /// Weight decay (decoupled for AdamW).
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub weight_decay: f64,
+    /// Clip the gradients' total L2 norm to this before each step (PyTorch's
+    /// clip_grad_norm_; under AMP after unscaling) [default: no clipping].
+    #[arg(long, value_name = "NORM")]
+    pub max_grad_norm: Option<f64>,
     /// Micro-batches per optimizer step (gradient accumulation).
     #[arg(long, default_value_t = 1)]
     pub accumulation: usize,
@@ -271,6 +275,7 @@ impl TrainArgs {
             amp: self.amp,
             optimizer: self.optimizer,
             weight_decay: self.weight_decay,
+            max_grad_norm: self.max_grad_norm,
             accumulation: self.accumulation,
             freeze: self.freeze,
             lora_rank: self.lora_rank,

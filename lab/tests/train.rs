@@ -572,3 +572,43 @@ fn the_same_state_saves_to_the_same_bytes() {
     let (a, b) = (t.save_bytes().unwrap(), t.save_bytes().unwrap());
     assert!(a == b, "two saves of one state differ");
 }
+
+#[test]
+fn max_grad_norm_clips_the_step_to_that_norm() {
+    // SGD's first step with momentum is w ← w − lr·g (the buffer starts as g), so the whole
+    // update's norm is lr × the clipped gradient's: lr · max_norm · ‖g‖ / (‖g‖ + 1e-6).
+    let max = 1e-3;
+    let cfg = TrainConfig {
+        optimizer: OptimChoice::Sgd,
+        max_grad_norm: Some(max),
+        ..tiny()
+    };
+    let lr = cfg.lr;
+    let mut t = Trainer::new(cfg).unwrap();
+    let before: Vec<Vec<f32>> = t
+        .model
+        .parameters()
+        .iter()
+        .map(|p| p.to_vec_f32())
+        .collect();
+    t.step().unwrap();
+    let moved: f64 = t
+        .model
+        .parameters()
+        .iter()
+        .zip(&before)
+        .flat_map(|(p, b)| {
+            p.to_vec_f32()
+                .into_iter()
+                .zip(b.clone())
+                .map(|(x, y)| (f64::from(x) - f64::from(y)).powi(2))
+        })
+        .sum::<f64>()
+        .sqrt();
+    // The gradient's norm is far above 1e-3, so the clipped norm is max_norm to ~1e-6.
+    assert!(
+        (moved / (lr * max) - 1.0).abs() < 1e-3,
+        "update norm {moved}, expected {}",
+        lr * max
+    );
+}

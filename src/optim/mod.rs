@@ -10,7 +10,7 @@ mod sgd;
 
 pub use adam8bit::{Adam8bitState, AdamW8bit, BLOCK, MIN_8BIT_SIZE};
 pub use adamw::AdamW;
-pub use clip::clip_grad_norm_;
+pub use clip::{clip_grad_norm_, clip_grad_norm_agreeing_};
 pub use sgd::Sgd;
 
 use crate::error::{Error, Result};

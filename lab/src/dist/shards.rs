@@ -76,6 +76,11 @@ impl Shards {
         Shards::new(&Layout { slots, lens }, ranks.max(1))
     }
 
+    /// Tensors the shards cut.
+    pub fn tensors(&self) -> usize {
+        self.params.len()
+    }
+
     /// Ranks the shards are for.
     pub fn ranks(&self) -> usize {
         self.bounds.len() - 1

@@ -108,6 +108,18 @@ impl Reducer {
         z.shards.assemble(&parts).map(Some)
     }
 
+    /// The squared gradient norm over every rank, from this rank's pieces' sums of squares
+    /// (in piece order): per tensor (a split tensor's pieces added), then in parameter order,
+    /// as one process sums it.
+    pub fn total_squares(&self, piece_squares: &[f64]) -> Result<f64> {
+        let z = self.zero()?;
+        let mut v = vec![0.0; z.shards.tensors()];
+        for (p, s) in z.pieces.iter().zip(piece_squares) {
+            v[p.param] += s;
+        }
+        Ok(self.sum_stats(v)?.iter().sum())
+    }
+
     /// Whether any rank's `flag` is set.
     pub fn any(&self, flag: bool) -> Result<bool> {
         Ok(self.sum_stats(vec![f64::from(u8::from(flag))])?[0] > 0.0)

@@ -163,6 +163,8 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Weight decay (decoupled for AdamW).
     pub weight_decay: f64,
+    /// Clip the gradients' total L2 norm to this before each step (`None`: no clipping).
+    pub max_grad_norm: Option<f64>,
     /// Micro-batches per optimizer step (the loss of each is divided by this).
     pub accumulation: usize,
     /// Freezing.
@@ -207,6 +209,7 @@ impl Default for TrainConfig {
             optimizer: OptimChoice::AdamW,
             lr: 3e-3,
             weight_decay: 0.0,
+            max_grad_norm: None,
             accumulation: 1,
             freeze: FreezeChoice::default(),
             padding: PaddingChoice::Fixed,
@@ -382,7 +385,7 @@ impl TrainConfig {
         let c = &self.corpus;
         let synthetic = self.text_file.is_none() && self.data_file.is_none();
         let corpus = |v: Value| if synthetic { v } else { Value::Null };
-        vec![
+        let mut v = vec![
             ("d", self.d.into()),
             ("heads", self.heads.into()),
             ("layers", self.layers.into()),
@@ -443,7 +446,12 @@ impl TrainConfig {
             ("padding", self.padding.to_string().into()),
             ("batch_size", self.batch_size.into()),
             ("seed", self.seed.into()),
-        ]
+        ];
+        // Only when set: saves made before the setting existed still resume.
+        if let Some(m) = self.max_grad_norm {
+            v.push(("max_grad_norm", m.into()));
+        }
+        v
     }
 
     /// Rejects settings that cannot run.
@@ -454,6 +462,11 @@ impl TrainConfig {
                 "{} heads do not divide width {}",
                 self.heads, self.d
             ));
+        }
+        if let Some(m) = self.max_grad_norm
+            && !(m.is_finite() && m > 0.0)
+        {
+            return fail(format!("max_grad_norm {m} must be finite and above 0"));
         }
         if self.layers == 0 || self.max_len < 2 || self.batch_size == 0 || self.accumulation == 0 {
             return fail("layers, batch size and accumulation must be ≥ 1, max_len ≥ 2".into());

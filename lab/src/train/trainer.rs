@@ -15,7 +15,10 @@ use rewind::dtype::DType;
 use rewind::error::{Error, Result};
 use rewind::nn::{HookHandle, freeze};
 use rewind::ops::autocast::autocast;
-use rewind::optim::{AdamW, AdamW8bit, MIN_8BIT_SIZE, Optimizer, ParamGroup, Sgd, StateBuffer};
+use rewind::optim::{
+    AdamW, AdamW8bit, MIN_8BIT_SIZE, Optimizer, ParamGroup, Sgd, StateBuffer, clip_grad_norm_,
+    clip_grad_norm_agreeing_,
+};
 use rewind::{BackwardOptions, GradReady, Tensor, tape};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -494,12 +497,27 @@ impl Trainer {
             .iter()
             .filter_map(|p| p.grad().map(|g| g.nbytes()))
             .sum();
+        // Under ZeRO-1 each rank sees its shard: all skip if any shard overflowed, and the
+        // clipping norm is the whole gradient's.
+        let zero = self.dist.as_ref().filter(|d| d.shards().is_some());
+        if let Some(s) = &mut self.scaler
+            && (zero.is_some() || self.cfg.max_grad_norm.is_some())
+        {
+            // As PyTorch: unscale before clipping.
+            s.unscale_agreeing_(self.opt.as_ref(), &mut |found| match zero {
+                Some(d) => d.any(found),
+                None => Ok(found),
+            })?;
+        }
+        if let Some(max) = self.cfg.max_grad_norm {
+            let params = self.opt.params();
+            match zero {
+                Some(d) => clip_grad_norm_agreeing_(&params, max, &mut |sq| d.total_squares(sq))?,
+                None => clip_grad_norm_(&params, max)?,
+            };
+        }
         let updated = match &mut self.scaler {
             Some(s) => {
-                // Under ZeRO-1 each rank sees its shard: all skip if any shard overflowed.
-                if let Some(d) = self.dist.as_ref().filter(|d| d.shards().is_some()) {
-                    s.unscale_agreeing_(self.opt.as_ref(), &mut |found| d.any(found))?;
-                }
                 let ran = s.step(self.opt.as_mut())?;
                 s.update();
                 ran
