@@ -8,10 +8,14 @@ transformers), rows of 128 tokens, AdamW lr 1e-4, 16 rows a step:
   * 2 ranks on 1 thread each taking one micro-batch of 8 rows (`mpirun -np 2 rewind train`;
     PyTorch: `torchrun --nproc_per_node 2`, DistributedDataParallel on gloo).
 
-Medians over steps (the first left out) and rounds; tokens/s of the whole job from the median
-step; for rewind's
-ranks also the all-reduce time per step and the part of it the backward did not hide (rank 0's
-communication thread and training thread). Not part of CI.
+The same two layouts with ZeRO-1 (rewind `--zero 1`; PyTorch: DDP with
+ZeroRedundancyOptimizer), and the 16-block residual MLP of `rewind bench-core` (256 → 1024 → 256,
+2048 rows a step, SGD; `rewind bench-dist`; PyTorch: the same blocks, DDP on gloo), one process on
+2 threads taking every row against 2 ranks on 1 thread each taking half.
+
+Medians over steps (the first left out) and rounds; tokens (rows) per second of the whole job
+from the median step; for rewind's ranks also the all-reduce time per step and the part of it
+the backward did not hide (rank 0's communication thread and training thread). Not part of CI.
 
 Setup: python3 -m venv .venv-ref && .venv-ref/bin/pip install torch numpy transformers
     ./scripts/mpi-install.sh && cargo build --release -p rewind-lab --features mpi
@@ -48,7 +52,11 @@ if ddp:
     import torch.distributed as dist
     dist.init_process_group("gloo")
     model = torch.nn.parallel.DistributedDataParallel(model)
-opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+if cfg.get("zero") and ddp:
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.AdamW, lr=1e-4)
+else:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 g = torch.Generator().manual_seed(1 + (dist.get_rank() if ddp else 0))
 micro = 1 if ddp else 2
 times = []
@@ -67,6 +75,49 @@ if ddp:
 """
 
 
+TORCH_MLP = r"""
+import json, os, statistics, sys, time, torch
+import torch.nn as nn
+import torch.nn.functional as F
+cfg = json.loads(sys.argv[1])
+ddp = "LOCAL_RANK" in os.environ
+torch.set_num_threads(cfg["threads"])
+torch.manual_seed(0)
+
+class Block(nn.Module):
+    def __init__(self, d, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(d, hidden)
+        self.fc2 = nn.Linear(hidden, d)
+
+    def forward(self, x):
+        return x + self.fc2(F.gelu(self.fc1(x)))
+
+model = nn.Sequential(*[Block(256, 1024) for _ in range(16)])
+x = torch.randn(cfg["rows"], 256)
+if ddp:
+    import torch.distributed as dist
+    dist.init_process_group("gloo")
+    model = torch.nn.parallel.DistributedDataParallel(model)
+    share = cfg["rows"] // dist.get_world_size()
+    x = x[dist.get_rank() * share:(dist.get_rank() + 1) * share]
+opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+times = []
+for _ in range(cfg["steps"]):
+    t = time.perf_counter()
+    y = model(x)
+    (y * y).mean().backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    times.append(time.perf_counter() - t)
+if not ddp or dist.get_rank() == 0:
+    print(json.dumps({"step_s": statistics.median(times[1:])}))
+if ddp:
+    dist.destroy_process_group()
+"""
+MLP_ROWS = 2048
+
+
 def model_dir(path):
     if os.path.exists(os.path.join(path, "model.safetensors")):
         return path
@@ -80,7 +131,7 @@ def model_dir(path):
     return path
 
 
-def run_rewind(binary, d, text, steps, ranks):
+def run_rewind(binary, d, text, steps, ranks, zero=False):
     with tempfile.TemporaryDirectory() as tmp:
         summary = os.path.join(tmp, "summary.json")
         args = [binary, "train", "--model", d, "--text-file", text, "--max-len", str(LEN),
@@ -91,7 +142,7 @@ def run_rewind(binary, d, text, steps, ranks):
             cmd = args + ["--accumulation", "2"]
         else:
             env = dict(MPI_ENV, RAYON_NUM_THREADS="1")
-            cmd = ["mpirun", "-np", str(ranks), "-x", "RAYON_NUM_THREADS"] + args
+            cmd = ["mpirun", "-np", str(ranks), "-x", "RAYON_NUM_THREADS"] + args + ["--zero", str(int(zero))]
         subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
         with open(summary) as f:
             s = json.load(f)
@@ -103,11 +154,27 @@ def run_rewind(binary, d, text, steps, ranks):
     return out
 
 
-def run_torch(d, vocab, steps, ranks):
-    cfg = json.dumps({"dir": d, "vocab": vocab, "steps": steps, "rows": ROWS, "len": LEN,
-                      "threads": 2 if ranks == 1 else 1})
+def run_rewind_mlp(binary, steps, ranks):
+    args = [binary, "bench-dist", "--reps", str(steps - 1), "--rows", str(MLP_ROWS)]
+    if ranks == 1:
+        cmd, env = args, dict(os.environ, RAYON_NUM_THREADS="2")
+    else:
+        cmd = ["mpirun", "-np", str(ranks), "-x", "RAYON_NUM_THREADS"] + args
+        env = dict(MPI_ENV, RAYON_NUM_THREADS="1")
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    s = json.loads(out.stdout.strip().splitlines()[-1])
+    r = {"step_s": s["step_s"], "tokens_per_s": s["rows_per_s"]}
+    if ranks > 1:
+        r["all_reduce_s"] = s["all_reduce_s"]
+        r["waited_s"] = s["all_reduce_waited_s"]
+    return r
+
+
+def run_torch(d, vocab, steps, ranks, zero=False, mlp=False):
+    cfg = json.dumps({"dir": d, "vocab": vocab, "steps": steps, "rows": MLP_ROWS if mlp else ROWS,
+                      "len": LEN, "threads": 2 if ranks == 1 else 1, "zero": zero})
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(TORCH_STEP)
+        f.write(TORCH_MLP if mlp else TORCH_STEP)
         script = f.name
     try:
         if ranks == 1:
@@ -121,7 +188,7 @@ def run_torch(d, vocab, steps, ranks):
     finally:
         os.unlink(script)
     step = json.loads(out.stdout.strip().splitlines()[-1])["step_s"]
-    return {"step_s": step, "tokens_per_s": 2 * ROWS * LEN / step}
+    return {"step_s": step, "tokens_per_s": (MLP_ROWS if mlp else 2 * ROWS * LEN) / step}
 
 
 def main():
@@ -140,21 +207,29 @@ def main():
           f"median of {a.steps - 1} steps, {a.rounds} rounds")
     res = {}
     for r in range(a.rounds):
+        for ranks, zero in ((1, False), (2, False), (2, True)):
+            res.setdefault(("GPT-2", "PyTorch", ranks, zero), []).append(
+                run_torch(d, vocab, a.steps, ranks, zero))
+            res.setdefault(("GPT-2", "rewind", ranks, zero), []).append(
+                run_rewind(a.binary, d, text, a.steps, ranks, zero))
         for ranks in (1, 2):
-            res.setdefault(("PyTorch", ranks), []).append(run_torch(d, vocab, a.steps, ranks))
-            res.setdefault(("rewind", ranks), []).append(run_rewind(a.binary, d, text, a.steps, ranks))
+            res.setdefault(("MLP", "PyTorch", ranks, False), []).append(
+                run_torch(d, vocab, a.steps, ranks, mlp=True))
+            res.setdefault(("MLP", "rewind", ranks, False), []).append(
+                run_rewind_mlp(a.binary, a.steps, ranks))
         print(f"  round {r + 1} of {a.rounds} done", flush=True)
-    print("\n| engine | layout | step s (range) | tokens/s | all-reduce s per step | not hidden s per step |")
-    print("|---|---|---:|---:|---:|---:|")
-    for (engine, ranks), runs in res.items():
+    print("\n| model | engine | layout | step s (range) | tokens (rows)/s | all-reduce s per step | not hidden s per step |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for (model, engine, ranks, zero), runs in res.items():
         steps = [x["step_s"] for x in runs]
         tps = statistics.median(x["tokens_per_s"] for x in runs)
-        layout = "1 process × 2 threads, 2 micro-batches" if ranks == 1 else f"{ranks} ranks × 1 thread (DDP)"
+        whole = "1 process × 2 threads" + (", 2 micro-batches" if model == "GPT-2" else "")
+        layout = whole if ranks == 1 else f"{ranks} ranks × 1 thread (DDP{', ZeRO-1' if zero else ''})"
         comm = ("", "")
         if "all_reduce_s" in runs[0]:
             comm = (f"{statistics.median(x['all_reduce_s'] for x in runs):.4f}",
                     f"{statistics.median(x['waited_s'] for x in runs):.4f}")
-        print(f"| {engine} | {layout} | {statistics.median(steps):.3f} ({min(steps):.3f}–{max(steps):.3f}) "
+        print(f"| {model} | {engine} | {layout} | {statistics.median(steps):.3f} ({min(steps):.3f}–{max(steps):.3f}) "
               f"| {tps:.0f} | {comm[0]} | {comm[1]} |")
 
 

@@ -4,7 +4,8 @@
 #                                    the `rewind` binary with --features cuda into target/gpu-bundle/
 #                                    (stripped; carry that folder to the GPU machine)
 #   scripts/gpu-check.sh run [DIR]   there: runs every GPU test (each kernel against its CPU
-#                                    reference), `rewind bench --cuda` and the criterion GPU bench;
+#                                    reference; one NCCL rank's buckets and ZeRO-1 shards),
+#                                    `rewind bench --cuda` and the criterion GPU bench;
 #                                    writes gpu.txt, gpu-tests.log, bench-cuda.txt, criterion.txt and
 #                                    summary.txt under $OUT (default /tmp/rewind-gpu). < 5 minutes.
 # CUDA 12 or 13 libraries are found under /usr/local/cuda (libcuda.so.1, libnvrtc, libcublas).
@@ -20,6 +21,8 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("executable") and any(k in m["executable"] for k in sys.argv[1:]): print(m["executable"])' "$@"; }
   cargo test --release -p rewind --features cuda --test cuda_gpu --no-run --message-format=json | list cuda_gpu > "$bundle/tests.txt"
+  # NCCL's one-rank smoke test (without MPI: the GPU machine has none).
+  cargo test --release -p rewind-lab --features nccl --test dist_nccl --no-run --message-format=json | list dist_nccl >> "$bundle/tests.txt"
   cargo bench -p rewind-lab --features cuda --bench cuda --no-run --message-format=json | list deps/cuda- > "$bundle/benches.txt"
   cargo build --release -p rewind-lab --features cuda --bin rewind
   for f in $(cat "$bundle/tests.txt" "$bundle/benches.txt") target/release/rewind; do
@@ -43,6 +46,13 @@ for lib in nvrtc cublas cublasLt; do
     [ -n "$v" ] && ln -sf "$v" /tmp/rewind-libs/lib$lib.so
   fi
 done
+# cudarc opens libnccl.so; systems ship libnccl.so.2 (Debian's libnccl2, or PyTorch's wheel).
+if ! ls /usr/local/cuda/lib64/libnccl.so /usr/lib/x86_64-linux-gnu/libnccl.so >/dev/null 2>&1; then
+  v=$(ls /usr/lib/x86_64-linux-gnu/libnccl.so.* /usr/local/cuda/lib64/libnccl.so.* \
+        /usr/local/lib/python3*/dist-packages/nvidia/nccl/lib/libnccl.so.* \
+        /usr/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so.* 2>/dev/null | head -1)
+  [ -n "$v" ] && ln -sf "$v" /tmp/rewind-libs/libnccl.so
+fi
 export LD_LIBRARY_PATH="/tmp/rewind-libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export REWIND_CUDA_INCLUDE="${REWIND_CUDA_INCLUDE:-/usr/local/cuda/include}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"

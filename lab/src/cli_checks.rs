@@ -3,7 +3,9 @@
 //! needs against the machine's. A failed check is a usage error (exit 2) naming the flag.
 
 use crate::cli_train::{CompareArgs, ModelArgs, TrainArgs};
-use crate::{BenchArgs, BenchCoreArgs, EvalArgs, GenerateArgs, MemoryArgs, ReproArgs};
+use crate::{
+    BenchArgs, BenchCoreArgs, BenchDistArgs, EvalArgs, GenerateArgs, MemoryArgs, ReproArgs,
+};
 use rewind_lab::models::lm::Checkpoint;
 use rewind_lab::models::transformer::TENSOR_NAMES as TRANSFORMER_NAMES;
 use rewind_lab::train::{PlanChoice, PolicyChoice};
@@ -792,6 +794,27 @@ pub fn eval(a: &EvalArgs) -> Result<Checkpoint, Usage> {
 }
 
 /// `rewind bench-core`.
+pub fn bench_dist(a: &BenchDistArgs) -> Checked {
+    count("reps", a.reps, 1, REPS, REPS_WHY)?;
+    count("depth", a.depth, 1, usize::MAX, "the model needs a block")?;
+    count("rows", a.rows, 1, usize::MAX, "rows of the step")?;
+    if !(a.bucket_mb.is_finite() && a.bucket_mb > 0.0 && a.bucket_mb <= 65536.0) {
+        return Err(usage(
+            "bucket-mb",
+            a.bucket_mb,
+            "MiB of a gradient bucket: more than 0, at most 65536",
+        ));
+    }
+    let cfg = rewind_lab::bench::core::MlpConfig::default();
+    let sizes = [
+        Size::new("depth", a.depth, cfg.depth),
+        Size::new("rows", a.rows, cfg.rows),
+    ];
+    fits(&sizes, "parameters, SGD state and activations", |v| {
+        mlp_bytes(v[0], cfg.d as f64, cfg.hidden as f64, v[1], 1.0)
+    })
+}
+
 pub fn bench_core(a: &BenchCoreArgs) -> Checked {
     count("reps", a.reps, 1, REPS, REPS_WHY)?;
     count("depth", a.depth, 1, usize::MAX, "the model needs a block")?;

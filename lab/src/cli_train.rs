@@ -192,6 +192,10 @@ pub struct TrainArgs {
     /// each keeps its 1/N shard (gradients reduce-scattered, parameters all-gathered).
     #[arg(long, value_name = "STAGE", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub zero: u8,
+    /// Under `mpirun -np N`: the transport — mpi (CPUs) or nccl (each rank's GPU; needs the
+    /// `nccl` feature; ranks meet through MPI).
+    #[arg(long, value_name = "BACKEND", default_value = "mpi")]
+    pub dist_backend: rewind_lab::dist::Backend,
 }
 
 impl ModelArgs {
@@ -310,7 +314,7 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
         bytes: (args.bucket_mb * (1u64 << 20) as f64) as usize,
         timeout: std::time::Duration::from_secs_f64(args.dist_timeout),
     };
-    let dist = rewind_lab::dist::from_launcher(sizes)?;
+    let dist = rewind_lab::dist::from_launcher(sizes, args.dist_backend)?;
     let ranks = dist.as_ref().map_or(1, |r| r.size());
     let mut cfg = args.config(ckpt);
     // --accumulation is per rank: a step takes that many micro-batches on every rank.
@@ -423,6 +427,7 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
         v["all_reduce_s"] = c.all_reduce_s.into();
         v["all_reduce_waited_s"] = c.waited_s.into();
         v["all_reduce_bytes"] = c.bytes.into();
+        v["all_gather_s"] = c.all_gather_s.into();
         v["zero"] = args.zero.into();
         v["optimizer_state_bytes_per_rank"] = state_per_rank.into();
         json = v.to_string();

@@ -45,6 +45,10 @@ enum Command {
     Compare(train::CompareArgs),
     /// The core engine's figures: per-op tape overhead, matmul GFLOP/s, a 16-block MLP step.
     BenchCore(BenchCoreArgs),
+    /// The 16-block MLP's step shared by the ranks `mpirun -np N` started (or taken whole by
+    /// one process): step time, rows/s, all-reduce time and the part the backward did not
+    /// hide; one JSON line from rank 0.
+    BenchDist(BenchDistArgs),
     /// A transformers checkpoint's token-weighted mean next-token loss and perplexity on a
     /// text file (one sample per paragraph, as train reads it), with or without a LoRA
     /// adapter: a table and one JSON line.
@@ -221,6 +225,24 @@ pub struct BenchCoreArgs {
     pub json: Option<std::path::PathBuf>,
 }
 
+/// `rewind bench-dist` flags.
+#[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
+pub struct BenchDistArgs {
+    /// Timed steps (the median is reported), after one untimed.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Blocks in the residual MLP.
+    #[arg(long, default_value_t = 16)]
+    pub depth: usize,
+    /// Rows of the whole step, shared by the ranks.
+    #[arg(long, default_value_t = 2048)]
+    pub rows: usize,
+    /// MiB of each gradient bucket (as `rewind train --bucket-mb`).
+    #[arg(long, value_name = "MIB", default_value_t = 25.0)]
+    pub bucket_mb: f64,
+}
+
 /// How a command ended: its exit code is 0, 1 (an error while working), 2 (a usage error,
 /// found before any work) or 3 (it ran, and a target or reproduced behaviour did not hold).
 pub enum Ended {
@@ -239,6 +261,7 @@ fn main() {
         Command::Train(a) => cli_checks::train(a),
         Command::Compare(a) => cli_checks::compare(a).map(|_| None),
         Command::BenchCore(a) => cli_checks::bench_core(a).map(|_| None),
+        Command::BenchDist(a) => cli_checks::bench_dist(a).map(|_| None),
         Command::Eval(a) => cli_checks::eval(a).map(Some),
         Command::Generate(a) => cli_checks::generate(a).map(Some),
     };
@@ -263,6 +286,7 @@ fn main() {
         Command::Bench(a) => bench(a.reps, a.depths, a.rows, &a.out),
         Command::Train(args) => train::run(&args, checkpoint),
         Command::Compare(args) => train::compare(&args),
+        Command::BenchDist(a) => bench_dist(&a),
         Command::BenchCore(a) => {
             bench_core(a.reps, a.depth, a.json.as_deref()).map(|_| Ended::Done)
         }
@@ -543,6 +567,39 @@ fn memory(depth: usize, width: usize, rows: usize, reps: usize) -> rewind::Resul
     );
     let rows = rewind_lab::bench::memory::measure(depth, width, rows, reps)?;
     print!("{}", rewind_lab::bench::memory::table(&rows));
+    Ok(Ended::Done)
+}
+
+fn bench_dist(a: &BenchDistArgs) -> rewind::Result<Ended> {
+    let sizes = rewind_lab::dist::BucketSizes {
+        bytes: (a.bucket_mb * (1u64 << 20) as f64) as usize,
+        ..Default::default()
+    };
+    let reducer = rewind_lab::dist::from_launcher(sizes, rewind_lab::dist::Backend::Mpi)?;
+    let lead = reducer.as_ref().is_none_or(|r| r.rank() == 0);
+    let cfg = MlpConfig {
+        depth: a.depth,
+        rows: a.rows,
+        ..MlpConfig::default()
+    };
+    let s = rewind_lab::bench::dist::mlp_step(cfg, a.reps, reducer)?;
+    if lead {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ranks": s.ranks,
+                "threads": rewind::cpu::threads(),
+                "rows": s.rows,
+                "depth": cfg.depth,
+                "step_s": s.step.median,
+                "step_min_s": s.step.min,
+                "step_max_s": s.step.max,
+                "rows_per_s": s.rows as f64 / s.step.median,
+                "all_reduce_s": s.all_reduce_s,
+                "all_reduce_waited_s": s.waited_s,
+            })
+        );
+    }
     Ok(Ended::Done)
 }
 

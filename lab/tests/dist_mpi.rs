@@ -107,6 +107,12 @@ fn two_ranks_train_bit_for_bit_as_one_process_accumulating_two_micro_batches() {
         &[][..],
         &["--checkpoint", "every"][..],
         &["--checkpoint", "every", "--checkpoint-mode", "reentrant"][..],
+        &[
+            "--checkpoint",
+            "sqrt",
+            "--checkpoint-policy",
+            "save-matmuls",
+        ][..],
         // Unscaled, then clipped: under ZeRO-1 the overflow flag and the norm are agreed.
         &["--amp", "--max-grad-norm", "0.05"][..],
         &["--optimizer", "adamw8bit", "--max-grad-norm", "0.05"][..],

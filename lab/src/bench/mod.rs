@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod core;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod dist;
 pub mod gemm;
 pub mod memory;
 pub mod plot;

@@ -42,16 +42,20 @@ pub(super) enum Job {
     Sum(Vec<f32>),
     Stats(Vec<f64>),
     Broadcast(Vec<f32>),
-    /// A bucket, and how many of its values each rank owns.
-    ReduceScatter(Vec<f32>, Vec<usize>),
-    /// This rank's part, and every rank's count.
-    AllGather(Vec<f32>, Vec<usize>),
+    /// A bucket, how many of its values each rank owns, and room for this rank's part
+    /// (buffers come from the training thread, which frees them: see `all_gather_params`).
+    ReduceScatter(Vec<f32>, Vec<usize>, Vec<f32>),
+    /// This rank's part, every rank's count, and room for all of them.
+    AllGather(Vec<f32>, Vec<usize>, Vec<f32>),
     GatherBytes(Vec<u8>),
 }
 
 pub(super) enum Reply {
-    /// The result, and the seconds the collective took.
-    Floats(Vec<f32>, f64),
+    /// The result, the seconds the collective took, and the job's input when it was not
+    /// the result's buffer: handed back so that the training thread, which allocated it,
+    /// frees it (a large buffer freed on another thread does not return to the allocating
+    /// thread's heap, and the training thread would fault in fresh pages every step).
+    Floats(Vec<f32>, f64, Option<Vec<f32>>),
     Stats(Vec<f64>),
     Bytes(Vec<Vec<u8>>),
 }
@@ -66,9 +70,39 @@ pub struct CommTimes {
     pub waited_s: f64,
     /// Bytes all-reduced.
     pub bytes: usize,
+    /// ZeRO-1: seconds the training thread spent bringing every rank's updated shard into
+    /// its parameters (the all-gather and the copies).
+    pub all_gather_s: f64,
 }
 
 type Answer = std::result::Result<Reply, String>;
+
+/// Buffers kept from step to step: every large buffer is taken here and given back here on
+/// the training thread, so each step reuses the last one's memory instead of faulting in
+/// fresh pages.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Pool(Rc<RefCell<Vec<Vec<f32>>>>);
+
+impl Pool {
+    /// A buffer of `n` values (zeros; every user overwrites them all).
+    pub(super) fn take(&self, n: usize) -> Vec<f32> {
+        let mut free = self.0.borrow_mut();
+        let best = (0..free.len())
+            .filter(|&i| free[i].capacity() >= n)
+            .min_by_key(|&i| free[i].capacity());
+        let mut v = best.map(|i| free.swap_remove(i)).unwrap_or_default();
+        v.clear();
+        v.resize(n, 0.0);
+        v
+    }
+
+    /// Keeps `v` for a later [`Pool::take`].
+    pub(super) fn give(&self, v: Vec<f32>) {
+        if v.capacity() > 0 {
+            self.0.borrow_mut().push(v);
+        }
+    }
+}
 
 /// Where each parameter's gradient sits: its bucket, offset and length.
 #[derive(Debug, Clone)]
@@ -121,8 +155,10 @@ struct Step {
     /// Buckets handed to the communication thread (always a prefix, in order).
     sent: usize,
     jobs: Sender<Job>,
-    /// Under ZeRO-1: the shards each bucket is reduce-scattered to.
+    /// Under ZeRO-1: the shards each bucket is reduce-scattered to, and this rank.
     shards: Option<Rc<Shards>>,
+    rank: usize,
+    pool: Pool,
     error: Option<Error>,
 }
 
@@ -151,7 +187,11 @@ impl Step {
         while self.sent < self.buffers.len() && self.missing[self.sent] == 0 {
             let buf = std::mem::take(&mut self.buffers[self.sent]);
             let job = match &self.shards {
-                Some(sh) => Job::ReduceScatter(buf, sh.counts(self.sent)),
+                Some(sh) => {
+                    let counts = sh.counts(self.sent);
+                    let mine = self.pool.take(counts[self.rank]);
+                    Job::ReduceScatter(buf, counts, mine)
+                }
                 None => Job::Sum(buf),
             };
             self.jobs
@@ -185,9 +225,10 @@ pub struct Reducer {
     answers: Receiver<Answer>,
     thread: Option<JoinHandle<()>>,
     step: Option<Rc<RefCell<Step>>>,
-    times: CommTimes,
+    pub(super) times: CommTimes,
     /// ZeRO-1: this rank's shard of the optimizer.
     pub(super) zero: Option<Zero>,
+    pub(super) pool: Pool,
 }
 
 /// This rank's shard under ZeRO-1: its pieces and the tensors the optimizer trains for them.
@@ -212,12 +253,12 @@ fn serve(
     make: Box<dyn FnOnce() -> Result<Box<dyn Collective>> + Send>,
     jobs: Receiver<Job>,
     answers: Sender<Answer>,
-    started: Sender<std::result::Result<(usize, usize), String>>,
+    started: Sender<Result<(usize, usize)>>,
 ) {
     let mut c = match make() {
         Ok(c) => c,
         Err(e) => {
-            let _ = started.send(Err(e.to_string()));
+            let _ = started.send(Err(e));
             return;
         }
     };
@@ -227,19 +268,19 @@ fn serve(
             Job::Sum(mut v) => {
                 let t = std::time::Instant::now();
                 c.all_reduce_sum(&mut v)
-                    .map(|_| Reply::Floats(v, t.elapsed().as_secs_f64()))
+                    .map(|_| Reply::Floats(v, t.elapsed().as_secs_f64(), None))
             }
-            Job::Broadcast(mut v) => c.broadcast(&mut v).map(|_| Reply::Floats(v, 0.0)),
+            Job::Broadcast(mut v) => c.broadcast(&mut v).map(|_| Reply::Floats(v, 0.0, None)),
             Job::Stats(mut v) => c.all_reduce_sum_f64(&mut v).map(|_| Reply::Stats(v)),
-            Job::ReduceScatter(v, counts) => {
+            Job::ReduceScatter(v, counts, mut mine) => {
                 let t = std::time::Instant::now();
-                c.reduce_scatter_sum(&v, &counts)
-                    .map(|mine| Reply::Floats(mine, t.elapsed().as_secs_f64()))
+                c.reduce_scatter_sum(&v, &counts, &mut mine)
+                    .map(|_| Reply::Floats(mine, t.elapsed().as_secs_f64(), Some(v)))
             }
-            Job::AllGather(v, counts) => {
+            Job::AllGather(v, counts, mut all) => {
                 let t = std::time::Instant::now();
-                c.all_gather(&v, &counts)
-                    .map(|all| Reply::Floats(all, t.elapsed().as_secs_f64()))
+                c.all_gather(&v, &counts, &mut all)
+                    .map(|_| Reply::Floats(all, t.elapsed().as_secs_f64(), Some(v)))
             }
             Job::GatherBytes(v) => c.gather_bytes(&v).map(Reply::Bytes),
         };
@@ -264,8 +305,7 @@ impl Reducer {
             .map_err(|e| comm_error(format!("cannot start the communication thread: {e}")))?;
         let (rank, size) = started
             .recv()
-            .map_err(|_| comm_error("the communication thread ended before starting"))?
-            .map_err(comm_error)?;
+            .map_err(|_| comm_error("the communication thread ended before starting"))??;
         Ok(Reducer {
             rank,
             size,
@@ -276,6 +316,7 @@ impl Reducer {
             step: None,
             times: CommTimes::default(),
             zero: None,
+            pool: Pool::default(),
         })
     }
 
@@ -322,7 +363,7 @@ impl Reducer {
     /// Every rank's `params` set to rank 0's (f32).
     pub fn broadcast(&self, params: &[Tensor]) -> Result<()> {
         let flat: Vec<f32> = params.iter().flat_map(|p| p.to_vec_f32()).collect();
-        let Reply::Floats(v, _) = self.ask(Job::Broadcast(flat))? else {
+        let Reply::Floats(v, ..) = self.ask(Job::Broadcast(flat))? else {
             return Err(comm_error("a broadcast answered with statistics"));
         };
         let mut at = 0;
@@ -369,7 +410,7 @@ impl Reducer {
         let step = Rc::new(RefCell::new(Step {
             params: params.to_vec(),
             earlier,
-            buffers: layout.lens.iter().map(|&n| vec![0f32; n]).collect(),
+            buffers: layout.lens.iter().map(|&n| self.pool.take(n)).collect(),
             layout,
             missing,
             ready: vec![false; params.len()],
@@ -380,6 +421,8 @@ impl Reducer {
                 .clone()
                 .ok_or_else(|| comm_error("the reducer is closed"))?,
             shards: self.zero.as_ref().map(|z| z.shards.clone()),
+            rank: self.rank,
+            pool: self.pool.clone(),
             error: None,
         }));
         self.step = Some(step.clone());
@@ -409,11 +452,12 @@ impl Reducer {
         let waiting = std::time::Instant::now();
         let mut sums = Vec::with_capacity(s.layout.lens.len());
         for _ in 0..s.layout.lens.len() {
-            let Reply::Floats(v, secs) = self.answer()? else {
+            let Reply::Floats(v, secs, spent) = self.answer()? else {
                 return Err(comm_error("a bucket answered with something else"));
             };
             self.times.all_reduce_s += secs;
             sums.push(v);
+            spent.into_iter().for_each(|v| self.pool.give(v));
         }
         let Reply::Stats(had) = self.answer()? else {
             return Err(comm_error(
@@ -436,16 +480,17 @@ impl Reducer {
                         .transpose()?,
                 );
             }
-            return Ok(());
+        } else {
+            for (i, p) in s.params.iter().enumerate() {
+                let (b, off, len) = s.layout.slots[i];
+                p.set_grad(
+                    had(i)
+                        .then(|| Tensor::from_vec(sums[b][off..off + len].to_vec(), p.shape()))
+                        .transpose()?,
+                );
+            }
         }
-        for (i, p) in s.params.iter().enumerate() {
-            let (b, off, len) = s.layout.slots[i];
-            p.set_grad(
-                had(i)
-                    .then(|| Tensor::from_vec(sums[b][off..off + len].to_vec(), p.shape()))
-                    .transpose()?,
-            );
-        }
+        sums.into_iter().for_each(|v| self.pool.give(v));
         Ok(())
     }
 
@@ -487,11 +532,13 @@ mod tests {
         fn broadcast(&mut self, _: &mut [f32]) -> Result<()> {
             Ok(())
         }
-        fn reduce_scatter_sum(&mut self, buf: &[f32], _: &[usize]) -> Result<Vec<f32>> {
-            Ok(buf.to_vec())
+        fn reduce_scatter_sum(&mut self, buf: &[f32], _: &[usize], out: &mut [f32]) -> Result<()> {
+            out.copy_from_slice(buf);
+            Ok(())
         }
-        fn all_gather(&mut self, mine: &[f32], _: &[usize]) -> Result<Vec<f32>> {
-            Ok(mine.to_vec())
+        fn all_gather(&mut self, mine: &[f32], _: &[usize], out: &mut [f32]) -> Result<()> {
+            out.copy_from_slice(mine);
+            Ok(())
         }
         fn gather_bytes(&mut self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
             Ok(vec![mine.to_vec()])

@@ -8,6 +8,8 @@
 mod buckets;
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(feature = "nccl")]
+mod nccl;
 mod shards;
 mod zero;
 
@@ -29,11 +31,13 @@ pub trait Collective {
     fn all_reduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<()>;
     /// Rank 0's `buf` on every rank.
     fn broadcast(&mut self, buf: &mut [f32]) -> Result<()>;
-    /// Sums `buf` over the ranks and returns this rank's part of the sum: rank r's is the
+    /// Sums `buf` over the ranks into `mine`, this rank's part of the sum: rank r's is the
     /// `counts[r]` values after the lower ranks' parts (MPI's `Reduce_scatter`).
-    fn reduce_scatter_sum(&mut self, buf: &[f32], counts: &[usize]) -> Result<Vec<f32>>;
-    /// Every rank's `mine` (rank r's holding `counts[r]` values), concatenated in rank order.
-    fn all_gather(&mut self, mine: &[f32], counts: &[usize]) -> Result<Vec<f32>>;
+    fn reduce_scatter_sum(&mut self, buf: &[f32], counts: &[usize], mine: &mut [f32])
+    -> Result<()>;
+    /// Every rank's `mine` (rank r's holding `counts[r]` values), concatenated in rank order
+    /// into `all`.
+    fn all_gather(&mut self, mine: &[f32], counts: &[usize], all: &mut [f32]) -> Result<()>;
     /// Every rank's `mine` on rank 0, in rank order (the other ranks get an empty list).
     fn gather_bytes(&mut self, mine: &[u8]) -> Result<Vec<Vec<u8>>>;
 }
@@ -47,23 +51,71 @@ fn launched_size() -> Option<usize> {
         .and_then(|s| s.parse().ok())
 }
 
-/// The reducer for a process `mpirun` started (`None`: a single process), its buckets sized
-/// by `sizes`.
-pub fn from_launcher(sizes: BucketSizes) -> Result<Option<Reducer>> {
-    match launched_size() {
-        None | Some(1) => Ok(None),
-        #[cfg(feature = "mpi")]
-        Some(_) => Reducer::start(sizes, Box::new(mpi::Mpi::init)).map(Some),
-        #[cfg(not(feature = "mpi"))]
-        Some(n) => {
-            let _ = sizes;
-            Err(Error::invalid(
+/// Which transport carries the collectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// MPI on the CPUs (feature `mpi`).
+    #[default]
+    Mpi,
+    /// NCCL on each rank's GPU, the buffers copied there and back (feature `nccl`).
+    Nccl,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Backend, String> {
+        match s {
+            "mpi" => Ok(Backend::Mpi),
+            "nccl" => Ok(Backend::Nccl),
+            _ => Err(format!("{s:?} is not a backend: mpi or nccl")),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Mpi => "mpi",
+            Backend::Nccl => "nccl",
+        })
+    }
+}
+
+impl Backend {
+    /// Starts this rank's reducer on the transport (a process no launcher started is the one
+    /// rank of a job of one).
+    pub fn start(self, sizes: BucketSizes) -> Result<Reducer> {
+        let built = |feature: &str| {
+            Error::invalid(
                 "train",
                 format!(
-                    "started as one of {n} ranks, but this rewind was built without the `mpi` feature (cargo build --release --features mpi)"
+                    "--dist-backend {self} needs the `{feature}` feature (cargo build --release --features {feature})"
                 ),
-            ))
+            )
+        };
+        match self {
+            #[cfg(feature = "mpi")]
+            Backend::Mpi => Reducer::start(sizes, Box::new(mpi::Mpi::init)),
+            #[cfg(feature = "nccl")]
+            Backend::Nccl => Reducer::start(sizes, Box::new(nccl::Nccl::init)),
+            #[allow(unreachable_patterns)]
+            _ => {
+                let _ = sizes;
+                Err(built(match self {
+                    Backend::Mpi => "mpi",
+                    Backend::Nccl => "nccl",
+                }))
+            }
         }
+    }
+}
+
+/// The reducer for a process a launcher (`mpirun`) started, on `backend` (`None`: a single
+/// process), its buckets sized by `sizes`.
+pub fn from_launcher(sizes: BucketSizes, backend: Backend) -> Result<Option<Reducer>> {
+    match launched_size() {
+        None | Some(1) => Ok(None),
+        Some(_) => backend.start(sizes).map(Some),
     }
 }
 

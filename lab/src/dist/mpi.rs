@@ -19,12 +19,23 @@ pub(super) struct Mpi {
 impl Mpi {
     /// Initialises MPI on the calling thread.
     pub(super) fn init() -> Result<Box<dyn Collective>> {
+        Ok(Box::new(Mpi::new()?))
+    }
+
+    /// [`Mpi::init`], unboxed (NCCL's ranks meet through it).
+    pub(super) fn new() -> Result<Mpi> {
         let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
             .ok_or_else(|| comm_error("MPI was already initialised in this process"))?;
-        Ok(Box::new(Mpi {
+        Ok(Mpi {
             world: universe.world(),
             _universe: universe,
-        }))
+        })
+    }
+
+    /// Rank 0's bytes on every rank.
+    #[cfg_attr(not(feature = "nccl"), allow(dead_code))]
+    pub(super) fn broadcast_bytes(&self, buf: &mut [u8]) {
+        self.world.process_at_rank(0).broadcast_into(buf);
     }
 }
 
@@ -56,45 +67,47 @@ impl Collective for Mpi {
         Ok(())
     }
 
-    fn reduce_scatter_sum(&mut self, buf: &[f32], counts: &[usize]) -> Result<Vec<f32>> {
-        let c = counts_of(counts, self.size())?;
-        if c.iter().map(|&n| n as usize).sum::<usize>() != buf.len() {
+    fn reduce_scatter_sum(
+        &mut self,
+        buf: &[f32],
+        counts: &[usize],
+        mine: &mut [f32],
+    ) -> Result<()> {
+        counts_of(counts, self.size())?;
+        if counts.iter().sum::<usize>() != buf.len() || mine.len() != counts[self.rank()] {
             return Err(comm_error(
-                "reduce-scatter: the counts do not add up to the buffer",
+                "reduce-scatter: the counts do not match the buffers",
             ));
         }
-        let mut mine = vec![0f32; counts[self.rank()]];
-        // SAFETY: `buf` holds Σ counts f32 values (checked), `mine` holds this rank's count,
-        // `c` holds one count per rank of the communicator, and MPI_FLOAT is f32's datatype;
-        // MPI reads and writes nothing else and returns before the buffers are dropped.
-        let rc = unsafe {
-            mpi::ffi::MPI_Reduce_scatter(
-                buf.as_ptr().cast(),
-                mine.as_mut_ptr().cast(),
-                c.as_ptr(),
-                f32::equivalent_datatype().as_raw(),
-                SystemOperation::sum().as_raw(),
-                self.world.as_raw(),
-            )
-        };
-        if rc != 0 {
-            return Err(comm_error(format!("MPI_Reduce_scatter failed ({rc})")));
+        // One reduce to each owner, in rank order on every rank: a bucket most often has one
+        // owner, and a reduce to it moves half what an all-reduce does (MPI_Reduce_scatter
+        // with unequal counts reduces at one rank and scatters from it).
+        let mut at = 0;
+        for (r, &n) in counts.iter().enumerate() {
+            let part = &buf[at..at + n];
+            at += n;
+            if n == 0 {
+                continue;
+            }
+            let root = self.world.process_at_rank(r as mpi::topology::Rank);
+            if r == self.rank() {
+                root.reduce_into_root(part, &mut *mine, SystemOperation::sum());
+            } else {
+                root.reduce_into(part, SystemOperation::sum());
+            }
         }
-        Ok(mine)
+        Ok(())
     }
 
-    fn all_gather(&mut self, mine: &[f32], counts: &[usize]) -> Result<Vec<f32>> {
+    fn all_gather(&mut self, mine: &[f32], counts: &[usize], all: &mut [f32]) -> Result<()> {
         let c = counts_of(counts, self.size())?;
-        if mine.len() != counts[self.rank()] {
-            return Err(comm_error(
-                "all-gather: this rank's part has the wrong length",
-            ));
+        if mine.len() != counts[self.rank()] || all.len() != counts.iter().sum::<usize>() {
+            return Err(comm_error("all-gather: the parts do not match the buffers"));
         }
-        let mut all = vec![0f32; counts.iter().sum()];
         let displs = displacements(&c)?;
-        let mut part = PartitionMut::new(&mut all[..], &c[..], &displs[..]);
+        let mut part = PartitionMut::new(all, &c[..], &displs[..]);
         self.world.all_gather_varcount_into(mine, &mut part);
-        Ok(all)
+        Ok(())
     }
 
     fn gather_bytes(&mut self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {

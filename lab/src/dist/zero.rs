@@ -49,22 +49,41 @@ impl Reducer {
     /// After the optimizer updated this rank's pieces: every rank's pieces copied into
     /// `params` everywhere, bucket by bucket (all jobs queued, then the answers taken).
     pub fn all_gather_params(&mut self, params: &[Tensor]) -> Result<()> {
+        let start = std::time::Instant::now();
+        self.gather_into(params)?;
+        self.times.all_gather_s += start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn gather_into(&self, params: &[Tensor]) -> Result<()> {
         let z = self.zero()?;
         let layout = Layout::new(params, self.sizes);
         let buckets = layout.lens.len();
-        let mut mine: Vec<Vec<f32>> = vec![Vec::new(); buckets];
+        let mut mine: Vec<Vec<f32>> = (0..buckets)
+            .map(|b| self.pool.take(z.shards.counts(b)[self.rank()]))
+            .collect();
+        let mut filled = vec![0; buckets];
         // Pieces in flat order within each bucket: their parameters' slots by offset.
         let mut order: Vec<usize> = (0..z.pieces.len()).collect();
         order.sort_by_key(|&k| z.shards.start(&z.pieces[k]));
         for k in order {
             let b = layout.slots[z.pieces[k].param].0;
-            mine[b].extend(z.tensors[k].to_vec_f32());
+            let at = filled[b];
+            filled[b] += z.pieces[k].len;
+            let data = z.tensors[k].data();
+            let v = data
+                .typed::<f32>()
+                .ok_or_else(|| comm_error("a shard's piece is not f32"))?;
+            mine[b][at..at + v.len()].copy_from_slice(v);
         }
         for (b, v) in mine.into_iter().enumerate() {
-            self.send(Job::AllGather(v, z.shards.counts(b)))?;
+            // The result's buffer is taken here, on the training thread, which gives it back
+            // (see `Pool`).
+            let all = self.pool.take(layout.lens[b]);
+            self.send(Job::AllGather(v, z.shards.counts(b), all))?;
         }
         for b in 0..buckets {
-            let Reply::Floats(all, _) = self.answer()? else {
+            let Reply::Floats(all, _, spent) = self.answer()? else {
                 return Err(comm_error("an all-gather answered with something else"));
             };
             for (i, p) in params.iter().enumerate() {
@@ -81,6 +100,8 @@ impl Reducer {
                     }
                 })?;
             }
+            self.pool.give(all);
+            spent.into_iter().for_each(|v| self.pool.give(v));
         }
         Ok(())
     }
