@@ -81,3 +81,17 @@ pub fn keep_freed_memory() {
     // only changes when freed memory is returned to the OS.
     unsafe { mi_option_set(PURGE_DELAY, -1) }
 }
+
+/// This process's peak resident set (Linux's `VmHWM`), `None` where /proc does not say.
+pub fn peak_rss_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}

@@ -406,9 +406,12 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
             return Err(e);
         }
     };
-    let state_per_rank = match ranks {
-        1 => Vec::new(),
-        _ => trainer.optimizer_state_bytes_per_rank()?,
+    let (state_per_rank, rss_per_rank) = match ranks {
+        1 => (Vec::new(), Vec::new()),
+        _ => (
+            trainer.optimizer_state_bytes_per_rank()?,
+            trainer.each_rank(rewind_lab::alloc_counter::peak_rss_bytes().unwrap_or(0))?,
+        ),
     };
     if !lead {
         // Under ZeRO-1 the final save gathers every rank's shard.
@@ -430,6 +433,7 @@ pub fn run(args: &TrainArgs, ckpt: Option<Checkpoint>) -> rewind::Result<Ended> 
         v["all_gather_s"] = c.all_gather_s.into();
         v["zero"] = args.zero.into();
         v["optimizer_state_bytes_per_rank"] = state_per_rank.into();
+        v["peak_rss_bytes_per_rank"] = rss_per_rank.into();
         json = v.to_string();
     }
     println!("{json}");

@@ -59,30 +59,40 @@ impl Reducer {
         let z = self.zero()?;
         let layout = Layout::new(params, self.sizes);
         let buckets = layout.lens.len();
-        let mut mine: Vec<Vec<f32>> = (0..buckets)
-            .map(|b| self.pool.take(z.shards.counts(b)[self.rank()]))
-            .collect();
-        let mut filled = vec![0; buckets];
-        // Pieces in flat order within each bucket: their parameters' slots by offset.
+        // This rank's pieces per bucket, in flat order (their parameters' slots by offset).
         let mut order: Vec<usize> = (0..z.pieces.len()).collect();
         order.sort_by_key(|&k| z.shards.start(&z.pieces[k]));
+        let mut per_bucket: Vec<Vec<usize>> = vec![Vec::new(); buckets];
         for k in order {
-            let b = layout.slots[z.pieces[k].param].0;
-            let at = filled[b];
-            filled[b] += z.pieces[k].len;
-            let data = z.tensors[k].data();
-            let v = data
-                .typed::<f32>()
-                .ok_or_else(|| comm_error("a shard's piece is not f32"))?;
-            mine[b][at..at + v.len()].copy_from_slice(v);
+            per_bucket[layout.slots[z.pieces[k].param].0].push(k);
         }
-        for (b, v) in mine.into_iter().enumerate() {
-            // The result's buffer is taken here, on the training thread, which gives it back
-            // (see `Pool`).
-            let all = self.pool.take(layout.lens[b]);
-            self.send(Job::AllGather(v, z.shards.counts(b), all))?;
-        }
+        // Two buckets in flight at most: while one is copied into the parameters the next is
+        // being gathered, and no more than two buckets' worth of buffers is held. Buffers are
+        // taken here, on the training thread, which gives them back (see `Pool`).
+        let mut next = 0;
+        let mut send_next = |r: &Reducer| -> Result<()> {
+            if next == buckets {
+                return Ok(());
+            }
+            let b = next;
+            next += 1;
+            let counts = z.shards.counts(b);
+            let mut mine = r.pool.take(counts[r.rank()]);
+            let mut at = 0;
+            for &k in &per_bucket[b] {
+                let data = z.tensors[k].data();
+                let v = data
+                    .typed::<f32>()
+                    .ok_or_else(|| comm_error("a shard's piece is not f32"))?;
+                mine[at..at + v.len()].copy_from_slice(v);
+                at += v.len();
+            }
+            let all = r.pool.take(layout.lens[b]);
+            r.send(Job::AllGather(mine, counts, all))
+        };
+        send_next(self)?;
         for b in 0..buckets {
+            send_next(self)?;
             let Reply::Floats(all, _, spent) = self.answer()? else {
                 return Err(comm_error("an all-gather answered with something else"));
             };

@@ -65,14 +65,14 @@ impl Trainer {
 
     /// Every rank's optimizer state bytes, in rank order (all ranks must call).
     pub fn optimizer_state_bytes_per_rank(&self) -> Result<Vec<usize>> {
-        let mine = self.optimizer_state_bytes();
+        self.each_rank(self.optimizer_state_bytes())
+    }
+
+    /// Every rank's `x`, in rank order (all ranks must call).
+    pub fn each_rank(&self, x: usize) -> Result<Vec<usize>> {
         match &self.dist {
-            Some(d) => Ok(d
-                .each(mine as f64)?
-                .into_iter()
-                .map(|b| b as usize)
-                .collect()),
-            None => Ok(vec![mine]),
+            Some(d) => Ok(d.each(x as f64)?.into_iter().map(|b| b as usize).collect()),
+            None => Ok(vec![x]),
         }
     }
 }
