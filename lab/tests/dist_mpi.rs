@@ -132,6 +132,9 @@ fn two_ranks_train_bit_for_bit_as_one_process_accumulating_two_micro_batches() {
             "32",
             "--lora-rank",
             "4",
+            // Each micro-batch draws its masks from its own stretch of the generator.
+            "--lora-dropout",
+            "0.1",
         ][..],
     ]
     .iter()

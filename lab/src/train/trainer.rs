@@ -139,6 +139,9 @@ pub struct DataPosition {
     pub batch: usize,
 }
 
+/// Draws reserved for each micro-batch of a step (2⁴⁰: a trillion dropout draws).
+const MICRO_BATCH_DRAWS: u64 = 1 << 40;
+
 /// What one optimizer step did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepStats {
@@ -430,10 +433,20 @@ impl Trainer {
             .map(|_| self.next_batch())
             .collect::<Result<Vec<_>>>()?;
         let targets: usize = step_batches.iter().map(Batch::targets).sum();
+        // Micro-batch i draws (dropout) from its own stretch of the counter-based generator,
+        // wherever it runs: ranks draw the masks one process accumulating draws.
+        let rng0 = rewind::rng::get_state();
+        let stretch = |i: usize| rewind::rng::GeneratorState {
+            seed: rng0.seed,
+            offset: rng0
+                .offset
+                .wrapping_add((i as u64).wrapping_mul(MICRO_BATCH_DRAWS)),
+        };
         for (i, batch) in step_batches.into_iter().enumerate() {
             if i / accum != rank {
                 continue;
             }
+            rewind::rng::set_state(stretch(i));
             real += batch.real_tokens();
             slots += batch.slots();
             let loss = {
@@ -486,6 +499,7 @@ impl Trainer {
             let _ng = rewind::NoGradGuard::new();
             merging.borrow_mut().finish()?;
         }
+        rewind::rng::set_state(stretch(total));
         if let Some(d) = &mut self.dist {
             d.finish()?;
             let all = d.sum_stats(vec![loss_sum, real as f64, slots as f64])?;
