@@ -6,6 +6,7 @@
 //! while the backward goes on. `finish` sends what the backward did not reach, waits, and
 //! writes the sums back as the gradients.
 
+use super::comm::{Answer, Job, Pool, Reply, serve};
 use super::shards::{Piece, Shards};
 use super::{Collective, comm_error};
 use rewind::error::{Error, Result};
@@ -38,28 +39,6 @@ impl Default for BucketSizes {
     }
 }
 
-pub(super) enum Job {
-    Sum(Vec<f32>),
-    Stats(Vec<f64>),
-    Broadcast(Vec<f32>),
-    /// A bucket, how many of its values each rank owns, and room for this rank's part
-    /// (buffers come from the training thread, which frees them: see `all_gather_params`).
-    ReduceScatter(Vec<f32>, Vec<usize>, Vec<f32>),
-    /// This rank's part, every rank's count, and room for all of them.
-    AllGather(Vec<f32>, Vec<usize>, Vec<f32>),
-    GatherBytes(Vec<u8>),
-}
-
-pub(super) enum Reply {
-    /// The result, the seconds the collective took, and the job's input when it was not
-    /// the result's buffer: handed back so that the training thread, which allocated it,
-    /// frees it (a large buffer freed on another thread does not return to the allocating
-    /// thread's heap, and the training thread would fault in fresh pages every step).
-    Floats(Vec<f32>, f64, Option<Vec<f32>>),
-    Stats(Vec<f64>),
-    Bytes(Vec<Vec<u8>>),
-}
-
 /// Where a rank's time in gradient communication went, over the steps so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CommTimes {
@@ -73,35 +52,6 @@ pub struct CommTimes {
     /// ZeRO-1: seconds the training thread spent bringing every rank's updated shard into
     /// its parameters (the all-gather and the copies).
     pub all_gather_s: f64,
-}
-
-type Answer = std::result::Result<Reply, String>;
-
-/// Buffers kept from step to step: every large buffer is taken here and given back here on
-/// the training thread, so each step reuses the last one's memory instead of faulting in
-/// fresh pages.
-#[derive(Debug, Default, Clone)]
-pub(super) struct Pool(Rc<RefCell<Vec<Vec<f32>>>>);
-
-impl Pool {
-    /// A buffer of `n` values (zeros; every user overwrites them all).
-    pub(super) fn take(&self, n: usize) -> Vec<f32> {
-        let mut free = self.0.borrow_mut();
-        let best = (0..free.len())
-            .filter(|&i| free[i].capacity() >= n)
-            .min_by_key(|&i| free[i].capacity());
-        let mut v = best.map(|i| free.swap_remove(i)).unwrap_or_default();
-        v.clear();
-        v.resize(n, 0.0);
-        v
-    }
-
-    /// Keeps `v` for a later [`Pool::take`].
-    pub(super) fn give(&self, v: Vec<f32>) {
-        if v.capacity() > 0 {
-            self.0.borrow_mut().push(v);
-        }
-    }
 }
 
 /// Where each parameter's gradient sits: its bucket, offset and length.
@@ -244,49 +194,6 @@ impl std::fmt::Debug for Reducer {
             .field("rank", &self.rank)
             .field("size", &self.size)
             .finish_non_exhaustive()
-    }
-}
-
-/// The communication thread: makes the transport, then serves jobs in order until the
-/// reducer is dropped.
-fn serve(
-    make: Box<dyn FnOnce() -> Result<Box<dyn Collective>> + Send>,
-    jobs: Receiver<Job>,
-    answers: Sender<Answer>,
-    started: Sender<Result<(usize, usize)>>,
-) {
-    let mut c = match make() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = started.send(Err(e));
-            return;
-        }
-    };
-    let _ = started.send(Ok((c.rank(), c.size())));
-    for job in jobs {
-        let answer = match job {
-            Job::Sum(mut v) => {
-                let t = std::time::Instant::now();
-                c.all_reduce_sum(&mut v)
-                    .map(|_| Reply::Floats(v, t.elapsed().as_secs_f64(), None))
-            }
-            Job::Broadcast(mut v) => c.broadcast(&mut v).map(|_| Reply::Floats(v, 0.0, None)),
-            Job::Stats(mut v) => c.all_reduce_sum_f64(&mut v).map(|_| Reply::Stats(v)),
-            Job::ReduceScatter(v, counts, mut mine) => {
-                let t = std::time::Instant::now();
-                c.reduce_scatter_sum(&v, &counts, &mut mine)
-                    .map(|_| Reply::Floats(mine, t.elapsed().as_secs_f64(), Some(v)))
-            }
-            Job::AllGather(v, counts, mut all) => {
-                let t = std::time::Instant::now();
-                c.all_gather(&v, &counts, &mut all)
-                    .map(|_| Reply::Floats(all, t.elapsed().as_secs_f64(), Some(v)))
-            }
-            Job::GatherBytes(v) => c.gather_bytes(&v).map(Reply::Bytes),
-        };
-        if answers.send(answer.map_err(|e| e.to_string())).is_err() {
-            return;
-        }
     }
 }
 

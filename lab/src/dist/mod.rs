@@ -6,6 +6,7 @@
 //! (`mpirun -np N rewind train …`, the `mpi` feature); the engine knows nothing of it.
 
 mod buckets;
+mod comm;
 #[cfg(feature = "mpi")]
 mod mpi;
 #[cfg(feature = "nccl")]

@@ -3,7 +3,8 @@
 //! all-gathered back into every rank's parameters. Decisions that change what runs next (a
 //! skipped AMP step) and statistics over the shards (a gradient norm) are all-reduced.
 
-use super::buckets::{Job, Layout, Reducer, Reply, Zero};
+use super::buckets::{Layout, Reducer, Zero};
+use super::comm::{Job, Reply};
 use super::comm_error;
 use super::shards::{self, Piece, Shards};
 use rewind::error::{Error, Result};

@@ -5,12 +5,14 @@
 
 pub mod compare;
 pub mod config;
+mod data;
 mod dist;
 mod save;
 mod trainer;
 
 pub use config::{FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, PolicyChoice, TrainConfig};
-pub use trainer::{Data, DataPosition, StepStats, Trainer, suggest_fix};
+pub use data::Data;
+pub use trainer::{DataPosition, StepStats, Trainer, suggest_fix};
 
 use rewind::error::Result;
 
