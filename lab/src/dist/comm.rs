@@ -89,12 +89,14 @@ pub(super) fn serve(
             Job::Stats(mut v) => c.all_reduce_sum_f64(&mut v).map(|_| Reply::Stats(v)),
             Job::ReduceScatter(v, counts, mut mine) => {
                 let t = std::time::Instant::now();
-                c.reduce_scatter_sum(&v, &counts, &mut mine)
+                check_parts(c.as_ref(), &counts, v.len(), mine.len())
+                    .and_then(|_| c.reduce_scatter_sum(&v, &counts, &mut mine))
                     .map(|_| Reply::Floats(mine, t.elapsed().as_secs_f64(), Some(v)))
             }
             Job::AllGather(v, counts, mut all) => {
                 let t = std::time::Instant::now();
-                c.all_gather(&v, &counts, &mut all)
+                check_parts(c.as_ref(), &counts, all.len(), v.len())
+                    .and_then(|_| c.all_gather(&v, &counts, &mut all))
                     .map(|_| Reply::Floats(all, t.elapsed().as_secs_f64(), Some(v)))
             }
             Job::GatherBytes(v) => c.gather_bytes(&v).map(Reply::Bytes),
@@ -103,4 +105,21 @@ pub(super) fn serve(
             return;
         }
     }
+}
+
+/// What [`Collective::reduce_scatter_sum`] and [`Collective::all_gather`] may assume: one
+/// count per rank, adding up to the whole buffer, this rank's part its count long.
+fn check_parts(c: &dyn Collective, counts: &[usize], whole: usize, part: usize) -> Result<()> {
+    if counts.len() != c.size()
+        || counts.iter().sum::<usize>() != whole
+        || counts.get(c.rank()) != Some(&part)
+    {
+        return Err(super::comm_error(format!(
+            "{} counts adding up to {} for {} ranks: they do not match buffers of {whole} and {part}",
+            counts.len(),
+            counts.iter().sum::<usize>(),
+            c.size()
+        )));
+    }
+    Ok(())
 }

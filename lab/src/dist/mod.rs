@@ -33,11 +33,12 @@ pub trait Collective {
     /// Rank 0's `buf` on every rank.
     fn broadcast(&mut self, buf: &mut [f32]) -> Result<()>;
     /// Sums `buf` over the ranks into `mine`, this rank's part of the sum: rank r's is the
-    /// `counts[r]` values after the lower ranks' parts (MPI's `Reduce_scatter`).
+    /// `counts[r]` values after the lower ranks' parts (MPI's `Reduce_scatter`). The caller
+    /// has checked the lengths: one count per rank, adding up to `buf`, `mine` this rank's.
     fn reduce_scatter_sum(&mut self, buf: &[f32], counts: &[usize], mine: &mut [f32])
     -> Result<()>;
     /// Every rank's `mine` (rank r's holding `counts[r]` values), concatenated in rank order
-    /// into `all`.
+    /// into `all` (lengths checked by the caller, as for `reduce_scatter_sum`).
     fn all_gather(&mut self, mine: &[f32], counts: &[usize], all: &mut [f32]) -> Result<()>;
     /// Every rank's `mine` on rank 0, in rank order (the other ranks get an empty list).
     fn gather_bytes(&mut self, mine: &[u8]) -> Result<Vec<Vec<u8>>>;
