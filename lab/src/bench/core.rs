@@ -1,7 +1,7 @@
 //! The core engine's headline figures: per-op tape overhead, GEMM throughput, and a training
 //! step of the residual MLP.
 
-use super::median_secs;
+use super::try_timed;
 use rewind::dtype::DType;
 use rewind::error::Result;
 use rewind::nn::Parameters;
@@ -24,27 +24,19 @@ pub fn tape_overhead_us(chain: Chain, n: usize, reps: usize) -> Result<f64> {
     let x = Tensor::full(&[8], 0.5, DType::F32)?.requires_grad_(true)?;
     let a = Tensor::full(&[8], 0.999, DType::F32)?;
     let b = Tensor::full(&[8], 0.001, DType::F32)?;
-    let mut err = None;
-    let secs = median_secs(reps, || {
-        let run = || -> Result<()> {
-            let mut y = x.clone();
-            for _ in 0..n {
-                y = match chain {
-                    Chain::Tanh => y.tanh()?,
-                    Chain::MulAdd => y.mul(&a)?.add(&b)?,
-                };
-            }
-            y.sum()?.backward()?;
-            x.zero_grad();
-            Ok(())
-        };
-        if let Err(e) = run() {
-            err = Some(e);
+    let secs = try_timed(reps, || {
+        let mut y = x.clone();
+        for _ in 0..n {
+            y = match chain {
+                Chain::Tanh => y.tanh()?,
+                Chain::MulAdd => y.mul(&a)?.add(&b)?,
+            };
         }
-    });
-    if let Some(e) = err {
-        return Err(e);
-    }
+        y.sum()?.backward()?;
+        x.zero_grad();
+        Ok(())
+    })?
+    .median;
     let ops = match chain {
         Chain::Tanh => n,
         Chain::MulAdd => 2 * n,
@@ -69,13 +61,7 @@ pub fn matmul_gflops(n: usize, reps: usize) -> Result<f64> {
             .collect(),
         &[n, n],
     )?;
-    let mut out = Ok(());
-    let secs = median_secs(reps, || {
-        if let Err(e) = a.matmul(&b) {
-            out = Err(e);
-        }
-    });
-    out?;
+    let secs = try_timed(reps, || a.matmul(&b).map(drop))?.median;
     Ok(2.0 * (n * n * n) as f64 / secs / 1e9)
 }
 
@@ -168,27 +154,21 @@ pub fn mlp_step_with(cfg: MlpConfig, plan: StepPlan, reps: usize) -> Result<(f64
         ),
     };
     let modules = model.modules();
-    let mut out = Ok(());
-    let secs = median_secs(reps, || {
-        let mut step = || -> Result<()> {
-            let y = run_blocks_with_policy(
-                &modules,
-                &x,
-                &seg,
-                CheckpointMode::NonReentrant,
-                "b",
-                &policy,
-            )?;
-            y.mul(&y)?.mean()?.backward()?;
-            opt.step()?;
-            opt.zero_grad();
-            Ok(())
-        };
-        if let Err(e) = step() {
-            out = Err(e);
-        }
-    });
-    out?;
+    let secs = try_timed(reps, || {
+        let y = run_blocks_with_policy(
+            &modules,
+            &x,
+            &seg,
+            CheckpointMode::NonReentrant,
+            "b",
+            &policy,
+        )?;
+        y.mul(&y)?.mean()?.backward()?;
+        opt.step()?;
+        opt.zero_grad();
+        Ok(())
+    })?
+    .median;
     Ok((secs, 3.0 * model.forward_flops(cfg.rows) / secs / 1e9))
 }
 
@@ -203,25 +183,18 @@ pub fn step_gemms_secs(cfg: MlpConfig, reps: usize) -> Result<f64> {
         |n: usize| -> Vec<f32> { (0..n).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect() };
     let (x, w1, a, w2) = (filled(r * d), filled(h * d), filled(r * h), filled(d * h));
     let (g2, g1) = (filled(r * d), filled(r * h));
-    let mut out = Ok(());
-    let secs = median_secs(reps, || {
-        let run = || -> Result<()> {
-            for _ in 0..cfg.depth {
-                product("fc1", r, d, h, &x, Normal, &w1, Transposed)?;
-                product("fc2", r, h, d, &a, Normal, &w2, Transposed)?;
-                product("fc2 dx", r, d, h, &g2, Normal, &w2, Normal)?;
-                product("fc2 dW", d, r, h, &g2, Transposed, &a, Normal)?;
-                product("fc1 dx", r, h, d, &g1, Normal, &w1, Normal)?;
-                product("fc1 dW", h, r, d, &g1, Transposed, &x, Normal)?;
-            }
-            Ok(())
-        };
-        if let Err(e) = run() {
-            out = Err(e);
+    let t = try_timed(reps, || {
+        for _ in 0..cfg.depth {
+            product("fc1", r, d, h, &x, Normal, &w1, Transposed)?;
+            product("fc2", r, h, d, &a, Normal, &w2, Transposed)?;
+            product("fc2 dx", r, d, h, &g2, Normal, &w2, Normal)?;
+            product("fc2 dW", d, r, h, &g2, Transposed, &a, Normal)?;
+            product("fc1 dx", r, h, d, &g1, Normal, &w1, Normal)?;
+            product("fc1 dW", h, r, d, &g1, Transposed, &x, Normal)?;
         }
-    });
-    out?;
-    Ok(secs)
+        Ok(())
+    })?;
+    Ok(t.median)
 }
 
 /// Median milliseconds of one AdamW step (fp32 or blockwise 8-bit state) on `n` parameters.
@@ -240,12 +213,6 @@ pub fn adamw_step_ms(n: usize, eight_bit: bool, reps: usize) -> Result<f64> {
     } else {
         Box::new(AdamW::new(groups))
     };
-    let mut out = Ok(());
-    let secs = median_secs(reps, || {
-        if let Err(e) = opt.step() {
-            out = Err(e);
-        }
-    });
-    out?;
+    let secs = try_timed(reps, || opt.step())?.median;
     Ok(secs * 1e3)
 }

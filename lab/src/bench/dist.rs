@@ -3,7 +3,7 @@
 //! buckets during the backward (as `rewind train` does); alone, one process takes every row.
 
 use super::core::MlpConfig;
-use super::{Timing, timed};
+use super::{Timing, try_timed};
 use crate::dist::Reducer;
 use rewind::error::{Error, Result};
 use rewind::nn::{Module, Parameters, ResidualMlp};
@@ -46,28 +46,21 @@ pub fn mlp_step(cfg: MlpConfig, reps: usize, mut reducer: Option<Reducer>) -> Re
         d.broadcast(&params)?;
     }
     let mut opt = Sgd::new(vec![ParamGroup::new(params.clone(), 1e-3, 0.0)], 0.0, false)?;
-    let mut out = Ok(());
-    let step = timed(reps, || {
-        let mut step = || -> Result<()> {
-            let y = model.forward(&x)?;
-            let loss = y.mul(&y)?.mean()?.mul_scalar(1.0 / ranks as f64)?;
-            let mut opts = BackwardOptions::default();
-            if let Some(d) = &mut reducer {
-                opts.on_grad_ready = Some(d.hook(&params, Vec::new())?);
-            }
-            loss.backward_with(None, opts)?;
-            if let Some(d) = &mut reducer {
-                d.finish()?;
-            }
-            opt.step()?;
-            opt.zero_grad();
-            Ok(())
-        };
-        if let Err(e) = step() {
-            out = Err(e);
+    let step = try_timed(reps, || {
+        let y = model.forward(&x)?;
+        let loss = y.mul(&y)?.mean()?.mul_scalar(1.0 / ranks as f64)?;
+        let mut opts = BackwardOptions::default();
+        if let Some(d) = &mut reducer {
+            opts.on_grad_ready = Some(d.hook(&params, Vec::new())?);
         }
-    });
-    out?;
+        loss.backward_with(None, opts)?;
+        if let Some(d) = &mut reducer {
+            d.finish()?;
+        }
+        opt.step()?;
+        opt.zero_grad();
+        Ok(())
+    })?;
     // The warm-up step is in the totals too.
     let runs = (reps.max(1) + 1) as f64;
     let c = reducer.as_ref().map(Reducer::times).unwrap_or_default();

@@ -33,6 +33,17 @@ pub fn timed(reps: usize, f: impl FnMut()) -> Timing {
     timed_after(1, reps, f)
 }
 
+/// [`timed`] for work that can fail: the first error, if any, instead of the timing.
+pub fn try_timed(reps: usize, mut f: impl FnMut() -> rewind::Result<()>) -> rewind::Result<Timing> {
+    let mut out = Ok(());
+    let t = timed(reps, || {
+        if let Err(e) = f() {
+            out = Err(e);
+        }
+    });
+    out.map(|_| t)
+}
+
 /// Times `reps` runs of `f` after `warm_up` untimed ones.
 pub fn timed_after(warm_up: usize, reps: usize, mut f: impl FnMut()) -> Timing {
     for _ in 0..warm_up {
