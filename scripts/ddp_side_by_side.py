@@ -78,21 +78,12 @@ if ddp:
 TORCH_MLP = r"""
 import json, os, statistics, sys, time, torch
 import torch.nn as nn
-import torch.nn.functional as F
 cfg = json.loads(sys.argv[1])
+sys.path.insert(0, cfg["scripts"])
+from pytorch_side_by_side import Block  # the MLP block of the single-process harness
 ddp = "LOCAL_RANK" in os.environ
 torch.set_num_threads(cfg["threads"])
 torch.manual_seed(0)
-
-class Block(nn.Module):
-    def __init__(self, d, hidden):
-        super().__init__()
-        self.fc1 = nn.Linear(d, hidden)
-        self.fc2 = nn.Linear(hidden, d)
-
-    def forward(self, x):
-        return x + self.fc2(F.gelu(self.fc1(x)))
-
 model = nn.Sequential(*[Block(256, 1024) for _ in range(16)])
 x = torch.randn(cfg["rows"], 256)
 if ddp:
@@ -172,7 +163,7 @@ def run_rewind_mlp(binary, steps, ranks):
 
 def run_torch(d, vocab, steps, ranks, zero=False, mlp=False):
     cfg = json.dumps({"dir": d, "vocab": vocab, "steps": steps, "rows": MLP_ROWS if mlp else ROWS,
-                      "len": LEN, "threads": 2 if ranks == 1 else 1, "zero": zero})
+                      "len": LEN, "threads": 2 if ranks == 1 else 1, "zero": zero, "scripts": HERE})
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(TORCH_MLP if mlp else TORCH_STEP)
         script = f.name
