@@ -95,14 +95,23 @@ impl GradScaler {
             let data = match &*g.data() {
                 Buffer::F32(v) => {
                     found_inf |= v.iter().any(|x| !x.is_finite());
-                    v.iter().map(|x| x * inv.0).collect::<Vec<f32>>()
+                    Buffer::F32(v.iter().map(|x| x * inv.0).collect())
+                }
+                // PyTorch unscales bf16 gradients (only fp16 ones are refused).
+                Buffer::BF16(v) => {
+                    found_inf |= v.iter().any(|x| !x.is_finite());
+                    Buffer::BF16(
+                        v.iter()
+                            .map(|x| half::bf16::from_f32(x.to_f32() * inv.0))
+                            .collect(),
+                    )
                 }
                 Buffer::F16(_) => return Err(Error::invalid("GradScaler", FP16_GRADS_MSG)),
                 Buffer::F64(_) => {
                     return Err(Error::invalid("GradScaler", "expected f32 gradients"));
                 }
             };
-            p.set_grad(Some(Tensor::from_vec(data, g.shape())?));
+            p.set_grad(Some(Tensor::from_buffer(data, g.shape())?));
         }
         self.unscaled = Some(agree(found_inf)?);
         Ok(())

@@ -1,12 +1,14 @@
 //! Element types a tensor can hold, and the numeric traits the kernels are generic over.
 
-use half::f16;
+use half::{bf16, f16};
 
 /// The element type of a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
     /// IEEE half precision (mixed-precision activations).
     F16,
+    /// bfloat16: f32's exponent, 8 bits of mantissa (CPU mixed precision, as PyTorch's).
+    BF16,
     /// Single precision, the default.
     F32,
     /// Double precision, for gradient checking.
@@ -17,7 +19,7 @@ impl DType {
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
-            DType::F16 => 2,
+            DType::F16 | DType::BF16 => 2,
             DType::F32 => 4,
             DType::F64 => 8,
         }
@@ -207,6 +209,24 @@ impl Element for f16 {
         half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
     }
     fn narrow_slice(src: &[f32], dst: &mut [f16]) {
+        half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
+    }
+}
+
+impl Element for bf16 {
+    type C = f32;
+    const DTYPE: DType = DType::BF16;
+    fn to_c(self) -> f32 {
+        self.to_f32()
+    }
+    fn from_c(c: f32) -> Self {
+        bf16::from_f32(c)
+    }
+    const WIDENS: bool = true;
+    fn widen_slice(src: &[bf16], dst: &mut [f32]) {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+    }
+    fn narrow_slice(src: &[f32], dst: &mut [bf16]) {
         half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
     }
 }

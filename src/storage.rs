@@ -4,7 +4,7 @@
 use crate::cpu;
 use crate::dtype::{DType, Element};
 use crate::error::Result;
-use half::f16;
+use half::{bf16, f16};
 use std::cell::{Cell, Ref, RefCell, RefMut};
 
 /// A typed, contiguous block of elements.
@@ -12,6 +12,8 @@ use std::cell::{Cell, Ref, RefCell, RefMut};
 pub enum Buffer {
     /// Half-precision elements.
     F16(Vec<f16>),
+    /// bfloat16 elements.
+    BF16(Vec<bf16>),
     /// Single-precision elements.
     F32(Vec<f32>),
     /// Double-precision elements.
@@ -23,6 +25,7 @@ macro_rules! with_buffer {
     ($buf:expr, $v:ident => $body:expr) => {
         match $buf {
             $crate::storage::Buffer::F16($v) => $body,
+            $crate::storage::Buffer::BF16($v) => $body,
             $crate::storage::Buffer::F32($v) => $body,
             $crate::storage::Buffer::F64($v) => $body,
         }
@@ -36,6 +39,8 @@ pub(crate) use with_buffer;
 pub enum BufferMut<'a> {
     /// Half-precision elements.
     F16(&'a mut [f16]),
+    /// bfloat16 elements.
+    BF16(&'a mut [bf16]),
     /// Single-precision elements.
     F32(&'a mut [f32]),
     /// Double-precision elements.
@@ -47,6 +52,7 @@ impl Buffer {
     pub fn as_mut(&mut self) -> BufferMut<'_> {
         match self {
             Buffer::F16(v) => BufferMut::F16(v),
+            Buffer::BF16(v) => BufferMut::BF16(v),
             Buffer::F32(v) => BufferMut::F32(v),
             Buffer::F64(v) => BufferMut::F64(v),
         }
@@ -61,6 +67,11 @@ pub trait IntoBuffer {
 impl IntoBuffer for Vec<f16> {
     fn into_buffer(self) -> Buffer {
         Buffer::F16(self)
+    }
+}
+impl IntoBuffer for Vec<bf16> {
+    fn into_buffer(self) -> Buffer {
+        Buffer::BF16(self)
     }
 }
 impl IntoBuffer for Vec<f32> {
@@ -79,6 +90,7 @@ impl Buffer {
     pub fn dtype(&self) -> DType {
         match self {
             Buffer::F16(_) => DType::F16,
+            Buffer::BF16(_) => DType::BF16,
             Buffer::F32(_) => DType::F32,
             Buffer::F64(_) => DType::F64,
         }
@@ -88,6 +100,7 @@ impl Buffer {
     pub fn empty(dtype: DType) -> Buffer {
         match dtype {
             DType::F16 => Buffer::F16(Vec::new()),
+            DType::BF16 => Buffer::BF16(Vec::new()),
             DType::F32 => Buffer::F32(Vec::new()),
             DType::F64 => Buffer::F64(Vec::new()),
         }
@@ -108,6 +121,7 @@ impl Buffer {
     pub fn zeros(op: &'static str, dtype: DType, n: usize) -> Result<Buffer> {
         Ok(match dtype {
             DType::F16 => Buffer::F16(cpu::zeroed(op, n)?),
+            DType::BF16 => Buffer::BF16(cpu::zeroed(op, n)?),
             DType::F32 => Buffer::F32(cpu::zeroed(op, n)?),
             DType::F64 => Buffer::F64(cpu::zeroed(op, n)?),
         })
@@ -121,6 +135,7 @@ impl Buffer {
         }
         Ok(match dtype {
             DType::F16 => Buffer::F16(cpu::filled(op, n, f16::from_f64(value))?),
+            DType::BF16 => Buffer::BF16(cpu::filled(op, n, bf16::from_f64(value))?),
             DType::F32 => Buffer::F32(cpu::filled(op, n, value as f32)?),
             DType::F64 => Buffer::F64(cpu::filled(op, n, value)?),
         })
@@ -149,11 +164,25 @@ impl Buffer {
                 half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut out[..], v);
                 Buffer::F16(out)
             }
+            (Buffer::BF16(v), DType::F32) => {
+                let mut out = vec![0.0f32; v.len()];
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[..], &mut out);
+                Buffer::F32(out)
+            }
+            (Buffer::F32(v), DType::BF16) => {
+                let mut out = vec![bf16::ZERO; v.len()];
+                half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut out[..], v);
+                Buffer::BF16(out)
+            }
             // Direct roundings: going through f32 first would round twice.
             (Buffer::F64(v), DType::F16) => {
                 Buffer::F16(v.iter().map(|&x| f16::from_f64(x)).collect())
             }
+            (Buffer::F64(v), DType::BF16) => {
+                Buffer::BF16(v.iter().map(|&x| bf16::from_f64(x)).collect())
+            }
             (b, DType::F16) => with_buffer!(b, v => Buffer::F16(conv(v))),
+            (b, DType::BF16) => with_buffer!(b, v => Buffer::BF16(conv(v))),
             (b, DType::F32) => with_buffer!(b, v => Buffer::F32(conv(v))),
             (b, DType::F64) => with_buffer!(b, v => Buffer::F64(conv(v))),
         }
@@ -330,6 +359,7 @@ macro_rules! zip_buffers {
     ($op:expr, $a:expr, $b:expr, $x:ident, $y:ident => $body:expr) => {
         match ($a, $b) {
             ($crate::storage::Buffer::F16($x), $crate::storage::Buffer::F16($y)) => Ok($body),
+            ($crate::storage::Buffer::BF16($x), $crate::storage::Buffer::BF16($y)) => Ok($body),
             ($crate::storage::Buffer::F32($x), $crate::storage::Buffer::F32($y)) => Ok($body),
             ($crate::storage::Buffer::F64($x), $crate::storage::Buffer::F64($y)) => Ok($body),
             (a, b) => Err($crate::error::Error::DTypeMismatch {

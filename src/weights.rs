@@ -15,6 +15,7 @@ use std::path::Path;
 pub fn st_dtype(d: DType) -> Dtype {
     match d {
         DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
         DType::F32 => Dtype::F32,
         DType::F64 => Dtype::F64,
     }
@@ -46,11 +47,7 @@ pub fn raw_params(params: &[(String, Tensor)]) -> Vec<Raw> {
             name: n.clone(),
             dtype: st_dtype(t.dtype()),
             shape: t.shape().to_vec(),
-            bytes: match &*t.data() {
-                Buffer::F16(v) => bytemuck::cast_slice(v).to_vec(),
-                Buffer::F32(v) => bytemuck::cast_slice(v).to_vec(),
-                Buffer::F64(v) => bytemuck::cast_slice(v).to_vec(),
-            },
+            bytes: crate::storage::with_buffer!(&*t.data(), v => bytemuck::cast_slice(v).to_vec()),
         })
         .collect()
 }
@@ -100,6 +97,7 @@ pub fn copy_into(st: &SafeTensors<'_>, params: &[(String, Tensor)]) -> Result<()
         }
         let data = match p.dtype() {
             DType::F16 => Buffer::F16(bytemuck::pod_collect_to_vec(view.data())),
+            DType::BF16 => Buffer::BF16(bytemuck::pod_collect_to_vec(view.data())),
             DType::F32 => Buffer::F32(bytemuck::pod_collect_to_vec(view.data())),
             DType::F64 => Buffer::F64(bytemuck::pod_collect_to_vec(view.data())),
         };

@@ -229,6 +229,7 @@ fn unfused(x: &Tensor, scale: f64, padded: &[bool]) -> Tensor {
     let (b, t) = (x.shape()[0], x.shape()[2]);
     let low = match x.dtype() {
         rewind::DType::F16 => -65504.0,
+        rewind::DType::BF16 => half::bf16::MIN.to_f64(),
         rewind::DType::F32 => f64::from(f32::MIN),
         rewind::DType::F64 => f64::MIN,
     };

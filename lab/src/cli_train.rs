@@ -5,7 +5,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rewind_lab::fmt_mib;
 use rewind_lab::models::lm::Checkpoint;
 use rewind_lab::train::{
-    self, FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, PolicyChoice, StepStats,
+    self, AmpChoice, FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, PolicyChoice, StepStats,
     TrainConfig, Trainer,
 };
 use std::path::PathBuf;
@@ -98,9 +98,11 @@ pub struct TrainArgs {
     /// fix that keeps reentrant checkpointing working with frozen embeddings.
     #[arg(long)]
     pub enable_input_require_grads: bool,
-    /// fp16 autocast with dynamic loss scaling (GradScaler).
-    #[arg(long)]
-    pub amp: bool,
+    /// Mixed precision: `--amp` or `--amp fp16` for fp16 autocast with dynamic loss scaling
+    /// (GradScaler, PyTorch's CUDA recipe); `--amp bf16` for bf16 autocast without scaling
+    /// (PyTorch's CPU recipe, `torch.autocast("cpu")`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "fp16")]
+    pub amp: Option<AmpChoice>,
     /// Optimizer: sgd (momentum 0.9), adamw (fp32 state), adamw8bit (blockwise 8-bit state).
     #[arg(long, default_value = "adamw")]
     pub optimizer: OptimChoice,
@@ -276,7 +278,7 @@ impl TrainArgs {
             mode,
             policy: self.checkpoint_policy.clone(),
             enable_input_require_grads: input_grads,
-            amp: self.amp,
+            amp: self.amp.unwrap_or_default(),
             optimizer: self.optimizer,
             weight_decay: self.weight_decay,
             max_grad_norm: self.max_grad_norm,

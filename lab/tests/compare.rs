@@ -31,7 +31,8 @@ fn each_technique_moves_its_own_figure() {
             "+ checkpointing",
             "+ accumulation",
             "+ freezing",
-            "+ AMP",
+            "+ AMP fp16",
+            "+ AMP bf16",
             "+ 8-bit AdamW",
             "+ dynamic padding",
             "+ grouped padding",
@@ -50,8 +51,9 @@ fn each_technique_moves_its_own_figure() {
     assert!(frozen.grad_bytes < base.grad_bytes && frozen.trainable_params < base.trainable_params);
     assert!(frozen.optimizer_state_bytes < base.optimizer_state_bytes);
     assert!(frozen.peak_saved_bytes < base.peak_saved_bytes);
-    // f16 activations under autocast.
-    assert!(get("+ AMP").peak_saved_bytes < base.peak_saved_bytes);
+    // f16 or bf16 activations under autocast.
+    assert!(get("+ AMP fp16").peak_saved_bytes < base.peak_saved_bytes);
+    assert!(get("+ AMP bf16").peak_saved_bytes < base.peak_saved_bytes);
     // 8-bit: 2 bytes per element + 8 per 256-block for tensors ≥ 4096 (here fc1, fc2,
     // embeddings and head: 84,736 of 121,200 parameters), fp32 (8 bytes) below.
     // Both also keep one f32 `step` per parameter tensor, as PyTorch's `state[p]["step"]`.

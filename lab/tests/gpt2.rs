@@ -3,8 +3,10 @@
 //! largest magnitude (`scripts/gpt2_fixture.py` wrote the fixture with transformers 5.24 and
 //! PyTorch 2.15). Bad checkpoints are errors that name what is wrong.
 
+use rewind::DType;
 use rewind::checkpoint::{CheckpointMode, Plan, SavePolicy, Segmentation, plan};
 use rewind::indices::Indices;
+use rewind::ops::autocast::autocast;
 use rewind_lab::models::{Gpt2, Gpt2Config};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
@@ -24,12 +26,20 @@ struct Reference {
 }
 
 fn reference() -> Reference {
-    let bytes = std::fs::read(fixture().join("reference.safetensors")).unwrap();
+    reference_from("reference.safetensors")
+}
+
+/// The batch of `reference.safetensors` with the logits, loss and gradients of `file`.
+fn reference_from(file: &str) -> Reference {
+    let batch = std::fs::read(fixture().join("reference.safetensors")).unwrap();
+    let batch = SafeTensors::deserialize(&batch).unwrap();
+    let ints =
+        |k: &str| -> Vec<i64> { bytemuck::pod_collect_to_vec(batch.tensor(k).unwrap().data()) };
+    let bytes = std::fs::read(fixture().join(file)).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let ints = |k: &str| -> Vec<i64> { bytemuck::pod_collect_to_vec(st.tensor(k).unwrap().data()) };
     let floats =
         |k: &str| -> Vec<f32> { bytemuck::pod_collect_to_vec(st.tensor(k).unwrap().data()) };
-    let shape = st.tensor("input_ids").unwrap().shape().to_vec();
+    let shape = batch.tensor("input_ids").unwrap().shape().to_vec();
     let mut grads: Vec<(String, Vec<usize>, Vec<f32>)> = st
         .names()
         .into_iter()
@@ -150,6 +160,81 @@ fn a_transformers_gpt2_checkpoint_gives_transformers_logits_loss_and_gradients()
         }
         eprintln!("  gradients within {worst_grad:.1e} of their largest");
     }
+}
+
+#[test]
+fn under_bf16_autocast_gpt2_gives_transformers_bf16_logits_loss_and_gradients() {
+    // transformers under `torch.autocast("cpu", dtype=torch.bfloat16)`
+    // (`scripts/autocast_bf16_fixture.py`): bf16 logits, f32 loss, f32 master gradients.
+    let r = reference_from("reference_bf16.safetensors");
+    let m = Gpt2::load(&fixture()).unwrap();
+    let store = Segmentation::store_all(2);
+    let every = plan::segment(Plan::EveryBlock, 2, None).unwrap();
+    let mut stored_grads = None;
+    for (seg, policy) in [
+        (&store, SavePolicy::RecomputeAll),
+        (&every, SavePolicy::RecomputeAll),
+        (&every, SavePolicy::SaveMatmuls),
+    ] {
+        let (logits, loss, grads) = {
+            let _bf16 = autocast(Some(DType::BF16));
+            run(&m, &r, seg, &policy)
+        };
+        // Every product's output is rounded to bf16 (8 significant bits) in both engines, and
+        // f32 sums in a different order can round either way: logits within 2⁻⁷ of the
+        // largest, the loss within 2⁻⁸ relative, gradients within 2⁻⁵ of their largest
+        // (measured: 3.5e-3, 2e-5, 8.1e-3).
+        let scale = max_abs(&r.logits);
+        let worst = worst_diff(&logits, &r.logits);
+        assert!(
+            worst <= scale / 128.0,
+            "logits off by {worst} (scale {scale})"
+        );
+        assert!(
+            (loss - r.loss).abs() <= r.loss.abs() / 256.0,
+            "loss {loss} vs {}",
+            r.loss
+        );
+        let mut worst_grad = 0.0f32;
+        for ((name, g), (rname, _, want)) in grads.iter().zip(&r.grads) {
+            assert_eq!(name, rname);
+            let (scale, worst) = (max_abs(want), worst_diff(g, want));
+            assert!(
+                worst <= scale / 32.0,
+                "{name}: off by {worst} (largest {scale})"
+            );
+            worst_grad = worst_grad.max(worst / scale);
+        }
+        eprintln!(
+            "bf16 {policy:?}: logits within {:.1e} of the largest, loss {loss} vs {}, gradients within {worst_grad:.1e}",
+            worst / scale,
+            r.loss
+        );
+        // Recomputation runs under the forward's autocast state: bit-identical to storing.
+        match &stored_grads {
+            None => stored_grads = Some(grads),
+            Some(s) => assert!(
+                s == &grads,
+                "{policy:?}: checkpointed bf16 gradients differ"
+            ),
+        }
+    }
+    let _bf16 = autocast(Some(DType::BF16));
+    let ids = Indices::new(r.ids.clone(), &r.shape).unwrap();
+    let logits = m
+        .logits(
+            &ids,
+            Some(&r.mask),
+            &store,
+            CheckpointMode::NonReentrant,
+            &SavePolicy::RecomputeAll,
+        )
+        .unwrap();
+    assert_eq!(
+        logits.dtype(),
+        DType::BF16,
+        "the head's product runs in bf16"
+    );
 }
 
 #[test]

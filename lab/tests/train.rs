@@ -8,8 +8,8 @@ mod common;
 use rewind::checkpoint::CheckpointMode;
 use rewind::error::NO_GRAD_FN_MSG;
 use rewind_lab::train::{
-    FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, PolicyChoice, TrainConfig, Trainer,
-    suggest_fix,
+    AmpChoice, FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, PolicyChoice, TrainConfig,
+    Trainer, suggest_fix,
 };
 
 /// A model small enough for tests, still with matrices ≥ 4096 elements (embedding and head:
@@ -63,9 +63,10 @@ fn steps(t: &mut Trainer, n: usize) {
 
 #[test]
 fn selective_policies_on_the_transformer_train_bit_identically_to_storing_everything() {
-    // Dropout-free transformer with padded, masked batches, AMP off and on: the named tensors
-    // (save_only_these_names) and save-matmuls keep less and change no bit of the weights.
-    for amp in [false, true] {
+    // Dropout-free transformer with padded, masked batches, AMP off, fp16 and bf16: the named
+    // tensors (save_only_these_names) and save-matmuls keep less and change no bit of the
+    // weights.
+    for amp in [AmpChoice::Off, AmpChoice::Fp16, AmpChoice::Bf16] {
         let base = TrainConfig {
             amp,
             padding: PaddingChoice::Dynamic,
@@ -90,7 +91,7 @@ fn selective_policies_on_the_transformer_train_bit_identically_to_storing_everyt
             peaks.push(t.step().unwrap().peak_saved_bytes);
             assert!(
                 weight_bits(&t) == weight_bits(&stored),
-                "{policy} (amp {amp}): weights differ from storing everything"
+                "{policy} (amp {amp:?}): weights differ from storing everything"
             );
         }
         // Each keeps less than storing and more than recomputing everything.
@@ -108,7 +109,7 @@ fn resume_after_save_is_bit_identical_to_an_uninterrupted_run() {
     for optimizer in [OptimChoice::AdamW8bit, OptimChoice::AdamW, OptimChoice::Sgd] {
         let cfg = TrainConfig {
             optimizer,
-            amp: true,
+            amp: AmpChoice::Fp16,
             accumulation: 2,
             padding: PaddingChoice::Grouped,
             plan: PlanChoice::Every,

@@ -11,7 +11,9 @@ mod common;
 use rewind::checkpoint::CheckpointMode;
 use rewind::error::NO_GRAD_FN_MSG;
 use rewind_lab::models::lm::Checkpoint;
-use rewind_lab::train::{OptimChoice, PlanChoice, PolicyChoice, TrainConfig, Trainer, suggest_fix};
+use rewind_lab::train::{
+    AmpChoice, OptimChoice, PlanChoice, PolicyChoice, TrainConfig, Trainer, suggest_fix,
+};
 
 /// The fixture `name` as `train --model` configures it (its sizes, PEFT's default targets).
 fn family(name: &str) -> TrainConfig {
@@ -68,7 +70,7 @@ fn every_family_fine_tunes_with_every_technique_and_resumes_bit_identically() {
                 PlanChoice::None,
                 PolicyChoice::RecomputeAll,
                 OptimChoice::AdamW,
-                false,
+                AmpChoice::Off,
             ),
             (
                 4,
@@ -76,7 +78,7 @@ fn every_family_fine_tunes_with_every_technique_and_resumes_bit_identically() {
                 PlanChoice::Every,
                 PolicyChoice::SaveMatmuls,
                 OptimChoice::AdamW8bit,
-                false,
+                AmpChoice::Off,
             ),
             (
                 4,
@@ -84,11 +86,19 @@ fn every_family_fine_tunes_with_every_technique_and_resumes_bit_identically() {
                 PlanChoice::Every,
                 names.clone(),
                 OptimChoice::AdamW,
-                true,
+                AmpChoice::Fp16,
+            ),
+            (
+                0,
+                0.0,
+                PlanChoice::Every,
+                PolicyChoice::RecomputeAll,
+                OptimChoice::AdamW,
+                AmpChoice::Bf16,
             ),
         ] {
             let what = format!(
-                "{name} lora {lora_rank} dropout {lora_dropout} {plan} {policy:?} amp {amp}"
+                "{name} lora {lora_rank} dropout {lora_dropout} {plan} {policy:?} amp {amp:?}"
             );
             let cfg = TrainConfig {
                 lora_rank,

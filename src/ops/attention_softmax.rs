@@ -2,7 +2,8 @@
 //! scores `[B, H, T, T]`, with transformers' additive mask — 0 where query i may see key j (j ≤ i,
 //! key j not padded), the dtype's lowest finite value elsewhere. The scale and the mask are
 //! applied in the input's dtype exactly as `mul_scalar` then `add` would, and the softmax runs
-//! in the compute type (f16 scores give f32 probabilities, as autocast's widened softmax), so
+//! in the compute type (f16 scores give f32 probabilities, as autocast's widened softmax; bf16
+//! scores bf16 ones, as CPU autocast's), so
 //! the result is bit for bit the unfused ops' without their three passes over the scores.
 //! dx = scale · y ⊙ (g − Σ g⊙y), rounded to the input's dtype first as the unfused chain
 //! rounds it. Saves: the output.
@@ -25,6 +26,7 @@ static ATTENTION_SOFTMAX: OpSpec = OpSpec::new("attention_softmax", "Softmax");
 pub(crate) fn lowest(dtype: DType) -> f64 {
     match dtype {
         DType::F16 => -65504.0,
+        DType::BF16 => half::bf16::MIN.to_f64(),
         DType::F32 => f64::from(f32::MIN),
         DType::F64 => f64::MIN,
     }
@@ -127,6 +129,11 @@ where
     out
 }
 
+/// bf16 elements as f32 (exact).
+fn widen(v: &[half::bf16]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f32()).collect()
+}
+
 fn backward<E: Element>(g: &[E::C], y: &[E::C], t: usize, scale: f64) -> Vec<E>
 where
     E::C: Element<C = E::C>,
@@ -178,6 +185,10 @@ impl Tensor {
             |x| {
                 let out = match &*x[0].data() {
                     Buffer::F16(v) => forward(v, &rows, &mask, scale).into_buffer(),
+                    // bf16 scores give bf16 probabilities, as PyTorch's CPU autocast.
+                    Buffer::BF16(v) => {
+                        Buffer::F32(forward(v, &rows, &mask, scale)).cast(DType::BF16)
+                    }
                     Buffer::F32(v) => forward(v, &rows, &mask, scale).into_buffer(),
                     Buffer::F64(v) => forward(v, &rows, &mask, scale).into_buffer(),
                 };
@@ -208,6 +219,10 @@ impl Backward for AttentionSoftmaxBackward {
         let out = match (self.dtype, &*g.data(), &*self.y.data()) {
             (DType::F16, Buffer::F32(g), Buffer::F32(y)) => {
                 backward::<half::f16>(g, y, t, s).into_buffer()
+            }
+            (DType::BF16, Buffer::BF16(g), Buffer::BF16(y)) => {
+                let (g, y) = (widen(g), widen(y));
+                backward::<half::bf16>(&g, &y, t, s).into_buffer()
             }
             (DType::F32, Buffer::F32(g), Buffer::F32(y)) => {
                 backward::<f32>(g, y, t, s).into_buffer()

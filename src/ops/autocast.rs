@@ -1,6 +1,8 @@
-//! Autocast (mixed precision): inside an `autocast(F16)` scope, each op's inputs are cast by
-//! the class its declaration names ([`Cast`]): products lowered to f16 (computed with f32
-//! accumulation), the f32 list widened, mixed dtypes promoted, the rest kept (PyTorch's lists).
+//! Autocast (mixed precision): inside an `autocast(F16)` or `autocast(BF16)` scope, each op's
+//! inputs are cast by the class its declaration names ([`Cast`]): products lowered to the
+//! autocast dtype (computed with f32 accumulation), the f32 list widened, mixed dtypes
+//! promoted, the rest kept. f16 follows PyTorch's CUDA lists (the GPU recipe), bf16 its CPU
+//! lists (`torch.autocast("cpu")`), which widen only the losses.
 //! Casts are tape ops, so f32 master weights get f32 gradients; a weight's cast is computed
 //! once per scope and reused.
 
@@ -25,7 +27,7 @@ pub struct AutocastGuard {
     prev_cache: Vec<(Tensor, Tensor)>,
 }
 
-/// Enters an autocast scope for `dtype` (f16), or leaves autocast for the scope with `None`.
+/// Enters an autocast scope for `dtype` (f16 or bf16), or leaves autocast for the scope with `None`.
 pub fn autocast(dtype: Option<DType>) -> AutocastGuard {
     AutocastGuard {
         prev: DTYPE.with(|d| d.replace(dtype)),
@@ -50,14 +52,16 @@ pub(crate) fn cast_inputs(
     class: Cast,
     inputs: &[&Tensor],
 ) -> Result<Option<SmallVec<[Tensor; 4]>>> {
-    if class == Cast::Keep || autocast_dtype().is_none() {
+    let Some(dt) = autocast_dtype() else {
         return Ok(None);
-    }
+    };
+    let half = |t: &&Tensor| matches!(t.dtype(), DType::F16 | DType::BF16);
     let cast = match class {
-        Cast::Lower => true,
-        Cast::Widen => inputs.iter().any(|t| t.dtype() == DType::F16),
-        Cast::Promote => inputs.windows(2).any(|w| w[0].dtype() != w[1].dtype()),
         Cast::Keep => false,
+        Cast::Lower => true,
+        Cast::Widen => dt == DType::F16 && inputs.iter().any(half),
+        Cast::Fp32 => inputs.iter().any(half),
+        Cast::Promote => inputs.windows(2).any(|w| w[0].dtype() != w[1].dtype()),
     };
     if !cast {
         return Ok(None);
@@ -95,9 +99,9 @@ fn lower(t: &Tensor) -> Result<Tensor> {
     Ok(cast)
 }
 
-/// For ops that autocast runs in f32: `t` widened to f32 when autocast is on and `t` is f16.
+/// For ops that autocast runs in f32: `t` widened to f32 when it is f16 or bf16.
 fn widen(t: &Tensor) -> Result<Tensor> {
-    if autocast_dtype().is_some() && t.dtype() == DType::F16 {
+    if matches!(t.dtype(), DType::F16 | DType::BF16) {
         let _off = autocast(None);
         return t.to_dtype(DType::F32);
     }

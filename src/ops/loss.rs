@@ -89,7 +89,7 @@ impl Tensor {
     }
 }
 
-static CROSS_ENTROPY: OpSpec = OpSpec::new("cross_entropy", "NllLoss").cast(Cast::Widen);
+static CROSS_ENTROPY: OpSpec = OpSpec::new("cross_entropy", "NllLoss").cast(Cast::Fp32);
 
 /// Each row's log Σ eᶻ = m + log Σ e^(z − m) (m the row's max), in the compute type, kept as
 /// f64 (exact); the kernels' vectorised exp and lane sums, rows on the kernels' threads.

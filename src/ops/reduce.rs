@@ -245,12 +245,8 @@ impl Backward for MaxBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let (o, a, i) = self.axis.split.expect("max always reduces one dim");
         let mut out = Buffer::zeros("max_backward", g.dtype(), o * a * i)?;
-        match (&*g.data(), &mut out) {
-            (Buffer::F16(s), Buffer::F16(d)) => scatter(s, d, &self.argmax, a, i),
-            (Buffer::F32(s), Buffer::F32(d)) => scatter(s, d, &self.argmax, a, i),
-            (Buffer::F64(s), Buffer::F64(d)) => scatter(s, d, &self.argmax, a, i),
-            _ => unreachable!("zeros were made with g's dtype"),
-        }
+        // The zeros were made with g's dtype: the types always agree.
+        crate::zip_buffers!("max_backward", &*g.data(), &mut out, s, d => scatter(s, d, &self.argmax, a, i))?;
         Ok(smallvec![Some(Tensor::activation(
             out,
             self.axis.shape.clone()
@@ -273,12 +269,7 @@ impl Backward for MaxAllBackward {
         let n = shape::numel(&self.shape);
         let mut out = Buffer::zeros("max_backward", g.dtype(), n)?;
         let count = self.ties.len() as f64;
-        match (&*g.data(), &mut out) {
-            (Buffer::F16(s), Buffer::F16(d)) => share(s[0], d, &self.ties, count),
-            (Buffer::F32(s), Buffer::F32(d)) => share(s[0], d, &self.ties, count),
-            (Buffer::F64(s), Buffer::F64(d)) => share(s[0], d, &self.ties, count),
-            _ => unreachable!("zeros were made with g's dtype"),
-        }
+        crate::zip_buffers!("max_backward", &*g.data(), &mut out, s, d => share(s[0], d, &self.ties, count))?;
         Ok(smallvec![Some(Tensor::activation(out, self.shape.clone()))])
     }
     fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}

@@ -199,12 +199,8 @@ fn copy_block(
     dst_width: usize,
     at: usize,
 ) {
-    match (src, dst) {
-        (Buffer::F16(s), Buffer::F16(d)) => copy_rows(s, d, outer, width, dst_width, at),
-        (Buffer::F32(s), Buffer::F32(d)) => copy_rows(s, d, outer, width, dst_width, at),
-        (Buffer::F64(s), Buffer::F64(d)) => copy_rows(s, d, outer, width, dst_width, at),
-        _ => unreachable!("cat and narrow check dtypes first"),
-    }
+    crate::zip_buffers!("cat", src, dst, s, d => copy_rows(s, d, outer, width, dst_width, at))
+        .expect("cat and narrow check dtypes first");
 }
 
 fn copy_rows<E: Copy>(

@@ -7,9 +7,12 @@
 pub enum Cast {
     /// Cast to the autocast dtype, computed with f32 accumulation (matmul, linear).
     Lower,
-    /// Run in f32: half-precision inputs are widened (softmax, log_softmax, layer_norm, exp,
-    /// log, pow, sum, mean, cross-entropy).
+    /// Run in f32 on CUDA's list only (softmax, log_softmax, layer_norm, rms_norm, exp, log,
+    /// pow, sum, mean): `autocast(F16)` widens half inputs; `autocast(BF16)`, following
+    /// PyTorch's CPU list, keeps them (the kernels still accumulate in f32).
     Widen,
+    /// Run in f32 on both lists (the losses: cross-entropy): half inputs are widened.
+    Fp32,
     /// Mixed dtypes promote to f32 (add, sub, mul, div, cat); equal dtypes stay.
     Promote,
     /// Inputs as given (every other op).

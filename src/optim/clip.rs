@@ -38,6 +38,11 @@ pub fn clip_grad_norm_agreeing_(
                         .map(|x| half::f16::from_f32(x.to_f32() * coef as f32))
                         .collect(),
                 ),
+                Buffer::BF16(v) => Buffer::BF16(
+                    v.iter()
+                        .map(|x| half::bf16::from_f32(x.to_f32() * coef as f32))
+                        .collect(),
+                ),
                 Buffer::F64(v) => Buffer::F64(v.iter().map(|x| x * coef).collect()),
             };
             p.set_grad(Some(Tensor::from_buffer(scaled, g.shape())?));

@@ -99,6 +99,7 @@ pub(crate) fn modified(t: &Tensor, output_of: Option<&'static OpSpec>, expected:
 fn pytorch_type(t: &Tensor) -> String {
     let ty = match t.dtype() {
         DType::F16 => "HalfTensor",
+        DType::BF16 => "BFloat16Tensor",
         DType::F32 => "FloatTensor",
         DType::F64 => "DoubleTensor",
     };

@@ -3,7 +3,7 @@
 //! optimizer state, parameters + gradients, step time, tokens/s, padding, and the held-out
 //! loss after the run.
 
-use super::config::{FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, TrainConfig};
+use super::config::{AmpChoice, FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, TrainConfig};
 use super::{RunSummary, Trainer, run};
 use crate::bench::plot::{BarPanel, bar_panels};
 use crate::mib;
@@ -44,14 +44,15 @@ pub fn variants(base: &TrainConfig) -> Vec<Variant> {
             lower_blocks: base.layers / 2,
         }
     };
-    let amp = |c: &mut TrainConfig| c.amp = true;
+    let amp = |c: &mut TrainConfig| c.amp = AmpChoice::Fp16;
     let bits = |c: &mut TrainConfig| c.optimizer = OptimChoice::AdamW8bit;
     vec![
         with("baseline", &|_| {}),
         with("+ checkpointing", &ckpt),
         with("+ accumulation", &accum),
         with("+ freezing", &freeze),
-        with("+ AMP", &amp),
+        with("+ AMP fp16", &amp),
+        with("+ AMP bf16", &|c| c.amp = AmpChoice::Bf16),
         with("+ 8-bit AdamW", &bits),
         with("+ dynamic padding", &|c| c.padding = PaddingChoice::Dynamic),
         with("+ grouped padding", &|c| c.padding = PaddingChoice::Grouped),

@@ -89,6 +89,39 @@ pub enum OptimChoice {
     AdamW8bit,
 }
 
+/// Mixed precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AmpChoice {
+    /// f32 throughout.
+    #[default]
+    Off,
+    /// fp16 autocast (PyTorch's CUDA lists) with dynamic loss scaling.
+    Fp16,
+    /// bf16 autocast (PyTorch's CPU lists), no loss scaling: bf16 has f32's exponent range.
+    Bf16,
+}
+
+impl AmpChoice {
+    /// The autocast dtype, if any.
+    pub fn dtype(self) -> Option<rewind::DType> {
+        match self {
+            AmpChoice::Off => None,
+            AmpChoice::Fp16 => Some(rewind::DType::F16),
+            AmpChoice::Bf16 => Some(rewind::DType::BF16),
+        }
+    }
+
+    /// As a save's setting: `false` and `true` (fp16) as before bf16 existed, so older saves
+    /// still resume; `"bf16"`.
+    fn setting(self) -> Value {
+        match self {
+            AmpChoice::Off => false.into(),
+            AmpChoice::Fp16 => true.into(),
+            AmpChoice::Bf16 => "bf16".into(),
+        }
+    }
+}
+
 /// How batches are padded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaddingChoice {
@@ -155,8 +188,8 @@ pub struct TrainConfig {
     pub policy: PolicyChoice,
     /// HF's `enable_input_require_grads` on the token embedding.
     pub enable_input_require_grads: bool,
-    /// fp16 autocast with dynamic loss scaling.
-    pub amp: bool,
+    /// Mixed precision: fp16 autocast with dynamic loss scaling, or bf16 autocast.
+    pub amp: AmpChoice,
     /// Optimizer.
     pub optimizer: OptimChoice,
     /// Learning rate.
@@ -205,7 +238,7 @@ impl Default for TrainConfig {
             mode: CheckpointMode::NonReentrant,
             policy: PolicyChoice::RecomputeAll,
             enable_input_require_grads: false,
-            amp: false,
+            amp: AmpChoice::Off,
             optimizer: OptimChoice::AdamW,
             lr: 3e-3,
             weight_decay: 0.0,
@@ -299,6 +332,17 @@ impl fmt::Display for OptimChoice {
             OptimChoice::AdamW => "adamw",
             OptimChoice::AdamW8bit => "adamw8bit",
         })
+    }
+}
+
+impl FromStr for AmpChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fp16" => Ok(AmpChoice::Fp16),
+            "bf16" => Ok(AmpChoice::Bf16),
+            _ => Err(bad("amp", s, "fp16 or bf16")),
+        }
     }
 }
 
@@ -437,7 +481,7 @@ impl TrainConfig {
                 "enable_input_require_grads",
                 self.enable_input_require_grads.into(),
             ),
-            ("amp", self.amp.into()),
+            ("amp", self.amp.setting()),
             ("optimizer", self.optimizer.to_string().into()),
             ("lr", self.lr.into()),
             ("weight_decay", self.weight_decay.into()),

@@ -10,7 +10,9 @@ mod dist;
 mod save;
 mod trainer;
 
-pub use config::{FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, PolicyChoice, TrainConfig};
+pub use config::{
+    AmpChoice, FreezeChoice, OptimChoice, PaddingChoice, PlanChoice, PolicyChoice, TrainConfig,
+};
 pub use data::Data;
 pub use trainer::{DataPosition, StepStats, Trainer, suggest_fix};
 

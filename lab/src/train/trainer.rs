@@ -2,14 +2,13 @@
 //! scaler from a [`TrainConfig`], then takes optimizer steps of `accumulation` micro-batches,
 //! reporting loss, throughput and memory per step.
 
-use super::config::{OptimChoice, PaddingChoice, PlanChoice, TrainConfig};
+use super::config::{AmpChoice, OptimChoice, PaddingChoice, PlanChoice, TrainConfig};
 use super::data::Data;
 use crate::data::{Batch, Padding, batches};
 use crate::dist::Reducer;
 use crate::models::{CausalLm, Transformer, TransformerConfig};
 use rewind::amp::GradScaler;
 use rewind::checkpoint::{CheckpointMode, Plan, Segmentation, diagnose, plan};
-use rewind::dtype::DType;
 use rewind::error::{Error, Result};
 use rewind::nn::{HookHandle, freeze};
 use rewind::ops::autocast::autocast;
@@ -241,7 +240,7 @@ impl Trainer {
         let seg = segmentation(&cfg, model.as_ref(), &data)?;
         let mut t = Trainer {
             params: opt.params(),
-            scaler: cfg.amp.then(GradScaler::new),
+            scaler: (cfg.amp == AmpChoice::Fp16).then(GradScaler::new),
             cfg,
             data,
             model,
@@ -342,7 +341,7 @@ impl Trainer {
             real += batch.real_tokens();
             slots += batch.slots();
             let loss = {
-                let _amp = self.cfg.amp.then(|| autocast(Some(DType::F16)));
+                let _amp = self.cfg.amp.dtype().map(|d| autocast(Some(d)));
                 self.model.loss(&batch, &self.seg, self.cfg.mode, &policy)?
             };
             self.check_reach(&loss)?;
@@ -552,7 +551,7 @@ fn segmentation(cfg: &TrainConfig, model: &dyn CausalLm, data: &Data) -> Result<
                 .collect();
             let b = &batches(&probe, cfg.batch_size, Padding::Dynamic, 0)?[0];
             let costs = {
-                let _amp = cfg.amp.then(|| autocast(Some(DType::F16)));
+                let _amp = cfg.amp.dtype().map(|d| autocast(Some(d)));
                 model.block_costs(b)?
             };
             plan::segment(Plan::Budget(bytes), n, Some(&costs))

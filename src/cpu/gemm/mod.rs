@@ -2,13 +2,13 @@
 //! (`kernels.rs`, `x86.rs`: AVX-512, AVX2 + FMA, portable). Every kernel computes each element
 //! of C as one fused multiply-add per k, in k order, so a product's bits depend on its operands
 //! only: not on the kernel, the thread count or the machine. Which kernel runs is timed at the
-//! first product (`select.rs`). f16 operands are widened to f32, multiplied with f32
+//! first product (`select.rs`). f16 and bf16 operands are widened to f32, multiplied with f32
 //! accumulation and rounded once. Measured against `matrixmultiply`, the `gemm` crate and
 //! OpenBLAS in `benches/gemm_kernels.rs` and `rewind bench-core`.
 
 use crate::dtype::Element;
-use half::f16;
 use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
 
 mod driver;
 mod kernels;
@@ -312,46 +312,55 @@ fn f64_kernel() -> &'static spec::Spec<f64> {
         .unwrap_or(&kernels::F64[kernels::F64.len() - 1])
 }
 
-impl Gemm for f16 {
-    fn gemm_overwrite(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f16],
-        la: Layout,
-        b: &[f16],
-        lb: Layout,
-        c: &mut [std::mem::MaybeUninit<f16>],
-    ) {
-        let mut wc = vec![f16::ZERO; m * n];
-        Self::gemm(m, k, n, a, la, b, lb, false, &mut wc);
-        for (o, v) in c.iter_mut().zip(wc) {
-            o.write(v);
-        }
-    }
+/// Half-precision products (f16, bf16): operands widened to f32 (exact), multiplied by the
+/// f32 kernel with f32 accumulation, each element of C rounded once, as PyTorch's CPU kernels
+/// accumulate. Widening costs O(mk + kn) against the product's O(mkn).
+macro_rules! widened_gemm {
+    ($t:ty) => {
+        impl Gemm for $t {
+            fn gemm_overwrite(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: &[$t],
+                la: Layout,
+                b: &[$t],
+                lb: Layout,
+                c: &mut [std::mem::MaybeUninit<$t>],
+            ) {
+                let mut wc = vec![<$t>::ZERO; m * n];
+                Self::gemm(m, k, n, a, la, b, lb, false, &mut wc);
+                for (o, v) in c.iter_mut().zip(wc) {
+                    o.write(v);
+                }
+            }
 
-    fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f16],
-        la: Layout,
-        b: &[f16],
-        lb: Layout,
-        beta: bool,
-        c: &mut [f16],
-    ) {
-        let widen = |x: &[f16]| {
-            let mut w = vec![0.0f32; x.len()];
-            x.convert_to_f32_slice(&mut w);
-            w
-        };
-        let (wa, wb) = (widen(a), widen(b));
-        let mut wc = if beta { widen(c) } else { vec![0.0; m * n] };
-        f32::gemm(m, k, n, &wa, la, &wb, lb, beta, &mut wc);
-        c.convert_from_f32_slice(&wc);
-    }
+            fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: &[$t],
+                la: Layout,
+                b: &[$t],
+                lb: Layout,
+                beta: bool,
+                c: &mut [$t],
+            ) {
+                let widen = |x: &[$t]| {
+                    let mut w = vec![0.0f32; x.len()];
+                    x.convert_to_f32_slice(&mut w);
+                    w
+                };
+                let (wa, wb) = (widen(a), widen(b));
+                let mut wc = if beta { widen(c) } else { vec![0.0; m * n] };
+                f32::gemm(m, k, n, &wa, la, &wb, lb, beta, &mut wc);
+                c.convert_from_f32_slice(&wc);
+            }
+        }
+    };
 }
+widened_gemm!(f16);
+widened_gemm!(bf16);
 
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,7 @@ pub(super) fn meta_text(m: &Meta) -> String {
     let dims: Vec<String> = m.0.iter().map(|d| d.to_string()).collect();
     let dtype = match m.1 {
         DType::F16 => "torch.float16",
+        DType::BF16 => "torch.bfloat16",
         DType::F32 => "torch.float32",
         DType::F64 => "torch.float64",
     };

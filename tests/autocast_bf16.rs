@@ -1,0 +1,166 @@
+//! bf16 autocast against PyTorch's `torch.autocast("cpu", dtype=torch.bfloat16)`
+//! (`scripts/autocast_bf16_fixture.py` → `fixtures/autocast_bf16.json`): each op returns
+//! PyTorch's dtype (CPU's lists: products in bf16, losses in f32, softmax, layer norm and
+//! reductions keep bf16), its value and its inputs' gradients within bf16 tolerance, and
+//! gradients come back in each input's dtype (f32 master weights keep f32 gradients).
+
+use rewind::ops::autocast::autocast;
+use rewind::{DType, GeluApprox, Indices, Tensor};
+use serde_json::Value;
+
+fn fixture() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/autocast_bf16.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn shape(v: &Value) -> Vec<usize> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
+}
+
+fn dtype(name: &str) -> DType {
+    match name {
+        "torch.bfloat16" => DType::BF16,
+        "torch.float32" => DType::F32,
+        other => panic!("unexpected dtype {other}"),
+    }
+}
+
+/// Runs the fixture's op `name` on `x` the way the script's lambda does.
+fn run(name: &str, x: &[Tensor], targets: &Indices) -> Tensor {
+    let r = match name {
+        "linear" => x[0].linear(&x[1], Some(&x[2])),
+        "matmul" => x[0].matmul(&x[1]),
+        "softmax" => x[0].softmax(-1),
+        "log_softmax" => x[0].log_softmax(-1),
+        "layer_norm" => x[0].layer_norm(None, None, 1e-5),
+        "gelu_tanh" => x[0].gelu_with(GeluApprox::Tanh),
+        "silu" => x[0].silu(),
+        "exp" => x[0].exp(),
+        "sum" => x[0].sum(),
+        "mean" => x[0].mean(),
+        "add_mixed" => x[0].add(&x[1]),
+        "mul_bf16" => x[0].mul(&x[1]),
+        "cat_mixed" => Tensor::cat(&[&x[0], &x[1]], 0),
+        "cross_entropy" => x[0].cross_entropy(targets, -100),
+        other => panic!("no case for {other}"),
+    };
+    r.unwrap()
+}
+
+/// |got − want| ≤ ulps · 2⁻⁷ · max(|want|, floor): bf16 keeps 8 significant bits, so one
+/// rounding that goes the other way is one step of 2⁻⁷ relative at most; `floor` covers values near 0 whose error
+/// comes from larger terms (a sum's cancellation, a gradient's).
+fn close(what: &str, got: &[f32], want: &[f32], ulps: f32, floor: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let tol = ulps * (w.abs().max(floor)) / 128.0;
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}[{i}]: {g} vs PyTorch's {w} (tolerance {tol})"
+        );
+    }
+}
+
+#[test]
+fn every_op_under_bf16_autocast_returns_pytorch_cpu_autocasts_dtype_value_and_gradients() {
+    let fix = fixture();
+    let targets = Indices::new(vec![1, 0, 5, 3], &[4]).unwrap();
+    for case in fix["ops"].as_array().unwrap() {
+        let name = case["op"].as_str().unwrap();
+        let inputs: Vec<Tensor> = case["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let t = Tensor::from_vec(floats(&i["values"]), &shape(&i["shape"])).unwrap();
+                t.to_dtype(dtype(i["dtype"].as_str().unwrap()))
+                    .unwrap()
+                    .requires_grad_(true)
+                    .unwrap()
+            })
+            .collect();
+        let y = {
+            let _bf16 = autocast(Some(DType::BF16));
+            run(name, &inputs, &targets)
+        };
+        assert_eq!(
+            y.dtype(),
+            dtype(case["dtype"].as_str().unwrap()),
+            "{name}: PyTorch's output dtype"
+        );
+        assert_eq!(y.shape(), shape(&case["shape"]).as_slice(), "{name}");
+        // Outputs: within 1 bf16 rounding of PyTorch's (the f32 inside may differ by ulps, and
+        // that can move the final rounding), sums' cancellation measured against 1.0.
+        close(name, &y.to_vec_f32(), &floats(&case["values"]), 1.0, 1.0);
+        let c = Tensor::from_vec(floats(&case["c"]), y.shape()).unwrap();
+        y.to_dtype(DType::F32)
+            .unwrap()
+            .mul(&c)
+            .unwrap()
+            .sum()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (t, i) in inputs.iter().zip(case["inputs"].as_array().unwrap()) {
+            let g = t.grad().unwrap();
+            assert_eq!(
+                g.dtype(),
+                dtype(i["grad_dtype"].as_str().unwrap()),
+                "{name}: the gradient of {} comes back in PyTorch's dtype",
+                i["name"]
+            );
+            // Gradients pass a bf16 output's rounding back through the op: 2 roundings.
+            close(
+                &format!("{name}: d/d{}", i["name"]),
+                &g.to_vec_f32(),
+                &floats(&i["grad"]),
+                2.0,
+                1.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn bf16_autocast_needs_no_loss_scaling_where_fp16_underflows() {
+    // 1e-8 is below f16's smallest subnormal (6e-8) but far inside bf16's range (f32's
+    // exponent): an unscaled bf16 gradient survives, which is why PyTorch's CPU recipe has no
+    // GradScaler.
+    let x = Tensor::from_vec(vec![1.0f32; 16 * 32], &[16, 32]).unwrap();
+    let w = Tensor::from_vec(vec![0.01f32; 32 * 32], &[32, 32])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    {
+        let _bf16 = autocast(Some(DType::BF16));
+        let y = x.linear(&w, None).unwrap();
+        assert_eq!(y.dtype(), DType::BF16);
+        y.sum()
+            .unwrap()
+            .mul_scalar(1e-8)
+            .unwrap()
+            .backward()
+            .unwrap();
+    }
+    let g = w.grad().unwrap();
+    assert_eq!(g.dtype(), DType::F32, "the f32 master weight's gradient");
+    // dL/dW[o][i] = 1e-8 · Σ_rows x = 1.6e-7, to bf16's precision.
+    for v in g.to_vec_f32() {
+        assert!((v - 1.6e-7).abs() <= 1.6e-7 / 128.0, "{v}");
+    }
+}
