@@ -4,6 +4,9 @@ lists (not CUDA's):
 
 - tests/fixtures/autocast_bf16.json: for each op, its inputs, the dtype it returns, its output
   and the gradient of (output · c).sum() for every input (c a fixed f32 tensor);
+- tests/fixtures/bf16_casts.json and .safetensors: f32 values (ties, subnormals, overflow, NaN,
+  infinities) and the bf16 bits `.to(torch.bfloat16)` gives, the same tensor as PyTorch's
+  safetensors writes it;
 - tests/fixtures/gpt2-tiny/reference_bf16.safetensors: the gpt2-tiny model's logits, loss and
   every parameter's gradient for reference.safetensors' batch under bf16 autocast (eager
   attention, f32 master weights).
@@ -93,6 +96,21 @@ def ops():
         json.dump(out, f)
 
 
+def casts():
+    import struct
+
+    special = [1.0, 1.00390625, 1.01171875, -1.00390625, 3.3895314e38, 3.40282347e38,
+               1e-40, -2.5e-39, 1e-45, 0.0, -0.0, float("inf"), float("-inf"), float("nan"),
+               65504.0, 1e-8, 2.0 ** -133]
+    x = torch.cat([torch.tensor(special), rand((47,), 11, 10.0)])
+    b = x.to(BF)
+    bits = b.view(torch.int16).to(torch.int32).bitwise_and(0xFFFF).tolist()
+    f32_bits = [struct.unpack("<I", struct.pack("<f", v))[0] for v in x.tolist()]
+    with open(os.path.join(FIX, "bf16_casts.json"), "w") as f:
+        json.dump({"f32_bits": f32_bits, "bf16_bits": bits, "torch": torch.__version__}, f)
+    save_file({"x": b.reshape(4, 16).contiguous()}, os.path.join(FIX, "bf16_casts.safetensors"))
+
+
 def gpt2():
     d = os.path.join(FIX, "gpt2-tiny")
     ref = load_file(os.path.join(d, "reference.safetensors"))
@@ -123,4 +141,5 @@ def gpt2():
 if __name__ == "__main__":
     torch.manual_seed(0)
     ops()
+    casts()
     gpt2()

@@ -213,6 +213,22 @@ impl Element for f16 {
     }
 }
 
+/// bf16 → f32, exact: the bits moved up 16 (a shift, so loops over it vectorise).
+#[inline(always)]
+pub fn bf16_to_f32(x: bf16) -> f32 {
+    f32::from_bits(u32::from(x.to_bits()) << 16)
+}
+
+/// f32 → bf16 rounded to nearest even, NaN kept quiet: `half::bf16::from_f32`'s bits (and
+/// PyTorch's), branch-free so loops over it vectorise.
+#[inline(always)]
+pub fn f32_to_bf16(x: f32) -> bf16 {
+    let b = x.to_bits();
+    let rounded = (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16;
+    let nan = ((b >> 16) as u16) | 0x0040;
+    bf16::from_bits(if x.is_nan() { nan } else { rounded })
+}
+
 impl Element for bf16 {
     type C = f32;
     const DTYPE: DType = DType::BF16;
@@ -224,10 +240,14 @@ impl Element for bf16 {
     }
     const WIDENS: bool = true;
     fn widen_slice(src: &[bf16], dst: &mut [f32]) {
-        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = bf16_to_f32(*s);
+        }
     }
     fn narrow_slice(src: &[f32], dst: &mut [bf16]) {
-        half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = f32_to_bf16(s);
+        }
     }
 }
 

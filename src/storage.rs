@@ -165,14 +165,10 @@ impl Buffer {
                 Buffer::F16(out)
             }
             (Buffer::BF16(v), DType::F32) => {
-                let mut out = vec![0.0f32; v.len()];
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[..], &mut out);
-                Buffer::F32(out)
+                Buffer::F32(v.iter().map(|&x| crate::dtype::bf16_to_f32(x)).collect())
             }
             (Buffer::F32(v), DType::BF16) => {
-                let mut out = vec![bf16::ZERO; v.len()];
-                half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut out[..], v);
-                Buffer::BF16(out)
+                Buffer::BF16(v.iter().map(|&x| crate::dtype::f32_to_bf16(x)).collect())
             }
             // Direct roundings: going through f32 first would round twice.
             (Buffer::F64(v), DType::F16) => {

@@ -628,9 +628,11 @@ fn bench_core(reps: usize, depth: usize, json: Option<&std::path::Path>) -> rewi
         12.0 * (cfg.depth * cfg.rows * cfg.d * cfg.hidden) as f64 / gemms / 1e9
     );
     let mut steps = serde_json::Map::new();
+    let mut peaks = serde_json::Map::new();
     let mut store = f64::NAN;
     for plan in core::StepPlan::ALL {
-        let (secs, gflops) = core::mlp_step_with(cfg, plan, reps)?;
+        let (secs, gflops, peak) = core::mlp_step_under(cfg, plan, reps, None)?;
+        peaks.insert(plan.name().into(), serde_json::json!(peak));
         if plan == core::StepPlan::Store {
             store = secs;
         }
@@ -645,6 +647,28 @@ fn bench_core(reps: usize, depth: usize, json: Option<&std::path::Path>) -> rewi
         );
         steps.insert(plan.name().into(), serde_json::json!(secs));
     }
+    let gemm_bf16 = core::matmul_gflops_in(1024, reps, rewind::DType::BF16)?;
+    println!(
+        "bf16 autocast (products in bf16 with f32 accumulation; matmul bf16 1024³: {gemm_bf16:.1} GFLOP/s):"
+    );
+    let (mut steps_bf16, mut peaks_bf16) = (serde_json::Map::new(), serde_json::Map::new());
+    for plan in [
+        core::StepPlan::Store,
+        core::StepPlan::Every,
+        core::StepPlan::Sqrt,
+    ] {
+        let (secs, _, peak) = core::mlp_step_under(cfg, plan, reps, Some(rewind::DType::BF16))?;
+        let f32_peak = peaks[plan.name()].as_u64().unwrap_or(0) as f64;
+        println!(
+            "  {:<11} {secs:.3} s  ×f32 {:.2}  peak saved {:.1} MiB = {:.2}× f32's",
+            plan.name(),
+            secs / steps[plan.name()].as_f64().unwrap_or(f64::NAN),
+            peak as f64 / (1 << 20) as f64,
+            peak as f64 / f32_peak
+        );
+        steps_bf16.insert(plan.name().into(), serde_json::json!(secs));
+        peaks_bf16.insert(plan.name().into(), serde_json::json!(peak));
+    }
     let n = 1 << 24;
     let fp32 = core::adamw_step_ms(n, false, reps)?;
     let q8 = core::adamw_step_ms(n, true, reps)?;
@@ -657,6 +681,10 @@ fn bench_core(reps: usize, depth: usize, json: Option<&std::path::Path>) -> rewi
             "gemm_1024_gflops": gemm,
             "mlp": {"depth": cfg.depth, "d": cfg.d, "hidden": cfg.hidden, "rows": cfg.rows},
             "mlp_step_s": steps,
+            "mlp_peak_saved_bytes": peaks,
+            "gemm_1024_bf16_gflops": gemm_bf16,
+            "mlp_step_bf16_s": steps_bf16,
+            "mlp_peak_saved_bytes_bf16": peaks_bf16,
             "mlp_step_matmuls_s": gemms,
             "adamw_fp32_ms": fp32,
             "adamw_8bit_ms": q8,

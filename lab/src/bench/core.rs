@@ -6,6 +6,7 @@ use rewind::dtype::DType;
 use rewind::error::Result;
 use rewind::nn::Parameters;
 use rewind::nn::ResidualMlp;
+use rewind::ops::autocast::autocast;
 use rewind::optim::{Optimizer, ParamGroup, Sgd};
 use rewind::rng;
 use rewind::tensor::Tensor;
@@ -46,6 +47,11 @@ pub fn tape_overhead_us(chain: Chain, n: usize, reps: usize) -> Result<f64> {
 
 /// GFLOP/s of an n×n×n f32 matmul (median).
 pub fn matmul_gflops(n: usize, reps: usize) -> Result<f64> {
+    matmul_gflops_in(n, reps, DType::F32)
+}
+
+/// GFLOP/s of an n×n×n matmul of `dtype` operands (median; f32 accumulation for half types).
+pub fn matmul_gflops_in(n: usize, reps: usize, dtype: DType) -> Result<f64> {
     rng::manual_seed(1);
     let a = Tensor::from_vec(
         rng::uniform_vec(n * n)
@@ -61,6 +67,7 @@ pub fn matmul_gflops(n: usize, reps: usize) -> Result<f64> {
             .collect(),
         &[n, n],
     )?;
+    let (a, b) = (a.to_dtype(dtype)?, b.to_dtype(dtype)?);
     let secs = try_timed(reps, || a.matmul(&b).map(drop))?.median;
     Ok(2.0 * (n * n * n) as f64 / secs / 1e9)
 }
@@ -126,6 +133,18 @@ impl StepPlan {
 /// Median seconds of one SGD step under `plan`, and the step's effective GFLOP/s (3 × forward
 /// matmul FLOPs / time, whatever is recomputed).
 pub fn mlp_step_with(cfg: MlpConfig, plan: StepPlan, reps: usize) -> Result<(f64, f64)> {
+    let (secs, gflops, _) = mlp_step_under(cfg, plan, reps, None)?;
+    Ok((secs, gflops))
+}
+
+/// [`mlp_step_with`] with the forward under `autocast(amp)` (as PyTorch's
+/// `torch.autocast("cpu", dtype=…)` around it), and the step's peak saved activation bytes.
+pub fn mlp_step_under(
+    cfg: MlpConfig,
+    plan: StepPlan,
+    reps: usize,
+    amp: Option<DType>,
+) -> Result<(f64, f64, usize)> {
     use rewind::checkpoint::{CheckpointMode, Plan, SavePolicy, plan, run_blocks_with_policy};
     rng::manual_seed(0);
     let model = ResidualMlp::new(cfg.depth, cfg.d, cfg.hidden)?;
@@ -154,22 +173,28 @@ pub fn mlp_step_with(cfg: MlpConfig, plan: StepPlan, reps: usize) -> Result<(f64
         ),
     };
     let modules = model.modules();
+    rewind::tape::reset_peak_saved_bytes();
     let secs = try_timed(reps, || {
-        let y = run_blocks_with_policy(
-            &modules,
-            &x,
-            &seg,
-            CheckpointMode::NonReentrant,
-            "b",
-            &policy,
-        )?;
-        y.mul(&y)?.mean()?.backward()?;
+        let loss = {
+            let _amp = amp.map(|d| autocast(Some(d)));
+            let y = run_blocks_with_policy(
+                &modules,
+                &x,
+                &seg,
+                CheckpointMode::NonReentrant,
+                "b",
+                &policy,
+            )?;
+            y.mul(&y)?.mean()?
+        };
+        loss.backward()?;
         opt.step()?;
         opt.zero_grad();
         Ok(())
     })?
     .median;
-    Ok((secs, 3.0 * model.forward_flops(cfg.rows) / secs / 1e9))
+    let peak = rewind::tape::peak_saved_bytes();
+    Ok((secs, 3.0 * model.forward_flops(cfg.rows) / secs / 1e9, peak))
 }
 
 /// Median seconds of the stored step's matrix products alone: per block the two forward

@@ -12,7 +12,7 @@ use rewind::nn::attention::KvCache;
 use rewind::nn::{Embedding, LayerNorm, Linear, Module, Parameters, Projection, prefixed};
 use rewind::ops::gelu::GeluApprox;
 use rewind::tensor::Tensor;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -360,18 +360,7 @@ impl Gpt2 {
                     view.shape()
                 )));
             }
-            let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => bytemuck::pod_collect_to_vec(view.data()),
-                Dtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(view.data())
-                    .into_iter()
-                    .map(f32::from)
-                    .collect(),
-                other => {
-                    return Err(err(format!(
-                        "`{name}` has dtype {other:?}; f32 and f16 are supported"
-                    )));
-                }
-            };
+            let values = super::hf::to_f32(&name, &view)?;
             let values = if is_conv1d_weight(&name) {
                 transpose(&values, want[0], want[1])
             } else {

@@ -208,3 +208,51 @@ fn a_thin_product_split_over_threads_keeps_its_bits() {
     assert_eq!(one, bits_on_threads(2, shape, &a, &b), "2 threads");
     assert_eq!(one, bits_on_threads(3, shape, &a, &b), "3 threads");
 }
+
+#[test]
+fn bf16_products_are_the_f32_chain_of_the_widened_operands_rounded_once() {
+    use Layout::*;
+    // Widening bf16 is exact, so each element is the f32 kernel's chain (any kernel: they
+    // agree) rounded to bf16 once: within half a bf16 step (≤ 2⁻⁸ relative) of the f64 product of
+    // the bf16 operands, plus f32 accumulation's error.
+    for (m, k, n) in [
+        (1, 1, 1),
+        (7, 3, 17),
+        (13, 300, 33),
+        (25, 513, 70),
+        (5, 0, 4),
+    ] {
+        let (a, b) = operands(m, k, n);
+        let round = |v: &[f32]| -> Vec<bf16> { v.iter().map(|&x| bf16::from_f32(x)).collect() };
+        let (ha, hb) = (round(&a), round(&b));
+        let (wa, wb): (Vec<f32>, Vec<f32>) = (
+            ha.iter().map(|x| x.to_f32()).collect(),
+            hb.iter().map(|x| x.to_f32()).collect(),
+        );
+        for la in [Normal, Transposed] {
+            for lb in [Normal, Transposed] {
+                for (beta, c0) in [(false, 0.0f32), (true, 1.0)] {
+                    let mut c = vec![bf16::from_f32(c0); m * n];
+                    bf16::gemm(m, k, n, &ha, la, &hb, lb, beta, &mut c);
+                    let chain = chain(&wa, la, &wb, lb, (m, k, n), c0);
+                    for e in 0..m * n {
+                        let once = bf16::from_f32(f32::from_bits(chain[e]));
+                        assert_eq!(c[e].to_bits(), once.to_bits(), "{m}x{k}x{n} {la:?} {lb:?}");
+                        let want: f64 = f64::from(c0)
+                            + (0..k)
+                                .map(|p| {
+                                    at(&wa, la, (m, k), e / n, p) * at(&wb, lb, (k, n), p, e % n)
+                                })
+                                .sum::<f64>();
+                        let tol = want.abs() / 256.0 + 1e-5 * (k as f64 + 1.0).sqrt();
+                        let got = f64::from(c[e].to_f32());
+                        assert!(
+                            (got - want).abs() <= tol,
+                            "{m}x{k}x{n} at {e}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
