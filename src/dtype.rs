@@ -166,8 +166,20 @@ pub fn fast_tanh(a: f32) -> f32 {
     }
 }
 
-/// A storage element: how it converts to and from the type its kernels compute in.
-pub trait Element: Copy + Send + Sync + Default + bytemuck::Zeroable + 'static {
+mod sealed {
+    /// Only the four storage types are elements (storage holds exactly these).
+    pub trait Sealed {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// A storage element (f16, bf16, f32, f64): how it converts to and from the type its kernels
+/// compute in.
+pub trait Element:
+    sealed::Sealed + Copy + Send + Sync + Default + bytemuck::Zeroable + 'static
+{
     /// The compute type (f16 elements compute in f32, as PyTorch's CPU kernels do).
     type C: Real;
     /// The matching [`DType`].

@@ -42,7 +42,7 @@ pub mod optim;
 mod overloads;
 pub mod rng;
 pub mod shape;
-pub mod storage;
+mod storage;
 pub mod tape;
 pub mod tensor;
 pub mod warnings;
@@ -54,7 +54,6 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use indices::Indices;
 pub use ops::gelu::GeluApprox;
-pub use storage::{Buffer, BufferMut};
 pub use tape::{EnableGradGuard, NoGradGuard, no_grad};
 pub use tensor::Tensor;
 

@@ -1,5 +1,6 @@
-//! Where a tensor's numbers live. CPU vectors today; a device variant can join `Buffer` later
-//! without touching the ops' maths, which only see slices through `with_buffer!`.
+//! Where a tensor's numbers live: a typed CPU vector, private to the engine. Users reach a
+//! tensor's elements through typed accessors ([`crate::Tensor::slice`], `to_vec`,
+//! `update_data`, `set_data`); the ops see slices through `with_buffer!`.
 
 use crate::cpu;
 use crate::dtype::{DType, Element};
@@ -9,7 +10,7 @@ use std::cell::{Cell, Ref, RefCell, RefMut};
 
 /// A typed, contiguous block of elements.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Buffer {
+pub(crate) enum Buffer {
     /// Half-precision elements.
     F16(Vec<f16>),
     /// bfloat16 elements.
@@ -33,34 +34,8 @@ macro_rules! with_buffer {
 }
 pub(crate) use with_buffer;
 
-/// Mutable access to a buffer's elements that cannot change its length or element type
-/// (what [`crate::Tensor::update_data`] hands out).
-#[derive(Debug)]
-pub enum BufferMut<'a> {
-    /// Half-precision elements.
-    F16(&'a mut [f16]),
-    /// bfloat16 elements.
-    BF16(&'a mut [bf16]),
-    /// Single-precision elements.
-    F32(&'a mut [f32]),
-    /// Double-precision elements.
-    F64(&'a mut [f64]),
-}
-
-impl Buffer {
-    /// The elements, mutable in place but not resizable.
-    pub fn as_mut(&mut self) -> BufferMut<'_> {
-        match self {
-            Buffer::F16(v) => BufferMut::F16(v),
-            Buffer::BF16(v) => BufferMut::BF16(v),
-            Buffer::F32(v) => BufferMut::F32(v),
-            Buffer::F64(v) => BufferMut::F64(v),
-        }
-    }
-}
-
 /// Wraps a vector of any element type into a [`Buffer`].
-pub trait IntoBuffer {
+pub(crate) trait IntoBuffer {
     /// The wrapped buffer.
     fn into_buffer(self) -> Buffer;
 }
@@ -86,6 +61,26 @@ impl IntoBuffer for Vec<f64> {
 }
 
 impl Buffer {
+    /// `v` as a buffer of its element type.
+    pub(crate) fn from_vec<E: Element>(v: Vec<E>) -> Buffer {
+        let mut v = Some(v);
+        let any = &mut v as &mut dyn std::any::Any;
+        // Element is sealed to these four types, so one of the downcasts takes it.
+        if let Some(v) = any.downcast_mut::<Option<Vec<f32>>>() {
+            return Buffer::F32(v.take().unwrap_or_default());
+        }
+        if let Some(v) = any.downcast_mut::<Option<Vec<bf16>>>() {
+            return Buffer::BF16(v.take().unwrap_or_default());
+        }
+        if let Some(v) = any.downcast_mut::<Option<Vec<f16>>>() {
+            return Buffer::F16(v.take().unwrap_or_default());
+        }
+        match any.downcast_mut::<Option<Vec<f64>>>() {
+            Some(v) => Buffer::F64(v.take().unwrap_or_default()),
+            None => unreachable!("Element is sealed to f16, bf16, f32 and f64"),
+        }
+    }
+
     /// The element type.
     pub fn dtype(&self) -> DType {
         match self {
@@ -109,11 +104,6 @@ impl Buffer {
     /// Number of elements.
     pub fn len(&self) -> usize {
         with_buffer!(self, v => v.len())
-    }
-
-    /// True when the buffer holds no element.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// A buffer of `n` zeros; [`Error::OutOfMemory`](crate::Error::OutOfMemory) naming `op`
@@ -203,6 +193,11 @@ impl Buffer {
     /// The elements as a slice of `E`, when `E` is this buffer's element type.
     pub fn typed<E: Element>(&self) -> Option<&[E]> {
         with_buffer!(self, v => (v as &dyn std::any::Any).downcast_ref::<Vec<E>>().map(|v| v.as_slice()))
+    }
+
+    /// The elements as a mutable slice of `E`, when `E` is this buffer's element type.
+    pub fn typed_mut<E: Element>(&mut self) -> Option<&mut [E]> {
+        with_buffer!(self, v => (v as &mut dyn std::any::Any).downcast_mut::<Vec<E>>().map(|v| v.as_mut_slice()))
     }
 
     /// Size in bytes.

@@ -4,7 +4,7 @@ use crate::cuts::{self, Cut, Cuts};
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::shape::{self, Shape};
-use crate::storage::{Buffer, BufferMut, IntoBuffer, Storage};
+use crate::storage::{Buffer, Storage};
 use std::cell::{Cell, OnceCell, Ref, RefCell};
 use std::fmt;
 use std::rc::Rc;
@@ -53,7 +53,7 @@ impl Tensor {
     }
 
     /// Wraps a buffer created by the caller; its element count must match `shape`.
-    pub fn from_buffer(data: Buffer, shape: &[usize]) -> Result<Tensor> {
+    pub(crate) fn from_buffer(data: Buffer, shape: &[usize]) -> Result<Tensor> {
         if data.len() != shape::checked_numel("from_buffer", shape)? {
             return Err(Error::invalid(
                 "from_buffer",
@@ -67,12 +67,9 @@ impl Tensor {
         ))
     }
 
-    /// A tensor from a vector of `f16`, `f32` or `f64` values in row-major order.
-    pub fn from_vec<E: Element>(data: Vec<E>, shape: &[usize]) -> Result<Tensor>
-    where
-        Vec<E>: IntoBuffer,
-    {
-        Tensor::from_buffer(data.into_buffer(), shape)
+    /// A tensor from a vector of `f16`, `bf16`, `f32` or `f64` values in row-major order.
+    pub fn from_vec<E: Element>(data: Vec<E>, shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_buffer(Buffer::from_vec(data), shape)
     }
 
     /// A 0-dimensional f32 tensor.
@@ -144,18 +141,42 @@ impl Tensor {
         self.numel() * self.dtype().size()
     }
 
-    /// Read access to the elements.
-    pub fn data(&self) -> Ref<'_, Buffer> {
+    /// Read access to the storage.
+    pub(crate) fn data(&self) -> Ref<'_, Buffer> {
         self.0.storage.borrow()
     }
 
-    /// Changes the elements in place (optimizers updating parameters): `f` gets them as
-    /// slices, so the length and dtype cannot change. Only leaves may be updated; the change
-    /// bumps the version, so a backward that saved this tensor fails as in PyTorch instead of
-    /// using the new values. A live [`Tensor::data`] guard makes it an error, not a panic.
-    pub fn update_data(&self, f: impl FnOnce(BufferMut<'_>)) -> Result<()> {
+    /// The elements, borrowed, as `E` (this tensor's dtype, else [`Error::DTypeMismatch`]).
+    /// While the guard lives, in-place updates of the tensor are errors.
+    pub fn slice<E: Element>(&self) -> Result<Ref<'_, [E]>> {
+        Ref::filter_map(self.data(), |b| b.typed::<E>()).map_err(|b| Error::DTypeMismatch {
+            op: "slice",
+            lhs: b.dtype(),
+            rhs: E::DTYPE,
+        })
+    }
+
+    /// A copy of the elements as `E` (this tensor's dtype, else [`Error::DTypeMismatch`]);
+    /// [`Tensor::to_vec_f32`] and [`Tensor::to_vec_f64`] convert instead.
+    pub fn to_vec<E: Element>(&self) -> Result<Vec<E>> {
+        self.slice::<E>().map(|s| s.to_vec())
+    }
+
+    /// Changes the elements in place (optimizers updating parameters): `f` gets them as a
+    /// slice of `E`, this tensor's dtype, so the length and dtype cannot change. Only leaves may
+    /// be updated; the change bumps the version, so a backward that saved this tensor fails as
+    /// in PyTorch instead of using the new values. A live [`Tensor::slice`] guard makes it an
+    /// error, not a panic.
+    pub fn update_data<E: Element>(&self, f: impl FnOnce(&mut [E])) -> Result<()> {
         let mut data = self.writable("update_data")?;
-        f(data.as_mut());
+        let have = data.dtype();
+        let v = data.typed_mut::<E>().ok_or(Error::DTypeMismatch {
+            op: "update_data",
+            lhs: have,
+            rhs: E::DTYPE,
+        })?;
+        f(v);
+        drop(data);
         self.0.storage.bump_version();
         Ok(())
     }
@@ -163,7 +184,12 @@ impl Tensor {
     /// Replaces the elements with `data` (loading weights), which must have this tensor's
     /// length and dtype; checked before anything changes. Bumps the version as
     /// [`Tensor::update_data`] does.
-    pub fn set_data(&self, data: Buffer) -> Result<()> {
+    pub fn set_data<E: Element>(&self, data: Vec<E>) -> Result<()> {
+        self.set_buffer(Buffer::from_vec(data))
+    }
+
+    /// [`Tensor::set_data`] with a buffer of any dtype.
+    pub(crate) fn set_buffer(&self, data: Buffer) -> Result<()> {
         if data.len() != self.numel() || data.dtype() != self.dtype() {
             return Err(Error::invalid(
                 "set_data",

@@ -101,7 +101,7 @@ pub fn copy_into(st: &SafeTensors<'_>, params: &[(String, Tensor)]) -> Result<()
             DType::F32 => Buffer::F32(bytemuck::pod_collect_to_vec(view.data())),
             DType::F64 => Buffer::F64(bytemuck::pod_collect_to_vec(view.data())),
         };
-        p.set_data(data)?;
+        p.set_buffer(data)?;
     }
     Ok(())
 }

@@ -6,18 +6,14 @@ mod common;
 use common::param;
 use rewind::checkpoint::{CheckpointMode, checkpoint};
 use rewind::optim::{AdamW, Optimizer, ParamGroup};
-use rewind::{Buffer, BufferMut, Error};
+use rewind::{DType, Error};
 use std::rc::Rc;
 
 const HINT: &str = "Hint: enable anomaly detection to find the operation that failed to compute its gradient, with torch.autograd.set_detect_anomaly(True, check_nan=False).";
 
 fn add_one(w: &rewind::Tensor) {
-    w.update_data(|b| {
-        if let BufferMut::F32(v) = b {
-            v.iter_mut().for_each(|x| *x += 1.0)
-        }
-    })
-    .unwrap();
+    w.update_data::<f32>(|v| v.iter_mut().for_each(|x| *x += 1.0))
+        .unwrap();
 }
 
 #[test]
@@ -98,8 +94,8 @@ fn zero_grad_and_reading_do_not_count_as_changes() {
 #[test]
 fn update_data_with_a_live_read_guard_is_an_error_not_a_panic() {
     let w = param(&[1.0, 2.0], &[2]);
-    let guard = w.data();
-    let err = w.update_data(|_| {}).unwrap_err();
+    let guard = w.slice::<f32>().unwrap();
+    let err = w.update_data::<f32>(|_| {}).unwrap_err();
     assert!(err.to_string().contains("borrowed"), "{err}");
     drop(guard);
     assert_eq!(w.version(), 0, "a refused update changes nothing");
@@ -108,11 +104,21 @@ fn update_data_with_a_live_read_guard_is_an_error_not_a_panic() {
 #[test]
 fn set_data_checks_length_and_dtype_before_changing_anything() {
     let w = param(&[1.0, 2.0, 3.0], &[3]);
-    assert!(w.set_data(Buffer::F32(vec![9.0])).is_err());
-    assert!(w.set_data(Buffer::F64(vec![9.0; 3])).is_err());
-    assert_eq!(w.to_vec_f32(), vec![1.0, 2.0, 3.0]);
+    assert!(w.set_data(vec![9.0f32]).is_err());
+    assert!(w.set_data(vec![9.0f64; 3]).is_err());
+    // A typed accessor of the wrong dtype is PyTorch-style dtype error, not a reinterpretation.
+    assert!(matches!(
+        w.update_data::<f64>(|_| {}),
+        Err(Error::DTypeMismatch {
+            lhs: DType::F32,
+            rhs: DType::F64,
+            ..
+        })
+    ));
+    assert!(w.slice::<half::bf16>().is_err() && w.to_vec::<f64>().is_err());
+    assert_eq!(w.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
     assert_eq!(w.version(), 0);
-    w.set_data(Buffer::F32(vec![4.0, 5.0, 6.0])).unwrap();
+    w.set_data(vec![4.0f32, 5.0, 6.0]).unwrap();
     assert_eq!((w.to_vec_f32(), w.version()), (vec![4.0, 5.0, 6.0], 1));
 }
 

@@ -8,12 +8,12 @@ use rewind::{DType, Indices, Tensor};
 fn linear_computes_x_wt_plus_b() {
     let l = Linear::new(2, 3, true).unwrap();
     l.weight
-        .set_data(rewind::Buffer::F32(vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]))
+        .set_data(vec![1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0])
         .unwrap();
     l.bias
         .as_ref()
         .unwrap()
-        .set_data(rewind::Buffer::F32(vec![0.5, -0.5, 0.0]))
+        .set_data(vec![0.5f32, -0.5, 0.0])
         .unwrap();
     let x = Tensor::from_vec(vec![2.0f32, 3.0], &[1, 2]).unwrap();
     // [2,3]·[[1,0],[0,1],[1,1]]ᵀ + [0.5,−0.5,0] = [2.5, 2.5, 5]

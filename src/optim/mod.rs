@@ -14,7 +14,6 @@ pub use clip::{clip_grad_norm_, clip_grad_norm_agreeing_};
 pub use sgd::Sgd;
 
 use crate::error::{Error, Result};
-use crate::storage::BufferMut;
 use crate::tensor::Tensor;
 
 /// Parameters sharing a learning rate and weight decay (PyTorch's param groups).
@@ -123,11 +122,7 @@ pub(crate) fn with_f32_mut(p: &Tensor, op: &'static str, f: impl FnOnce(&mut [f3
             format!("expected f32 parameters, got {:?}", p.dtype()),
         ));
     }
-    p.update_data(|b| {
-        if let BufferMut::F32(v) = b {
-            f(v)
-        }
-    })
+    p.update_data::<f32>(f)
 }
 
 /// Appends each stateful parameter's own step count (PyTorch's `state[p]["step"]`, an f32

@@ -10,7 +10,7 @@ use super::comm::{Answer, Job, Pool, Reply, serve};
 use super::shards::{Piece, Shards};
 use super::{Collective, comm_error};
 use rewind::error::{Error, Result};
-use rewind::{BufferMut, GradReady, Tensor};
+use rewind::{GradReady, Tensor};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -277,11 +277,7 @@ impl Reducer {
         for p in params {
             let n = p.numel();
             let src = &v[at..at + n];
-            p.update_data(|b| {
-                if let BufferMut::F32(d) = b {
-                    d.copy_from_slice(src);
-                }
-            })?;
+            p.update_data::<f32>(|d| d.copy_from_slice(src))?;
             at += n;
         }
         Ok(())

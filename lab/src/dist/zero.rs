@@ -7,9 +7,9 @@ use super::buckets::{Layout, Reducer, Zero};
 use super::comm::{Job, Reply};
 use super::comm_error;
 use super::shards::{self, Piece, Shards};
+use rewind::Tensor;
 use rewind::error::{Error, Result};
 use rewind::optim::OptimState;
-use rewind::{BufferMut, Tensor};
 use std::rc::Rc;
 
 impl Reducer {
@@ -81,11 +81,10 @@ impl Reducer {
             let mut mine = r.pool.take(counts[r.rank()]);
             let mut at = 0;
             for &k in &per_bucket[b] {
-                let data = z.tensors[k].data();
-                let v = data
-                    .typed::<f32>()
-                    .ok_or_else(|| comm_error("a shard's piece is not f32"))?;
-                mine[at..at + v.len()].copy_from_slice(v);
+                let v = z.tensors[k]
+                    .slice::<f32>()
+                    .map_err(|_| comm_error("a shard's piece is not f32"))?;
+                mine[at..at + v.len()].copy_from_slice(&v);
                 at += v.len();
             }
             let all = r.pool.take(layout.lens[b]);
@@ -105,11 +104,7 @@ impl Reducer {
                 let src = all
                     .get(off..off + len)
                     .ok_or_else(|| comm_error("an all-gather returned a short bucket"))?;
-                p.update_data(|d| {
-                    if let BufferMut::F32(d) = d {
-                        d.copy_from_slice(src);
-                    }
-                })?;
+                p.update_data::<f32>(|d| d.copy_from_slice(src))?;
             }
             self.pool.give(all);
             spent.into_iter().for_each(|v| self.pool.give(v));

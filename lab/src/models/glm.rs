@@ -230,7 +230,7 @@ impl Glm {
                     p.shape()
                 )));
             }
-            p.set_data(rewind::storage::Buffer::F32(values))?;
+            p.set_data(values)?;
         }
         let ignored = m.cfg.naming.ignored();
         if let Some(extra) = weights.keys().find(|k| !ignored.contains(&k.as_str())) {

@@ -5,7 +5,6 @@
 //! Padded batches follow HF's attention-mask semantics: padded keys are hidden from every query.
 
 use rewind::checkpoint::{CheckpointMode, SavePolicy, Segmentation, run_blocks_with_policy};
-use rewind::dtype::DType;
 use rewind::error::{Error, Result};
 use rewind::indices::Indices;
 use rewind::nn::attention::KvCache;
@@ -366,8 +365,7 @@ impl Gpt2 {
             } else {
                 values
             };
-            let t = Tensor::from_vec(values, p.shape())?.to_dtype(DType::F32)?;
-            p.set_data(t.data().clone())?;
+            p.set_data(values)?;
         }
         Ok(model)
     }

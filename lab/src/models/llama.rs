@@ -344,7 +344,7 @@ impl Llama {
                     p.shape()
                 )));
             }
-            p.set_data(rewind::storage::Buffer::F32(values))?;
+            p.set_data(values)?;
         }
         Ok(m)
     }

@@ -116,7 +116,7 @@ pub fn merge(proj: &mut Projection) -> Result<()> {
             let merged = rewind::tape::no_grad(|| {
                 l.base.weight.add(&l.b.matmul(&l.a)?.mul_scalar(l.scale)?)
             })?;
-            l.base.weight.set_data(merged.data().clone())?;
+            l.base.weight.set_data(merged.to_vec::<f32>()?)?;
             *proj = Projection::Plain(l.base);
         }
     }
@@ -164,7 +164,7 @@ pub fn load_weights(dir: &Path, params: &[(String, Tensor)]) -> Result<()> {
             )));
         }
         let values = super::hf::to_f32(name, &view)?;
-        p.set_data(rewind::storage::Buffer::F32(values))?;
+        p.set_data(values)?;
     }
     Ok(())
 }

@@ -148,7 +148,7 @@ impl PrefixEncoder {
                     p.shape()
                 )));
             }
-            p.set_data(rewind::storage::Buffer::F32(values.clone()))?;
+            p.set_data(values.clone())?;
         }
         Ok(enc)
     }
