@@ -6,7 +6,9 @@ Workloads (those of `rewind bench-core`): the tape overhead of a 1000-op chain o
 256->1024->256 on 2048 rows (loss = mean(y^2)) stored, checkpointed every block
 (use_reentrant=False), in 4 segments (checkpoint_sequential) and every block keeping its matmul
 outputs (selective checkpointing: create_selective_checkpoint_contexts saving aten.mm/addmm), and
-an AdamW step on 16.8M parameters.
+an AdamW step on 16.8M parameters; with --bf16 also a bf16 1024^3 matmul and the MLP step under
+torch.autocast("cpu", dtype=torch.bfloat16) (rewind: autocast(BF16)), stored, every block and 4
+segments.
 
 Setup (not part of CI): python3 -m venv .venv-ref && .venv-ref/bin/pip install torch numpy
 (PyTorch's default wheel brings its CUDA libraries, about 3 GB, and runs on the CPU); then
@@ -65,9 +67,9 @@ def tape_overhead_us(chain, n=1000, reps=200):
     return median_secs(reps, run) * 1e6 / ops
 
 
-def gemm_gflops(n=1024, reps=5):
+def gemm_gflops(n=1024, reps=5, dtype=torch.float32):
     torch.manual_seed(1)
-    a, b = torch.rand(n, n), torch.rand(n, n)
+    a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
     return 2 * n**3 / median_secs(reps, lambda: a @ b) / 1e9
 
 
@@ -88,7 +90,7 @@ def save_matmuls(ctx, op, *args, **kwargs):
     return CheckpointPolicy.MUST_SAVE if op in mm else CheckpointPolicy.PREFER_RECOMPUTE
 
 
-def mlp_step_secs(plan, reps, depth=16, d=256, hidden=1024, rows=2048):
+def mlp_step_secs(plan, reps, depth=16, d=256, hidden=1024, rows=2048, amp=False):
     torch.manual_seed(0)
     blocks = nn.Sequential(*[Block(d, hidden) for _ in range(depth)])
     x = torch.randn(rows, d)
@@ -109,8 +111,10 @@ def mlp_step_secs(plan, reps, depth=16, d=256, hidden=1024, rows=2048):
         return h
 
     def step():
-        y = forward()
-        (y * y).mean().backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            y = forward()
+            loss = (y * y).mean()
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -169,6 +173,12 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads")
     ap.add_argument("--rewind", default="target/release/rewind", help="the rewind binary")
     ap.add_argument("--bnb", action="store_true", help="also time bitsandbytes' 8-bit AdamW")
+    ap.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also time the bf16 rows: matmul and the MLP step under torch.autocast('cpu', bfloat16) "
+        "(slow without AVX512_BF16: PyTorch then takes tens of seconds per step)",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="rounds alternating PyTorch and rewind (median and range reported)")
     args = ap.parse_args()
     if args.reps < 1 or args.threads < 1 or args.rounds < 1:
@@ -197,9 +207,14 @@ def main():
             pt[f"mlp_step_s.{p}"] = mlp_step_secs(p, args.reps)
         if args.bnb:
             pt["adamw_8bit_ms"] = bnb_adamw8bit_ms(args.reps)
+        if args.bf16:
+            pt["gemm_1024_bf16_gflops"] = gemm_gflops(reps=args.reps, dtype=torch.bfloat16)
+            for p in ("store", "every", "sqrt4"):
+                pt[f"mlp_step_bf16_s.{p}"] = mlp_step_secs(p, args.reps, amp=True)
         rw = rewind_figures(args.rewind, args.reps)
-        for p, v in rw.pop("mlp_step_s").items():
-            rw[f"mlp_step_s.{p}"] = v
+        for key in ("mlp_step_s", "mlp_step_bf16_s"):
+            for p, v in rw.pop(key, {}).items():
+                rw[f"{key}.{p}"] = v
         pt_rounds.append(pt)
         rw_rounds.append(rw)
         print(f"  round {r + 1} of {args.rounds} done", file=sys.stderr)
@@ -220,12 +235,18 @@ def main():
         ("AdamW fp32, 16.8M params (ms; PyTorch fused)", "adamw_fp32_ms", "adamw_fp32_ms"),
         ("AdamW fp32, 16.8M params (ms; PyTorch foreach)", "adamw_fp32_foreach_ms", "adamw_fp32_ms"),
         ("8-bit AdamW, 16.8M params (ms; bitsandbytes CPU)", "adamw_8bit_ms", "adamw_8bit_ms"),
+        ("bf16 GEMM 1024³ (GFLOP/s, higher is better)", "gemm_1024_bf16_gflops", "gemm_1024_bf16_gflops"),
+        ("MLP step under bf16 autocast, store (s)", "mlp_step_bf16_s.store", "mlp_step_bf16_s.store"),
+        ("MLP step under bf16 autocast, every block (s)", "mlp_step_bf16_s.every", "mlp_step_bf16_s.every"),
+        ("MLP step under bf16 autocast, 4 segments (s)", "mlp_step_bf16_s.sqrt4", "mlp_step_bf16_s.sqrt4"),
     ]
     spread = lambda v: f" ({v[0]:.3f}–{v[-1]:.3f})" if len(v) > 1 else ""
     print("| workload | PyTorch (range) | rewind (range) | rewind ÷ PyTorch |")
     print("|---|---:|---:|---:|")
     med = {}
     for what, pk, rk in rows:
+        if not any(pk in x for x in pt_rounds):
+            continue
         (a, av), (b, bv) = fig(pt_rounds, pk), fig(rw_rounds, rk)
         med[pk], med["rw." + rk] = a, b
         print(f"| {what} | {a:.3f}{spread(av)} | {b:.3f}{spread(bv)} | {b / a:.2f} |")

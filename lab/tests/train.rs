@@ -468,14 +468,16 @@ fn gpt2_fixture() -> TrainConfig {
 
 #[test]
 fn a_transformers_gpt2_fine_tunes_with_lora_checkpointing_and_resumes_bit_identically() {
-    for (lora_rank, plan, optimizer) in [
-        (0, PlanChoice::None, OptimChoice::AdamW),
-        (4, PlanChoice::Every, OptimChoice::AdamW8bit),
+    for (lora_rank, plan, optimizer, amp) in [
+        (0, PlanChoice::None, OptimChoice::AdamW, AmpChoice::Off),
+        (4, PlanChoice::Every, OptimChoice::AdamW8bit, AmpChoice::Off),
+        (0, PlanChoice::Every, OptimChoice::AdamW, AmpChoice::Bf16),
     ] {
         let cfg = TrainConfig {
             lora_rank,
             plan,
             optimizer,
+            amp,
             padding: PaddingChoice::Dynamic,
             ..gpt2_fixture()
         };
@@ -494,12 +496,12 @@ fn a_transformers_gpt2_fine_tunes_with_lora_checkpointing_and_resumes_bit_identi
         steps(&mut b, 2);
         assert!(
             weight_bits(&b) == weight_bits(&straight),
-            "lora {lora_rank}: resume differs"
+            "lora {lora_rank} {amp:?}: resume differs"
         );
         let last = straight.step().unwrap().loss;
         assert!(
             last < first,
-            "lora {lora_rank}: loss {first} → {last} did not fall"
+            "lora {lora_rank} {amp:?}: loss {first} → {last} did not fall"
         );
     }
 }
