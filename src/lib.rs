@@ -27,6 +27,7 @@
 pub mod amp;
 pub mod atomic_file;
 pub mod autograd;
+mod backend;
 pub mod checkpoint;
 pub mod cpu;
 #[cfg(feature = "cuda")]

@@ -1,7 +1,8 @@
-//! dtype casts (f32 ↔ f16 ↔ f64): y = round(x); the gradient is cast back to x's dtype.
+//! dtype casts (between f16, bf16, f32 and f64): y = round(x); the gradient is cast back to x's dtype.
 //! Saves: nothing.
 
 use crate::autograd::{Backward, Grads};
+use crate::backend::BackendStorage;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::ops::dispatch::{self, Forward};
@@ -20,7 +21,7 @@ impl Tensor {
             &CAST,
             &[self],
             |t| {
-                let out = t[0].data().cast(dtype);
+                let out = t[0].data().to_dtype(dtype)?;
                 Ok(Forward::from(Tensor::activation(out, t[0].shape().into())))
             },
             |_, _| CastBackward { from },
@@ -37,7 +38,7 @@ struct CastBackward {
 impl Backward for CastBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         Ok(smallvec![Some(Tensor::activation(
-            g.data().cast(self.from),
+            g.data().to_dtype(self.from)?,
             g.shape().into()
         ))])
     }

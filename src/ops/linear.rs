@@ -3,7 +3,8 @@
 //! Saves: x when W needs a gradient, W when x does; nothing for b.
 
 use crate::autograd::{Backward, Grads};
-use crate::cpu::gemm::{Gemm, Layout, product};
+use crate::backend::{BackendStorage, Product};
+use crate::cpu::gemm::Layout;
 use crate::cpu::reduce::sum_axis;
 use crate::error::{Error, Result};
 use crate::ops::dispatch::{self, Forward};
@@ -12,47 +13,8 @@ use crate::ops::{same_dtype, save};
 use crate::shape::Shape;
 use crate::storage::IntoBuffer;
 use crate::tensor::Tensor;
-use crate::{with_buffer, zip_buffers};
+use crate::with_buffer;
 use smallvec::smallvec;
-
-fn forward<E: Gemm>(
-    x: &[E],
-    w: &[E],
-    b: Option<&[E]>,
-    rows: usize,
-    din: usize,
-    dout: usize,
-) -> Result<Vec<E>> {
-    let Some(b) = b else {
-        return product(
-            "linear",
-            rows,
-            din,
-            dout,
-            x,
-            Layout::Normal,
-            w,
-            Layout::Transposed,
-        );
-    };
-    // The bias preloaded row by row (no zeroing pass), then accumulated into.
-    let mut y = crate::cpu::with_capacity("linear", rows * dout)?;
-    for _ in 0..rows {
-        y.extend_from_slice(b);
-    }
-    E::gemm(
-        rows,
-        din,
-        dout,
-        x,
-        Layout::Normal,
-        w,
-        Layout::Transposed,
-        true,
-        &mut y,
-    );
-    Ok(y)
-}
 
 static LINEAR: OpSpec = OpSpec::new("linear", "Addmm").cast(Cast::Lower).dot();
 
@@ -95,11 +57,8 @@ impl Tensor {
                     shape: out_shape,
                     dtype: x.dtype(),
                     compute: Box::new(move || {
-                        let (xd, wd) = (x.data(), w.data());
                         let bd = b.as_ref().map(|b| b.data());
-                        zip_buffers!("linear", &*xd, &*wd, x, w => {
-                            forward(x, w, bd.as_deref().and_then(|b| b.typed()), rows, din, dout)?.into_buffer()
-                        })
+                        x.data().linear(&w.data(), bd.as_deref(), (rows, din, dout))
                     }),
                 })
             },
@@ -128,19 +87,19 @@ impl Backward for LinearBackward {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Grads> {
         let (rows, din, dout) = (self.rows, self.din, self.dout);
         let gx = match (needs[0], &self.w) {
-            (true, Some(w)) => Some(
-                zip_buffers!("linear_backward", &*g.data(), &*w.data(), gv, wv => {
-                    product("linear_backward", rows, dout, din, gv, Layout::Normal, wv, Layout::Normal)?.into_buffer()
-                })?,
-            ),
+            (true, Some(w)) => Some(g.data().product(
+                &w.data(),
+                Product::single((rows, dout, din), Layout::Normal, Layout::Normal),
+                "linear_backward",
+            )?),
             _ => None,
         };
         let gw = match (needs[1], &self.x) {
-            (true, Some(x)) => Some(
-                zip_buffers!("linear_backward", &*g.data(), &*x.data(), gv, xv => {
-                    product("linear_backward", dout, rows, din, gv, Layout::Transposed, xv, Layout::Normal)?.into_buffer()
-                })?,
-            ),
+            (true, Some(x)) => Some(g.data().product(
+                &x.data(),
+                Product::single((dout, rows, din), Layout::Transposed, Layout::Normal),
+                "linear_backward",
+            )?),
             _ => None,
         };
         let gb = if needs.len() > 2 && needs[2] {

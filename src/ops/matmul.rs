@@ -2,15 +2,14 @@
 //! batch when B is shared). Saves: A when B needs a gradient, B when A does.
 
 use crate::autograd::{Backward, Grads};
-use crate::cpu::gemm::{Gemm, Layout};
+use crate::backend::{BackendStorage, Product};
+use crate::cpu::gemm::Layout;
 use crate::error::{Error, Result};
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::spec::{Cast, OpSpec};
 use crate::ops::{same_dtype, save};
 use crate::shape::{Shape, numel};
-use crate::storage::IntoBuffer;
 use crate::tensor::Tensor;
-use crate::zip_buffers;
 use smallvec::smallvec;
 
 /// The batch structure of one product: `batch` products of m×k by k×n; a shared operand has
@@ -23,6 +22,23 @@ struct BatchPlan {
     n: usize,
     a_shared: bool,
     b_shared: bool,
+}
+
+impl BatchPlan {
+    /// The forward product with these layouts.
+    fn product(&self, la: Layout, lb: Layout, c_shared: bool) -> Product {
+        Product {
+            batch: self.batch,
+            m: self.m,
+            k: self.k,
+            n: self.n,
+            la,
+            lb,
+            a_shared: self.a_shared,
+            b_shared: self.b_shared,
+            c_shared,
+        }
+    }
 }
 
 fn plan(a: &[usize], b: &[usize]) -> Result<(BatchPlan, Shape)> {
@@ -81,53 +97,6 @@ fn plan(a: &[usize], b: &[usize]) -> Result<(BatchPlan, Shape)> {
     ))
 }
 
-/// C\[i\] = op(A\[i\])·op(B\[i\]) over the batch; a shared C (`c_shared`) accumulates all of them.
-#[allow(clippy::too_many_arguments)]
-fn batched<E: Gemm>(
-    batch: usize,
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[E],
-    la: Layout,
-    a_shared: bool,
-    b: &[E],
-    lb: Layout,
-    b_shared: bool,
-    c_shared: bool,
-) -> Result<Vec<E>> {
-    if m == 0 || n == 0 || k == 0 {
-        // Empty, or sums over nothing: zeros, without looping over the batch.
-        return crate::cpu::zeroed("matmul", if c_shared { m * n } else { batch * m * n });
-    }
-    if !c_shared {
-        let len = batch * m * n;
-        let mut c: Vec<E> = crate::cpu::with_capacity("matmul", len)?;
-        let spare = &mut c.spare_capacity_mut()[..len];
-        crate::cpu::gemm::batch(batch, (m, k, n), a, la, a_shared, b, lb, b_shared, spare);
-        // SAFETY: the capacity is at least `len` and `batch` wrote each of the `batch` m×n
-        // products over it, all `len` elements.
-        unsafe { c.set_len(len) };
-        return Ok(c);
-    }
-    let mut c = crate::cpu::zeroed("matmul", m * n)?;
-    // One C summed over the batch, in batch order.
-    for i in 0..batch {
-        let ai = if a_shared {
-            a
-        } else {
-            &a[i * m * k..(i + 1) * m * k]
-        };
-        let bi = if b_shared {
-            b
-        } else {
-            &b[i * k * n..(i + 1) * k * n]
-        };
-        E::gemm(m, k, n, ai, la, bi, lb, i > 0, &mut c);
-    }
-    Ok(c)
-}
-
 static MATMUL: OpSpec = OpSpec::new("matmul", "Mm").cast(Cast::Lower).dot();
 
 impl Tensor {
@@ -146,8 +115,11 @@ impl Tensor {
                     shape,
                     dtype: a.dtype(),
                     compute: Box::new(move || {
-                        zip_buffers!("matmul", &*a.data(), &*b.data(), x, y =>
-                            batched(plan.batch, plan.m, plan.k, plan.n, x, Layout::Normal, plan.a_shared, y, Layout::Normal, plan.b_shared, false)?.into_buffer())
+                        a.data().product(
+                            &b.data(),
+                            plan.product(Layout::Normal, Layout::Normal, false),
+                            "matmul",
+                        )
                     }),
                 })
             },
@@ -181,19 +153,39 @@ impl Backward for MatmulBackward {
             b_shared,
         } = self.plan;
         let ga = match (needs[0], &self.b) {
-            // dA[i] = G[i] (m×n) · B[i]ᵀ (n×k)
-            (true, Some(b)) => Some(
-                zip_buffers!("matmul_backward", &*g.data(), &*b.data(), gv, bv =>
-                batched(batch, m, n, k, gv, Layout::Normal, false, bv, Layout::Transposed, b_shared, a_shared)?.into_buffer())?,
-            ),
+            // dA[i] = G[i] (m×n) · B[i]ᵀ (n×k), summed over the batch when A is shared.
+            (true, Some(b)) => {
+                let p = Product {
+                    batch,
+                    m,
+                    k: n,
+                    n: k,
+                    la: Layout::Normal,
+                    lb: Layout::Transposed,
+                    a_shared: false,
+                    b_shared,
+                    c_shared: a_shared,
+                };
+                Some(g.data().product(&b.data(), p, "matmul_backward")?)
+            }
             _ => None,
         };
         let gb = match (needs[1], &self.a) {
-            // dB[i] = A[i]ᵀ (k×m) · G[i] (m×n)
-            (true, Some(a)) => Some(
-                zip_buffers!("matmul_backward", &*a.data(), &*g.data(), av, gv =>
-                batched(batch, k, m, n, av, Layout::Transposed, a_shared, gv, Layout::Normal, false, b_shared)?.into_buffer())?,
-            ),
+            // dB[i] = A[i]ᵀ (k×m) · G[i] (m×n), summed over the batch when B is shared.
+            (true, Some(a)) => {
+                let p = Product {
+                    batch,
+                    m: k,
+                    k: m,
+                    n,
+                    la: Layout::Transposed,
+                    lb: Layout::Normal,
+                    a_shared,
+                    b_shared: false,
+                    c_shared: b_shared,
+                };
+                Some(a.data().product(&g.data(), p, "matmul_backward")?)
+            }
             _ => None,
         };
         Ok(smallvec![

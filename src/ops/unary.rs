@@ -1,34 +1,16 @@
 //! Elementwise ops of one tensor: each states f, its derivative f', and what it saves.
 
 use crate::autograd::{Backward, Grads};
-use crate::cpu;
-use crate::dtype::{Element, Real};
+use crate::backend::BackendStorage;
+use crate::dtype::Real;
 use crate::error::Result;
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::save;
 use crate::ops::spec::{Cast, OpSpec};
-use crate::storage::IntoBuffer;
 use crate::tensor::Tensor;
-use crate::{with_buffer, zip_buffers};
-use num_traits::Zero;
 use smallvec::smallvec;
 
-/// What an elementwise op keeps for its derivative.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Saves {
-    Nothing,
-    Input,
-    Output,
-}
-
-/// An elementwise function with its derivative. `df` receives the input `x` when `SAVES` is
-/// `Input` and the output `y` when it is `Output` (the other argument is zero).
-pub(crate) trait Unary: Copy + Send + Sync + 'static {
-    const SPEC: &'static OpSpec;
-    const SAVES: Saves;
-    fn f<T: Real>(self, x: T) -> T;
-    fn df<T: Real>(self, x: T, y: T) -> T;
-}
+pub(crate) use crate::backend::{Saves, Unary};
 
 pub(crate) fn apply<U: Unary>(x: &Tensor, op: U) -> Result<Tensor> {
     dispatch::apply(
@@ -36,7 +18,7 @@ pub(crate) fn apply<U: Unary>(x: &Tensor, op: U) -> Result<Tensor> {
         &[x],
         |xs| {
             let x = xs[0];
-            let out = with_buffer!(&*x.data(), v => cpu::map(U::SPEC.name, v, #[inline(always)] move |a| op.f(a))?.into_buffer());
+            let out = x.data().unary(op)?;
             Ok(Forward::from(Tensor::activation(out, x.shape().into())))
         },
         |xs, y| UnaryBackward {
@@ -50,38 +32,6 @@ pub(crate) fn apply<U: Unary>(x: &Tensor, op: U) -> Result<Tensor> {
     )
 }
 
-/// g·f' where f' is constant.
-fn grad_const<E: Element, U: Unary>(g: &[E], op: U) -> Result<Vec<E>> {
-    let d = op.df(E::C::zero(), E::C::zero());
-    cpu::map(
-        U::SPEC.name,
-        g,
-        #[inline(always)]
-        move |g| g * d,
-    )
-}
-
-/// g·f'(saved), the saved value being the input (`is_input`) or the output.
-fn grad_saved<E: Element, U: Unary>(g: &[E], s: &[E], op: U, is_input: bool) -> Result<Vec<E>> {
-    if is_input {
-        cpu::zip(
-            U::SPEC.name,
-            g,
-            s,
-            #[inline(always)]
-            move |g, x| g * op.df(x, E::C::zero()),
-        )
-    } else {
-        cpu::zip(
-            U::SPEC.name,
-            g,
-            s,
-            #[inline(always)]
-            move |g, y| g * op.df(E::C::zero(), y),
-        )
-    }
-}
-
 pub(crate) struct UnaryBackward<U: Unary> {
     op: U,
     /// Saves: the input or the output, as `U::SAVES` says; nothing for `Saves::Nothing`.
@@ -90,14 +40,8 @@ pub(crate) struct UnaryBackward<U: Unary> {
 
 impl<U: Unary> Backward for UnaryBackward<U> {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
-        let op = self.op;
-        let gx = match (&self.saved, U::SAVES) {
-            (None, _) | (_, Saves::Nothing) => {
-                with_buffer!(&*g.data(), gv => grad_const(gv, op)?.into_buffer())
-            }
-            (Some(s), saves) => zip_buffers!(U::SPEC.name, &*g.data(), &*s.data(), gv, sv =>
-                grad_saved(gv, sv, op, saves == Saves::Input)?.into_buffer())?,
-        };
+        let saved = self.saved.as_ref().map(|s| s.data());
+        let gx = g.data().unary_grad(saved.as_deref(), self.op)?;
         Ok(smallvec![Some(Tensor::activation(gx, g.shape().into()))])
     }
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {

@@ -1,0 +1,171 @@
+//! The CPU implements the kernel interface over `crate::cpu`: elementwise maps on rayon's
+//! threads, rewind's GEMM.
+
+use super::{BackendStorage, Product, Saves, Unary};
+use crate::cpu;
+use crate::cpu::gemm::{Gemm, Layout};
+use crate::dtype::{DType, Element};
+use crate::error::Result;
+use crate::storage::{Buffer, IntoBuffer};
+use crate::{with_buffer, zip_buffers};
+use num_traits::Zero;
+
+impl BackendStorage for Buffer {
+    fn to_dtype(&self, dtype: DType) -> Result<Buffer> {
+        Ok(self.cast(dtype))
+    }
+
+    #[inline]
+    fn unary<U: Unary>(&self, op: U) -> Result<Buffer> {
+        Ok(
+            with_buffer!(self, v => cpu::map(U::SPEC.name, v, #[inline(always)] move |a| op.f(a))?.into_buffer()),
+        )
+    }
+
+    #[inline]
+    fn unary_grad<U: Unary>(&self, saved: Option<&Buffer>, op: U) -> Result<Buffer> {
+        match (saved, U::SAVES) {
+            (None, _) | (_, Saves::Nothing) => {
+                Ok(with_buffer!(self, gv => grad_const(gv, op)?.into_buffer()))
+            }
+            (Some(s), saves) => zip_buffers!(U::SPEC.name, self, s, gv, sv =>
+                grad_saved(gv, sv, op, saves == Saves::Input)?.into_buffer()),
+        }
+    }
+
+    fn product(&self, rhs: &Buffer, p: Product, op: &'static str) -> Result<Buffer> {
+        zip_buffers!(op, self, rhs, a, b => batched(a, b, p, op)?.into_buffer())
+    }
+
+    fn linear(
+        &self,
+        w: &Buffer,
+        bias: Option<&Buffer>,
+        (rows, din, dout): (usize, usize, usize),
+    ) -> Result<Buffer> {
+        if let Some(b) = bias
+            && b.dtype() != self.dtype()
+        {
+            return Err(crate::error::Error::DTypeMismatch {
+                op: "linear",
+                lhs: self.dtype(),
+                rhs: b.dtype(),
+            });
+        }
+        zip_buffers!("linear", self, w, x, w => {
+            linear(x, w, bias.and_then(|b| b.typed()), rows, din, dout)?.into_buffer()
+        })
+    }
+}
+
+/// g·f' where f' is constant.
+fn grad_const<E: Element, U: Unary>(g: &[E], op: U) -> Result<Vec<E>> {
+    let d = op.df(E::C::zero(), E::C::zero());
+    cpu::map(
+        U::SPEC.name,
+        g,
+        #[inline(always)]
+        move |g| g * d,
+    )
+}
+
+/// g·f'(saved), the saved value being the input (`is_input`) or the output.
+fn grad_saved<E: Element, U: Unary>(g: &[E], s: &[E], op: U, is_input: bool) -> Result<Vec<E>> {
+    if is_input {
+        cpu::zip(
+            U::SPEC.name,
+            g,
+            s,
+            #[inline(always)]
+            move |g, x| g * op.df(x, E::C::zero()),
+        )
+    } else {
+        cpu::zip(
+            U::SPEC.name,
+            g,
+            s,
+            #[inline(always)]
+            move |g, y| g * op.df(E::C::zero(), y),
+        )
+    }
+}
+
+/// C\[i\] = op(A\[i\])·op(B\[i\]) over the batch; a shared C (`c_shared`) accumulates all of them.
+fn batched<E: Gemm>(a: &[E], b: &[E], p: Product, op: &'static str) -> Result<Vec<E>> {
+    let Product {
+        batch,
+        m,
+        k,
+        n,
+        la,
+        lb,
+        a_shared,
+        b_shared,
+        c_shared,
+    } = p;
+    if m == 0 || n == 0 || k == 0 {
+        // Empty, or sums over nothing: zeros, without looping over the batch.
+        return cpu::zeroed(op, if c_shared { m * n } else { batch * m * n });
+    }
+    if !c_shared {
+        let len = batch * m * n;
+        let mut c: Vec<E> = cpu::with_capacity(op, len)?;
+        let spare = &mut c.spare_capacity_mut()[..len];
+        cpu::gemm::batch(batch, (m, k, n), a, la, a_shared, b, lb, b_shared, spare);
+        // SAFETY: the capacity is at least `len` and `batch` wrote each of the `batch` m×n
+        // products over it, all `len` elements.
+        unsafe { c.set_len(len) };
+        return Ok(c);
+    }
+    let mut c = cpu::zeroed(op, m * n)?;
+    // One C summed over the batch, in batch order.
+    for i in 0..batch {
+        let ai = if a_shared {
+            a
+        } else {
+            &a[i * m * k..(i + 1) * m * k]
+        };
+        let bi = if b_shared {
+            b
+        } else {
+            &b[i * k * n..(i + 1) * k * n]
+        };
+        E::gemm(m, k, n, ai, la, bi, lb, i > 0, &mut c);
+    }
+    Ok(c)
+}
+
+/// y = x·Wᵀ + b as one GEMM with the bias preloaded row by row (no zeroing pass).
+fn linear<E: Gemm>(
+    x: &[E],
+    w: &[E],
+    b: Option<&[E]>,
+    rows: usize,
+    din: usize,
+    dout: usize,
+) -> Result<Vec<E>> {
+    let Some(b) = b else {
+        return batched(
+            x,
+            w,
+            Product::single((rows, din, dout), Layout::Normal, Layout::Transposed),
+            "linear",
+        );
+    };
+    let mut y = cpu::with_capacity("linear", rows * dout)?;
+    for _ in 0..rows {
+        y.extend_from_slice(b);
+    }
+    E::gemm(
+        rows,
+        din,
+        dout,
+        x,
+        Layout::Normal,
+        w,
+        Layout::Transposed,
+        true,
+        &mut y,
+    );
+    Ok(y)
+}
