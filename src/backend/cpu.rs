@@ -1,8 +1,9 @@
 //! The CPU implements the kernel interface over `crate::cpu`: elementwise maps on rayon's
-//! threads, rewind's GEMM.
+//! threads, broadcasting, rewind's GEMM.
 
-use super::{BackendStorage, Product, Saves, Unary};
+use super::{BackendStorage, BinaryOp, Product, Saves, Unary};
 use crate::cpu;
+use crate::cpu::broadcast;
 use crate::cpu::gemm::{Gemm, Layout};
 use crate::dtype::{DType, Element};
 use crate::error::Result;
@@ -31,6 +32,26 @@ impl BackendStorage for Buffer {
             (Some(s), saves) => zip_buffers!(U::SPEC.name, self, s, gv, sv =>
                 grad_saved(gv, sv, op, saves == Saves::Input)?.into_buffer()),
         }
+    }
+
+    fn binary(
+        &self,
+        rhs: &Buffer,
+        kind: BinaryOp,
+        (sa, sb, out): (&[usize], &[usize], &[usize]),
+        op: &'static str,
+    ) -> Result<Buffer> {
+        zip_buffers!(op, self, rhs, x, y => match kind {
+            BinaryOp::Add => broadcast::binary(op, x, sa, y, sb, out, |p, q| p + q)?.into_buffer(),
+            BinaryOp::Sub => broadcast::binary(op, x, sa, y, sb, out, |p, q| p - q)?.into_buffer(),
+            BinaryOp::Mul => broadcast::binary(op, x, sa, y, sb, out, |p, q| p * q)?.into_buffer(),
+            BinaryOp::Div => broadcast::binary(op, x, sa, y, sb, out, |p, q| p / q)?.into_buffer(),
+        })
+    }
+
+    fn sum_to(&self, from: &[usize], to: &[usize]) -> Result<Buffer> {
+        // The result is never larger than `self`, which exists.
+        Ok(with_buffer!(self, v => broadcast::sum_to(v, from, to).into_buffer()))
     }
 
     fn product(&self, rhs: &Buffer, p: Product, op: &'static str) -> Result<Buffer> {

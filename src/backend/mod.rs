@@ -3,8 +3,9 @@
 //! recording and the composition of their backward; a backend computes. The CPU's storage
 //! ([`crate::storage::Buffer`], `cpu.rs` over `crate::cpu`) implements it. Ops reach it family
 //! by family: so far the elementwise functions of one tensor (neg, scalar add/mul, exp, log,
-//! tanh, sigmoid, relu, sqrt, pow, GELU, SiLU), matrix products (matmul, linear) and casts;
-//! the other families still call `crate::cpu` directly.
+//! tanh, sigmoid, relu, sqrt, pow, GELU, SiLU), those of two with broadcasting (add, sub, mul,
+//! div) and the broadcast gradients' sums, matrix products (matmul, linear) and casts; the
+//! other families still call `crate::cpu` directly.
 
 mod cpu;
 
@@ -29,6 +30,15 @@ pub(crate) trait Unary: Copy + Send + Sync + 'static {
     const SAVES: Saves;
     fn f<T: Real>(self, x: T) -> T;
     fn df<T: Real>(self, x: T, y: T) -> T;
+}
+
+/// An elementwise arithmetic operation of two tensors (with NumPy broadcasting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
 }
 
 /// One matrix product `C = A·B` (m×k times k×n), each operand stored as its layout says,
@@ -74,6 +84,16 @@ pub(crate) trait BackendStorage: Sized {
     /// The gradient of an elementwise op: `self` (the incoming gradient) times `op.df` at
     /// `saved` (the input or output, as `U::SAVES` says; `None` when it saves nothing).
     fn unary_grad<U: Unary>(&self, saved: Option<&Self>, op: U) -> Result<Self>;
+    /// `self ∘ rhs` for shapes `a` and `b` broadcast to `out` (`op` names the caller).
+    fn binary(
+        &self,
+        rhs: &Self,
+        kind: BinaryOp,
+        shapes: (&[usize], &[usize], &[usize]),
+        op: &'static str,
+    ) -> Result<Self>;
+    /// `self` (shape `from`) summed over the dims broadcasting added or stretched, to `to`.
+    fn sum_to(&self, from: &[usize], to: &[usize]) -> Result<Self>;
     /// `self · rhs` as `p` describes.
     fn product(&self, rhs: &Self, p: Product, op: &'static str) -> Result<Self>;
     /// `self · wᵀ + bias` for `self` rows × din and `w` dout × din (PyTorch's `F.linear`).

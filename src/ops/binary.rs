@@ -2,45 +2,35 @@
 //! output gradient summed over the broadcast dims.
 
 use crate::autograd::{Backward, Grads};
-use crate::cpu::broadcast;
+use crate::backend::BackendStorage;
 use crate::error::Result;
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::spec::{Cast, OpSpec};
 use crate::ops::{same_dtype, save};
 use crate::shape::{self, Shape};
-use crate::storage::IntoBuffer;
 use crate::tensor::Tensor;
-use crate::zip_buffers;
-use crate::{cpu, with_buffer};
 use smallvec::smallvec;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Add,
-    Sub,
-    Mul,
-    Div,
-}
+use crate::backend::BinaryOp as Kind;
 
 static ADD: OpSpec = OpSpec::new("add", "Add").cast(Cast::Promote);
 static SUB: OpSpec = OpSpec::new("sub", "Sub").cast(Cast::Promote);
 static MUL: OpSpec = OpSpec::new("mul", "Mul").cast(Cast::Promote);
 static DIV: OpSpec = OpSpec::new("div", "Div").cast(Cast::Promote);
 
-impl Kind {
-    fn spec(self) -> &'static OpSpec {
-        match self {
-            Kind::Add => &ADD,
-            Kind::Sub => &SUB,
-            Kind::Mul => &MUL,
-            Kind::Div => &DIV,
-        }
+/// The declaration of `kind`'s op.
+fn spec(kind: Kind) -> &'static OpSpec {
+    match kind {
+        Kind::Add => &ADD,
+        Kind::Sub => &SUB,
+        Kind::Mul => &MUL,
+        Kind::Div => &DIV,
     }
 }
 
 fn forward(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     dispatch::apply(
-        kind.spec(),
+        spec(kind),
         &[a, b],
         |xs| kernel(kind, xs[0], xs[1]).map(Forward::from),
         |xs, _| {
@@ -69,16 +59,11 @@ fn forward(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// a ∘ b with broadcasting, not recorded.
 fn kernel(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let op = kind.spec().name;
+    let op = spec(kind).name;
     same_dtype(op, a, b)?;
     let out_shape = shape::broadcast(op, a.shape(), b.shape())?;
-    let (sa, sb) = (a.shape(), b.shape());
-    let out = zip_buffers!(op, &*a.data(), &*b.data(), x, y => match kind {
-        Kind::Add => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p + q)?.into_buffer(),
-        Kind::Sub => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p - q)?.into_buffer(),
-        Kind::Mul => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p * q)?.into_buffer(),
-        Kind::Div => broadcast::binary(op, x, sa, y, sb, &out_shape, |p, q| p / q)?.into_buffer(),
-    })?;
+    let shapes = (a.shape(), b.shape(), &out_shape[..]);
+    let out = a.data().binary(&b.data(), kind, shapes, op)?;
     Ok(Tensor::activation(out, out_shape))
 }
 
@@ -90,26 +75,25 @@ struct BinaryBackward {
     b: Option<Tensor>,
 }
 
-fn sum_to(g: &Tensor, to: &[usize]) -> Tensor {
+fn sum_to(g: &Tensor, to: &[usize]) -> Result<Tensor> {
     if g.shape() == to {
-        return g.clone();
+        return Ok(g.clone());
     }
-    // The result is never larger than `g`, which exists.
-    let out = with_buffer!(&*g.data(), v => broadcast::sum_to(v, g.shape(), to).into_buffer());
-    Tensor::activation(out, to.into())
+    let out = g.data().sum_to(g.shape(), to)?;
+    Ok(Tensor::activation(out, to.into()))
 }
 
 impl Backward for BinaryBackward {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Grads> {
         let (ga, gb) = match self.kind {
             Kind::Add => (
-                needs[0].then(|| sum_to(g, &self.a_shape)),
-                needs[1].then(|| sum_to(g, &self.b_shape)),
+                needs[0].then(|| sum_to(g, &self.a_shape)).transpose()?,
+                needs[1].then(|| sum_to(g, &self.b_shape)).transpose()?,
             ),
             Kind::Sub => (
-                needs[0].then(|| sum_to(g, &self.a_shape)),
+                needs[0].then(|| sum_to(g, &self.a_shape)).transpose()?,
                 if needs[1] {
-                    Some(sum_to(g, &self.b_shape).neg_raw()?)
+                    Some(sum_to(g, &self.b_shape)?.neg_raw()?)
                 } else {
                     None
                 },
@@ -137,7 +121,7 @@ impl Backward for BinaryBackward {
                         let q = kernel(Kind::Mul, g, a)?;
                         let q = kernel(Kind::Div, &q, b)?;
                         let q = kernel(Kind::Div, &q, b)?;
-                        Some(sum_to(&q, &self.b_shape).neg_raw()?)
+                        Some(sum_to(&q, &self.b_shape)?.neg_raw()?)
                     }
                     _ => None,
                 };
@@ -156,17 +140,17 @@ impl Backward for BinaryBackward {
 
 fn mul_reduce(g: &Tensor, t: &Tensor, to: &[usize]) -> Result<Tensor> {
     let p = kernel(Kind::Mul, g, t)?;
-    Ok(sum_to(&p, to))
+    sum_to(&p, to)
 }
 
 fn div_reduce(g: &Tensor, t: &Tensor, to: &[usize]) -> Result<Tensor> {
     let p = kernel(Kind::Div, g, t)?;
-    Ok(sum_to(&p, to))
+    sum_to(&p, to)
 }
 
 impl Tensor {
     fn neg_raw(&self) -> Result<Tensor> {
-        let out = with_buffer!(&*self.data(), v => cpu::map("neg", v, #[inline(always)] |x| -x)?.into_buffer());
+        let out = self.data().unary(crate::ops::unary::Neg(0.0))?;
         Ok(Tensor::activation(out, self.shape().into()))
     }
 
