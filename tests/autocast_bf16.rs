@@ -8,6 +8,9 @@ use rewind::ops::autocast::autocast;
 use rewind::{DType, GeluApprox, Indices, Tensor};
 use serde_json::Value;
 
+mod common;
+use common::json_floats;
+
 fn fixture() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -16,19 +19,10 @@ fn fixture() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
 fn shape(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
+    common::json_numbers(v)
+        .into_iter()
+        .map(|x| x as usize)
         .collect()
 }
 
@@ -87,7 +81,7 @@ fn every_op_under_bf16_autocast_returns_pytorch_cpu_autocasts_dtype_value_and_gr
             .unwrap()
             .iter()
             .map(|i| {
-                let t = Tensor::from_vec(floats(&i["values"]), &shape(&i["shape"])).unwrap();
+                let t = Tensor::from_vec(json_floats(&i["values"]), &shape(&i["shape"])).unwrap();
                 t.to_dtype(dtype(i["dtype"].as_str().unwrap()))
                     .unwrap()
                     .requires_grad_(true)
@@ -106,8 +100,14 @@ fn every_op_under_bf16_autocast_returns_pytorch_cpu_autocasts_dtype_value_and_gr
         assert_eq!(y.shape(), shape(&case["shape"]).as_slice(), "{name}");
         // Outputs: within 1 bf16 rounding of PyTorch's (the f32 inside may differ by ulps, and
         // that can move the final rounding), sums' cancellation measured against 1.0.
-        close(name, &y.to_vec_f32(), &floats(&case["values"]), 1.0, 1.0);
-        let c = Tensor::from_vec(floats(&case["c"]), y.shape()).unwrap();
+        close(
+            name,
+            &y.to_vec_f32(),
+            &json_floats(&case["values"]),
+            1.0,
+            1.0,
+        );
+        let c = Tensor::from_vec(json_floats(&case["c"]), y.shape()).unwrap();
         y.to_dtype(DType::F32)
             .unwrap()
             .mul(&c)
@@ -128,7 +128,7 @@ fn every_op_under_bf16_autocast_returns_pytorch_cpu_autocasts_dtype_value_and_gr
             close(
                 &format!("{name}: d/d{}", i["name"]),
                 &g.to_vec_f32(),
-                &floats(&i["grad"]),
+                &json_floats(&i["grad"]),
                 2.0,
                 1.0,
             );

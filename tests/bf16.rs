@@ -8,6 +8,8 @@ use rewind::optim::{AdamW, Optimizer, ParamGroup};
 use rewind::{DType, Tensor};
 use serde_json::Value;
 
+mod common;
+
 fn fixture() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -17,10 +19,9 @@ fn fixture() -> Value {
 }
 
 fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
+    common::json_numbers(v)
+        .into_iter()
+        .map(|x| x as u32)
         .collect()
 }
 

@@ -5,6 +5,7 @@
 //! after which the thread's engine works as before.
 
 mod common;
+use common::json_floats;
 
 use common::param;
 use rewind::checkpoint::{Body, CheckpointMode, checkpoint};
@@ -16,14 +17,6 @@ use std::rc::Rc;
 
 fn fixture() -> Value {
     serde_json::from_str(include_str!("fixtures/checkpoint_bodies.json")).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 const MODES: [(CheckpointMode, &str); 2] = [
@@ -77,12 +70,12 @@ fn backward_inside_a_body_gives_pytorchs_gradients_in_each_mode() {
             let (fw, bw) = (&want["after_forward"], &want["after_backward"]);
             assert_eq!(
                 grads(&w),
-                floats(&fw["w"]),
+                json_floats(&fw["w"]),
                 "{key} {order}: w after forward"
             );
             assert_eq!(
                 grads(&x),
-                floats(&fw["x"]),
+                json_floats(&fw["x"]),
                 "{key} {order}: x after forward"
             );
             y.sum().unwrap().backward().unwrap();
@@ -90,12 +83,12 @@ fn backward_inside_a_body_gives_pytorchs_gradients_in_each_mode() {
             // forward's last save, which comes after it), so its gradient counts twice.
             assert_eq!(
                 grads(&w),
-                floats(&bw["w"]),
+                json_floats(&bw["w"]),
                 "{key} {order}: w after backward"
             );
             assert_eq!(
                 grads(&x),
-                floats(&bw["x"]),
+                json_floats(&bw["x"]),
                 "{key} {order}: x after backward"
             );
             assert_eq!(tape::saved_bytes(), 0, "{key} {order}");
@@ -146,7 +139,7 @@ fn a_body_that_computes_other_values_when_rerun_follows_pytorch_in_each_mode() {
         ] {
             assert_eq!(
                 counting(mode, kind),
-                floats(&f[format!("counting_{name}_{key}")]),
+                json_floats(&f[format!("counting_{name}_{key}")]),
                 "{key} {kind:?}"
             );
         }

@@ -6,6 +6,7 @@
 //! the unfused chain, bit for bit in f32 and f16.
 
 mod common;
+use common::json_floats;
 
 use common::uniform_f64 as rand;
 use rewind::gradcheck::{GradcheckOptions, gradcheck};
@@ -32,14 +33,6 @@ fn wave(shape: &[usize], phase: f64, scale: f64) -> Tensor {
     Tensor::from_vec(v, shape).unwrap()
 }
 
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
 fn ints(v: &Value) -> Vec<i64> {
     v.as_array()
         .unwrap()
@@ -50,7 +43,7 @@ fn ints(v: &Value) -> Vec<i64> {
 
 /// Every element within `tol` of the reference's largest magnitude.
 fn close(what: &str, got: &Tensor, want: &Value, tol: f32) {
-    let (got, want) = (got.to_vec_f32(), floats(want));
+    let (got, want) = (got.to_vec_f32(), json_floats(want));
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
@@ -170,7 +163,7 @@ fn rotary_embedding_in_interleaved_pairs_on_half_the_head_matches_glm() {
 fn grouped_query_attention_with_left_padding_matches_transformers_without_nan() {
     let f = &fixture()["gqa_attention"];
     let (b, h, kvh, t, d) = (2, 4, 2, 5, 8);
-    let mask = Tensor::from_vec(floats(&f["key_mask"]), &[b, 1, 1, t]).unwrap();
+    let mask = Tensor::from_vec(json_floats(&f["key_mask"]), &[b, 1, 1, t]).unwrap();
     let attn = |x: &[Tensor]| causal_attention(&x[0], &x[1], &x[2], Some(&mask));
     let (y, g) = run(
         attn,

@@ -46,3 +46,17 @@ pub fn bits(t: &Tensor) -> Vec<u32> {
 pub fn every(n: usize) -> Segmentation {
     plan::segment(Plan::EveryBlock, n, None).unwrap()
 }
+
+/// A JSON array of numbers as f32 (fixtures written by the reference scripts).
+pub fn json_floats(v: &serde_json::Value) -> Vec<f32> {
+    json_numbers(v).into_iter().map(|x| x as f32).collect()
+}
+
+/// A JSON array of numbers as f64.
+pub fn json_numbers(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number"))
+        .collect()
+}
