@@ -244,23 +244,16 @@ pub fn f32_to_bf16(x: f32) -> bf16 {
 impl Element for bf16 {
     type C = f32;
     const DTYPE: DType = DType::BF16;
+    // The branch-free conversions: the default slice loops over them vectorise.
+    #[inline(always)]
     fn to_c(self) -> f32 {
-        self.to_f32()
+        bf16_to_f32(self)
     }
+    #[inline(always)]
     fn from_c(c: f32) -> Self {
-        bf16::from_f32(c)
+        f32_to_bf16(c)
     }
     const WIDENS: bool = true;
-    fn widen_slice(src: &[bf16], dst: &mut [f32]) {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = bf16_to_f32(*s);
-        }
-    }
-    fn narrow_slice(src: &[f32], dst: &mut [bf16]) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = f32_to_bf16(s);
-        }
-    }
 }
 
 impl Element for f32 {

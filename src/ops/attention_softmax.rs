@@ -129,11 +129,6 @@ where
     out
 }
 
-/// bf16 elements as f32 (exact).
-fn widen(v: &[half::bf16]) -> Vec<f32> {
-    v.iter().map(|x| x.to_f32()).collect()
-}
-
 fn backward<E: Element>(g: &[E::C], y: &[E::C], t: usize, scale: f64) -> Vec<E>
 where
     E::C: Element<C = E::C>,
@@ -220,9 +215,8 @@ impl Backward for AttentionSoftmaxBackward {
             (DType::F16, Buffer::F32(g), Buffer::F32(y)) => {
                 backward::<half::f16>(g, y, t, s).into_buffer()
             }
-            (DType::BF16, Buffer::BF16(g), Buffer::BF16(y)) => {
-                let (g, y) = (widen(g), widen(y));
-                backward::<half::bf16>(&g, &y, t, s).into_buffer()
+            (DType::BF16, gb @ Buffer::BF16(_), yb @ Buffer::BF16(_)) => {
+                backward::<half::bf16>(&gb.to_f32_vec(), &yb.to_f32_vec(), t, s).into_buffer()
             }
             (DType::F32, Buffer::F32(g), Buffer::F32(y)) => {
                 backward::<f32>(g, y, t, s).into_buffer()
