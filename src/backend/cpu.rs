@@ -1,7 +1,13 @@
 //! The CPU implements the kernel interface over `crate::cpu`: elementwise maps on rayon's
 //! threads, broadcasting, rewind's GEMM.
 
-use super::{BackendStorage, BinaryOp, Product, Saves, Unary};
+mod copy;
+mod loss;
+mod norm;
+mod reduce;
+pub(crate) mod softmax;
+
+use super::{BackendStorage, BinaryOp, Copy2d, Product, Saves, Split, Targets, Unary};
 use crate::cpu;
 use crate::cpu::broadcast;
 use crate::cpu::gemm::{Gemm, Layout};
@@ -76,6 +82,110 @@ impl BackendStorage for Buffer {
         zip_buffers!("linear", self, w, x, w => {
             linear(x, w, bias.and_then(|b| b.typed()), rows, din, dout)?.into_buffer()
         })
+    }
+
+    fn sum(&self, split: Option<Split>, scale: f64, op: &'static str) -> Result<Buffer> {
+        reduce::sum(self, split, scale, op)
+    }
+
+    fn max(&self, split: Split, op: &'static str) -> Result<(Buffer, Vec<usize>)> {
+        reduce::max(self, split, op)
+    }
+
+    fn max_all(&self) -> Result<(Buffer, Vec<usize>)> {
+        reduce::max_all(self)
+    }
+
+    fn spread(&self, split: Option<Split>, n: usize, scale: f64) -> Result<Buffer> {
+        reduce::spread(self, split, n, scale)
+    }
+
+    fn scatter_axis(&self, at: &[usize], split: Split, op: &'static str) -> Result<Buffer> {
+        reduce::scatter(self, at, split, op)
+    }
+
+    fn share(&self, ties: &[usize], n: usize, op: &'static str) -> Result<Buffer> {
+        reduce::share(self, ties, n, op)
+    }
+
+    fn softmax(&self, split: Split, log: bool) -> Result<Buffer> {
+        softmax::softmax(self, split, log)
+    }
+
+    fn softmax_grad(&self, y: &Buffer, split: Split, log: bool) -> Result<Buffer> {
+        softmax::softmax_grad(self, y, split, log)
+    }
+
+    fn layer_norm(
+        &self,
+        w: Option<&Buffer>,
+        b: Option<&Buffer>,
+        d: usize,
+        eps: f64,
+    ) -> Result<norm::Three> {
+        norm::layer_norm(self, w, b, d, eps)
+    }
+
+    fn layer_norm_grad(
+        &self,
+        x: &Buffer,
+        rstd: &Buffer,
+        w: Option<&Buffer>,
+        d: usize,
+        param_grads: bool,
+    ) -> Result<norm::Three> {
+        norm::layer_norm_grad(self, x, rstd, w, d, param_grads)
+    }
+
+    fn rms_norm(&self, w: &Buffer, d: usize, eps: f64) -> Result<(Buffer, Buffer)> {
+        norm::rms_norm(self, w, d, eps)
+    }
+
+    fn rms_norm_grad(
+        &self,
+        x: &Buffer,
+        rstd: &Buffer,
+        w: &Buffer,
+        d: usize,
+    ) -> Result<(Buffer, Buffer)> {
+        norm::rms_norm_grad(self, x, rstd, w, d)
+    }
+
+    fn cross_entropy(&self, c: usize, t: Targets) -> Result<(Buffer, Vec<f64>)> {
+        loss::cross_entropy(self, c, t)
+    }
+
+    fn cross_entropy_grad(&self, z: &Buffer, lse: &[f64], t: Targets) -> Result<Buffer> {
+        loss::cross_entropy_grad(self, z, lse, t)
+    }
+
+    fn copy2d(&self, dst: &mut Buffer, c: Copy2d, add: bool) -> Result<()> {
+        copy::copy2d(self, dst, c, add)
+    }
+
+    fn permute(&self, shape: &[usize], dims: &[usize]) -> Result<Buffer> {
+        copy::permute(self, shape, dims)
+    }
+
+    fn index_select(&self, ids: &[i64], d: usize) -> Result<Buffer> {
+        copy::index_select(self, ids, d)
+    }
+
+    fn index_add(&self, ids: &[i64], rows_d: (usize, usize), skip: Option<i64>) -> Result<Buffer> {
+        copy::index_add(self, ids, rows_d, skip)
+    }
+
+    fn masked_fill(
+        &self,
+        mask: &Buffer,
+        shapes: (&[usize], &[usize]),
+        value: f64,
+    ) -> Result<Buffer> {
+        copy::masked_fill(self, mask, shapes, value)
+    }
+
+    fn dropout_mask(&self, p: f64) -> Result<Buffer> {
+        copy::dropout_mask(self, p)
     }
 }
 

@@ -4,10 +4,16 @@
 //! ([`crate::storage::Buffer`], `cpu.rs` over `crate::cpu`) implements it. Ops reach it family
 //! by family: so far the elementwise functions of one tensor (neg, scalar add/mul, exp, log,
 //! tanh, sigmoid, relu, sqrt, pow, GELU, SiLU), those of two with broadcasting (add, sub, mul,
-//! div) and the broadcast gradients' sums, matrix products (matmul, linear) and casts; the
+//! div) and the broadcast gradients' sums, matrix products (matmul, linear), casts and
+//! reductions (sum, mean, max), softmax and log_softmax, layer and RMS norm, cross-entropy,
+//! each with its gradient, and the ops that move elements (narrow, cat, permute, repeated
+//! heads, embedding lookups, masked fills, dropout masks); the
 //! other families still call `crate::cpu` directly.
 
 mod cpu;
+
+/// The CPU's softmax rows, shared with the attention kernels until they move here.
+pub(crate) use cpu::softmax as cpu_rows;
 
 use crate::cpu::gemm::Layout;
 use crate::dtype::{DType, Real};
@@ -98,4 +104,100 @@ pub(crate) trait BackendStorage: Sized {
     fn product(&self, rhs: &Self, p: Product, op: &'static str) -> Result<Self>;
     /// `self · wᵀ + bias` for `self` rows × din and `w` dout × din (PyTorch's `F.linear`).
     fn linear(&self, w: &Self, bias: Option<&Self>, dims: (usize, usize, usize)) -> Result<Self>;
+
+    /// The sum of every element (`split` `None`, a one-element result) or over the middle
+    /// axis of an (outer, axis, inner) view, times `scale`; accumulated in the compute type
+    /// in a fixed order.
+    fn sum(&self, split: Option<Split>, scale: f64, op: &'static str) -> Result<Self>;
+    /// The maximum over the middle axis of `split` and the position of its first occurrence
+    /// along that axis (NaN counts as the maximum).
+    fn max(&self, split: Split, op: &'static str) -> Result<(Self, Vec<usize>)>;
+    /// The largest element and the positions of every element equal to it (every NaN when
+    /// it is NaN).
+    fn max_all(&self) -> Result<(Self, Vec<usize>)>;
+    /// A sum's gradient: `self` (the reduced gradient) times `scale`, repeated back over the
+    /// reduced axis (or all `n` elements).
+    fn spread(&self, split: Option<Split>, n: usize, scale: f64) -> Result<Self>;
+    /// A max's gradient: zeros shaped as `split` with `self[k]` at position `at[k]` along its
+    /// middle axis.
+    fn scatter_axis(&self, at: &[usize], split: Split, op: &'static str) -> Result<Self>;
+    /// `n` zeros with `self[0] / ties.len()` at each of the `ties`.
+    fn share(&self, ties: &[usize], n: usize, op: &'static str) -> Result<Self>;
+
+    /// softmax (or log_softmax when `log`) over the middle axis of `split`.
+    fn softmax(&self, split: Split, log: bool) -> Result<Self>;
+    /// Their gradient from `self` (the incoming gradient) and `y` (the forward's output):
+    /// y ⊙ (g − Σ g⊙y), or g − eʸ·Σ g.
+    fn softmax_grad(&self, y: &Self, split: Split, log: bool) -> Result<Self>;
+
+    /// Layer norm over rows of `d` with optional affine weight and bias `[d]`: y, the row
+    /// means and the rows' 1/σ (biased variance, `eps` inside the root).
+    fn layer_norm(
+        &self,
+        w: Option<&Self>,
+        b: Option<&Self>,
+        d: usize,
+        eps: f64,
+    ) -> Result<(Self, Self, Self)>;
+    /// Its gradients dx, dw, db from `self` (the incoming gradient), the input and the saved
+    /// 1/σ; dw and db are empty unless `param_grads`.
+    fn layer_norm_grad(
+        &self,
+        x: &Self,
+        rstd: &Self,
+        w: Option<&Self>,
+        d: usize,
+        param_grads: bool,
+    ) -> Result<(Self, Self, Self)>;
+    /// RMS norm over rows of `d` with weight `[d]`: y and the rows' 1/√(mean(x²) + eps).
+    fn rms_norm(&self, w: &Self, d: usize, eps: f64) -> Result<(Self, Self)>;
+    /// Its gradients dx and dw from `self` (the incoming gradient), the input and saved r.
+    fn rms_norm_grad(&self, x: &Self, rstd: &Self, w: &Self, d: usize) -> Result<(Self, Self)>;
+
+    /// Mean cross-entropy of rows of `c` logits against `t` (a one-element result) and each
+    /// row's log Σ eᶻ, exact in f64 (kept on the host: one number per row).
+    fn cross_entropy(&self, c: usize, t: Targets) -> Result<(Self, Vec<f64>)>;
+    /// Its gradient (softmax − onehot)·g/n from `self` (the one-element incoming gradient),
+    /// the logits and their rows' log Σ eᶻ; ignored rows get zeros.
+    fn cross_entropy_grad(&self, z: &Self, lse: &[f64], t: Targets) -> Result<Self>;
+
+    /// Copies (or adds, when `add`) the block `c` describes from `self` into `dst`.
+    fn copy2d(&self, dst: &mut Self, c: Copy2d, add: bool) -> Result<()>;
+    /// The elements of a tensor of `shape` with its dims reordered as `dims`.
+    fn permute(&self, shape: &[usize], dims: &[usize]) -> Result<Self>;
+    /// Rows `ids` of `self` (rows of `d`), one after another.
+    fn index_select(&self, ids: &[i64], d: usize) -> Result<Self>;
+    /// `rows` × `d` zeros with row j of `self` added into row `ids[j]` (except where
+    /// `ids[j]` is `skip`), in row order and the compute type.
+    fn index_add(&self, ids: &[i64], rows_d: (usize, usize), skip: Option<i64>) -> Result<Self>;
+    /// `self` (shape `shapes.0`) with `value` where `mask` (shape `shapes.1`, broadcast to
+    /// `self`'s) is nonzero.
+    fn masked_fill(&self, mask: &Self, shapes: (&[usize], &[usize]), value: f64) -> Result<Self>;
+    /// A dropout mask shaped like `self`: 1/(1−p) with probability 1−p, else 0, drawn from
+    /// the engine generator.
+    fn dropout_mask(&self, p: f64) -> Result<Self>;
 }
+
+/// `rows` rows of `width` elements, row r read at `src_at + r·src_stride` and written at
+/// `dst_at + r·dst_stride` (candle's `copy2d`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Copy2d {
+    pub rows: usize,
+    pub width: usize,
+    pub src_stride: usize,
+    pub src_at: usize,
+    pub dst_stride: usize,
+    pub dst_at: usize,
+}
+
+/// A cross-entropy's labels: one per row, `ignore` marking rows that do not count, `count`
+/// the rows that do.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Targets<'a> {
+    pub labels: &'a [i64],
+    pub ignore: i64,
+    pub count: usize,
+}
+
+/// (outer, axis, inner): a tensor viewed around one of its dims.
+pub(crate) type Split = (usize, usize, usize);

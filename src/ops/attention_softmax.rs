@@ -9,11 +9,11 @@
 //! rounds it. Saves: the output.
 
 use crate::autograd::{Backward, Grads};
+use crate::backend::cpu_rows::{backward_row, forward_row};
 use crate::dtype::{DType, Element, Real};
 use crate::error::{Error, Result};
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::save;
-use crate::ops::softmax::{backward_row, forward_row};
 use crate::ops::spec::OpSpec;
 use crate::storage::{Buffer, IntoBuffer};
 use crate::tensor::Tensor;

@@ -3,33 +3,13 @@
 //! dx = g·m/(1−p). Saves: the scaled mask m/(1−p) (x's dtype; PyTorch keeps a bool mask).
 
 use crate::autograd::{Backward, Grads};
-use crate::cpu;
-use crate::dtype::{Element, Real};
+use crate::backend::{BackendStorage, BinaryOp};
 use crate::error::{Error, Result};
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::save;
 use crate::ops::spec::OpSpec;
-use crate::rng;
-use crate::storage::IntoBuffer;
 use crate::tensor::Tensor;
-use crate::{with_buffer, zip_buffers};
-use rayon::prelude::*;
 use smallvec::smallvec;
-
-fn mask<E: Element>(_like: &[E], n: usize, p: f64) -> Vec<E> {
-    let st = rng::reserve(n);
-    let scale = E::from_c(<E::C as Real>::c(1.0 / (1.0 - p)));
-    let mut m = vec![E::default(); n];
-    m.par_chunks_mut(cpu::CHUNK)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            for (j, v) in chunk.iter_mut().enumerate() {
-                let keep = rng::uniform(st, (c * cpu::CHUNK + j) as u64) >= p;
-                *v = if keep { scale } else { E::default() };
-            }
-        });
-    m
-}
 
 impl Tensor {
     /// Zeroes each element with probability `p` and scales the rest by 1/(1−p) when
@@ -52,10 +32,10 @@ impl Tensor {
             &DROPOUT,
             &[self],
             |t| {
-                let (out, mk) = with_buffer!(&*t[0].data(), x => {
-                    let mk = mask(x, x.len(), p);
-                    (cpu::zip("dropout", x, &mk, #[inline(always)] |a, b| a * b)?.into_buffer(), mk.into_buffer())
-                });
+                let x = t[0].data();
+                let mk = x.dropout_mask(p)?;
+                let s = t[0].shape();
+                let out = x.binary(&mk, BinaryOp::Mul, (s, s, s), "dropout")?;
                 *m.borrow_mut() = Some(Tensor::activation(mk, t[0].shape().into()));
                 Ok(Forward::from(Tensor::activation(out, t[0].shape().into())))
             },
@@ -74,7 +54,13 @@ struct DropoutBackward {
 
 impl Backward for DropoutBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
-        let out = zip_buffers!("dropout_backward", &*g.data(), &*self.mask.data(), gv, mv => cpu::zip("dropout_backward", gv, mv, #[inline(always)] |a, b| a * b)?.into_buffer())?;
+        let s = g.shape();
+        let out = g.data().binary(
+            &self.mask.data(),
+            BinaryOp::Mul,
+            (s, s, s),
+            "dropout_backward",
+        )?;
         Ok(smallvec![Some(Tensor::activation(out, g.shape().into()))])
     }
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {

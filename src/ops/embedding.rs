@@ -3,15 +3,13 @@
 //! gets none (PyTorch's `padding_idx`). Saves: the ids (not a tensor).
 
 use crate::autograd::{Backward, Grads};
-use crate::dtype::Element;
+use crate::backend::BackendStorage;
 use crate::error::{Error, Result};
 use crate::indices::Indices;
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::spec::OpSpec;
 use crate::shape::Shape;
-use crate::storage::IntoBuffer;
 use crate::tensor::Tensor;
-use crate::with_buffer;
 use smallvec::smallvec;
 
 impl Tensor {
@@ -49,18 +47,12 @@ impl Tensor {
         }
         let mut shape: Shape = ids.shape().into();
         shape.push(d);
-        let n = crate::shape::checked_numel("embedding", &shape)?;
+        crate::shape::checked_numel("embedding", &shape)?;
         dispatch::apply(
             &EMBEDDING,
             &[self],
             |t| {
-                let out = with_buffer!(&*t[0].data(), w => {
-                    let mut o = crate::cpu::with_capacity("embedding", n)?;
-                    for &i in ids.data() {
-                        o.extend_from_slice(&w[i as usize * d..(i as usize + 1) * d]);
-                    }
-                    o.into_buffer()
-                });
+                let out = t[0].data().index_select(ids.data(), d)?;
                 Ok(Forward::from(Tensor::activation(out, shape)))
             },
             |t, _| EmbeddingBackward {
@@ -80,29 +72,10 @@ struct EmbeddingBackward {
     padding_idx: Option<i64>,
 }
 
-fn scatter_add<E: Element>(
-    g: &[E],
-    ids: &[i64],
-    rows: usize,
-    d: usize,
-    skip: Option<i64>,
-) -> Vec<E> {
-    let mut acc = vec![<E::C as num_traits::Zero>::zero(); rows * d];
-    for (j, &i) in ids.iter().enumerate().filter(|(_, i)| Some(**i) != skip) {
-        for (a, &x) in acc[i as usize * d..(i as usize + 1) * d]
-            .iter_mut()
-            .zip(&g[j * d..(j + 1) * d])
-        {
-            *a += x.to_c();
-        }
-    }
-    acc.into_iter().map(E::from_c).collect()
-}
-
 impl Backward for EmbeddingBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let (rows, d) = (self.weight_shape[0], self.weight_shape[1]);
-        let out = with_buffer!(&*g.data(), gv => scatter_add(gv, &self.ids, rows, d, self.padding_idx).into_buffer());
+        let out = g.data().index_add(&self.ids, (rows, d), self.padding_idx)?;
         Ok(smallvec![Some(Tensor::activation(
             out,
             self.weight_shape.clone()

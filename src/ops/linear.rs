@@ -5,15 +5,12 @@
 use crate::autograd::{Backward, Grads};
 use crate::backend::{BackendStorage, Product};
 use crate::cpu::gemm::Layout;
-use crate::cpu::reduce::sum_axis;
 use crate::error::{Error, Result};
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::spec::{Cast, OpSpec};
 use crate::ops::{same_dtype, save};
 use crate::shape::Shape;
-use crate::storage::IntoBuffer;
 use crate::tensor::Tensor;
-use crate::with_buffer;
 use smallvec::smallvec;
 
 static LINEAR: OpSpec = OpSpec::new("linear", "Addmm").cast(Cast::Lower).dot();
@@ -104,7 +101,8 @@ impl Backward for LinearBackward {
         };
         let gb = if needs.len() > 2 && needs[2] {
             Some(
-                with_buffer!(&*g.data(), gv => sum_axis("linear_backward", gv, 1, rows, dout)?.into_buffer()),
+                g.data()
+                    .sum(Some((1, rows, dout)), 1.0, "linear_backward")?,
             )
         } else {
             None

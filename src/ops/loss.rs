@@ -6,16 +6,13 @@
 //! Saves: the logits, each row's lse and the targets.
 
 use crate::autograd::{Backward, Grads};
-use crate::dtype::{Element, Real};
+use crate::backend::{BackendStorage, Targets};
 use crate::error::{Error, Result};
 use crate::indices::Indices;
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::save;
 use crate::ops::spec::{Cast, OpSpec};
-use crate::storage::IntoBuffer;
 use crate::tensor::Tensor;
-use crate::{with_buffer, zip_buffers};
-use num_traits::{Float, One, Zero};
 use smallvec::smallvec;
 
 /// PyTorch's default `ignore_index`.
@@ -62,17 +59,18 @@ impl Tensor {
             .iter()
             .filter(|&&t| t != ignore_index)
             .count();
+        let labels = Targets {
+            labels: targets.data(),
+            ignore: ignore_index,
+            count,
+        };
         let lse = std::cell::RefCell::new(Vec::new());
         dispatch::apply(
             &CROSS_ENTROPY,
             &[self],
             |t| {
-                let out = with_buffer!(&*t[0].data(), z => {
-                    let l = row_lse(z, c);
-                    let loss = nll(z, &l, targets.data(), ignore_index, count);
-                    *lse.borrow_mut() = l;
-                    loss.into_buffer()
-                });
+                let (out, l) = t[0].data().cross_entropy(c, labels)?;
+                *lse.borrow_mut() = l;
                 Ok(Forward::from(Tensor::activation(
                     out,
                     smallvec::SmallVec::new(),
@@ -91,39 +89,6 @@ impl Tensor {
 
 static CROSS_ENTROPY: OpSpec = OpSpec::new("cross_entropy", "NllLoss").cast(Cast::Fp32);
 
-/// Each row's log Σ eᶻ = m + log Σ e^(z − m) (m the row's max), in the compute type, kept as
-/// f64 (exact); the kernels' vectorised exp and lane sums, rows on the kernels' threads.
-fn row_lse<E: Element>(z: &[E], c: usize) -> Vec<f64> {
-    crate::cpu::map_rows(z.len() / c, c, |r| {
-        let row = &z[r * c..(r + 1) * c];
-        crate::cpu::simd(
-            #[inline(always)]
-            || {
-                let m = row
-                    .iter()
-                    .map(|v| v.to_c())
-                    .fold(E::C::neg_infinity(), |m, v| {
-                        if v > m || v.is_nan() { v } else { m }
-                    });
-                let s = crate::cpu::lane_sum(c, |k| (row[k].to_c() - m).exp_k());
-                num_traits::ToPrimitive::to_f64(&(m + s.ln())).unwrap_or(f64::NAN)
-            },
-        )
-    })
-}
-
-/// −(1/n) Σ (z\[target\] − lse) over the non-ignored rows.
-fn nll<E: Element>(z: &[E], lse: &[f64], targets: &[i64], ignore: i64, count: usize) -> Vec<E> {
-    let c = z.len() / targets.len().max(1);
-    let mut s = E::C::zero();
-    for (r, &t) in targets.iter().enumerate() {
-        if t != ignore {
-            s += z[r * c + t as usize].to_c() - <E::C as Real>::c(lse[r]);
-        }
-    }
-    vec![E::from_c(-s / <E::C as Real>::c(count as f64))]
-}
-
 struct CrossEntropyBackward {
     z: Tensor,
     lse: Vec<f64>,
@@ -132,42 +97,16 @@ struct CrossEntropyBackward {
     count: usize,
 }
 
-fn grad<E: Element>(
-    g: &[E],
-    z: &[E],
-    lse: &[f64],
-    targets: &[i64],
-    ignore: i64,
-    count: usize,
-) -> Vec<E> {
-    let c = z.len() / targets.len().max(1);
-    let scale = g[0].to_c() / <E::C as Real>::c(count as f64);
-    let mut out = vec![E::default(); z.len()];
-    // Row by row on the kernels' threads; softmax = e^(z − lse) by the kernels' vectorised exp.
-    crate::cpu::rows_mut(&mut out, c, |r, row| {
-        let t = targets[r];
-        if t == ignore {
-            return;
-        }
-        let (z, l) = (&z[r * c..(r + 1) * c], <E::C as Real>::c(lse[r]));
-        crate::cpu::simd(
-            #[inline(always)]
-            || {
-                for (o, v) in row.iter_mut().zip(z) {
-                    *o = E::from_c((v.to_c() - l).exp_k() * scale);
-                }
-            },
-        );
-        let p = (z[t as usize].to_c() - l).exp_k();
-        row[t as usize] = E::from_c((p - E::C::one()) * scale);
-    });
-    out
-}
-
 impl Backward for CrossEntropyBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
-        let out = zip_buffers!("cross_entropy_backward", &*g.data(), &*self.z.data(), gv, zv =>
-            grad(gv, zv, &self.lse, &self.targets, self.ignore_index, self.count).into_buffer())?;
+        let labels = Targets {
+            labels: &self.targets,
+            ignore: self.ignore_index,
+            count: self.count,
+        };
+        let out = g
+            .data()
+            .cross_entropy_grad(&self.z.data(), &self.lse, labels)?;
         Ok(smallvec![Some(Tensor::activation(
             out,
             self.z.shape().into()

@@ -2,17 +2,13 @@
 //! dx = g where mask = 0, else 0. Saves: the mask.
 
 use crate::autograd::{Backward, Grads};
-use crate::cpu::broadcast;
-use crate::dtype::Real;
+use crate::backend::BackendStorage;
 use crate::error::{Error, Result};
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::spec::OpSpec;
 use crate::ops::{same_dtype, save};
 use crate::shape;
-use crate::storage::IntoBuffer;
 use crate::tensor::Tensor;
-use crate::zip_buffers;
-use num_traits::Zero;
 use smallvec::smallvec;
 
 impl Tensor {
@@ -42,9 +38,7 @@ fn masked_fill_kernel(x: &Tensor, mask: &Tensor, value: f64) -> Result<Tensor> {
         });
     }
     let (xs, ms) = (x.shape(), mask.shape());
-    let out = zip_buffers!("masked_fill", &*x.data(), &*mask.data(), v, m => {
-        broadcast::binary("masked_fill", v, xs, m, ms, xs, |a, k| if k.is_zero() { a } else { Real::c(value) })?.into_buffer()
-    })?;
+    let out = x.data().masked_fill(&mask.data(), (xs, ms), value)?;
     Ok(Tensor::activation(out, out_shape))
 }
 
@@ -55,9 +49,7 @@ struct MaskedFillBackward {
 impl Backward for MaskedFillBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let (gs, ms) = (g.shape(), self.mask.shape());
-        let out = zip_buffers!("masked_fill_backward", &*g.data(), &*self.mask.data(), gv, m => {
-            broadcast::binary("masked_fill_backward", gv, gs, m, ms, gs, |a, k| if k.is_zero() { a } else { Zero::zero() })?.into_buffer()
-        })?;
+        let out = g.data().masked_fill(&self.mask.data(), (gs, ms), 0.0)?;
         Ok(smallvec![Some(Tensor::activation(out, gs.into()))])
     }
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {

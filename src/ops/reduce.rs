@@ -4,15 +4,12 @@
 //! positions, not tensors).
 
 use crate::autograd::{Backward, Grads};
-use crate::cpu::reduce::{max_axis, sum_all, sum_axis};
-use crate::dtype::{Element, Real};
+use crate::backend::{BackendStorage, Split};
 use crate::error::{Error, Result};
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::spec::{Cast, OpSpec};
 use crate::shape::{self, Shape};
-use crate::storage::{Buffer, IntoBuffer};
 use crate::tensor::Tensor;
-use crate::with_buffer;
 use smallvec::smallvec;
 
 /// What a reduction did, enough to spread the gradient back.
@@ -20,7 +17,7 @@ use smallvec::smallvec;
 struct Axis {
     shape: Shape,
     /// (outer, axis, inner) around the reduced dim; `None` reduced everything.
-    split: Option<(usize, usize, usize)>,
+    split: Option<Split>,
 }
 
 fn out_shape(shape: &[usize], d: usize, keepdim: bool) -> Shape {
@@ -31,19 +28,6 @@ fn out_shape(shape: &[usize], d: usize, keepdim: bool) -> Shape {
         s.remove(d);
     }
     s
-}
-
-fn scaled<E: Element>(v: Vec<E>, scale: f64) -> Vec<E> {
-    if scale == 1.0 {
-        return v;
-    }
-    v.into_iter()
-        .map(|x| E::from_c(x.to_c() * <E::C as Real>::c(scale)))
-        .collect()
-}
-
-fn total<E: Element>(v: &[E]) -> E {
-    E::from_c(sum_all(v))
 }
 
 static SUM: OpSpec = OpSpec::new("sum", "Sum").cast(Cast::Widen);
@@ -74,8 +58,7 @@ impl Tensor {
             op,
             &[self],
             |x| {
-                let out =
-                    with_buffer!(&*x[0].data(), v => scaled(vec![total(v)], scale).into_buffer());
+                let out = x[0].data().sum(None, scale, op.name)?;
                 Ok(Forward::from(Tensor::activation(out, Shape::new())))
             },
             |_, _| SumBackward { axis, scale },
@@ -113,7 +96,7 @@ impl Tensor {
             op,
             &[self],
             |x| {
-                let out = with_buffer!(&*x[0].data(), v => scaled(sum_axis(op.name, v, o, a, i)?, scale).into_buffer());
+                let out = x[0].data().sum(Some((o, a, i)), scale, op.name)?;
                 Ok(Forward::from(Tensor::activation(
                     out,
                     out_shape(x[0].shape(), d, keepdim),
@@ -136,19 +119,7 @@ impl Tensor {
             &MAX,
             &[self],
             |x| {
-                let (out, t) = with_buffer!(&*x[0].data(), v => {
-                    let (vals, _) = max_axis("max", v, 1, v.len(), 1)?;
-                    let m = vals[0].to_c();
-                    // PyTorch's evenly_distribute_backward: every element equal to the result (every NaN
-                    // when the result is NaN) shares the gradient.
-                    let ties: Vec<usize> = (0..v.len())
-                        .filter(|&k| {
-                            let x = v[k].to_c();
-                            x == m || (m.is_nan() && x.is_nan())
-                        })
-                        .collect();
-                    (vals.into_buffer(), ties)
-                });
+                let (out, t) = x[0].data().max_all()?;
                 ties.set(t);
                 Ok(Forward::from(Tensor::activation(out, Shape::new())))
             },
@@ -181,10 +152,7 @@ impl Tensor {
             &MAX_DIM,
             &[self],
             |x| {
-                let (out, positions) = with_buffer!(&*x[0].data(), v => {
-                    let (vals, idx) = max_axis("max_dim", v, o, a, i)?;
-                    (vals.into_buffer(), idx)
-                });
+                let (out, positions) = x[0].data().max((o, a, i), "max_dim")?;
                 *idx.borrow_mut() = positions;
                 Ok(Forward::from(Tensor::activation(
                     out,
@@ -208,22 +176,7 @@ struct SumBackward {
 impl Backward for SumBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let n = shape::numel(&self.axis.shape);
-        let out = with_buffer!(&*g.data(), gv => {
-            let gv = scaled(gv.clone(), self.scale);
-            match self.axis.split {
-                _ if n == 0 => gv[..0].to_vec().into_buffer(),
-                None => vec![gv[0]; n].into_buffer(),
-                Some((o, a, i)) => {
-                    let mut out = Vec::with_capacity(n);
-                    for r in 0..o {
-                        for _ in 0..a {
-                            out.extend_from_slice(&gv[r * i..(r + 1) * i]);
-                        }
-                    }
-                    out.into_buffer()
-                }
-            }
-        });
+        let out = g.data().spread(self.axis.split, n, self.scale)?;
         Ok(smallvec![Some(Tensor::activation(
             out,
             self.axis.shape.clone()
@@ -244,9 +197,9 @@ struct MaxBackward {
 impl Backward for MaxBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let (o, a, i) = self.axis.split.expect("max always reduces one dim");
-        let mut out = Buffer::zeros("max_backward", g.dtype(), o * a * i)?;
-        // The zeros were made with g's dtype: the types always agree.
-        crate::zip_buffers!("max_backward", &*g.data(), &mut out, s, d => scatter(s, d, &self.argmax, a, i))?;
+        let out = g
+            .data()
+            .scatter_axis(&self.argmax, (o, a, i), "max_backward")?;
         Ok(smallvec![Some(Tensor::activation(
             out,
             self.axis.shape.clone()
@@ -267,28 +220,11 @@ struct MaxAllBackward {
 impl Backward for MaxAllBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let n = shape::numel(&self.shape);
-        let mut out = Buffer::zeros("max_backward", g.dtype(), n)?;
-        let count = self.ties.len() as f64;
-        crate::zip_buffers!("max_backward", &*g.data(), &mut out, s, d => share(s[0], d, &self.ties, count))?;
+        let out = g.data().share(&self.ties, n, "max_backward")?;
         Ok(smallvec![Some(Tensor::activation(out, self.shape.clone()))])
     }
     fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}
     fn saved_other_bytes(&self) -> usize {
         std::mem::size_of_val(self.ties.as_slice())
-    }
-}
-
-/// `g / count` into every tie position.
-fn share<E: Element>(g: E, out: &mut [E], ties: &[usize], count: f64) {
-    let v = E::from_c(g.to_c() / <E::C as Real>::c(count));
-    for &k in ties {
-        out[k] = v;
-    }
-}
-
-fn scatter<E: Copy>(g: &[E], out: &mut [E], argmax: &[usize], a: usize, inner: usize) {
-    for (k, (&v, &at)) in g.iter().zip(argmax).enumerate() {
-        let (r, i) = (k / inner.max(1), k % inner.max(1));
-        out[(r * a + at) * inner + i] = v;
     }
 }

@@ -3,14 +3,13 @@
 //! input head is the sum of its n copies' gradients, in head order. Saves: nothing.
 
 use crate::autograd::{Backward, Grads};
-use crate::dtype::Element;
+use crate::backend::{BackendStorage, Copy2d};
 use crate::error::{Error, Result};
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::spec::OpSpec;
 use crate::shape::{self, Shape};
-use crate::storage::IntoBuffer;
+use crate::storage::Buffer;
 use crate::tensor::Tensor;
-use crate::with_buffer;
 use smallvec::smallvec;
 
 static REPEAT_HEADS: OpSpec = OpSpec::new("repeat_heads", "RepeatKv");
@@ -42,15 +41,18 @@ impl Tensor {
             &REPEAT_HEADS,
             &[self],
             |t| {
-                let out = with_buffer!(&*t[0].data(), v => {
-                    let mut o = crate::cpu::with_capacity("repeat_heads", len)?;
-                    for head in v.chunks(per.max(1)).take(b * h) {
-                        for _ in 0..n {
-                            o.extend_from_slice(head);
-                        }
-                    }
-                    o.into_buffer()
-                });
+                let mut out = Buffer::zeros("repeat_heads", t[0].dtype(), len)?;
+                for j in 0..n {
+                    let block = Copy2d {
+                        rows: b * h,
+                        width: per,
+                        src_stride: per,
+                        src_at: 0,
+                        dst_stride: n * per,
+                        dst_at: j * per,
+                    };
+                    t[0].data().copy2d(&mut out, block, false)?;
+                }
                 Ok(Forward::from(Tensor::activation(out, out_shape.clone())))
             },
             |t, _| RepeatHeadsBackward {
@@ -61,21 +63,6 @@ impl Tensor {
     }
 }
 
-/// Each group of `n` heads of `per` elements summed into one, in head order.
-fn sum_groups<E: Element>(g: &[E], per: usize, n: usize) -> Vec<E> {
-    let mut acc = Vec::with_capacity(g.len() / n.max(1));
-    for group in g.chunks((per * n).max(1)) {
-        for e in 0..per {
-            let mut s = group[e].to_c();
-            for j in 1..n {
-                s += group[j * per + e].to_c();
-            }
-            acc.push(E::from_c(s));
-        }
-    }
-    acc
-}
-
 struct RepeatHeadsBackward {
     shape: Shape,
     n: usize,
@@ -83,8 +70,11 @@ struct RepeatHeadsBackward {
 
 impl Backward for RepeatHeadsBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
-        let per = self.shape[2] * self.shape[3];
-        let out = with_buffer!(&*g.data(), gv => sum_groups(gv, per, self.n).into_buffer());
+        let (bh, per) = (self.shape[0] * self.shape[1], self.shape[2] * self.shape[3]);
+        // Each group of n repeated heads summed into one, in head order.
+        let out = g
+            .data()
+            .sum(Some((bh, self.n, per)), 1.0, "repeat_heads_backward")?;
         Ok(smallvec![Some(Tensor::activation(out, self.shape.clone()))])
     }
     fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}

@@ -2,13 +2,13 @@
 //! (slicing along a dim) and cat. Their backward moves the gradient back; none saves a tensor.
 
 use crate::autograd::{Backward, Grads};
+use crate::backend::{BackendStorage, Copy2d};
 use crate::error::{Error, Result};
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::spec::{Cast, OpSpec};
-use crate::shape::{self, Shape, numel, strides};
-use crate::storage::{Buffer, IntoBuffer};
+use crate::shape::{self, Shape, numel};
+use crate::storage::Buffer;
 use crate::tensor::Tensor;
-use crate::{with_buffer, zip_buffers};
 use smallvec::{SmallVec, smallvec};
 
 static RESHAPE: OpSpec = OpSpec::new("reshape", "View");
@@ -62,7 +62,7 @@ impl Tensor {
             &PERMUTE,
             &[self],
             |t| {
-                let out = permute_buffer(&t[0].data(), t[0].shape(), dims);
+                let out = t[0].data().permute(t[0].shape(), dims)?;
                 Ok(Forward::from(Tensor::activation(out, out_shape)))
             },
             |_, _| PermuteBackward { inverse },
@@ -107,14 +107,19 @@ impl Tensor {
             &NARROW,
             &[self],
             |t| {
-                let out = with_buffer!(&*t[0].data(), v => {
-                    let mut o = Vec::with_capacity(outer * len * inner);
-                    for r in (0..outer).filter(|_| len * inner > 0) {
-                        let base = (r * size + start) * inner;
-                        o.extend_from_slice(&v[base..base + len * inner]);
-                    }
-                    o.into_buffer()
-                });
+                let n = outer * len * inner;
+                let mut out = Buffer::zeros("narrow", t[0].dtype(), n)?;
+                if n > 0 {
+                    let block = Copy2d {
+                        rows: outer,
+                        width: len * inner,
+                        src_stride: size * inner,
+                        src_at: start * inner,
+                        dst_stride: len * inner,
+                        dst_at: 0,
+                    };
+                    t[0].data().copy2d(&mut out, block, false)?;
+                }
                 Ok(Forward::from(Tensor::activation(out, out_shape)))
             },
             |t, _| NarrowBackward {
@@ -173,14 +178,15 @@ impl Tensor {
                 let mut offset = 0;
                 // An empty result copies nothing (its outer count may still be huge).
                 for (t, &len) in ts.iter().zip(&cat_sizes).filter(|_| n > 0) {
-                    copy_block(
-                        &t.data(),
-                        &mut out,
-                        outer,
-                        len * inner,
-                        total * inner,
-                        offset * inner,
-                    );
+                    let block = Copy2d {
+                        rows: outer,
+                        width: len * inner,
+                        src_stride: len * inner,
+                        src_at: 0,
+                        dst_stride: total * inner,
+                        dst_at: offset * inner,
+                    };
+                    t.data().copy2d(&mut out, block, false)?;
                     offset += len;
                 }
                 Ok(Forward::from(Tensor::activation(out, out_shape.into())))
@@ -188,57 +194,6 @@ impl Tensor {
             |_, _| CatBackward { dim: d, sizes },
         )
     }
-}
-
-/// Copies `outer` rows of `width` elements from `src` into `dst` rows of `dst_width` at `at`.
-fn copy_block(
-    src: &Buffer,
-    dst: &mut Buffer,
-    outer: usize,
-    width: usize,
-    dst_width: usize,
-    at: usize,
-) {
-    crate::zip_buffers!("cat", src, dst, s, d => copy_rows(s, d, outer, width, dst_width, at))
-        .expect("cat and narrow check dtypes first");
-}
-
-fn copy_rows<E: Copy>(
-    s: &[E],
-    d: &mut [E],
-    outer: usize,
-    width: usize,
-    dst_width: usize,
-    at: usize,
-) {
-    for r in 0..outer {
-        d[r * dst_width + at..r * dst_width + at + width]
-            .copy_from_slice(&s[r * width..(r + 1) * width]);
-    }
-}
-
-fn permute_buffer(data: &Buffer, shape: &[usize], dims: &[usize]) -> Buffer {
-    let in_strides = strides(shape);
-    let out_shape: Vec<usize> = dims.iter().map(|&d| shape[d]).collect();
-    let src_strides: Vec<usize> = dims.iter().map(|&d| in_strides[d]).collect();
-    // One output row (last dim) at a time: a slice copy when the last dim stays innermost,
-    // else a strided gather.
-    let w = out_shape.last().copied().unwrap_or(1).max(1);
-    let step = src_strides.last().copied().unwrap_or(1);
-    with_buffer!(data, v => {
-        let mut out = vec![Default::default(); v.len()];
-        crate::cpu::rows_mut(&mut out, w, |r, row| {
-            let base = crate::cpu::row_base(r, &out_shape, &src_strides);
-            if step == 1 {
-                row.copy_from_slice(&v[base..base + row.len()]);
-            } else {
-                for (j, o) in row.iter_mut().enumerate() {
-                    *o = v[base + j * step];
-                }
-            }
-        });
-        out.into_buffer()
-    })
 }
 
 struct ReshapeBackward {
@@ -265,7 +220,7 @@ struct PermuteBackward {
 
 impl Backward for PermuteBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
-        let out = permute_buffer(&g.data(), g.shape(), &self.inverse);
+        let out = g.data().permute(g.shape(), &self.inverse)?;
         let shape: Shape = self.inverse.iter().map(|&d| g.shape()[d]).collect();
         Ok(smallvec![Some(Tensor::activation(out, shape))])
     }
@@ -281,19 +236,33 @@ struct NarrowBackward {
     start: usize,
 }
 
+impl NarrowBackward {
+    /// The gradient's `rows` rows of `width` into rows of `stride` at the slice's start.
+    fn block(&self, rows: usize, width: usize, stride: usize) -> Copy2d {
+        let inner = stride / self.shape[self.dim].max(1);
+        Copy2d {
+            rows,
+            width,
+            src_stride: width,
+            src_at: 0,
+            dst_stride: stride,
+            dst_at: self.start * inner,
+        }
+    }
+}
+
 impl Backward for NarrowBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let (outer, size, inner) = shape::split_at_axis(&self.shape, self.dim);
         let len = g.shape()[self.dim];
-        let mut out = Buffer::zeros("expand_backward", g.dtype(), numel(&self.shape))?;
-        copy_block(
-            &g.data(),
-            &mut out,
-            outer,
-            len * inner,
-            size * inner,
-            self.start * inner,
-        );
+        let mut out = Buffer::zeros("narrow_backward", g.dtype(), numel(&self.shape))?;
+        if out.len() > 0 {
+            g.data().copy2d(
+                &mut out,
+                self.block(outer, len * inner, size * inner),
+                false,
+            )?;
+        }
         Ok(smallvec![Some(Tensor::activation(out, self.shape.clone()))])
     }
     fn adds_in_place(&self) -> bool {
@@ -307,19 +276,9 @@ impl Backward for NarrowBackward {
         }
         let (outer, size, inner) = shape::split_at_axis(&self.shape, self.dim);
         let width = g.shape()[self.dim] * inner;
-        let src = g.data();
-        let mut dst = acc.storage().borrow_mut();
-        zip_buffers!("narrow_backward", &mut *dst, &*src, d, s => {
-            for r in 0..outer {
-                let at = r * size * inner + self.start * inner;
-                crate::cpu::zip_assign(
-                    &mut d[at..at + width],
-                    &s[r * width..(r + 1) * width],
-                    #[inline(always)]
-                    |x, y| x + y,
-                );
-            }
-        })?;
+        let block = self.block(outer, width, size * inner);
+        g.data()
+            .copy2d(&mut acc.storage().borrow_mut(), block, true)?;
         Ok(true)
     }
     fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}

@@ -3,12 +3,12 @@
 //! product reads), the masked softmax in place, and the shared heads' gradients summed in a
 //! fixed order, so the bits depend on the operands alone.
 
+use crate::backend::cpu_rows::{backward_row, forward_row};
 use crate::cpu;
 use crate::cpu::gemm::{Gemm, Layout};
 use crate::dtype::{Element, Real};
 use crate::error::{Error, Result};
 use crate::ops::attention_softmax::{KeyMask, STACK_ROW, lowest, masked_score};
-use crate::ops::softmax::{backward_row, forward_row};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::rc::Rc;

@@ -1,0 +1,93 @@
+//! Cross-entropy on the CPU: each row's log Σ eᶻ once (the kernels' exp, lane sums, rows on
+//! the kernels' threads), the loss from z[target] − lse, the gradient e^(z − lse) − onehot.
+
+use super::super::Targets;
+use crate::cpu;
+use crate::dtype::{Element, Real};
+use crate::error::Result;
+use crate::storage::{Buffer, IntoBuffer};
+use crate::{with_buffer, zip_buffers};
+use num_traits::{Float, One, Zero};
+
+pub(super) fn cross_entropy(z: &Buffer, c: usize, t: Targets) -> Result<(Buffer, Vec<f64>)> {
+    Ok(with_buffer!(z, z => {
+        let l = row_lse(z, c);
+        let loss = nll(z, &l, t.labels, t.ignore, t.count);
+        (loss.into_buffer(), l)
+    }))
+}
+
+pub(super) fn cross_entropy_grad(
+    g: &Buffer,
+    z: &Buffer,
+    lse: &[f64],
+    t: Targets,
+) -> Result<Buffer> {
+    zip_buffers!("cross_entropy_backward", g, z, gv, zv =>
+        grad(gv, zv, lse, t.labels, t.ignore, t.count)?.into_buffer())
+}
+
+/// Each row's log Σ eᶻ = m + log Σ e^(z − m) (m the row's max), in the compute type, kept as
+/// f64 (exact); the kernels' vectorised exp and lane sums, rows on the kernels' threads.
+fn row_lse<E: Element>(z: &[E], c: usize) -> Vec<f64> {
+    cpu::map_rows(z.len() / c, c, |r| {
+        let row = &z[r * c..(r + 1) * c];
+        cpu::simd(
+            #[inline(always)]
+            || {
+                let m = row
+                    .iter()
+                    .map(|v| v.to_c())
+                    .fold(E::C::neg_infinity(), |m, v| {
+                        if v > m || v.is_nan() { v } else { m }
+                    });
+                let s = cpu::lane_sum(c, |k| (row[k].to_c() - m).exp_k());
+                num_traits::ToPrimitive::to_f64(&(m + s.ln())).unwrap_or(f64::NAN)
+            },
+        )
+    })
+}
+
+/// −(1/n) Σ (z\[target\] − lse) over the non-ignored rows.
+fn nll<E: Element>(z: &[E], lse: &[f64], targets: &[i64], ignore: i64, count: usize) -> Vec<E> {
+    let c = z.len() / targets.len().max(1);
+    let mut s = E::C::zero();
+    for (r, &t) in targets.iter().enumerate() {
+        if t != ignore {
+            s += z[r * c + t as usize].to_c() - <E::C as Real>::c(lse[r]);
+        }
+    }
+    vec![E::from_c(-s / <E::C as Real>::c(count as f64))]
+}
+
+fn grad<E: Element>(
+    g: &[E],
+    z: &[E],
+    lse: &[f64],
+    targets: &[i64],
+    ignore: i64,
+    count: usize,
+) -> Result<Vec<E>> {
+    let c = z.len() / targets.len().max(1);
+    let scale = g[0].to_c() / <E::C as Real>::c(count as f64);
+    let mut out = cpu::zeroed("cross_entropy_backward", z.len())?;
+    // Row by row on the kernels' threads; softmax = e^(z − lse) by the kernels' vectorised exp.
+    cpu::rows_mut(&mut out, c, |r, row| {
+        let t = targets[r];
+        if t == ignore {
+            return;
+        }
+        let (z, l) = (&z[r * c..(r + 1) * c], <E::C as Real>::c(lse[r]));
+        cpu::simd(
+            #[inline(always)]
+            || {
+                for (o, v) in row.iter_mut().zip(z) {
+                    *o = E::from_c((v.to_c() - l).exp_k() * scale);
+                }
+            },
+        );
+        let p = (z[t as usize].to_c() - l).exp_k();
+        row[t as usize] = E::from_c((p - E::C::one()) * scale);
+    });
+    Ok(out)
+}
