@@ -1,16 +1,22 @@
 //! The CPU implements the kernel interface over `crate::cpu`: elementwise maps on rayon's
 //! threads, broadcasting, rewind's GEMM.
 
+mod attention;
 mod copy;
 mod loss;
 mod norm;
+mod product;
 mod reduce;
-pub(crate) mod softmax;
+mod rope;
+mod scores;
+mod softmax;
 
-use super::{BackendStorage, BinaryOp, Copy2d, Product, Saves, Split, Targets, Unary};
+use super::{
+    BackendStorage, BinaryOp, Copy2d, Dims, KeyMask, Product, QueryBlocks, Rows, Saves, Split,
+    Targets, Turn, Unary,
+};
 use crate::cpu;
 use crate::cpu::broadcast;
-use crate::cpu::gemm::{Gemm, Layout};
 use crate::dtype::{DType, Element};
 use crate::error::Result;
 use crate::storage::{Buffer, IntoBuffer};
@@ -61,7 +67,7 @@ impl BackendStorage for Buffer {
     }
 
     fn product(&self, rhs: &Buffer, p: Product, op: &'static str) -> Result<Buffer> {
-        zip_buffers!(op, self, rhs, a, b => batched(a, b, p, op)?.into_buffer())
+        zip_buffers!(op, self, rhs, a, b => product::batched(a, b, p, op)?.into_buffer())
     }
 
     fn linear(
@@ -80,7 +86,7 @@ impl BackendStorage for Buffer {
             });
         }
         zip_buffers!("linear", self, w, x, w => {
-            linear(x, w, bias.and_then(|b| b.typed()), rows, din, dout)?.into_buffer()
+            product::linear(x, w, bias.and_then(|b| b.typed()), rows, din, dout)?.into_buffer()
         })
     }
 
@@ -187,6 +193,58 @@ impl BackendStorage for Buffer {
     fn dropout_mask(&self, p: f64) -> Result<Buffer> {
         copy::dropout_mask(self, p)
     }
+
+    fn rotate(&self, angles: &[(f32, f32)], turn: Turn) -> Result<Buffer> {
+        rope::rotate(self, angles, turn)
+    }
+
+    fn attention_softmax(&self, rows: Rows, mask: &KeyMask, scale: f64) -> Result<Buffer> {
+        scores::attention_softmax(self, rows, mask, scale)
+    }
+
+    fn attention_softmax_grad(
+        &self,
+        y: &Buffer,
+        t_scale: (usize, f64),
+        dtype: DType,
+    ) -> Result<Buffer> {
+        scores::attention_softmax_grad(self, y, t_scale, dtype)
+    }
+
+    fn attention_probs(
+        &self,
+        k: &Buffer,
+        n: Dims,
+        qb: &QueryBlocks,
+        mask: &KeyMask,
+        scale: f64,
+    ) -> Result<Buffer> {
+        attention::probs_of(self, k, n, qb, mask, scale)
+    }
+
+    fn attention_probs_grad(
+        &self,
+        y: &Buffer,
+        qk: (Option<&Buffer>, Option<&Buffer>),
+        n: Dims,
+        qb: &QueryBlocks,
+        scale: f64,
+    ) -> Result<(Option<Buffer>, Option<Buffer>)> {
+        attention::probs_grads_of(self, y, qk, n, qb, scale)
+    }
+
+    fn attention_context(&self, v: &Buffer, n: Dims, qb: &QueryBlocks) -> Result<Buffer> {
+        attention::context_of(self, v, n, qb)
+    }
+
+    fn attention_context_grad(
+        &self,
+        pv: (Option<&Buffer>, Option<&Buffer>),
+        n: Dims,
+        qb: &QueryBlocks,
+    ) -> Result<(Option<Buffer>, Option<Buffer>)> {
+        attention::context_grads_of(self, pv, n, qb)
+    }
 }
 
 /// g·f' where f' is constant.
@@ -219,84 +277,4 @@ fn grad_saved<E: Element, U: Unary>(g: &[E], s: &[E], op: U, is_input: bool) -> 
             move |g, y| g * op.df(E::C::zero(), y),
         )
     }
-}
-
-/// C\[i\] = op(A\[i\])·op(B\[i\]) over the batch; a shared C (`c_shared`) accumulates all of them.
-fn batched<E: Gemm>(a: &[E], b: &[E], p: Product, op: &'static str) -> Result<Vec<E>> {
-    let Product {
-        batch,
-        m,
-        k,
-        n,
-        la,
-        lb,
-        a_shared,
-        b_shared,
-        c_shared,
-    } = p;
-    if m == 0 || n == 0 || k == 0 {
-        // Empty, or sums over nothing: zeros, without looping over the batch.
-        return cpu::zeroed(op, if c_shared { m * n } else { batch * m * n });
-    }
-    if !c_shared {
-        let len = batch * m * n;
-        let mut c: Vec<E> = cpu::with_capacity(op, len)?;
-        let spare = &mut c.spare_capacity_mut()[..len];
-        cpu::gemm::batch(batch, (m, k, n), a, la, a_shared, b, lb, b_shared, spare);
-        // SAFETY: the capacity is at least `len` and `batch` wrote each of the `batch` m×n
-        // products over it, all `len` elements.
-        unsafe { c.set_len(len) };
-        return Ok(c);
-    }
-    let mut c = cpu::zeroed(op, m * n)?;
-    // One C summed over the batch, in batch order.
-    for i in 0..batch {
-        let ai = if a_shared {
-            a
-        } else {
-            &a[i * m * k..(i + 1) * m * k]
-        };
-        let bi = if b_shared {
-            b
-        } else {
-            &b[i * k * n..(i + 1) * k * n]
-        };
-        E::gemm(m, k, n, ai, la, bi, lb, i > 0, &mut c);
-    }
-    Ok(c)
-}
-
-/// y = x·Wᵀ + b as one GEMM with the bias preloaded row by row (no zeroing pass).
-fn linear<E: Gemm>(
-    x: &[E],
-    w: &[E],
-    b: Option<&[E]>,
-    rows: usize,
-    din: usize,
-    dout: usize,
-) -> Result<Vec<E>> {
-    let Some(b) = b else {
-        return batched(
-            x,
-            w,
-            Product::single((rows, din, dout), Layout::Normal, Layout::Transposed),
-            "linear",
-        );
-    };
-    let mut y = cpu::with_capacity("linear", rows * dout)?;
-    for _ in 0..rows {
-        y.extend_from_slice(b);
-    }
-    E::gemm(
-        rows,
-        din,
-        dout,
-        x,
-        Layout::Normal,
-        w,
-        Layout::Transposed,
-        true,
-        &mut y,
-    );
-    Ok(y)
 }

@@ -7,15 +7,16 @@
 //! div) and the broadcast gradients' sums, matrix products (matmul, linear), casts and
 //! reductions (sum, mean, max), softmax and log_softmax, layer and RMS norm, cross-entropy,
 //! each with its gradient, and the ops that move elements (narrow, cat, permute, repeated
-//! heads, embedding lookups, masked fills, dropout masks); the
+//! heads, embedding lookups, masked fills, dropout masks, rotary embeddings) and attention
+//! (the fused scores softmax, block attention's probabilities and context); the
 //! other families still call `crate::cpu` directly.
 
+mod attention;
 mod cpu;
 
-/// The CPU's softmax rows, shared with the attention kernels until they move here.
-pub(crate) use cpu::softmax as cpu_rows;
+pub(crate) use attention::{Dims, KeyMask, QueryBlocks, Rows, Span, lowest};
 
-use crate::cpu::gemm::Layout;
+pub(crate) use crate::cpu::gemm::Layout;
 use crate::dtype::{DType, Real};
 use crate::error::Result;
 use crate::ops::spec::OpSpec;
@@ -176,6 +177,59 @@ pub(crate) trait BackendStorage: Sized {
     /// A dropout mask shaped like `self`: 1/(1−p) with probability 1−p, else 0, drawn from
     /// the engine generator.
     fn dropout_mask(&self, p: f64) -> Result<Self>;
+
+    /// Rotary embedding: each `[B, H, T, d]` row's pairs turned by (cos θ, sin θ) from
+    /// `angles` (per position index, then per pair; f32 as transformers computes them).
+    fn rotate(&self, angles: &[(f32, f32)], turn: Turn) -> Result<Self>;
+
+    /// softmax(self·scale + mask) over the rows of attention scores, scale and mask rounded
+    /// in the scores' dtype as the unfused ops would; f16 scores give f32 probabilities.
+    fn attention_softmax(&self, rows: Rows, mask: &KeyMask, scale: f64) -> Result<Self>;
+    /// Its gradient scale·y ⊙ (g − Σ g⊙y) over rows of `t`, in the scores' `dtype`.
+    fn attention_softmax_grad(&self, y: &Self, t_scale: (usize, f64), dtype: DType)
+    -> Result<Self>;
+    /// Block attention's probabilities, packed `[B, H, P]`, from queries `self` and keys `k`.
+    fn attention_probs(
+        &self,
+        k: &Self,
+        n: Dims,
+        qb: &QueryBlocks,
+        mask: &KeyMask,
+        scale: f64,
+    ) -> Result<Self>;
+    /// Their gradients dq (when `k` is given) and dk (when `q` is) from `self` (dP) and the
+    /// probabilities `y`.
+    fn attention_probs_grad(
+        &self,
+        y: &Self,
+        qk: (Option<&Self>, Option<&Self>),
+        n: Dims,
+        qb: &QueryBlocks,
+        scale: f64,
+    ) -> Result<(Option<Self>, Option<Self>)>;
+    /// The context `[B, Tq, H·D]` of packed probabilities `self` and values `v`.
+    fn attention_context(&self, v: &Self, n: Dims, qb: &QueryBlocks) -> Result<Self>;
+    /// Its gradients dP (when `v` is given) and dv (when `p` is) from `self` (the context's).
+    fn attention_context_grad(
+        &self,
+        pv: (Option<&Self>, Option<&Self>),
+        n: Dims,
+        qb: &QueryBlocks,
+    ) -> Result<(Option<Self>, Option<Self>)>;
+}
+
+/// How a rotary embedding's rows find their angles and pair their dims.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Turn {
+    /// The row width (head dim).
+    pub d: usize,
+    pub heads: usize,
+    pub t: usize,
+    /// One position per token for every batch row (`[T]`), else one per batch row and token.
+    pub per_row: bool,
+    /// Pairs turned per row (the rest of the row passes through).
+    pub pairs: usize,
+    pub layout: RopeLayout,
 }
 
 /// `rows` rows of `width` elements, row r read at `src_at + r·src_stride` and written at
@@ -201,3 +255,12 @@ pub(crate) struct Targets<'a> {
 
 /// (outer, axis, inner): a tensor viewed around one of its dims.
 pub(crate) type Split = (usize, usize, usize);
+
+/// Which dims a rotary embedding pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// Dim i with dim i + r/2 (transformers' `rotate_half`: Llama, Qwen2).
+    Halves,
+    /// Dim 2i with dim 2i + 1 (GLM, ChatGLM3).
+    Interleaved,
+}

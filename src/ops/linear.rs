@@ -3,8 +3,8 @@
 //! Saves: x when W needs a gradient, W when x does; nothing for b.
 
 use crate::autograd::{Backward, Grads};
+use crate::backend::Layout;
 use crate::backend::{BackendStorage, Product};
-use crate::cpu::gemm::Layout;
 use crate::error::{Error, Result};
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::spec::{Cast, OpSpec};

@@ -2,8 +2,8 @@
 //! batch when B is shared). Saves: A when B needs a gradient, B when A does.
 
 use crate::autograd::{Backward, Grads};
+use crate::backend::Layout;
 use crate::backend::{BackendStorage, Product};
-use crate::cpu::gemm::Layout;
 use crate::error::{Error, Result};
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::spec::{Cast, OpSpec};

@@ -6,27 +6,17 @@
 //! θ is computed as transformers does: fᵢ and p as f32, one f32 product; cos and sin of it.
 
 use crate::autograd::{Backward, Grads};
-use crate::dtype::{Element, Real};
+pub use crate::backend::RopeLayout;
+use crate::backend::{BackendStorage, Turn};
 use crate::error::{Error, Result};
 use crate::indices::Indices;
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::spec::OpSpec;
 use crate::shape::Shape;
-use crate::storage::IntoBuffer;
 use crate::tensor::Tensor;
-use crate::with_buffer;
 use smallvec::smallvec;
 
 static ROPE: OpSpec = OpSpec::new("rope", "Rope");
-
-/// Which dims a rotary embedding pairs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RopeLayout {
-    /// Dim i with dim i + r/2 (transformers' `rotate_half`: Llama, Qwen2).
-    Halves,
-    /// Dim 2i with dim 2i + 1 (GLM, ChatGLM3).
-    Interleaved,
-}
 
 /// The frequencies of a rotary embedding over its first `2·inv_freq.len()` dims.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,54 +64,13 @@ impl Rope {
     }
 }
 
-/// Turns every row (`d` wide; rows are `[B, H, T]` in order) by its position's angles; `sign`
-/// −1 turns back (the backward). The angles are computed once per position index, then the
-/// rows turn in parallel.
-fn turn<E: Element>(
-    x: &[E],
-    d: usize,
-    positions: &[i64],
-    heads: usize,
-    t: usize,
-    rope: &Rope,
-    sign: f32,
-) -> Vec<E> {
-    let half = rope.inv_freq.len();
-    // (cos, sin·sign) per position index, in the compute type.
-    let table: Vec<(E::C, E::C)> = positions
+/// (cos θ, sign·sin θ) per position index and pair, in f32 (`sign` −1 turns back).
+fn table(rope: &Rope, positions: &[i64], sign: f32) -> Vec<(f32, f32)> {
+    positions
         .iter()
         .flat_map(|&p| rope.angles(p))
-        .map(|(c, s)| {
-            (
-                <E::C as Real>::c(f64::from(c)),
-                <E::C as Real>::c(f64::from(s * sign)),
-            )
-        })
-        .collect();
-    let per_row = positions.len() == t;
-    let mut out = x.to_vec();
-    crate::cpu::rows_mut(&mut out, d, |row, o| {
-        // Rows are [B, H, T] in order: batch row / (H·T), token row % T.
-        let (b, tok) = (row / (heads * t), row % t);
-        let at = if per_row { tok } else { b * t + tok };
-        let cs = &table[at * half..(at + 1) * half];
-        let xr = &x[row * d..(row + 1) * d];
-        crate::cpu::simd(
-            #[inline(always)]
-            || {
-                for (i, &(c, s)) in cs.iter().enumerate() {
-                    let (ia, ib) = match rope.layout {
-                        RopeLayout::Halves => (i, i + half),
-                        RopeLayout::Interleaved => (2 * i, 2 * i + 1),
-                    };
-                    let (a, b) = (xr[ia].to_c(), xr[ib].to_c());
-                    o[ia] = E::from_c(a * c - b * s);
-                    o[ib] = E::from_c(b * c + a * s);
-                }
-            },
-        )
-    });
-    out
+        .map(|(c, s)| (c, s * sign))
+        .collect()
 }
 
 impl Tensor {
@@ -158,7 +107,15 @@ impl Tensor {
             &ROPE,
             &[self],
             |x| {
-                let out = with_buffer!(&*x[0].data(), v => turn(v, d, &pos, h, t, rope, 1.0).into_buffer());
+                let turn = Turn {
+                    d,
+                    heads: h,
+                    t,
+                    per_row: pos.len() == t,
+                    pairs: rope.inv_freq.len(),
+                    layout: rope.layout,
+                };
+                let out = x[0].data().rotate(&table(rope, &pos, 1.0), turn)?;
                 Ok(Forward::from(Tensor::activation(out, x[0].shape().into())))
             },
             |x, _| RopeBackward {
@@ -179,8 +136,17 @@ struct RopeBackward {
 impl Backward for RopeBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let (h, t, d) = (self.shape[1], self.shape[2], self.shape[3]);
-        let out = with_buffer!(&*g.data(), gv =>
-            turn(gv, d, &self.positions, h, t, &self.rope, -1.0).into_buffer());
+        let turn = Turn {
+            d,
+            heads: h,
+            t,
+            per_row: self.positions.len() == t,
+            pairs: self.rope.inv_freq.len(),
+            layout: self.rope.layout,
+        };
+        let out = g
+            .data()
+            .rotate(&table(&self.rope, &self.positions, -1.0), turn)?;
         Ok(smallvec![Some(Tensor::activation(out, self.shape.clone()))])
     }
     fn visit_saved(&self, _f: &mut dyn FnMut(&Tensor)) {}

@@ -1,92 +1,21 @@
-//! The arithmetic of block attention (`ops::attention`): per query block, products straight
+//! Block attention on the CPU (`ops::attention`): per query block, products straight
 //! from q, k, v and the packed probabilities (no block copied out but the context's rows a
 //! product reads), the masked softmax in place, and the shared heads' gradients summed in a
 //! fixed order, so the bits depend on the operands alone.
 
-use crate::backend::cpu_rows::{backward_row, forward_row};
+use super::super::{Dims, KeyMask, QueryBlocks, Span, lowest};
+use super::scores::{STACK_ROW, masked_score};
+use super::softmax::{backward_row, forward_row};
 use crate::cpu;
 use crate::cpu::gemm::{Gemm, Layout};
 use crate::dtype::{Element, Real};
 use crate::error::{Error, Result};
-use crate::ops::attention_softmax::{KeyMask, STACK_ROW, lowest, masked_score};
+use crate::storage::{Buffer, IntoBuffer};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
-use std::rc::Rc;
 
 /// Gradients of an op's two inputs, each when asked.
 pub(super) type GradPair<E> = (Option<Vec<E>>, Option<Vec<E>>);
-
-/// One block: queries `start..start + len` against keys `0..keys`, its probabilities at `at`
-/// in each head's packed row.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Span {
-    start: usize,
-    len: usize,
-    keys: usize,
-    at: usize,
-}
-
-/// How the queries split into blocks.
-#[derive(Debug)]
-pub(crate) struct QueryBlocks {
-    spans: Vec<Span>,
-    /// Probabilities per head (P).
-    pub(super) packed: usize,
-    pub(super) queries: usize,
-    /// The most keys a block reads.
-    pub(super) keys: usize,
-}
-
-impl QueryBlocks {
-    /// Blocks of `(len, keys)`, covering the queries in order.
-    pub(crate) fn new(blocks: &[(usize, usize)]) -> Result<Rc<QueryBlocks>> {
-        let overflow = Error::OutOfMemory {
-            op: "attention_probs",
-            bytes: usize::MAX,
-        };
-        let (mut spans, mut at, mut start, mut most) = (Vec::new(), 0usize, 0usize, 0);
-        for &(len, keys) in blocks {
-            spans.push(Span {
-                start,
-                len,
-                keys,
-                at,
-            });
-            at = len
-                .checked_mul(keys)
-                .and_then(|n| n.checked_add(at))
-                .ok_or_else(|| overflow.clone())?;
-            start += len;
-            most = most.max(keys);
-        }
-        Ok(Rc::new(QueryBlocks {
-            spans,
-            packed: at,
-            queries: start,
-            keys: most,
-        }))
-    }
-}
-
-/// The sizes: batch, query heads, key/value heads, queries, keys, dims per head.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Dims {
-    pub(super) b: usize,
-    pub(super) h: usize,
-    pub(super) kvh: usize,
-    pub(super) tq: usize,
-    pub(super) tk: usize,
-    pub(super) d: usize,
-}
-
-impl Dims {
-    /// The key/value rows `0..keys` that query head `bh` (batch row · H + head) reads.
-    fn kv<'a, E>(&self, kv: &'a [E], bh: usize, keys: usize) -> &'a [E] {
-        let (b, h) = (bh / self.h, bh % self.h);
-        let head = b * self.kvh + h / (self.h / self.kvh);
-        &kv[head * self.tk * self.d..][..keys * self.d]
-    }
-}
 
 /// Elements that compute in their own type (f32, f64): the fused path's.
 pub(super) trait Exact: Gemm + Element<C = Self> + Real {}
@@ -374,4 +303,94 @@ pub(super) fn context_grads<E: Exact>(
         })?),
     };
     Ok((dp, dv))
+}
+
+pub(super) fn probs_of(
+    q_buf: &Buffer,
+    k: &Buffer,
+    n: Dims,
+    qb: &QueryBlocks,
+    mask: &KeyMask,
+    scale: f64,
+) -> Result<Buffer> {
+    match (q_buf, k) {
+        (Buffer::F32(q), Buffer::F32(k)) => Ok(probs(q, k, n, qb, mask, scale)?.into_buffer()),
+        (Buffer::F64(q), Buffer::F64(k)) => Ok(probs(q, k, n, qb, mask, scale)?.into_buffer()),
+        (q, k) => Err(exact_only("attention_probs", q, k)),
+    }
+}
+
+pub(super) fn probs_grads_of(
+    g_buf: &Buffer,
+    y: &Buffer,
+    (q, k): (Option<&Buffer>, Option<&Buffer>),
+    n: Dims,
+    qb: &QueryBlocks,
+    scale: f64,
+) -> Result<(Option<Buffer>, Option<Buffer>)> {
+    let op = "attention_probs_backward";
+    match (g_buf, y) {
+        (Buffer::F32(g), Buffer::F32(y)) => {
+            let (q, k) = (typed(q, op)?, typed(k, op)?);
+            Ok(pair(probs_grads::<f32>(g, y, q, k, n, qb, scale)?))
+        }
+        (Buffer::F64(g), Buffer::F64(y)) => {
+            let (q, k) = (typed(q, op)?, typed(k, op)?);
+            Ok(pair(probs_grads::<f64>(g, y, q, k, n, qb, scale)?))
+        }
+        (g, y) => Err(exact_only(op, g, y)),
+    }
+}
+
+pub(super) fn context_of(p_buf: &Buffer, v: &Buffer, n: Dims, qb: &QueryBlocks) -> Result<Buffer> {
+    match (p_buf, v) {
+        (Buffer::F32(p), Buffer::F32(v)) => Ok(context(p, v, n, qb)?.into_buffer()),
+        (Buffer::F64(p), Buffer::F64(v)) => Ok(context(p, v, n, qb)?.into_buffer()),
+        (p, v) => Err(exact_only("attention_context", p, v)),
+    }
+}
+
+pub(super) fn context_grads_of(
+    g_buf: &Buffer,
+    (p, v): (Option<&Buffer>, Option<&Buffer>),
+    n: Dims,
+    qb: &QueryBlocks,
+) -> Result<(Option<Buffer>, Option<Buffer>)> {
+    let op = "attention_context_backward";
+    match g_buf {
+        Buffer::F32(g) => {
+            let (p, v) = (typed(p, op)?, typed(v, op)?);
+            Ok(pair(context_grads::<f32>(g, p, v, n, qb)?))
+        }
+        Buffer::F64(g) => {
+            let (p, v) = (typed(p, op)?, typed(v, op)?);
+            Ok(pair(context_grads::<f64>(g, p, v, n, qb)?))
+        }
+        g => Err(exact_only(op, g, g)),
+    }
+}
+
+/// Block attention runs in f32 and f64 only (autocast widens it), operands alike.
+fn exact_only(op: &'static str, a: &Buffer, b: &Buffer) -> Error {
+    Error::DTypeMismatch {
+        op,
+        lhs: a.dtype(),
+        rhs: b.dtype(),
+    }
+}
+
+/// An optional operand as a slice of `E`, a wrong dtype an error.
+fn typed<'a, E: Element>(b: Option<&'a Buffer>, op: &'static str) -> Result<Option<&'a [E]>> {
+    b.map(|b| {
+        b.typed().ok_or(Error::DTypeMismatch {
+            op,
+            lhs: b.dtype(),
+            rhs: E::DTYPE,
+        })
+    })
+    .transpose()
+}
+
+fn pair<E: Element>((a, b): GradPair<E>) -> (Option<Buffer>, Option<Buffer>) {
+    (a.map(Buffer::from_vec), b.map(Buffer::from_vec))
 }

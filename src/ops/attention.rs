@@ -9,19 +9,16 @@
 //! Saves: probs: q and k (each for the other's gradient) and the output; context: the
 //! probabilities and v.
 
-mod kernels;
-
 use crate::autograd::{Backward, Grads};
+pub(crate) use crate::backend::QueryBlocks;
+use crate::backend::{BackendStorage, Dims};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::ops::attention_softmax::KeyMask;
+use crate::ops::attention_softmax::key_mask_of;
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::save;
 use crate::ops::spec::OpSpec;
-use crate::storage::{Buffer, IntoBuffer};
 use crate::tensor::Tensor;
-pub(crate) use kernels::QueryBlocks;
-use kernels::{Dims, context, context_grads, probs, probs_grads};
 use smallvec::smallvec;
 use std::rc::Rc;
 
@@ -43,7 +40,7 @@ impl Tensor {
         blocks: &Rc<QueryBlocks>,
     ) -> Result<Tensor> {
         let n = dims("attention_probs", self, k, blocks)?;
-        let mask = KeyMask::new("attention_probs", key_mask, n.b, blocks.keys, offset)?;
+        let mask = key_mask_of("attention_probs", key_mask, n.b, blocks.keys, offset)?;
         let qb = blocks.clone();
         let shape = smallvec![n.b, n.h, qb.packed];
         crate::shape::checked_numel("attention_probs", &shape)?;
@@ -57,15 +54,7 @@ impl Tensor {
                     shape,
                     dtype: q.dtype(),
                     compute: Box::new(move || {
-                        Ok(match (&*q.data(), &*k.data()) {
-                            (Buffer::F32(q), Buffer::F32(k)) => {
-                                probs(q, k, n, &qb, &mask, scale)?.into_buffer()
-                            }
-                            (Buffer::F64(q), Buffer::F64(k)) => {
-                                probs(q, k, n, &qb, &mask, scale)?.into_buffer()
-                            }
-                            _ => unreachable!("dims() checked the dtypes"),
-                        })
+                        q.data().attention_probs(&k.data(), n, &qb, &mask, scale)
                     }),
                 })
             },
@@ -124,17 +113,7 @@ impl Tensor {
                 Ok(Forward::Product {
                     shape,
                     dtype: p.dtype(),
-                    compute: Box::new(move || {
-                        Ok(match (&*p.data(), &*v.data()) {
-                            (Buffer::F32(p), Buffer::F32(v)) => {
-                                context(p, v, n, &qb)?.into_buffer()
-                            }
-                            (Buffer::F64(p), Buffer::F64(v)) => {
-                                context(p, v, n, &qb)?.into_buffer()
-                            }
-                            _ => unreachable!("f32 or f64 probabilities, v of their dtype"),
-                        })
-                    }),
+                    compute: Box::new(move || p.data().attention_context(&v.data(), n, &qb)),
                 })
             },
             |x, _| ContextBackward {
@@ -204,36 +183,13 @@ impl Backward for ProbsBackward {
         let (n, qb) = (self.n, &*self.qb);
         let q = self.q.as_ref().filter(|_| needs[1]).map(|t| t.data());
         let k = self.k.as_ref().filter(|_| needs[0]).map(|t| t.data());
-        let (dq, dk) = match (&*g.data(), &*self.y.data()) {
-            (Buffer::F32(g), Buffer::F32(y)) => {
-                let (q, k) = (
-                    q.as_ref().and_then(|b| b.typed()),
-                    k.as_ref().and_then(|b| b.typed()),
-                );
-                let (dq, dk) = probs_grads::<f32>(g, y, q, k, n, qb, self.scale)?;
-                (
-                    dq.map(IntoBuffer::into_buffer),
-                    dk.map(IntoBuffer::into_buffer),
-                )
-            }
-            (Buffer::F64(g), Buffer::F64(y)) => {
-                let (q, k) = (
-                    q.as_ref().and_then(|b| b.typed()),
-                    k.as_ref().and_then(|b| b.typed()),
-                );
-                let (dq, dk) = probs_grads::<f64>(g, y, q, k, n, qb, self.scale)?;
-                (
-                    dq.map(IntoBuffer::into_buffer),
-                    dk.map(IntoBuffer::into_buffer),
-                )
-            }
-            (gb, _) => {
-                return Err(Error::invalid(
-                    "attention_probs_backward",
-                    format!("a {:?} gradient", gb.dtype()),
-                ));
-            }
-        };
+        let (dq, dk) = g.data().attention_probs_grad(
+            &self.y.data(),
+            (q.as_deref(), k.as_deref()),
+            n,
+            qb,
+            self.scale,
+        )?;
         Ok(smallvec![
             dq.map(|d| Tensor::activation(d, smallvec![n.b, n.h, n.tq, n.d])),
             dk.map(|d| Tensor::activation(d, smallvec![n.b, n.kvh, n.tk, n.d]))
@@ -261,36 +217,9 @@ impl Backward for ContextBackward {
         let (n, qb) = (self.n, &*self.qb);
         let p = self.p.as_ref().filter(|_| needs[1]).map(|t| t.data());
         let v = self.v.as_ref().filter(|_| needs[0]).map(|t| t.data());
-        let (dp, dv) = match &*g.data() {
-            Buffer::F32(g) => {
-                let (p, v) = (
-                    p.as_ref().and_then(|b| b.typed()),
-                    v.as_ref().and_then(|b| b.typed()),
-                );
-                let (dp, dv) = context_grads::<f32>(g, p, v, n, qb)?;
-                (
-                    dp.map(IntoBuffer::into_buffer),
-                    dv.map(IntoBuffer::into_buffer),
-                )
-            }
-            Buffer::F64(g) => {
-                let (p, v) = (
-                    p.as_ref().and_then(|b| b.typed()),
-                    v.as_ref().and_then(|b| b.typed()),
-                );
-                let (dp, dv) = context_grads::<f64>(g, p, v, n, qb)?;
-                (
-                    dp.map(IntoBuffer::into_buffer),
-                    dv.map(IntoBuffer::into_buffer),
-                )
-            }
-            gb => {
-                return Err(Error::invalid(
-                    "attention_context_backward",
-                    format!("a {:?} gradient", gb.dtype()),
-                ));
-            }
-        };
+        let (dp, dv) = g
+            .data()
+            .attention_context_grad((p.as_deref(), v.as_deref()), n, qb)?;
         Ok(smallvec![
             dp.map(|d| Tensor::activation(d, smallvec![n.b, n.h, qb.packed])),
             dv.map(|d| Tensor::activation(d, smallvec![n.b, n.kvh, n.tk, n.d]))
