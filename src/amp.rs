@@ -90,9 +90,14 @@ impl GradScaler {
         }
         let inv = ((1.0f64 / self.scale as f64) as f32,);
         let mut found_inf = false;
+        let mut on_device = Vec::new();
         for p in opt.params() {
             let Some(g) = p.grad() else { continue };
-            let data = match &*g.data() {
+            if g.device() != crate::Device::Cpu {
+                on_device.push(g);
+                continue;
+            }
+            let data = match &*g.host("GradScaler")? {
                 Buffer::F32(v) => {
                     found_inf |= v.iter().any(|x| !x.is_finite());
                     Buffer::F32(v.iter().map(|x| x * inv.0).collect())
@@ -113,8 +118,29 @@ impl GradScaler {
             };
             p.set_grad(Some(Tensor::from_buffer(data, g.shape())?));
         }
+        if !on_device.is_empty() {
+            found_inf |= self.unscale_on_device(&on_device)?;
+        }
         self.unscaled = Some(agree(found_inf)?);
         Ok(())
+    }
+
+    /// Device gradients unscaled in place by the loss-scale kernel (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    fn unscale_on_device(&self, grads: &[Tensor]) -> Result<bool> {
+        if grads.iter().any(|g| g.dtype() == crate::DType::F16) {
+            return Err(Error::invalid("GradScaler", FP16_GRADS_MSG));
+        }
+        crate::cuda::loss_scale::unscale_tensors(grads, self.scale)
+    }
+
+    /// Without the `cuda` feature no tensor lives on a device.
+    #[cfg(not(feature = "cuda"))]
+    fn unscale_on_device(&self, grads: &[Tensor]) -> Result<bool> {
+        Err(Error::Unsupported {
+            op: "GradScaler",
+            device: grads[0].device().to_string(),
+        })
     }
 
     /// Unscales if not yet done, then runs `opt.step()` unless a gradient was inf/NaN (then

@@ -55,6 +55,22 @@ pub enum Error {
         /// Right dtype.
         rhs: DType,
     },
+    /// Operands on different devices (rewind moves tensors only when asked: `to_device`).
+    DeviceMismatch {
+        /// The op that refused.
+        op: &'static str,
+        /// The first operand's device (`cpu`, `cuda:0`).
+        lhs: String,
+        /// The other operand's device.
+        rhs: String,
+    },
+    /// An op the tensor's device has no kernel for.
+    Unsupported {
+        /// The op asked for.
+        op: &'static str,
+        /// The device that lacks it.
+        device: String,
+    },
     /// A dimension index outside `-rank..rank`.
     DimOutOfRange {
         /// The op that refused.
@@ -240,6 +256,14 @@ impl fmt::Display for Error {
                 write!(f, "{op}: {}: {}", path.display(), source.0)
             }
             Error::Cuda { op, msg, .. } => write!(f, "{op}: {msg}"),
+            Error::DeviceMismatch { op, lhs, rhs } => write!(
+                f,
+                "{op}: operands on {lhs} and {rhs}; move one with to_device first"
+            ),
+            Error::Unsupported { op, device } => write!(
+                f,
+                "{op}: no {device} kernel; move the tensors to the cpu with to_device first"
+            ),
         }
     }
 }

@@ -51,6 +51,7 @@ pub mod warnings;
 pub mod weights;
 
 pub use autograd::{BackwardOptions, GradReady};
+pub use backend::Device;
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use indices::Indices;

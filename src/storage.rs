@@ -2,6 +2,7 @@
 //! tensor's elements through typed accessors ([`crate::Tensor::slice`], `to_vec`,
 //! `update_data`, `set_data`); the ops see slices through `with_buffer!`.
 
+use crate::backend::Data;
 use crate::cpu;
 use crate::dtype::{DType, Element};
 use crate::error::Result;
@@ -199,11 +200,6 @@ impl Buffer {
     pub fn typed_mut<E: Element>(&mut self) -> Option<&mut [E]> {
         with_buffer!(self, v => (v as &mut dyn std::any::Any).downcast_mut::<Vec<E>>().map(|v| v.as_mut_slice()))
     }
-
-    /// Size in bytes.
-    pub fn bytes(&self) -> usize {
-        self.len() * self.dtype().size()
-    }
 }
 
 thread_local! {
@@ -227,7 +223,7 @@ pub(crate) fn inplace_epoch() -> u32 {
 /// Shared storage behind one or more tensor handles (views share it).
 #[derive(Debug)]
 pub(crate) struct Storage {
-    data: RefCell<Buffer>,
+    data: RefCell<Data>,
     /// How many live tape entries hold this storage for backward.
     saved_refs: Cell<u32>,
     /// True when an op produced it (an activation); false for data the caller created.
@@ -242,7 +238,7 @@ pub(crate) struct Storage {
 }
 
 impl Storage {
-    pub(crate) fn new(data: Buffer, activation: bool) -> Self {
+    pub(crate) fn new(data: impl Into<Data>, activation: bool) -> Self {
         let born = if activation {
             BORN.with(|b| {
                 let n = b.get() + 1;
@@ -253,7 +249,7 @@ impl Storage {
             0
         };
         Storage {
-            data: RefCell::new(data),
+            data: RefCell::new(data.into()),
             saved_refs: Cell::new(0),
             activation,
             version: Cell::new(0),
@@ -280,7 +276,7 @@ impl Storage {
     pub(crate) fn evict(&self) -> usize {
         let mut d = self.data.borrow_mut();
         let bytes = d.bytes();
-        *d = Buffer::empty(d.dtype());
+        *d = d.emptied();
         self.pending.set(true);
         bytes
     }
@@ -292,7 +288,7 @@ impl Storage {
         self.data.borrow().bytes()
     }
     /// Takes a copy of `buf` and clears the pending mark; returns the bytes received.
-    pub(crate) fn fill_copy(&self, buf: &Buffer) -> usize {
+    pub(crate) fn fill_copy(&self, buf: &Data) -> usize {
         *self.data.borrow_mut() = buf.clone();
         self.pending.set(false);
         buf.bytes()
@@ -304,14 +300,14 @@ impl Storage {
         self.version.set(self.version.get().wrapping_add(1));
         INPLACE_EPOCH.with(|e| e.set(e.get().wrapping_add(1)));
     }
-    pub(crate) fn borrow(&self) -> Ref<'_, Buffer> {
+    pub(crate) fn borrow(&self) -> Ref<'_, Data> {
         self.data.borrow()
     }
-    pub(crate) fn borrow_mut(&self) -> RefMut<'_, Buffer> {
+    pub(crate) fn borrow_mut(&self) -> RefMut<'_, Data> {
         self.data.borrow_mut()
     }
     /// A mutable borrow, or `None` while a read guard ([`crate::Tensor::data`]) is alive.
-    pub(crate) fn try_borrow_mut(&self) -> Option<RefMut<'_, Buffer>> {
+    pub(crate) fn try_borrow_mut(&self) -> Option<RefMut<'_, Data>> {
         self.data.try_borrow_mut().ok()
     }
     pub(crate) fn is_activation(&self) -> bool {

@@ -1,5 +1,6 @@
 //! The tensor handle: a cheap, clonable reference to shape, dtype, storage and autograd state.
 
+use crate::backend::{Data, Device};
 use crate::cuts::{self, Cut, Cuts};
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
@@ -48,7 +49,7 @@ impl Tensor {
     }
 
     /// A tensor an op computed (its storage counts as an activation in memory accounting).
-    pub(crate) fn activation(data: Buffer, shape: Shape) -> Tensor {
+    pub(crate) fn activation(data: impl Into<Data>, shape: Shape) -> Tensor {
         Tensor::from_parts(Rc::new(Storage::new(data, true)), shape, false)
     }
 
@@ -141,25 +142,49 @@ impl Tensor {
         self.numel() * self.dtype().size()
     }
 
-    /// Read access to the storage.
-    pub(crate) fn data(&self) -> Ref<'_, Buffer> {
+    /// Read access to the storage, on whichever device holds it.
+    pub(crate) fn data(&self) -> Ref<'_, Data> {
         self.0.storage.borrow()
     }
 
-    /// The elements, borrowed, as `E` (this tensor's dtype, else [`Error::DTypeMismatch`]).
+    /// The host buffer; a device tensor is [`Error::DeviceMismatch`] naming `op`.
+    pub(crate) fn host(&self, op: &'static str) -> Result<Ref<'_, Buffer>> {
+        Ref::filter_map(self.data(), |d| d.host(op).ok()).map_err(|d| Error::DeviceMismatch {
+            op,
+            lhs: "cpu".into(),
+            rhs: d.device().to_string(),
+        })
+    }
+
+    /// The device holding the elements.
+    pub fn device(&self) -> Device {
+        self.data().device()
+    }
+
+    /// The elements, borrowed, as `E` (this tensor's dtype, else [`Error::DTypeMismatch`]; a
+    /// device tensor is [`Error::DeviceMismatch`]: copy it with [`Tensor::to_vec`]).
     /// While the guard lives, in-place updates of the tensor are errors.
     pub fn slice<E: Element>(&self) -> Result<Ref<'_, [E]>> {
-        Ref::filter_map(self.data(), |b| b.typed::<E>()).map_err(|b| Error::DTypeMismatch {
+        Ref::filter_map(self.host("slice")?, |b| b.typed::<E>()).map_err(|b| Error::DTypeMismatch {
             op: "slice",
             lhs: b.dtype(),
             rhs: E::DTYPE,
         })
     }
 
-    /// A copy of the elements as `E` (this tensor's dtype, else [`Error::DTypeMismatch`]);
-    /// [`Tensor::to_vec_f32`] and [`Tensor::to_vec_f64`] convert instead.
+    /// A copy of the elements as `E` (this tensor's dtype, else [`Error::DTypeMismatch`]),
+    /// copied to the host from a device; [`Tensor::to_vec_f32`] and [`Tensor::to_vec_f64`]
+    /// convert instead.
     pub fn to_vec<E: Element>(&self) -> Result<Vec<E>> {
-        self.slice::<E>().map(|s| s.to_vec())
+        let on_host = self.data().to_device(&Device::Cpu)?;
+        let b = on_host.host("to_vec")?;
+        b.typed::<E>()
+            .map(<[E]>::to_vec)
+            .ok_or(Error::DTypeMismatch {
+                op: "to_vec",
+                lhs: b.dtype(),
+                rhs: E::DTYPE,
+            })
     }
 
     /// Changes the elements in place (optimizers updating parameters): `f` gets them as a
@@ -170,11 +195,14 @@ impl Tensor {
     pub fn update_data<E: Element>(&self, f: impl FnOnce(&mut [E])) -> Result<()> {
         let mut data = self.writable("update_data")?;
         let have = data.dtype();
-        let v = data.typed_mut::<E>().ok_or(Error::DTypeMismatch {
-            op: "update_data",
-            lhs: have,
-            rhs: E::DTYPE,
-        })?;
+        let v = data
+            .host_mut("update_data")?
+            .typed_mut::<E>()
+            .ok_or(Error::DTypeMismatch {
+                op: "update_data",
+                lhs: have,
+                rhs: E::DTYPE,
+            })?;
         f(v);
         drop(data);
         self.0.storage.bump_version();
@@ -202,12 +230,14 @@ impl Tensor {
                 ),
             ));
         }
-        *self.writable("set_data")? = data;
+        let mut slot = self.writable("set_data")?;
+        *slot.host_mut("set_data")? = data;
+        drop(slot);
         self.0.storage.bump_version();
         Ok(())
     }
 
-    fn writable(&self, op: &'static str) -> Result<std::cell::RefMut<'_, Buffer>> {
+    fn writable(&self, op: &'static str) -> Result<std::cell::RefMut<'_, Data>> {
         if !self.is_leaf() {
             return Err(Error::invalid(
                 op,
@@ -227,14 +257,32 @@ impl Tensor {
         self.0.storage.version()
     }
 
-    /// The elements widened to `f64`.
+    /// The elements widened to `f64` (copied from a device: should that copy fail, the
+    /// vector is empty and [`crate::warnings`] holds the error; [`Tensor::to_vec`] returns it).
     pub fn to_vec_f64(&self) -> Vec<f64> {
-        self.data().to_f64_vec()
+        self.on_host(Buffer::to_f64_vec)
     }
 
-    /// The elements as `f32`.
+    /// The elements as `f32` (from a device as [`Tensor::to_vec_f64`]).
     pub fn to_vec_f32(&self) -> Vec<f32> {
-        self.data().to_f32_vec()
+        self.on_host(Buffer::to_f32_vec)
+    }
+
+    fn on_host<T>(&self, f: impl Fn(&Buffer) -> Vec<T>) -> Vec<T> {
+        let data = self.data();
+        if let Ok(b) = data.host("to_vec") {
+            return f(b);
+        }
+        match data.to_device(&Device::Cpu) {
+            Ok(d) => d.host("to_vec").map(f).unwrap_or_default(),
+            Err(e) => {
+                crate::warnings::warn(format!(
+                    "copying a {} tensor to the host: {e}",
+                    data.device()
+                ));
+                Vec::new()
+            }
+        }
     }
 
     /// The value of a one-element tensor.

@@ -39,15 +39,19 @@ pub struct Raw {
     pub bytes: Vec<u8>,
 }
 
-/// `params` as raw little-endian bytes.
-pub fn raw_params(params: &[(String, Tensor)]) -> Vec<Raw> {
+/// `params` as raw little-endian bytes (a device tensor's copied to the host).
+pub fn raw_params(params: &[(String, Tensor)]) -> Result<Vec<Raw>> {
     params
         .iter()
-        .map(|(n, t)| Raw {
-            name: n.clone(),
-            dtype: st_dtype(t.dtype()),
-            shape: t.shape().to_vec(),
-            bytes: crate::storage::with_buffer!(&*t.data(), v => bytemuck::cast_slice(v).to_vec()),
+        .map(|(n, t)| {
+            let host = t.data().to_device(&crate::Device::Cpu)?;
+            let b = host.host("save")?;
+            Ok(Raw {
+                name: n.clone(),
+                dtype: st_dtype(t.dtype()),
+                shape: t.shape().to_vec(),
+                bytes: crate::storage::with_buffer!(b, v => bytemuck::cast_slice(v).to_vec()),
+            })
         })
         .collect()
 }
@@ -67,7 +71,7 @@ pub fn serialize_raw(
 
 /// The safetensors bytes of `params`.
 pub fn to_bytes(params: &[(String, Tensor)]) -> Result<Vec<u8>> {
-    serialize_raw(&raw_params(params), None)
+    serialize_raw(&raw_params(params)?, None)
 }
 
 /// Parses safetensors bytes; a corrupt or truncated file is an error.

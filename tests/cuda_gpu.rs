@@ -118,7 +118,15 @@ fn loss_scale_kernels_match_the_cpu_scaler() {
         growth_tracker: st.clone_htod(&[0i32]).unwrap(),
         found_inf: st.alloc_zeros::<i32>(1).unwrap(),
     };
-    assert!(!unscale(&g, &mut grads, &mut s, 65536.0).unwrap());
+    assert!(
+        !unscale(
+            &g,
+            &mut grads.iter_mut().collect::<Vec<_>>(),
+            &mut s,
+            65536.0
+        )
+        .unwrap()
+    );
     let inv = (1.0f64 / 65536.0) as f32;
     for (d, h) in grads.iter().zip(&host) {
         assert_eq!(
@@ -132,8 +140,151 @@ fn loss_scale_kernels_match_the_cpu_scaler() {
     let mut bad = host[1].clone();
     bad[2] = f32::INFINITY;
     grads[1] = st.clone_htod(&bad).unwrap();
-    assert!(unscale(&g, &mut grads, &mut s, 65536.0).unwrap());
+    assert!(
+        unscale(
+            &g,
+            &mut grads.iter_mut().collect::<Vec<_>>(),
+            &mut s,
+            65536.0
+        )
+        .unwrap()
+    );
     update(&g, &mut s, 2.0, 0.5, 2000).unwrap();
     assert_eq!(st.clone_dtoh(&s.scale).unwrap(), vec![32768.0]);
     assert_eq!(st.clone_dtoh(&s.growth_tracker).unwrap(), vec![0]);
+}
+
+fn cuda() -> rewind::Device {
+    rewind::Device::cuda(0).unwrap_or_else(|e| panic!("skipped: no CUDA device ({e})"))
+}
+
+fn f16_tensor(n: &[usize], seed: u64) -> rewind::Tensor {
+    let v: Vec<f16> = rand(n.iter().product(), seed)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    rewind::Tensor::from_vec(v, n).unwrap()
+}
+
+/// Within the f16 rounding of two f32 chains summing k products in different orders.
+fn close_f16(got: &[f32], want: &[f32], k: usize, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (x, y)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (x - y).abs() <= 2f32.powi(-10) * y.abs() + 1e-3 * (k as f32).sqrt(),
+            "{what} at {i}: cuda {x} cpu {y}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device: run scripts/gpu-check.sh"]
+fn f16_matmul_and_linear_on_cuda_tensors_match_the_cpu_forward_and_backward() {
+    use rewind::{BackwardOptions, Device};
+    let dev = cuda();
+    let (m, k, n) = (37, 65, 29);
+    let (x, w, gy) = (
+        f16_tensor(&[m, k], 11),
+        f16_tensor(&[k, n], 12),
+        f16_tensor(&[m, n], 13),
+    );
+    // The CPU: the widened GEMM (f32 accumulation, one rounding to f16).
+    let (xc, wc) = (
+        x.detach().requires_grad_(true).unwrap(),
+        w.detach().requires_grad_(true).unwrap(),
+    );
+    let yc = xc.matmul(&wc).unwrap();
+    yc.backward_with(Some(&gy), BackwardOptions::default())
+        .unwrap();
+    // The device: leaves moved there, the product and both gradients by hgemm.
+    let leaf = |t: &rewind::Tensor| {
+        t.to_device(&dev)
+            .unwrap()
+            .detach()
+            .requires_grad_(true)
+            .unwrap()
+    };
+    let (xd, wd) = (leaf(&x), leaf(&w));
+    let yd = xd.matmul(&wd).unwrap();
+    assert_eq!(yd.device(), dev);
+    assert_eq!(yd.dtype(), rewind::DType::F16);
+    yd.backward_with(
+        Some(&gy.to_device(&dev).unwrap()),
+        BackwardOptions::default(),
+    )
+    .unwrap();
+    close_f16(&yd.to_vec_f32(), &yc.to_vec_f32(), k, "y");
+    let (dxd, dwd) = (xd.grad().unwrap(), wd.grad().unwrap());
+    assert_eq!(dxd.device(), dev, "gradients stay on the device");
+    close_f16(&dxd.to_vec_f32(), &xc.grad().unwrap().to_vec_f32(), n, "dx");
+    close_f16(&dwd.to_vec_f32(), &wc.grad().unwrap().to_vec_f32(), m, "dw");
+    // F.linear without a bias: x·Wᵀ with W [n, k].
+    let wt = f16_tensor(&[n, k], 14);
+    let lin_d = xd
+        .detach()
+        .linear(&wt.to_device(&dev).unwrap(), None)
+        .unwrap();
+    let lin_c = x.linear(&wt, None).unwrap();
+    close_f16(&lin_d.to_vec_f32(), &lin_c.to_vec_f32(), k, "linear");
+    // Back on the CPU, the bits are the device's.
+    let home = yd.to_device(&Device::Cpu).unwrap();
+    assert_eq!(home.to_vec::<f16>().unwrap(), yd.to_vec::<f16>().unwrap());
+}
+
+#[test]
+#[ignore = "needs a CUDA device: run scripts/gpu-check.sh"]
+fn ops_without_a_cuda_kernel_and_mixed_devices_are_typed_errors() {
+    use rewind::Error;
+    let dev = cuda();
+    let x = f16_tensor(&[4, 8], 21);
+    let xd = x.to_device(&dev).unwrap();
+    assert_eq!(
+        xd.softmax(-1).err(),
+        Some(Error::Unsupported {
+            op: "softmax",
+            device: "cuda:0".into()
+        })
+    );
+    let w = f16_tensor(&[8, 3], 22);
+    assert!(matches!(
+        xd.matmul(&w).err(),
+        Some(Error::DeviceMismatch { .. })
+    ));
+    // f64 has no device kernels: refused when moving.
+    let wide = rewind::Tensor::from_vec(vec![1.0f64; 4], &[4]).unwrap();
+    assert!(matches!(
+        wide.to_device(&dev).err(),
+        Some(Error::Unsupported {
+            op: "to_device",
+            ..
+        })
+    ));
+}
+
+#[test]
+#[ignore = "needs a CUDA device: run scripts/gpu-check.sh"]
+fn grad_scaler_unscales_cuda_gradients_in_place_like_the_cpu() {
+    use rewind::amp::GradScaler;
+    use rewind::optim::{ParamGroup, Sgd};
+    let dev = cuda();
+    let host = rand(70_000, 31);
+    let p = rewind::Tensor::zeros(&[70_000], rewind::DType::F32)
+        .unwrap()
+        .to_device(&dev)
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let grad = rewind::Tensor::from_vec(host.clone(), &[70_000]).unwrap();
+    p.set_grad(Some(grad.to_device(&dev).unwrap()));
+    let opt = Sgd::new(vec![ParamGroup::new(vec![p.clone()], 0.0, 0.0)], 0.0, false).unwrap();
+    let mut scaler = GradScaler::default();
+    scaler.unscale_(&opt).unwrap();
+    let inv = (1.0f64 / 65536.0) as f32;
+    let want: Vec<f32> = host.iter().map(|x| x * inv).collect();
+    assert_eq!(p.grad().unwrap().device(), dev);
+    assert_eq!(
+        p.grad().unwrap().to_vec::<f32>().unwrap(),
+        want,
+        "bit-exact unscale"
+    );
 }

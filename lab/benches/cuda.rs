@@ -68,7 +68,7 @@ fn cuda(c: &mut Criterion) {
         })
     });
     drop(opt);
-    let mut grads = vec![st.clone_htod(&grad).unwrap()];
+    let mut grads = [st.clone_htod(&grad).unwrap()];
     let mut s = DeviceScaler {
         scale: st.clone_htod(&[1.0f32]).unwrap(),
         inv_scale: st.alloc_zeros::<f32>(1).unwrap(),
@@ -77,7 +77,7 @@ fn cuda(c: &mut Criterion) {
     };
     g.throughput(Throughput::Bytes(8 * len as u64));
     g.bench_function("unscale_found_inf", |bch| {
-        bch.iter(|| unscale(&gpu, &mut grads, &mut s, 1.0).unwrap())
+        bch.iter(|| unscale(&gpu, &mut grads.iter_mut().collect::<Vec<_>>(), &mut s, 1.0).unwrap())
     });
     g.finish();
 }

@@ -1,11 +1,11 @@
 //! Backward: one reverse sweep over the tape, freeing each entry's saved tensors and
 //! intermediate gradient as soon as they have been used.
 
+use crate::backend::{BackendStorage, Copy2d};
 use crate::error::{Error, Result};
 use crate::tape::graph::{Input, Tape};
 use crate::tape::{NoGradGuard, Refill, recompute, stack, versions};
 use crate::tensor::{NodeId, Tensor};
-use crate::{cpu, zip_buffers};
 use smallvec::SmallVec;
 use std::rc::Rc;
 
@@ -60,9 +60,18 @@ impl Tensor {
                     rhs: g.dtype(),
                 });
             }
+            Some(g) if g.device() != self.device() => {
+                return Err(Error::DeviceMismatch {
+                    op: "backward",
+                    lhs: self.device().to_string(),
+                    rhs: g.device().to_string(),
+                });
+            }
             Some(g) => g.detach(),
             None if self.numel() != 1 => return Err(Error::NonScalarBackward),
-            None => Tensor::full(self.shape(), 1.0, self.dtype())?,
+            None => Tensor::full(self.shape(), 1.0, self.dtype())?
+                .to_device(&self.device())?
+                .detach(),
         };
         match self.node() {
             None => {
@@ -101,9 +110,15 @@ impl Tensor {
 
 /// `acc += g` in place (same shape and dtype).
 fn add_assign(acc: &Tensor, g: &Tensor) -> Result<()> {
-    let src = g.data();
-    let mut dst = acc.storage().borrow_mut();
-    zip_buffers!("accumulate_grad", &mut *dst, &*src, d, s => cpu::zip_assign(d, s, #[inline(always)] |x, y| x + y))
+    let all = Copy2d {
+        rows: 1,
+        width: g.numel(),
+        src_stride: 0,
+        src_at: 0,
+        dst_stride: 0,
+        dst_at: 0,
+    };
+    g.data().copy2d(&mut acc.storage().borrow_mut(), all, true)
 }
 
 /// Sums two gradients, in place when nothing else can observe `acc`.

@@ -24,6 +24,14 @@ use crate::{with_buffer, zip_buffers};
 use num_traits::Zero;
 
 impl BackendStorage for Buffer {
+    fn device_name(&self) -> String {
+        "cpu".into()
+    }
+
+    fn zeros(&self, dtype: DType, n: usize, op: &'static str) -> Result<Buffer> {
+        Buffer::zeros(op, dtype, n)
+    }
+
     fn to_dtype(&self, dtype: DType) -> Result<Buffer> {
         Ok(self.cast(dtype))
     }

@@ -21,6 +21,7 @@ pub struct Gpu {
     /// The stream every launch goes to.
     pub stream: Arc<CudaStream>,
     arch: &'static str,
+    ordinal: usize,
     modules: RefCell<HashMap<&'static str, Arc<CudaModule>>>,
 }
 
@@ -44,8 +45,14 @@ impl Gpu {
             stream: ctx.default_stream(),
             ctx,
             arch,
+            ordinal,
             modules: RefCell::new(HashMap::new()),
         })
+    }
+
+    /// The device's number (`cuda:N`).
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
     }
 
     /// The architecture kernels are compiled for.

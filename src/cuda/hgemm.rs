@@ -3,7 +3,7 @@
 use super::device::Gpu;
 use super::kernels::SOURCES;
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::f16;
 
 /// Block tile and threads of the kernel (must match hgemm.cu).
@@ -63,13 +63,40 @@ pub fn hgemm_f32(
     k: usize,
     layout: Layout,
 ) -> Result<()> {
+    launch(gpu, a, b, c, (m, n, k), layout, false)
+}
+
+/// `C[M,N]` (f16, rounded once from the f32 accumulator) = op(A)·op(B) on device buffers.
+#[allow(clippy::too_many_arguments)] // the BLAS signature: device, operands, sizes, layout
+pub fn hgemm_f16(
+    gpu: &Gpu,
+    a: &CudaSlice<f16>,
+    b: &CudaSlice<f16>,
+    c: &mut CudaSlice<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
+    layout: Layout,
+) -> Result<()> {
+    launch(gpu, a, b, c, (m, n, k), layout, true)
+}
+
+fn launch<T: DeviceRepr>(
+    gpu: &Gpu,
+    a: &CudaSlice<f16>,
+    b: &CudaSlice<f16>,
+    c: &mut CudaSlice<T>,
+    (m, n, k): (usize, usize, usize),
+    layout: Layout,
+    f16_out: bool,
+) -> Result<()> {
     if a.len() < m * k || b.len() < k * n || c.len() < m * n {
         return Err(Error::invalid(
             "hgemm",
             "a device buffer is smaller than its matrix",
         ));
     }
-    let f = gpu.function(&SOURCES[0], entry(layout, false))?;
+    let f = gpu.function(&SOURCES[0], entry(layout, f16_out))?;
     f.set_attribute(
         cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
         SMEM_BYTES as i32,
@@ -79,8 +106,9 @@ pub fn hgemm_f32(
     let mut launch = gpu.stream.launch_builder(&f);
     launch.arg(a).arg(b).arg(c).arg(&mi).arg(&ni).arg(&ki);
     // SAFETY: the argument list matches hgemm_*_f32(const half*, const half*, float*, int, int,
-    // int); the buffers hold at least M·K, K·N and M·N elements (checked above), and the grid
-    // covers C exactly once.
+    // int) and hgemm_*_f16(const half*, const half*, half*, int, int, int), the entry chosen by
+    // `f16_out` as T is f32 or f16; the buffers hold at least M·K, K·N and M·N elements
+    // (checked above), and the grid covers C exactly once.
     unsafe { launch.launch(grid(m, n)) }.map_err(Error::from)?;
     Ok(())
 }

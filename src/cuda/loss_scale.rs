@@ -46,7 +46,7 @@ pub struct DeviceScaler {
 /// inf/NaN (the one host sync PyTorch also makes to decide whether to skip the step).
 pub fn unscale(
     gpu: &Gpu,
-    grads: &mut [CudaSlice<f32>],
+    grads: &mut [&mut CudaSlice<f32>],
     s: &mut DeviceScaler,
     scale_host: f32,
 ) -> Result<bool> {
@@ -83,6 +83,53 @@ pub fn unscale(
     unsafe { l.launch(grid(total)) }.map_err(Error::from)?;
     let found = st.clone_dtoh(&s.found_inf).map_err(Error::from)?;
     Ok(found[0] != 0)
+}
+
+impl DeviceScaler {
+    /// Fresh state on `gpu` at `scale`.
+    pub fn new(gpu: &Gpu, scale: f32) -> Result<DeviceScaler> {
+        let st = &gpu.stream;
+        Ok(DeviceScaler {
+            scale: st.clone_htod(&[scale])?,
+            inv_scale: st.alloc_zeros::<f32>(1)?,
+            growth_tracker: st.alloc_zeros::<i32>(1)?,
+            found_inf: st.alloc_zeros::<i32>(1)?,
+        })
+    }
+}
+
+/// [`GradScaler`](crate::amp::GradScaler)'s device path: the f32 gradients `grads` (tensors on
+/// one CUDA device) unscaled in place by one launch at `scale`; whether any was inf/NaN.
+pub(crate) fn unscale_tensors(grads: &[crate::Tensor], scale: f32) -> Result<bool> {
+    use crate::backend::{Data, Side};
+    use crate::cuda::CudaBuffer;
+    let op = "GradScaler";
+    let mut guards = Vec::with_capacity(grads.len());
+    for g in grads {
+        guards.push(g.storage().try_borrow_mut().ok_or_else(|| {
+            Error::invalid(op, "a gradient's data is borrowed; drop the guard first")
+        })?);
+    }
+    let mut bufs: Vec<&mut CudaBuffer> = guards
+        .iter_mut()
+        .map(|d| Side::<CudaBuffer>::side_mut(&mut **d as &mut Data, op))
+        .collect::<Result<_>>()?;
+    let Some(gpu) = bufs.first().map(|b| b.gpu().clone()) else {
+        return Ok(false);
+    };
+    let mut slices: Vec<&mut CudaSlice<f32>> = Vec::with_capacity(bufs.len());
+    for b in bufs.iter_mut().filter(|b| b.len() > 0) {
+        if b.gpu().ordinal() != gpu.ordinal() {
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: format!("cuda:{}", gpu.ordinal()),
+                rhs: format!("cuda:{}", b.gpu().ordinal()),
+            });
+        }
+        slices.push(b.f32_mut(op)?);
+    }
+    let mut s = DeviceScaler::new(&gpu, scale)?;
+    unscale(&gpu, &mut slices, &mut s, scale)
 }
 
 /// The scale update on the device.

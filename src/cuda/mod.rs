@@ -3,11 +3,13 @@
 //! entry point first checks that the library is there and returns a typed error instead.
 
 pub mod adam8bit;
+pub mod buffer;
 pub mod device;
 pub mod hgemm;
 pub mod kernels;
 pub mod loss_scale;
 
+pub use buffer::CudaBuffer;
 pub use device::Gpu;
 
 use crate::error::{Error, Result};

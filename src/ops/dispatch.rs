@@ -5,12 +5,12 @@
 //! nothing else about it is written anywhere else.
 
 use crate::autograd::Backward;
+use crate::backend::{BackendStorage, Data};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::ops::autocast;
 use crate::ops::spec::OpSpec;
 use crate::shape::{Shape, numel};
-use crate::storage::Buffer;
 use crate::tape::recompute::{self, Replay};
 use crate::tape::{needed, record};
 use crate::tensor::Tensor;
@@ -25,7 +25,7 @@ pub(crate) enum Forward {
     Product {
         shape: Shape,
         dtype: DType,
-        compute: Box<dyn FnOnce() -> Result<Buffer>>,
+        compute: Box<dyn FnOnce() -> Result<Data>>,
     },
 }
 
@@ -62,7 +62,8 @@ pub(crate) fn apply<B: Backward + 'static>(
         } => match recompute::replay(spec, needed(xs), &shape) {
             Replay::Kept(t) => t,
             Replay::Skip => {
-                Tensor::activation(Buffer::zeros(spec.name, dtype, numel(&shape))?, shape)
+                let zeros = xs[0].data().zeros(dtype, numel(&shape), spec.name)?;
+                Tensor::activation(zeros, shape)
             }
             Replay::Compute => Tensor::activation(compute()?, shape),
         },

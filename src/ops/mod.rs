@@ -9,6 +9,7 @@ pub mod autocast;
 pub mod binary;
 pub mod cast;
 pub mod custom;
+pub mod device;
 pub(crate) mod dispatch;
 pub mod dropout;
 pub mod embedding;

@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::spec::OpSpec;
 use crate::shape::{self, Shape};
-use crate::storage::Buffer;
 use crate::tensor::Tensor;
 use smallvec::smallvec;
 
@@ -41,7 +40,7 @@ impl Tensor {
             &REPEAT_HEADS,
             &[self],
             |t| {
-                let mut out = Buffer::zeros("repeat_heads", t[0].dtype(), len)?;
+                let mut out = t[0].data().zeros(t[0].dtype(), len, "repeat_heads")?;
                 for j in 0..n {
                     let block = Copy2d {
                         rows: b * h,

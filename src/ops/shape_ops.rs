@@ -7,7 +7,6 @@ use crate::error::{Error, Result};
 use crate::ops::dispatch::{self, Forward};
 use crate::ops::spec::{Cast, OpSpec};
 use crate::shape::{self, Shape, numel};
-use crate::storage::Buffer;
 use crate::tensor::Tensor;
 use smallvec::{SmallVec, smallvec};
 
@@ -108,7 +107,7 @@ impl Tensor {
             &[self],
             |t| {
                 let n = outer * len * inner;
-                let mut out = Buffer::zeros("narrow", t[0].dtype(), n)?;
+                let mut out = t[0].data().zeros(t[0].dtype(), n, "narrow")?;
                 if n > 0 {
                     let block = Copy2d {
                         rows: outer,
@@ -174,7 +173,7 @@ impl Tensor {
                 for t in ts {
                     crate::ops::same_dtype("cat", ts[0], t)?;
                 }
-                let mut out = Buffer::zeros("cat", ts[0].dtype(), n)?;
+                let mut out = ts[0].data().zeros(ts[0].dtype(), n, "cat")?;
                 let mut offset = 0;
                 // An empty result copies nothing (its outer count may still be huge).
                 for (t, &len) in ts.iter().zip(&cat_sizes).filter(|_| n > 0) {
@@ -255,7 +254,9 @@ impl Backward for NarrowBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let (outer, size, inner) = shape::split_at_axis(&self.shape, self.dim);
         let len = g.shape()[self.dim];
-        let mut out = Buffer::zeros("narrow_backward", g.dtype(), numel(&self.shape))?;
+        let mut out = g
+            .data()
+            .zeros(g.dtype(), numel(&self.shape), "narrow_backward")?;
         if out.len() > 0 {
             g.data().copy2d(
                 &mut out,

@@ -31,7 +31,7 @@ pub fn clip_grad_norm_agreeing_(
     if coef < 1.0 {
         for p in params {
             let Some(g) = p.grad() else { continue };
-            let scaled = match &*g.data() {
+            let scaled = match &*g.host("clip_grad_norm")? {
                 Buffer::F32(v) => Buffer::F32(v.iter().map(|x| x * coef as f32).collect()),
                 Buffer::F16(v) => Buffer::F16(
                     v.iter()

@@ -93,7 +93,7 @@ pub(crate) fn with_grad(
 ) -> Result<bool> {
     let Some(g) = p.grad() else { return Ok(false) };
     let g = if g.same_storage(p) { g.deep_clone() } else { g };
-    let data = g.data();
+    let data = g.host(op)?;
     let gs = data.typed::<f32>().ok_or_else(|| {
         Error::invalid(
             op,

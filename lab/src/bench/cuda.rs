@@ -192,7 +192,7 @@ pub fn bandwidth_rows(gpu: &Gpu, n: usize, reps: usize) -> Result<Vec<BandwidthR
     rows.push(row("8-bit AdamW step", 16 * n, secs));
     drop(opt);
 
-    let mut grads = vec![st.clone_htod(&g).map_err(Error::from)?];
+    let mut grads = [st.clone_htod(&g).map_err(Error::from)?];
     let mut s = DeviceScaler {
         scale: st.clone_htod(&[65536.0f32]).map_err(Error::from)?,
         inv_scale: st.alloc_zeros::<f32>(1).map_err(Error::from)?,
@@ -200,7 +200,7 @@ pub fn bandwidth_rows(gpu: &Gpu, n: usize, reps: usize) -> Result<Vec<BandwidthR
         found_inf: st.alloc_zeros::<i32>(1).map_err(Error::from)?,
     };
     let secs = median_secs(gpu, reps, || {
-        unscale(gpu, &mut grads, &mut s, 1.0).map(|_| ())
+        unscale(gpu, &mut grads.iter_mut().collect::<Vec<_>>(), &mut s, 1.0).map(|_| ())
     })?;
     rows.push(row("loss-scale unscale + found-inf", 8 * n, secs));
     Ok(rows)

@@ -220,7 +220,7 @@ pub fn save_pretrained(
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("save_pretrained", dir, e))?;
     let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = rewind::weights::serialize_raw(&rewind::weights::raw_params(params), Some(meta))?;
+    let bytes = rewind::weights::serialize_raw(&rewind::weights::raw_params(params)?, Some(meta))?;
     rewind::atomic_file::write_atomic("save_pretrained", &dir.join("model.safetensors"), &bytes)?;
     let text = serde_json::to_string_pretty(config).map_err(|e| err(e.to_string()))?;
     rewind::atomic_file::write_atomic("save_pretrained", &dir.join("config.json"), text.as_bytes())

@@ -126,7 +126,7 @@ impl Trainer {
         let Some(opt) = self.whole_optimizer_state()? else {
             return Ok(None);
         };
-        let mut raw = weights::raw_params(&self.model.named_parameters());
+        let mut raw = weights::raw_params(&self.model.named_parameters())?;
         let mut meta: BTreeMap<String, String> = BTreeMap::new();
         meta.insert("format".into(), FORMAT.into());
         for (k, v) in self.cfg.settings() {
