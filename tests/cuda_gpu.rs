@@ -288,3 +288,62 @@ fn grad_scaler_unscales_cuda_gradients_in_place_like_the_cpu() {
         "bit-exact unscale"
     );
 }
+
+#[test]
+#[ignore = "needs a CUDA device: run scripts/gpu-check.sh"]
+fn adamw8bit_steps_parameters_on_the_device_bit_for_bit_like_the_cpu() {
+    use rewind::optim::{AdamW8bit, Optimizer, ParamGroup};
+    let dev = cuda();
+    // One blockwise parameter (stepped by adam8bit.cu) and one small fp32-state one (stepped
+    // on the host and written back).
+    let sizes = [10_000 + 77, 300];
+    let leaf = |v: Vec<f32>, n: usize, on: &rewind::Device| {
+        rewind::Tensor::from_vec(v, &[n])
+            .unwrap()
+            .to_device(on)
+            .unwrap()
+            .detach()
+            .requires_grad_(true)
+            .unwrap()
+    };
+    let host = rewind::Device::Cpu;
+    let cpu_params: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| leaf(rand(n, 40 + i as u64), n, &host))
+        .collect();
+    let dev_params: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| leaf(rand(n, 40 + i as u64), n, &dev))
+        .collect();
+    let mut cpu = AdamW8bit::new(vec![ParamGroup::new(cpu_params.clone(), 1e-3, 0.01)]);
+    let mut gpu = AdamW8bit::new(vec![ParamGroup::new(dev_params.clone(), 1e-3, 0.01)]);
+    for t in 0..3u64 {
+        for (i, (&n, (pc, pd))) in sizes
+            .iter()
+            .zip(cpu_params.iter().zip(&dev_params))
+            .enumerate()
+        {
+            let g: Vec<f32> = rand(n, 50 + 10 * t + i as u64)
+                .iter()
+                .map(|x| x * 0.01)
+                .collect();
+            let g = rewind::Tensor::from_vec(g, &[n]).unwrap();
+            pc.set_grad(Some(g.clone()));
+            pd.set_grad(Some(g.to_device(&dev).unwrap()));
+        }
+        cpu.step().unwrap();
+        gpu.step().unwrap();
+    }
+    for (pc, pd) in cpu_params.iter().zip(&dev_params) {
+        assert_eq!(pd.device(), dev, "the parameter stayed on the device");
+        assert_eq!(
+            pd.to_vec::<f32>().unwrap(),
+            pc.to_vec::<f32>().unwrap(),
+            "bit for bit"
+        );
+    }
+    // The device's moments come back through state_dict, equal to the CPU's.
+    assert_eq!(gpu.state_dict(), cpu.state_dict());
+}

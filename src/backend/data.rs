@@ -9,7 +9,9 @@ use super::{
 #[cfg(feature = "cuda")]
 use crate::cuda::{CudaBuffer, Gpu};
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+#[cfg(feature = "cuda")]
+use crate::error::Error;
+use crate::error::Result;
 use crate::storage::Buffer;
 use std::fmt;
 

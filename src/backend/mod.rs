@@ -14,8 +14,10 @@ mod data;
 pub use args::RopeLayout;
 pub(crate) use args::{BinaryOp, Copy2d, Layout, Product, Saves, Split, Targets, Turn, Unary};
 pub(crate) use attention::{Dims, KeyMask, QueryBlocks, Rows, Span, lowest};
+pub(crate) use data::Data;
 pub use data::Device;
-pub(crate) use data::{Data, Side};
+#[cfg(feature = "cuda")]
+pub(crate) use data::Side;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};

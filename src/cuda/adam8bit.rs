@@ -70,28 +70,156 @@ impl DeviceAdam8bit {
         c2: f32,
         decay: f32,
     ) -> Result<()> {
-        let f = gpu.function(&SOURCES[2], "adam8bit_step_f32")?;
-        let n = self.p.len() as i64;
-        let mut l = gpu.stream.launch_builder(&f);
-        l.arg(&mut self.p)
-            .arg(&self.g)
-            .arg(&mut self.qm)
-            .arg(&mut self.qv)
-            .arg(&mut self.absmax_m)
-            .arg(&mut self.absmax_v);
-        l.arg(&self.code_m)
-            .arg(&self.code_v)
-            .arg(&n)
-            .arg(&b1)
-            .arg(&b2)
-            .arg(&eps)
-            .arg(&c1)
-            .arg(&c2)
-            .arg(&decay);
-        let cfg = grid(n as usize);
-        // SAFETY: matches adam8bit_step_f32's signature; p, g, qm, qv hold n elements, the absmax
-        // buffers one per 256-element block, the maps 256 codes; one block per quantization block.
-        unsafe { l.launch(cfg) }.map_err(Error::from)?;
+        let mut m = Moments {
+            qm: &mut self.qm,
+            qv: &mut self.qv,
+            absmax_m: &mut self.absmax_m,
+            absmax_v: &mut self.absmax_v,
+            code_m: &self.code_m,
+            code_v: &self.code_v,
+        };
+        launch(
+            gpu,
+            &mut self.p,
+            &self.g,
+            &mut m,
+            [b1, b2, eps, c1, c2, decay],
+        )
+    }
+}
+
+/// The 8-bit state a step reads and writes, and the two maps.
+struct Moments<'a> {
+    qm: &'a mut CudaSlice<u8>,
+    qv: &'a mut CudaSlice<u8>,
+    absmax_m: &'a mut CudaSlice<f32>,
+    absmax_v: &'a mut CudaSlice<f32>,
+    code_m: &'a CudaSlice<f32>,
+    code_v: &'a CudaSlice<f32>,
+}
+
+/// One launch of `adam8bit_step_f32` over `p` and `g` with `[b1, b2, eps, c1, c2, decay]`.
+fn launch(
+    gpu: &Gpu,
+    p: &mut CudaSlice<f32>,
+    g: &CudaSlice<f32>,
+    m: &mut Moments<'_>,
+    [b1, b2, eps, c1, c2, decay]: [f32; 6],
+) -> Result<()> {
+    let n = p.len();
+    if g.len() != n
+        || m.qm.len() != n
+        || m.qv.len() != n
+        || m.absmax_m.len() < n.div_ceil(BLOCK)
+        || m.absmax_v.len() < n.div_ceil(BLOCK)
+    {
+        return Err(Error::invalid(
+            "adam8bit",
+            "parameter, gradient and state lengths differ",
+        ));
+    }
+    let f = gpu.function(&SOURCES[2], "adam8bit_step_f32")?;
+    let n = n as i64;
+    let mut l = gpu.stream.launch_builder(&f);
+    l.arg(&mut *p)
+        .arg(g)
+        .arg(&mut *m.qm)
+        .arg(&mut *m.qv)
+        .arg(&mut *m.absmax_m)
+        .arg(&mut *m.absmax_v);
+    l.arg(m.code_m)
+        .arg(m.code_v)
+        .arg(&n)
+        .arg(&b1)
+        .arg(&b2)
+        .arg(&eps)
+        .arg(&c1)
+        .arg(&c2)
+        .arg(&decay);
+    let cfg = grid(n as usize);
+    // SAFETY: matches adam8bit_step_f32's signature; p, g, qm, qv hold n elements (checked
+    // above), the absmax buffers one per 256-element block, the maps 256 codes; one block per
+    // quantization block.
+    unsafe { l.launch(cfg) }.map_err(Error::from)?;
+    Ok(())
+}
+
+/// The 8-bit moments of a parameter that lives on the device ([`crate::optim::AdamW8bit`]'s
+/// device path): codes, per-block absmax and the maps, kept there between steps.
+pub struct DeviceMoments {
+    gpu: std::rc::Rc<Gpu>,
+    qm: CudaSlice<u8>,
+    qv: CudaSlice<u8>,
+    absmax_m: CudaSlice<f32>,
+    absmax_v: CudaSlice<f32>,
+    code_m: CudaSlice<f32>,
+    code_v: CudaSlice<f32>,
+}
+
+impl std::fmt::Debug for DeviceMoments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DeviceMoments(cuda:{}, {} elements)",
+            self.gpu.ordinal(),
+            self.qm.len()
+        )
+    }
+}
+
+impl DeviceMoments {
+    /// The host state (codes of m and v, their absmax) uploaded to `gpu`.
+    pub(crate) fn upload(
+        gpu: &std::rc::Rc<Gpu>,
+        (m, v, am, av): (&[u8], &[u8], &[f32], &[f32]),
+    ) -> Result<DeviceMoments> {
+        let st = &gpu.stream;
+        let (qmap, vmap) = (CodeMap::signed(), CodeMap::unsigned());
+        Ok(DeviceMoments {
+            gpu: gpu.clone(),
+            qm: st.clone_htod(m)?,
+            qv: st.clone_htod(v)?,
+            absmax_m: st.clone_htod(am)?,
+            absmax_v: st.clone_htod(av)?,
+            code_m: st.clone_htod(&qmap.codes)?,
+            code_v: st.clone_htod(&vmap.codes)?,
+        })
+    }
+
+    /// A host copy: codes of m and v, their absmax.
+    pub(crate) fn download(&self) -> Result<(Vec<u8>, Vec<u8>, Vec<f32>, Vec<f32>)> {
+        let st = &self.gpu.stream;
+        Ok((
+            st.clone_dtoh(&self.qm)?,
+            st.clone_dtoh(&self.qv)?,
+            st.clone_dtoh(&self.absmax_m)?,
+            st.clone_dtoh(&self.absmax_v)?,
+        ))
+    }
+
+    /// One step of `p` (f32 on this device) from its gradient (f32, beside it), in place;
+    /// `consts` = `[b1, b2, eps, c1, c2, decay]`.
+    pub(crate) fn step(&mut self, p: &crate::Tensor, consts: [f32; 6]) -> Result<()> {
+        use crate::backend::{Data, Side};
+        use crate::cuda::CudaBuffer;
+        let op = "AdamW8bit";
+        let Some(grad) = p.grad() else { return Ok(()) };
+        let busy = || Error::invalid(op, "the parameter's data is borrowed, or is its gradient");
+        let g_data = grad.storage().borrow();
+        let g: &CudaBuffer = Side::side(&*g_data as &Data, op)?;
+        let mut p_data = p.storage().try_borrow_mut().ok_or_else(busy)?;
+        let pb: &mut CudaBuffer = Side::side_mut(&mut *p_data as &mut Data, op)?;
+        let mut m = Moments {
+            qm: &mut self.qm,
+            qv: &mut self.qv,
+            absmax_m: &mut self.absmax_m,
+            absmax_v: &mut self.absmax_v,
+            code_m: &self.code_m,
+            code_v: &self.code_v,
+        };
+        launch(&self.gpu, pb.f32_mut(op)?, g.f32_ref(op)?, &mut m, consts)?;
+        drop(p_data);
+        p.storage().bump_version();
         Ok(())
     }
 }

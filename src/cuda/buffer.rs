@@ -3,7 +3,7 @@
 //! (`hgemm.cu`: f32 accumulation, one rounding to f16), so matmul and F.linear without a bias
 //! run forward and backward on the device; casts go through the host; every other op refuses
 //! with [`Error::Unsupported`] naming it (the interface's default bodies). Loss scaling and
-//! 8-bit AdamW reach the gradients and parameters in place through [`CudaBuffer::f32_mut`].
+//! 8-bit AdamW reach the gradients and parameters in place through `CudaBuffer::f32_mut`.
 
 use super::device::Gpu;
 use super::hgemm::{self, Layout as HLayout};
@@ -113,6 +113,30 @@ impl CudaBuffer {
                 format!("needs f32 elements, got {:?}", dtype_of(e)),
             )),
         }
+    }
+
+    /// The f32 elements, read-only (a gradient an optimizer reads).
+    pub(crate) fn f32_ref(&self, op: &'static str) -> Result<&CudaSlice<f32>> {
+        match &self.elems {
+            Elems::F32(s) => Ok(s),
+            e => Err(Error::invalid(
+                op,
+                format!("needs f32 elements, got {:?}", dtype_of(e)),
+            )),
+        }
+    }
+
+    /// Overwrites the f32 elements with `v` (same length), in place.
+    pub(crate) fn write_f32(&mut self, v: &[f32], op: &'static str) -> Result<()> {
+        if v.len() != self.len {
+            return Err(Error::invalid(op, "the new values' length differs"));
+        }
+        let gpu = self.gpu.clone();
+        if v.is_empty() {
+            return Ok(());
+        }
+        gpu.stream.memcpy_htod(v, self.f32_mut(op)?)?;
+        Ok(())
     }
 
     fn wrap(&self, elems: Elems, len: usize) -> CudaBuffer {

@@ -14,6 +14,8 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod block;
+#[cfg(feature = "cuda")]
+mod device;
 
 use super::adamw::{AdamConfig, StepConsts, adamw_elem};
 use super::quant::QuantMap;
@@ -85,6 +87,9 @@ pub struct AdamW8bit {
     pub vectorised: bool,
     /// Per parameter: 8-bit blockwise state (else fp32).
     blockwise: Vec<bool>,
+    /// The state of parameters that live on a CUDA device, kept there.
+    #[cfg(feature = "cuda")]
+    on_device: device::OnDevice,
 }
 
 impl AdamW8bit {
@@ -105,6 +110,8 @@ impl AdamW8bit {
             qm: QuantMap::signed(),
             qv: QuantMap::unsigned(),
             vectorised: true,
+            #[cfg(feature = "cuda")]
+            on_device: Default::default(),
         }
     }
 
@@ -113,7 +120,8 @@ impl AdamW8bit {
         self.state.iter().flatten().map(Adam8bitState::bytes).sum()
     }
 
-    /// The state of parameter `i` (in group order), once it has taken a step.
+    /// The state of parameter `i` (in group order), once it has taken a step (for a parameter
+    /// on a CUDA device, as it was when uploaded: `state_dict` copies the device's back).
     pub fn state(&self, i: usize) -> Option<&Adam8bitState> {
         self.state.get(i).and_then(Option::as_ref)
     }
@@ -158,6 +166,18 @@ impl AdamW8bit {
     }
 }
 
+/// The fp32-state step (small parameters): AdamW per element; a non-finite gradient element
+/// zeroes its m and v and leaves its weight.
+fn fp32_step(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: StepConsts) {
+    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        if g.is_finite() {
+            adamw_elem(w, g, m, v, k);
+        } else {
+            (*m, *v) = (0.0, 0.0);
+        }
+    }
+}
+
 /// [`block_step`], vectorised where the CPU has AVX2 and FMA (bit-identical results).
 #[inline]
 fn block_step_fastest(b: Block<'_>, step: &BlockUpdate<'_>, vectorised: bool) {
@@ -191,6 +211,12 @@ impl Optimizer for AdamW8bit {
                 if self.state[slot].is_none() {
                     self.state[slot] = Some(self.fresh(slot, p.numel()));
                 }
+                #[cfg(feature = "cuda")]
+                if p.device() != crate::Device::Cpu {
+                    let state = self.state[slot].as_mut().expect("initialised above");
+                    self.on_device.step(slot, &p, state, k)?;
+                    continue;
+                }
                 let vectorised = self.vectorised;
                 let step = BlockUpdate {
                     m: &self.qm,
@@ -199,17 +225,7 @@ impl Optimizer for AdamW8bit {
                 };
                 let state = self.state[slot].as_mut().expect("initialised above");
                 with_grad(&p, "AdamW8bit", |w, g| match state {
-                    Adam8bitState::Fp32 { m, v } => {
-                        for (((w, &g), m), v) in
-                            w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
-                        {
-                            if g.is_finite() {
-                                adamw_elem(w, g, m, v, k);
-                            } else {
-                                (*m, *v) = (0.0, 0.0);
-                            }
-                        }
-                    }
+                    Adam8bitState::Fp32 { m, v } => fp32_step(w, g, m, v, k),
                     Adam8bitState::Blockwise {
                         m,
                         v,
@@ -247,8 +263,15 @@ impl Optimizer for AdamW8bit {
         &mut self.groups
     }
     fn state_dict(&self) -> OptimState {
-        let buffers = self
-            .state
+        #[cfg(feature = "cuda")]
+        let state = {
+            let mut state = self.state.clone();
+            self.on_device.sync(&mut state);
+            state
+        };
+        #[cfg(not(feature = "cuda"))]
+        let state = &self.state;
+        let buffers = state
             .iter()
             .map(|s| match s {
                 None => Vec::new(),
@@ -305,6 +328,10 @@ impl Optimizer for AdamW8bit {
         self.step = state.step;
         self.steps = steps;
         self.state = decoded;
+        #[cfg(feature = "cuda")]
+        {
+            self.on_device = Default::default();
+        }
         Ok(())
     }
 }
