@@ -144,6 +144,9 @@ fn launch(
     Ok(())
 }
 
+/// Codes of m and v and their per-block absmax, on the host.
+pub(crate) type HostMoments = (Vec<u8>, Vec<u8>, Vec<f32>, Vec<f32>);
+
 /// The 8-bit moments of a parameter that lives on the device ([`crate::optim::AdamW8bit`]'s
 /// device path): codes, per-block absmax and the maps, kept there between steps.
 pub struct DeviceMoments {
@@ -187,7 +190,7 @@ impl DeviceMoments {
     }
 
     /// A host copy: codes of m and v, their absmax.
-    pub(crate) fn download(&self) -> Result<(Vec<u8>, Vec<u8>, Vec<f32>, Vec<f32>)> {
+    pub(crate) fn download(&self) -> Result<HostMoments> {
         let st = &self.gpu.stream;
         Ok((
             st.clone_dtoh(&self.qm)?,
