@@ -164,3 +164,82 @@ fn bf16_autocast_needs_no_loss_scaling_where_fp16_underflows() {
         assert!((v - 1.6e-7).abs() <= 1.6e-7 / 128.0, "{v}");
     }
 }
+
+/// y = x·Wᵀ under bf16 autocast, and the bytes the tape holds once the scope has ended.
+fn linear_under_autocast(x: &Tensor, w: &Tensor) -> (Tensor, usize) {
+    let before = rewind::tape::saved_bytes();
+    let y = {
+        let _bf16 = autocast(Some(DType::BF16));
+        x.linear(w, None).unwrap()
+    };
+    (y, rewind::tape::saved_bytes() - before)
+}
+
+#[test]
+fn a_weights_autocast_copy_is_remade_for_backward_not_kept_and_gradients_keep_their_bits() {
+    rewind::rng::manual_seed(7);
+    let (rows, din, dout) = (64, 128, 256);
+    // An activation that needs a gradient, so backward needs W too (dx = g·W).
+    let x0 = Tensor::randn(&[rows, din])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let x = x0.mul_scalar(1.0).unwrap();
+    let w = Tensor::randn(&[dout, din])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    // Autocast: backward needs x and W in bf16. x's copy is held (2 bytes per element);
+    // W's is a recipe — W and the dtype — so its 2·dout·din bytes are not.
+    let (y, held) = linear_under_autocast(&x, &w);
+    assert_eq!(held, rows * din * 2, "only x's bf16 copy is held");
+    y.sum().unwrap().backward().unwrap();
+    let (y_recipe, g_recipe) = (y.to_vec::<half::bf16>().unwrap(), w.grad().unwrap());
+    let gx_recipe = x0.grad().unwrap().to_vec::<f32>().unwrap();
+    x0.set_grad(None);
+    // By hand: the same casts as tensors the tape keeps, copy and all.
+    let w2 = w.detach().requires_grad_(true).unwrap();
+    let before = rewind::tape::saved_bytes();
+    let y2 = x0
+        .mul_scalar(1.0)
+        .unwrap()
+        .to_dtype(DType::BF16)
+        .unwrap()
+        .linear(&w2.to_dtype(DType::BF16).unwrap(), None)
+        .unwrap();
+    assert_eq!(
+        rewind::tape::saved_bytes() - before,
+        (rows * din + dout * din) * 2,
+        "cast by hand, both copies are held"
+    );
+    y2.sum().unwrap().backward().unwrap();
+    assert_eq!(y2.to_vec::<half::bf16>().unwrap(), y_recipe);
+    assert_eq!(
+        w2.grad().unwrap().to_vec::<f32>().unwrap(),
+        g_recipe.to_vec::<f32>().unwrap(),
+        "the remade cast gives the kept copy's gradient, bit for bit"
+    );
+    assert_eq!(
+        x0.grad().unwrap().to_vec::<f32>().unwrap(),
+        gx_recipe,
+        "dx = g·W likewise"
+    );
+}
+
+#[test]
+fn a_weight_changed_in_place_before_backward_is_an_error_not_a_different_cast() {
+    rewind::rng::manual_seed(8);
+    let x0 = Tensor::randn(&[4, 8])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let x = x0.mul_scalar(1.0).unwrap();
+    let w = Tensor::randn(&[3, 8])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let (y, _) = linear_under_autocast(&x, &w);
+    w.update_data::<f32>(|v| v[0] += 1.0).unwrap();
+    let err = y.sum().unwrap().backward().unwrap_err();
+    assert!(err.to_string().contains("changed in place"), "{err}");
+}

@@ -288,8 +288,16 @@ pub(crate) fn sweep(
     Ok(outer)
 }
 
-/// Runs the rerun that refills `bw`'s saved tensors when checkpointing emptied any.
+/// Refills `bw`'s saved tensors that were kept as recipes (autocast's casts of weights), then
+/// runs the rerun that refills those checkpointing emptied, if any.
 fn refill_saved(bw: &dyn Backward, refill: Option<&dyn Refill>) -> Result<()> {
+    let mut recast = Ok(());
+    bw.visit_saved(&mut |t| {
+        if recast.is_ok() && t.storage().is_pending() {
+            recast = crate::ops::autocast::refill(t.storage());
+        }
+    });
+    recast?;
     let Some(refill) = refill else {
         return Ok(());
     };

@@ -4,20 +4,88 @@
 //! promoted, the rest kept. f16 follows PyTorch's CUDA lists (the GPU recipe), bf16 its CPU
 //! lists (`torch.autocast("cpu")`), which widen only the losses.
 //! Casts are tape ops, so f32 master weights get f32 gradients; a weight's cast is computed
-//! once per scope and reused.
+//! once per scope and reused. An op that saves such a cast for backward keeps a recipe instead
+//! (the weight and the dtype): backward casts the weight again, the same bits, so the copy
+//! lives only while the forward's scope holds it, not until backward.
 
+use crate::backend::BackendStorage;
 use crate::dtype::DType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::spec::Cast;
+use crate::storage::Storage;
+use crate::tape::memory_add;
 use crate::tensor::Tensor;
 use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
 
 thread_local! {
     /// The autocast dtype in force (read by every op, so a plain cell).
     static DTYPE: Cell<Option<DType>> = const { Cell::new(None) };
     /// Casts of leaves that require grad, made once per scope.
     static CACHE: RefCell<Vec<(Tensor, Tensor)>> = const { RefCell::new(Vec::new()) };
+    /// Storages that hold (or will hold, once backward refills them) a leaf's cast.
+    static RECIPES: RefCell<Vec<Recipe>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How to remake a leaf's cast: the leaf, the dtype, the leaf's version when it was cast.
+struct Recipe {
+    of: Weak<Storage>,
+    leaf: Tensor,
+    dtype: DType,
+    version: u32,
+}
+
+fn remember(of: &Rc<Storage>, leaf: &Tensor, dtype: DType) {
+    RECIPES.with(|r| {
+        let mut r = r.borrow_mut();
+        r.retain(|x| x.of.strong_count() > 0);
+        r.push(Recipe {
+            of: Rc::downgrade(of),
+            leaf: leaf.clone(),
+            dtype,
+            version: leaf.version(),
+        });
+    });
+}
+
+/// What backward keeps of `t` when it is an autocast cast of a leaf: an empty placeholder
+/// that [`refill`] fills by casting the leaf again (`None`: keep `t` itself).
+pub(crate) fn recipe_for(t: &Tensor) -> Option<Tensor> {
+    let (leaf, dtype) = RECIPES.with(|r| {
+        r.borrow()
+            .iter()
+            .find(|x| x.of.upgrade().is_some_and(|s| Rc::ptr_eq(&s, t.storage())))
+            .map(|x| (x.leaf.clone(), x.dtype))
+    })?;
+    let placeholder = Rc::new(Storage::placeholder(dtype));
+    remember(&placeholder, &leaf, dtype);
+    Some(Tensor::from_parts(placeholder, t.shape().into(), false))
+}
+
+/// Casts the leaf again into `s` when it is a recipe's placeholder awaiting backward; an
+/// error when the leaf changed in place since the forward cast it (the cast would differ).
+pub(crate) fn refill(s: &Rc<Storage>) -> Result<()> {
+    let Some((leaf, dtype, version)) = RECIPES.with(|r| {
+        r.borrow()
+            .iter()
+            .find(|x| x.of.upgrade().is_some_and(|p| Rc::ptr_eq(&p, s)))
+            .map(|x| (x.leaf.clone(), x.dtype, x.version))
+    }) else {
+        return Ok(());
+    };
+    if leaf.version() != version {
+        return Err(Error::invalid(
+            "autocast",
+            "a weight was changed in place between the forward and its backward: its cast would \
+             differ from the one the forward used",
+        ));
+    }
+    let bytes = s.fill_copy(&leaf.data().to_dtype(dtype)?);
+    if s.saved_refs() > 0 {
+        memory_add(bytes);
+    }
+    Ok(())
 }
 
 /// RAII autocast scope; the previous state returns when it drops.
@@ -95,6 +163,11 @@ fn lower(t: &Tensor) -> Result<Tensor> {
     };
     if cacheable {
         CACHE.with(|c| c.borrow_mut().push((t.clone(), cast.clone())));
+        // Weights (data the caller made), not a checkpoint rerun's inputs (activations made
+        // leaves), so a segment's forward and its rerun keep the same tensors.
+        if !t.storage().is_activation() {
+            remember(cast.storage(), t, dt);
+        }
     }
     Ok(cast)
 }

@@ -45,7 +45,11 @@ pub(crate) fn same_dtype(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()>
 
 /// The saved tensor as a handle that carries no grad path (PyTorch's SavedVariable), so the
 /// tape never keeps an output's own handle alive. Inside a non-reentrant checkpoint segment it
-/// is an empty placeholder that backward refills ([`crate::tape::recompute::pack`]).
+/// is an empty placeholder that backward refills ([`crate::tape::recompute::pack`]); an
+/// autocast cast of a weight is a placeholder backward fills by casting the weight again.
 pub(crate) fn save(t: &Tensor) -> Tensor {
+    if let Some(recipe) = autocast::recipe_for(t) {
+        return recipe;
+    }
     crate::tape::recompute::pack(t)
 }
