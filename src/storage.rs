@@ -235,6 +235,8 @@ pub(crate) struct Storage {
     born: u64,
     /// Emptied by checkpointing: a recomputation refills it before backward reads it.
     pending: Cell<bool>,
+    /// Holds (or awaits) an autocast cast of a weight that backward can make again.
+    recipe: Cell<bool>,
 }
 
 impl Storage {
@@ -255,6 +257,7 @@ impl Storage {
             version: Cell::new(0),
             born,
             pending: Cell::new(false),
+            recipe: Cell::new(false),
         }
     }
 
@@ -269,6 +272,14 @@ impl Storage {
         self.born
     }
     /// True while checkpointing holds it empty.
+    pub(crate) fn mark_recipe(&self) {
+        self.recipe.set(true);
+    }
+    /// True for a weight's autocast cast (or its placeholder): `ops::autocast` knows how to
+    /// make it again.
+    pub(crate) fn is_recipe(&self) -> bool {
+        self.recipe.get()
+    }
     pub(crate) fn is_pending(&self) -> bool {
         self.pending.get()
     }

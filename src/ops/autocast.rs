@@ -37,6 +37,7 @@ struct Recipe {
 }
 
 fn remember(of: &Rc<Storage>, leaf: &Tensor, dtype: DType) {
+    of.mark_recipe();
     RECIPES.with(|r| {
         let mut r = r.borrow_mut();
         r.retain(|x| x.of.strong_count() > 0);
@@ -52,6 +53,9 @@ fn remember(of: &Rc<Storage>, leaf: &Tensor, dtype: DType) {
 /// What backward keeps of `t` when it is an autocast cast of a leaf: an empty placeholder
 /// that [`refill`] fills by casting the leaf again (`None`: keep `t` itself).
 pub(crate) fn recipe_for(t: &Tensor) -> Option<Tensor> {
+    if !t.storage().is_recipe() {
+        return None;
+    }
     let (leaf, dtype) = RECIPES.with(|r| {
         r.borrow()
             .iter()
@@ -66,6 +70,9 @@ pub(crate) fn recipe_for(t: &Tensor) -> Option<Tensor> {
 /// Casts the leaf again into `s` when it is a recipe's placeholder awaiting backward; an
 /// error when the leaf changed in place since the forward cast it (the cast would differ).
 pub(crate) fn refill(s: &Rc<Storage>) -> Result<()> {
+    if !s.is_recipe() {
+        return Ok(());
+    }
     let Some((leaf, dtype, version)) = RECIPES.with(|r| {
         r.borrow()
             .iter()
