@@ -81,23 +81,22 @@ fn typed_like<'a, E: Element>(s: &'a Buffer, _like: &[E], op: &'static str) -> R
     })
 }
 
-/// Per-row mean and variance in f64 (two passes): as accurate as the data allows even when
-/// the mean is large against the spread, where f32 sums lose the low bits.
+/// Per-row mean and variance in f64 (two passes, eight interleaved partial sums: vectorised):
+/// as accurate as the data allows even when the mean is large against the spread, where f32
+/// sums lose the low bits.
+#[inline(always)]
 fn row_stats<E: Element>(row: &[E]) -> (f64, f64) {
     let n = row.len() as f64;
-    let mean = row.iter().map(|v| wide(*v)).sum::<f64>() / n;
-    let var = row
-        .iter()
-        .map(|v| {
-            let c = wide(*v) - mean;
-            c * c
-        })
-        .sum::<f64>()
-        / n;
+    let mean = cpu::lane_sum(row.len(), |j| wide(row[j])) / n;
+    let var = cpu::lane_sum(row.len(), |j| {
+        let c = wide(row[j]) - mean;
+        c * c
+    }) / n;
     (mean, var)
 }
 
-/// y, per-row mean and per-row 1/σ, computed in f64 and rounded once.
+/// y, per-row mean and per-row 1/σ, computed in f64 and rounded once; blocks of rows in
+/// parallel.
 fn layer_normalise<E: Element>(
     x: &[E],
     w: Option<Vec<f64>>,
@@ -109,29 +108,40 @@ fn layer_normalise<E: Element>(
         return Ok((Vec::new(), Vec::new(), Vec::new())); // no rows; `d` may still be huge
     }
     let rows = x.len() / d;
-    let (mut y, mut mu, mut rs) = (
-        cpu::with_capacity("layer_norm", x.len())?,
-        cpu::with_capacity("layer_norm", rows)?,
-        cpu::with_capacity("layer_norm", rows)?,
-    );
-    for row in x.chunks(d) {
-        let (m, var) = row_stats(row);
-        let r = 1.0 / (var + eps).sqrt();
-        for (k, v) in row.iter().enumerate() {
-            let xhat = (wide(*v) - m) * r;
-            let scaled = w.as_ref().map_or(xhat, |w| xhat * w[k]);
-            y.push(E::from_c(Real::c(
-                b.as_ref().map_or(scaled, |b| scaled + b[k]),
-            )));
-        }
-        mu.push(E::from_c(Real::c(m)));
-        rs.push(E::from_c(Real::c(r)));
-    }
+    let mut y = cpu::zeroed::<E>("layer_norm", x.len())?;
+    let mut mu = cpu::zeroed::<E>("layer_norm", rows)?;
+    let mut rs = cpu::zeroed::<E>("layer_norm", rows)?;
+    let (w, b) = (w.as_deref(), b.as_deref());
+    let per = block_rows(d);
+    y.par_chunks_mut(per * d)
+        .zip(mu.par_chunks_mut(per))
+        .zip(rs.par_chunks_mut(per))
+        .zip(x.par_chunks(per * d))
+        .for_each(|(((yb, mb), rb), xb)| {
+            cpu::simd(
+                #[inline(always)]
+                || {
+                    let rows = yb.chunks_mut(d).zip(mb.iter_mut()).zip(rb.iter_mut());
+                    for (((yr, m_out), r_out), xr) in rows.zip(xb.chunks(d)) {
+                        let (m, var) = row_stats(xr);
+                        let r = 1.0 / (var + eps).sqrt();
+                        for (k, (o, v)) in yr.iter_mut().zip(xr).enumerate() {
+                            let xhat = (wide(*v) - m) * r;
+                            let scaled = w.map_or(xhat, |w| xhat * w[k]);
+                            *o = E::from_c(Real::c(b.map_or(scaled, |b| scaled + b[k])));
+                        }
+                        *m_out = E::from_c(Real::c(m));
+                        *r_out = E::from_c(Real::c(r));
+                    }
+                },
+            )
+        });
     Ok((y, mu, rs))
 }
 
-/// dx, dw, db in f64, rounded once. The row mean is recomputed in f64 from x (the saved one
-/// is rounded to x's dtype); 1/σ is the saved one.
+/// dx, dw, db in f64, rounded once: blocks of rows in parallel, each block's dw and db a
+/// partial sum, the partials added in block order. The row mean is recomputed in f64 from x
+/// (the saved one is rounded to x's dtype); 1/σ is the saved one.
 fn layer_grads<E: Element>(
     g: &[E],
     x: &[E],
@@ -140,29 +150,51 @@ fn layer_grads<E: Element>(
     d: usize,
     param_grads: bool,
 ) -> Result<(Vec<E>, Vec<E>, Vec<E>)> {
-    let mut dx = cpu::with_capacity("layer_norm_backward", x.len())?;
+    let mut dx = cpu::zeroed::<E>("layer_norm_backward", x.len())?;
     let k = if param_grads && !x.is_empty() { d } else { 0 };
-    let (mut dw, mut db) = (vec![0f64; k], vec![0f64; k]);
     let n = d as f64;
-    for (r, (gr, xr)) in g.chunks(d).zip(x.chunks(d)).enumerate() {
-        let (m, _) = row_stats(xr);
-        let rs = wide(rstd[r]);
-        let xhat: Vec<f64> = xr.iter().map(|v| (wide(*v) - m) * rs).collect();
-        let gy: Vec<f64> = match w {
-            Some(w) => gr.iter().zip(w).map(|(g, &w)| wide(*g) * w).collect(),
-            None => gr.iter().map(|g| wide(*g)).collect(),
-        };
-        let mean_gy = gy.iter().sum::<f64>() / n;
-        let mean_gyx = gy.iter().zip(&xhat).map(|(&a, &b)| a * b).sum::<f64>() / n;
-        for j in 0..d {
-            dx.push(E::from_c(Real::c(
-                rs * (gy[j] - mean_gy - xhat[j] * mean_gyx),
-            )));
-            if k > 0 {
-                let gj = wide(gr[j]);
-                dw[j] += gj * xhat[j];
-                db[j] += gj;
-            }
+    let per = block_rows(d);
+    let partials: Vec<(Vec<f64>, Vec<f64>)> = dx
+        .par_chunks_mut(per * d)
+        .zip(g.par_chunks(per * d))
+        .zip(x.par_chunks(per * d))
+        .zip(rstd.par_chunks(per))
+        .map(|(((dxb, gb), xb), rb)| {
+            let (mut dw, mut db) = (vec![0f64; k], vec![0f64; k]);
+            let (mut xhat, mut gy) = (vec![0f64; d], vec![0f64; d]);
+            cpu::simd(
+                #[inline(always)]
+                || {
+                    let rows = dxb.chunks_mut(d).zip(gb.chunks(d)).zip(xb.chunks(d));
+                    for (((dxr, gr), xr), r) in rows.zip(rb) {
+                        let (m, _) = row_stats(xr);
+                        let rs = wide(*r);
+                        for j in 0..d {
+                            xhat[j] = (wide(xr[j]) - m) * rs;
+                            gy[j] = w.map_or(wide(gr[j]), |w| wide(gr[j]) * w[j]);
+                        }
+                        let mean_gy = cpu::lane_sum(d, |j| gy[j]) / n;
+                        let mean_gyx = cpu::lane_sum(d, |j| gy[j] * xhat[j]) / n;
+                        for j in 0..d {
+                            dxr[j] =
+                                E::from_c(Real::c(rs * (gy[j] - mean_gy - xhat[j] * mean_gyx)));
+                        }
+                        for j in 0..k {
+                            let gj = wide(gr[j]);
+                            dw[j] += gj * xhat[j];
+                            db[j] += gj;
+                        }
+                    }
+                },
+            );
+            (dw, db)
+        })
+        .collect();
+    let (mut dw, mut db) = (vec![0f64; k], vec![0f64; k]);
+    for (pw, pb) in &partials {
+        for j in 0..k {
+            dw[j] += pw[j];
+            db[j] += pb[j];
         }
     }
     let conv = |v: Vec<f64>| v.into_iter().map(|x| E::from_c(Real::c(x))).collect();
