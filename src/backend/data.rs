@@ -52,7 +52,13 @@ impl fmt::Debug for Device {
 
 impl PartialEq for Device {
     fn eq(&self, other: &Device) -> bool {
-        self.to_string() == other.to_string()
+        match (self, other) {
+            (Device::Cpu, Device::Cpu) => true,
+            #[cfg(feature = "cuda")]
+            (Device::Cuda(a), Device::Cuda(b)) => a.ordinal() == b.ordinal(),
+            #[cfg(feature = "cuda")]
+            _ => false,
+        }
     }
 }
 
