@@ -176,15 +176,25 @@ impl Tensor {
     /// copied to the host from a device; [`Tensor::to_vec_f32`] and [`Tensor::to_vec_f64`]
     /// convert instead.
     pub fn to_vec<E: Element>(&self) -> Result<Vec<E>> {
-        let on_host = self.data().to_device(&Device::Cpu)?;
-        let b = on_host.host("to_vec")?;
-        b.typed::<E>()
-            .map(<[E]>::to_vec)
-            .ok_or(Error::DTypeMismatch {
-                op: "to_vec",
-                lhs: b.dtype(),
-                rhs: E::DTYPE,
-            })
+        self.with_host("to_vec", |b| {
+            b.typed::<E>()
+                .map(<[E]>::to_vec)
+                .ok_or(Error::DTypeMismatch {
+                    op: "to_vec",
+                    lhs: b.dtype(),
+                    rhs: E::DTYPE,
+                })
+        })?
+    }
+
+    /// `f` on the host buffer: borrowed on the CPU, a copy from a device.
+    pub(crate) fn with_host<R>(&self, op: &'static str, f: impl FnOnce(&Buffer) -> R) -> Result<R> {
+        let data = self.data();
+        if let Ok(b) = data.host(op) {
+            return Ok(f(b));
+        }
+        let copy = data.to_device(&Device::Cpu)?;
+        Ok(f(copy.host(op)?))
     }
 
     /// Changes the elements in place (optimizers updating parameters): `f` gets them as a
@@ -269,20 +279,13 @@ impl Tensor {
     }
 
     fn on_host<T>(&self, f: impl Fn(&Buffer) -> Vec<T>) -> Vec<T> {
-        let data = self.data();
-        if let Ok(b) = data.host("to_vec") {
-            return f(b);
-        }
-        match data.to_device(&Device::Cpu) {
-            Ok(d) => d.host("to_vec").map(f).unwrap_or_default(),
-            Err(e) => {
-                crate::warnings::warn(format!(
-                    "copying a {} tensor to the host: {e}",
-                    data.device()
-                ));
-                Vec::new()
-            }
-        }
+        self.with_host("to_vec", f).unwrap_or_else(|e| {
+            crate::warnings::warn(format!(
+                "copying a {} tensor to the host: {e}",
+                self.device()
+            ));
+            Vec::new()
+        })
     }
 
     /// The value of a one-element tensor.

@@ -44,13 +44,14 @@ pub fn raw_params(params: &[(String, Tensor)]) -> Result<Vec<Raw>> {
     params
         .iter()
         .map(|(n, t)| {
-            let host = t.data().to_device(&crate::Device::Cpu)?;
-            let b = host.host("save")?;
             Ok(Raw {
                 name: n.clone(),
                 dtype: st_dtype(t.dtype()),
                 shape: t.shape().to_vec(),
-                bytes: crate::storage::with_buffer!(b, v => bytemuck::cast_slice(v).to_vec()),
+                bytes: t.with_host(
+                    "save",
+                    |b| crate::storage::with_buffer!(b, v => bytemuck::cast_slice(v).to_vec()),
+                )?,
             })
         })
         .collect()
