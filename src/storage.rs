@@ -291,6 +291,29 @@ impl Storage {
         self.pending.set(true);
         bytes
     }
+    /// Takes the elements out for reuse, leaving it empty (not pending: nothing refills it);
+    /// returns them and the bytes no longer saved (all of them while a tape entry saves it).
+    pub(crate) fn take(&self) -> (Data, usize) {
+        let mut d = self.data.borrow_mut();
+        let empty = d.emptied();
+        let taken = std::mem::replace(&mut *d, empty);
+        let saved = if self.saved_refs.get() > 0 {
+            taken.bytes()
+        } else {
+            0
+        };
+        (taken, saved)
+    }
+    /// Puts back what [`Storage::take`] took; returns the bytes saved again.
+    pub(crate) fn restore(&self, data: Data) -> usize {
+        let saved = if self.saved_refs.get() > 0 {
+            data.bytes()
+        } else {
+            0
+        };
+        *self.data.borrow_mut() = data;
+        saved
+    }
     /// Takes `from`'s elements (leaving it empty) and clears the pending mark; returns the
     /// bytes received.
     pub(crate) fn fill_from(&self, from: &Storage) -> usize {

@@ -57,7 +57,8 @@ fn adamw_follows_pytorch_formula() {
         }
     }
     assert_relative_eq!(p.to_vec_f64().as_slice(), &w[..], max_relative = 1e-5);
-    assert_eq!(opt.state_bytes(), 2 * 2 * 4);
+    // exp_avg and exp_avg_sq of 2 floats, and the f32 step count.
+    assert_eq!(opt.state_bytes(), 2 * 2 * 4 + 4);
 }
 
 #[test]
@@ -197,7 +198,11 @@ fn state_memory_is_two_bytes_per_param_plus_eight_per_block() {
         "under 4096 elements: fp32 state"
     );
     assert_eq!(opt.state(0).unwrap().bytes(), 2 * 10_000 + 8 * blocks);
-    assert_eq!(opt.state_bytes(), 2 * 10_000 + 8 * blocks + 8 * 4095);
+    // Two 8-bit codes and the absmaxes; fp32 m and v; an f32 step count each.
+    assert_eq!(
+        opt.state_bytes(),
+        2 * 10_000 + 8 * blocks + 8 * 4095 + 2 * 4
+    );
     // fp32 AdamW would hold 8 bytes per parameter: 8-bit saves ≥ 74% on the big tensor.
     assert!((opt.state(0).unwrap().bytes() as f64) < 0.26 * (8 * 10_000) as f64);
 }
@@ -616,5 +621,37 @@ fn loading_a_state_of_the_wrong_shape_is_an_error_not_a_truncation() {
             "{err}"
         );
         opt.load_state_dict(good).unwrap();
+    }
+}
+
+#[test]
+fn state_bytes_count_what_state_dict_holds_without_copying_it() {
+    // One parameter steps (a big one: 8-bit blockwise state), one never gets a gradient (no
+    // state), one small (fp32 state under AdamW8bit): each optimizer's count equals the bytes
+    // of its state_dict, step counts included.
+    let make = || {
+        let ps = [param(&[0.5; 5000]), param(&[1.0; 7]), param(&[-0.5; 300])];
+        set_grad(&ps[0], &[0.01; 5000]);
+        set_grad(&ps[2], &[-0.02; 300]);
+        vec![ParamGroup::new(ps.to_vec(), 1e-3, 0.01)]
+    };
+    let opts: [(&str, Box<dyn Optimizer>); 3] = [
+        ("AdamW", Box::new(AdamW::new(make()))),
+        ("AdamW8bit", Box::new(AdamW8bit::new(make()))),
+        ("Sgd", Box::new(Sgd::new(make(), 0.9, false).unwrap())),
+    ];
+    for (name, mut opt) in opts {
+        assert_eq!(opt.state_bytes(), 0, "{name} before a step");
+        opt.step().unwrap();
+        opt.step().unwrap();
+        let held: usize = opt
+            .state_dict()
+            .buffers
+            .iter()
+            .flatten()
+            .map(|(_, b)| b.bytes())
+            .sum();
+        assert!(held >= 4 * 300, "{name}: {held} bytes");
+        assert_eq!(opt.state_bytes(), held, "{name}");
     }
 }

@@ -270,7 +270,11 @@ pub(crate) fn sweep(
             pending = Some((i, backward, Grads::new()));
             continue;
         }
-        let grads = match backward.backward(&g, &needs) {
+        let run = match retain_graph {
+            true => Backward::backward,
+            false => Backward::backward_last,
+        };
+        let grads = match run(backward.as_ref(), &g, &needs) {
             Ok(grads) => grads,
             Err(e) => {
                 // Put the backward back so clearing the tape still releases what it saved.

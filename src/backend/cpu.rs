@@ -173,6 +173,10 @@ impl BackendStorage for Buffer {
         loss::cross_entropy_grad(self, z, lse, t)
     }
 
+    fn cross_entropy_grad_in_place(&self, z: &mut Buffer, lse: &[f64], t: Targets) -> Result<()> {
+        loss::cross_entropy_grad_in_place(self, z, lse, t)
+    }
+
     fn copy2d(&self, dst: &mut Buffer, c: Copy2d, add: bool) -> Result<()> {
         copy::copy2d(self, dst, c, add)
     }

@@ -362,6 +362,9 @@ impl BackendStorage for Data {
     fn cross_entropy_grad(&self, z: &Data, lse: &[f64], t: Targets) -> Result<Data> {
         run!(self, s => s.cross_entropy_grad(z.side("cross_entropy_backward")?, lse, t))
     }
+    fn cross_entropy_grad_in_place(&self, z: &mut Data, lse: &[f64], t: Targets) -> Result<()> {
+        run!(self, s => s.cross_entropy_grad_in_place(z.side_mut("cross_entropy_backward")?, lse, t))
+    }
     fn copy2d(&self, dst: &mut Data, c: Copy2d, add: bool) -> Result<()> {
         run!(self, s => s.copy2d(dst.side_mut("copy2d")?, c, add))
     }

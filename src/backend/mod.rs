@@ -158,6 +158,12 @@ pub(crate) trait BackendStorage: Sized {
     fn cross_entropy_grad(&self, z: &Self, lse: &[f64], t: Targets) -> Result<Self> {
         Err(self.unsupported("cross_entropy_grad"))
     }
+    /// The same gradient written over the logits `z` (backward's last use of them); by default
+    /// through [`BackendStorage::cross_entropy_grad`], `z` untouched on an error.
+    fn cross_entropy_grad_in_place(&self, z: &mut Self, lse: &[f64], t: Targets) -> Result<()> {
+        *z = self.cross_entropy_grad(z, lse, t)?;
+        Ok(())
+    }
 
     /// Copies (or adds, when `add`) the block `c` describes from `self` into `dst`.
     fn copy2d(&self, dst: &mut Self, c: Copy2d, add: bool) -> Result<()> {

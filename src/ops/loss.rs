@@ -3,7 +3,8 @@
 //! dL/dzᵢ = (softmax(zᵢ) − onehot(tᵢ))·g/n on non-ignored rows, 0 on ignored ones.
 //! One fused op: each row's log Σ eᶻ (lse) is computed once; the loss reads zᵢ\[tᵢ\] − lse and
 //! the backward e^(z − lse), so no log-probability tensor is ever written.
-//! Saves: the logits, each row's lse and the targets.
+//! Saves: the logits, each row's lse and the targets; backward writes dL/dz over the logits
+//! when nothing else holds them.
 
 use crate::autograd::{Backward, Grads};
 use crate::backend::{BackendStorage, Targets};
@@ -97,20 +98,40 @@ struct CrossEntropyBackward {
     count: usize,
 }
 
-impl Backward for CrossEntropyBackward {
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
-        let labels = Targets {
+impl CrossEntropyBackward {
+    fn labels(&self) -> Targets<'_> {
+        Targets {
             labels: &self.targets,
             ignore: self.ignore_index,
             count: self.count,
-        };
+        }
+    }
+}
+
+impl Backward for CrossEntropyBackward {
+    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Grads> {
         let out = g
             .data()
-            .cross_entropy_grad(&self.z.data(), &self.lse, labels)?;
+            .cross_entropy_grad(&self.z.data(), &self.lse, self.labels())?;
         Ok(smallvec![Some(Tensor::activation(
             out,
             self.z.shape().into()
         ))])
+    }
+    /// The gradient over the logits when nothing else holds them (a model's logits, dropped
+    /// after the loss): one logits-sized buffer in backward, not two; the same bits.
+    fn backward_last(&self, g: &Tensor, needs: &[bool]) -> Result<Grads> {
+        let over = crate::ops::with_saved_taken(&self.z, |z| {
+            g.data()
+                .cross_entropy_grad_in_place(z, &self.lse, self.labels())
+        });
+        match over {
+            None => self.backward(g, needs),
+            Some(r) => Ok(smallvec![Some(Tensor::activation(
+                r?.0,
+                self.z.shape().into()
+            ))]),
+        }
     }
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor)) {
         f(&self.z);

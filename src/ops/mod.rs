@@ -29,6 +29,7 @@ pub mod softmax;
 pub mod spec;
 pub mod unary;
 
+use crate::backend::Data;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -52,4 +53,27 @@ pub(crate) fn save(t: &Tensor) -> Tensor {
         return recipe;
     }
     crate::tape::recompute::pack(t)
+}
+
+/// Runs `f` on a saved tensor's elements, taken out of it, when nothing else can see them (no
+/// other handle, an op's output, not a placeholder or a recipe): backward's last use of them
+/// writes its gradient over them. `None` (and `f` not run) otherwise; on an error they are put
+/// back. While taken they do not count as saved.
+pub(crate) fn with_saved_taken<R>(
+    t: &Tensor,
+    f: impl FnOnce(&mut Data) -> Result<R>,
+) -> Option<Result<(Data, R)>> {
+    let s = t.storage();
+    if !t.is_exclusive() || !s.is_activation() || s.is_pending() || s.is_recipe() {
+        return None;
+    }
+    let (mut data, bytes) = s.take();
+    crate::tape::memory_sub(bytes);
+    Some(match f(&mut data) {
+        Ok(r) => Ok((data, r)),
+        Err(e) => {
+            crate::tape::memory_add(s.restore(data));
+            Err(e)
+        }
+    })
 }

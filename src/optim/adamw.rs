@@ -53,15 +53,6 @@ impl AdamW {
             steps: vec![0; n],
         }
     }
-
-    /// Bytes of optimizer state held now.
-    pub fn state_bytes(&self) -> usize {
-        self.state
-            .iter()
-            .flatten()
-            .map(|(m, v)| 4 * (m.len() + v.len()))
-            .sum()
-    }
 }
 
 /// The constants of one AdamW step: β₁, β₂, ε, `c1 = lr/(1−β₁ᵗ)`, `c2 = 1/√(1−β₂ᵗ)` and
@@ -170,6 +161,14 @@ impl Optimizer for AdamW {
     }
     fn groups_mut(&mut self) -> &mut [ParamGroup] {
         &mut self.groups
+    }
+    fn state_bytes(&self) -> usize {
+        // exp_avg, exp_avg_sq and the f32 step count.
+        self.state
+            .iter()
+            .flatten()
+            .map(|(m, v)| 4 * (m.len() + v.len() + 1))
+            .sum()
     }
     fn state_dict(&self) -> OptimState {
         let buffers = self

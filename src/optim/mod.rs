@@ -57,6 +57,16 @@ pub enum StateBuffer {
     U8(Vec<u8>),
 }
 
+impl StateBuffer {
+    /// Bytes of its elements.
+    pub fn bytes(&self) -> usize {
+        match self {
+            StateBuffer::F32(v) => 4 * v.len(),
+            StateBuffer::U8(v) => v.len(),
+        }
+    }
+}
+
 /// What every optimizer offers.
 pub trait Optimizer {
     /// Applies one update from the parameters' `.grad` (parameters without one are skipped).
@@ -67,6 +77,16 @@ pub trait Optimizer {
     fn groups_mut(&mut self) -> &mut [ParamGroup];
     /// The state needed to resume exactly.
     fn state_dict(&self) -> OptimState;
+    /// Bytes of state held now, as [`Optimizer::state_dict`] holds them (each stateful
+    /// parameter's `step` count included); optimizers answer without copying their state.
+    fn state_bytes(&self) -> usize {
+        self.state_dict()
+            .buffers
+            .iter()
+            .flatten()
+            .map(|(_, b)| b.bytes())
+            .sum()
+    }
     /// Restores a state saved by [`Optimizer::state_dict`].
     fn load_state_dict(&mut self, state: OptimState) -> Result<()>;
     /// Clears every parameter's gradient (PyTorch's `set_to_none=True`).

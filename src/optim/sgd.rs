@@ -84,6 +84,9 @@ impl Optimizer for Sgd {
     fn groups_mut(&mut self) -> &mut [ParamGroup] {
         &mut self.groups
     }
+    fn state_bytes(&self) -> usize {
+        self.buffers.iter().flatten().map(|v| 4 * v.len()).sum()
+    }
     fn state_dict(&self) -> OptimState {
         OptimState {
             step: self.steps,

@@ -13,6 +13,11 @@ pub type Grads = SmallVec<[Option<Tensor>; 2]>;
 pub trait Backward {
     /// Given dL/d(output), returns dL/d(input) for every input whose `needs` flag is set.
     fn backward(&self, grad: &Tensor, needs: &[bool]) -> Result<Grads>;
+    /// [`Backward::backward`] when the graph is not kept for another backward (no
+    /// `retain_graph`): an op may write its gradient over a saved tensor nothing else can see.
+    fn backward_last(&self, grad: &Tensor, needs: &[bool]) -> Result<Grads> {
+        self.backward(grad, needs)
+    }
     /// Calls `f` on every tensor saved for backward: the tape counts their bytes, dumps them
     /// and checks their versions.
     fn visit_saved(&self, f: &mut dyn FnMut(&Tensor));

@@ -20,7 +20,7 @@
 //! | `grad_mode.rs`, `inspect.rs` | `no_grad`; reading the tape |
 
 mod accounting;
-pub(crate) use accounting::memory_add;
+pub(crate) use accounting::{memory_add, memory_sub};
 mod backward;
 mod child;
 mod grad_mode;

@@ -13,7 +13,7 @@ use rewind::error::{Error, Result};
 use rewind::nn::{HookHandle, freeze};
 use rewind::ops::autocast::autocast;
 use rewind::optim::{
-    AdamW, AdamW8bit, MIN_8BIT_SIZE, Optimizer, ParamGroup, Sgd, StateBuffer, clip_grad_norm_,
+    AdamW, AdamW8bit, MIN_8BIT_SIZE, Optimizer, ParamGroup, Sgd, clip_grad_norm_,
     clip_grad_norm_agreeing_,
 };
 use rewind::{BackwardOptions, GradReady, Tensor, tape};
@@ -496,9 +496,16 @@ impl Trainer {
 
     /// Token-weighted mean loss on the held-out samples (no grad, f32, stored activations).
     pub fn eval_loss(&self) -> Result<f64> {
-        // Eval mode (no dropout), as transformers' Trainer evaluates.
+        // Eval mode (no dropout), as transformers' Trainer evaluates; in training's batch size,
+        // so its logits (B·T·vocab floats, 206 MB for GPT-2 at 8 × 128) fit in the memory a
+        // step's logits left free instead of raising the process's peak.
         self.model.train(false);
-        let r = crate::eval::mean_loss(self.model.as_ref(), &self.data.eval, 16, Padding::Dynamic);
+        let r = crate::eval::mean_loss(
+            self.model.as_ref(),
+            &self.data.eval,
+            self.cfg.batch_size,
+            Padding::Dynamic,
+        );
         self.model.train(true);
         Ok(r?.0)
     }
@@ -520,16 +527,7 @@ impl Trainer {
 
     /// Bytes of optimizer state this process holds now (under ZeRO-1, its shard's).
     pub fn optimizer_state_bytes(&self) -> usize {
-        self.opt
-            .state_dict()
-            .buffers
-            .iter()
-            .flatten()
-            .map(|(_, b)| match b {
-                StateBuffer::F32(v) => 4 * v.len(),
-                StateBuffer::U8(v) => v.len(),
-            })
-            .sum()
+        self.opt.state_bytes()
     }
 }
 

@@ -27,6 +27,17 @@ pub(super) fn cross_entropy_grad(
         grad(gv, zv, lse, t.labels, t.ignore, t.count)?.into_buffer())
 }
 
+/// [`cross_entropy_grad`] written over the logits `z` (no second logits-sized buffer).
+pub(super) fn cross_entropy_grad_in_place(
+    g: &Buffer,
+    z: &mut Buffer,
+    lse: &[f64],
+    t: Targets,
+) -> Result<()> {
+    zip_buffers!("cross_entropy_backward", g, z, gv, zv =>
+        grad_rows(gv, None, zv, lse, t.labels, t.ignore, t.count))
+}
+
 /// Each row's log Σ eᶻ = m + log Σ e^(z − m) (m the row's max), in the compute type, kept as
 /// f64 (exact); the kernels' vectorised exp and lane sums, rows on the kernels' threads.
 fn row_lse<E: Element>(z: &[E], c: usize) -> Vec<f64> {
@@ -60,6 +71,7 @@ fn nll<E: Element>(z: &[E], lse: &[f64], targets: &[i64], ignore: i64, count: us
     vec![E::from_c(-s / <E::C as Real>::c(count as f64))]
 }
 
+/// dL/dz into a fresh buffer: e^(z − lse)·g/n, minus g/n at each row's target.
 fn grad<E: Element>(
     g: &[E],
     z: &[E],
@@ -68,26 +80,60 @@ fn grad<E: Element>(
     ignore: i64,
     count: usize,
 ) -> Result<Vec<E>> {
-    let c = z.len() / targets.len().max(1);
-    let scale = g[0].to_c() / <E::C as Real>::c(count as f64);
     let mut out = cpu::zeroed("cross_entropy_backward", z.len())?;
+    grad_rows(g, Some(z), &mut out, lse, targets, ignore, count);
+    Ok(out)
+}
+
+/// Each row of `out` becomes its gradient, from `z`'s row or, without `z`, from the logits
+/// `out` holds (the same arithmetic in both: the bits do not depend on where the result goes).
+fn grad_rows<E: Element>(
+    g: &[E],
+    z: Option<&[E]>,
+    out: &mut [E],
+    lse: &[f64],
+    targets: &[i64],
+    ignore: i64,
+    count: usize,
+) {
+    let c = out.len() / targets.len().max(1);
+    let scale = g[0].to_c() / <E::C as Real>::c(count as f64);
     // Row by row on the kernels' threads; softmax = e^(z − lse) by the kernels' vectorised exp.
-    cpu::rows_mut(&mut out, c, |r, row| {
+    cpu::rows_mut(out, c, |r, row| {
         let t = targets[r];
         if t == ignore {
+            row.fill(E::default());
             return;
         }
-        let (z, l) = (&z[r * c..(r + 1) * c], <E::C as Real>::c(lse[r]));
-        cpu::simd(
-            #[inline(always)]
-            || {
-                for (o, v) in row.iter_mut().zip(z) {
-                    *o = E::from_c((v.to_c() - l).exp_k() * scale);
-                }
-            },
-        );
-        let p = (z[t as usize].to_c() - l).exp_k();
+        let l = <E::C as Real>::c(lse[r]);
+        let soft = |v: E| E::from_c((v.to_c() - l).exp_k() * scale);
+        let zt = match z {
+            Some(z) => {
+                let z = &z[r * c..(r + 1) * c];
+                cpu::simd(
+                    #[inline(always)]
+                    || {
+                        for (o, &v) in row.iter_mut().zip(z) {
+                            *o = soft(v);
+                        }
+                    },
+                );
+                z[t as usize]
+            }
+            None => {
+                let zt = row[t as usize];
+                cpu::simd(
+                    #[inline(always)]
+                    || {
+                        for o in row.iter_mut() {
+                            *o = soft(*o);
+                        }
+                    },
+                );
+                zt
+            }
+        };
+        let p = (zt.to_c() - l).exp_k();
         row[t as usize] = E::from_c((p - E::C::one()) * scale);
     });
-    Ok(out)
 }

@@ -115,11 +115,6 @@ impl AdamW8bit {
         }
     }
 
-    /// Bytes of optimizer state held now.
-    pub fn state_bytes(&self) -> usize {
-        self.state.iter().flatten().map(Adam8bitState::bytes).sum()
-    }
-
     /// The state of parameter `i` (in group order), once it has taken a step (for a parameter
     /// on a CUDA device, as it was when uploaded: `state_dict` copies the device's back).
     pub fn state(&self, i: usize) -> Option<&Adam8bitState> {
@@ -261,6 +256,10 @@ impl Optimizer for AdamW8bit {
     }
     fn groups_mut(&mut self) -> &mut [ParamGroup] {
         &mut self.groups
+    }
+    fn state_bytes(&self) -> usize {
+        // Each state's buffers and its f32 step count (a device's copy has the same sizes).
+        self.state.iter().flatten().map(|s| s.bytes() + 4).sum()
     }
     fn state_dict(&self) -> OptimState {
         #[cfg(feature = "cuda")]
