@@ -12,6 +12,8 @@ use half::{bf16, f16};
 mod driver;
 mod kernels;
 mod pack;
+#[cfg(target_arch = "x86_64")]
+mod pack_x86;
 mod select;
 mod spec;
 mod thin;

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 /// Element types whose packing buffers each thread keeps between products (growing only),
 /// so a product allocates, zeroes and faults in no fresh memory for them.
-pub(super) trait Packable: Copy + Default + Send + Sync {
+pub(super) trait Packable: Copy + Default + Send + Sync + 'static {
     /// Runs `f` on this thread's buffer `which` (0: A, 1: B) of at least `len` elements
     /// (stale contents: packing writes every element it reads), or on a fresh one while the
     /// thread's own is in use.
@@ -56,7 +56,7 @@ pub(super) struct Block {
 
 /// Packs rows `blk.at..blk.at + blk.len` and k values `blk.k0..blk.k0 + blk.kc` of the m×k
 /// operand `a` (stored as `l`) into `out`, `mr` rows per panel.
-pub(super) fn pack_a<T: Copy + Default>(
+pub(super) fn pack_a<T: Copy + Default + 'static>(
     a: &[T],
     l: Layout,
     (m, k): (usize, usize),
@@ -128,7 +128,7 @@ fn spread<T: Copy + Default, const N: usize>(row: &[T], q: usize, kc: usize, out
 
 /// Packs panel `p` (`nr` columns from `blk.at + p·nr`) of columns `blk.at..blk.at + blk.len`
 /// and k values `blk.k0..blk.k0 + blk.kc` of the k×n operand `b` (stored as `l`).
-pub(super) fn pack_b_panel<T: Copy + Default>(
+pub(super) fn pack_b_panel<T: Copy + Default + 'static>(
     b: &[T],
     l: Layout,
     (k, n): (usize, usize),
@@ -202,18 +202,42 @@ fn strided<T: Copy, const N: usize>(
 }
 
 /// A full panel of `R` rows of a row-major A (row `r0` on, `k` apart, from column `k0`):
-/// for each k, the `R` rows' values side by side.
+/// for each k, the `R` rows' values side by side (f32 with AVX2: transposed in registers).
 #[inline(always)]
-fn gather<T: Copy + Default, const R: usize>(
+fn gather<T: Copy + Default + 'static, const R: usize>(
     a: &[T],
     (r0, k, k0): (usize, usize, usize),
     kc: usize,
     panel: &mut [T],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(a), Some(p)) = (as_f32(a), as_f32_mut(panel))
+        && super::pack_x86::gather_f32::<R>(a, (r0, k, k0), kc, p)
+    {
+        return;
+    }
     let rows: [&[T]; R] = std::array::from_fn(|r| &a[(r0 + r) * k + k0..][..kc]);
     for (q, dst) in panel.chunks_exact_mut(R).take(kc).enumerate() {
         for (d, row) in dst.iter_mut().zip(&rows) {
             *d = row[q];
         }
     }
+}
+
+/// `s` as f32 elements when `T` is f32 (the element types are one type then).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn as_f32<T: 'static>(s: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32, so the slice's pointer, length and lifetime describe f32s.
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+/// [`as_f32`] for a slice being written.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn as_f32_mut<T: 'static>(s: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32, so the slice's pointer, length and lifetime describe f32s.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
 }

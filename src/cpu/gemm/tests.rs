@@ -96,13 +96,15 @@ fn chain(
 #[test]
 fn every_kernel_computes_each_element_as_one_fma_chain_in_k_order() {
     use Layout::*;
-    // Ragged sizes around every kernel's tile and block sizes (k = 300 and 513 cross the
-    // 256-wide k blocks, n = 4100 the 4096-wide column blocks), and k = 0.
+    // Ragged sizes around every kernel's tile and block sizes (k = 513 crosses the portable
+    // kernel's 256-wide k blocks, k = 800 the SIMD kernels' 768-wide ones, n = 4100 the
+    // column blocks), and k = 0.
     let shapes = [
         (1, 1, 1),
         (7, 3, 17),
         (13, 300, 33),
         (25, 513, 70),
+        (26, 800, 37),
         (3, 40, 4100),
         (200, 64, 96),
         (5, 0, 4),
@@ -255,4 +257,50 @@ fn bf16_products_are_the_f32_chain_of_the_widened_operands_rounded_once() {
             }
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_vector_row_gather_packs_what_the_element_copy_packs() {
+    // Every row count the kernels pack, k from 1 to past two 8-wide blocks (tails of every
+    // length), starting mid-row (k0 > 0) in a matrix wider than the block.
+    let (rows, k) = (40, 53);
+    let a: Vec<f32> = (0..rows * k).map(|i| i as f32 + 0.25).collect();
+    fn check<const R: usize>(a: &[f32], k: usize) {
+        for (r0, k0, kc) in [
+            (0, 0, 1),
+            (1, 3, 7),
+            (2, 5, 8),
+            (3, 0, 9),
+            (0, 7, 23),
+            (5, 2, 51),
+        ] {
+            let mut got = vec![f32::NAN; kc * R];
+            let packed = super::pack_x86::gather_f32::<R>(a, (r0, k, k0), kc, &mut got);
+            // Without AVX2 it declines and writes nothing: packing copies element by element.
+            assert_eq!(packed, std::arch::is_x86_feature_detected!("avx2"));
+            let want: Vec<f32> = (0..kc)
+                .flat_map(|q| (0..R).map(move |r| (r, q)))
+                .map(|(r, q)| {
+                    if packed {
+                        a[(r0 + r) * k + k0 + q]
+                    } else {
+                        f32::NAN
+                    }
+                })
+                .collect();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "R = {R}, rows from {r0}, k {k0}..{}",
+                k0 + kc
+            );
+        }
+    }
+    check::<6>(&a, k);
+    check::<8>(&a, k);
+    check::<12>(&a, k);
+    check::<16>(&a, k);
+    check::<32>(&a, k);
 }
