@@ -175,6 +175,53 @@ pub(crate) fn lane_sum<C: crate::dtype::Real>(n: usize, f: impl Fn(usize) -> C) 
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
+/// [`lane_sum`] of `f(x)` over `xs`, the same bits: `f` runs over blocks of 256 into a
+/// stack buffer (a plain loop the vectoriser turns into vector code, branches of `f` included),
+/// then the block joins the eight lanes in order.
+#[inline(always)]
+pub(crate) fn lane_sum_map<E: crate::dtype::Element>(xs: &[E], f: impl Fn(E::C) -> E::C) -> E::C {
+    use num_traits::Zero;
+    const BLOCK: usize = 256;
+    let mut acc = [E::C::zero(); LANES];
+    let mut buf = [E::C::zero(); BLOCK];
+    for block in xs.chunks(BLOCK) {
+        let vals = &mut buf[..block.len()];
+        for (b, x) in vals.iter_mut().zip(block) {
+            *b = f(x.to_c());
+        }
+        // Blocks start at multiples of 8: element k of the row goes to lane k mod 8.
+        let mut lanes = vals.chunks_exact(LANES);
+        for chunk in &mut lanes {
+            for (a, v) in acc.iter_mut().zip(chunk) {
+                *a += *v;
+            }
+        }
+        for (a, v) in acc.iter_mut().zip(lanes.remainder()) {
+            *a += *v;
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// The largest of `xs` (−∞ when empty), NaN when any is NaN: eight lanes of
+/// branch-free selects, so the loop vectorises (a max is exact: the order cannot change it).
+#[inline(always)]
+pub(crate) fn lane_max<E: crate::dtype::Element>(xs: &[E]) -> E::C {
+    use num_traits::Float;
+    let pick = |m: E::C, v: E::C| if v > m || v.is_nan() { v } else { m };
+    let mut acc = [E::C::neg_infinity(); LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(chunk) {
+            *a = pick(*a, v.to_c());
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a = pick(*a, v.to_c());
+    }
+    acc.into_iter().fold(E::C::neg_infinity(), pick)
+}
+
 /// `out[i] = f(x[i])`; `op` names the caller in an out-of-memory error.
 pub fn map<E: Element>(
     op: &'static str,
@@ -339,4 +386,52 @@ pub(crate) fn row_base(mut r: usize, shape: &[usize], strides: &[usize]) -> usiz
         r /= shape[d];
     }
     off
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::dtype::Real;
+
+    #[test]
+    fn lane_sum_map_adds_in_lane_sums_order_bit_for_bit() {
+        // Lengths around the 8 lanes and the 256-element blocks; values whose sums round.
+        for n in [0, 1, 7, 8, 9, 255, 256, 257, 263, 600, 50_257] {
+            let xs: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919 % 1000) as f32) * 0.013 - 6.5)
+                .collect();
+            let f = |v: f32| (v - 1.5).exp_k();
+            let want = super::lane_sum(n, |k| f(xs[k]));
+            let got = super::lane_sum_map(&xs, f);
+            assert_eq!(got.to_bits(), want.to_bits(), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn lane_max_is_the_rows_max_and_nan_wins() {
+        let fold = |xs: &[f32]| {
+            xs.iter().fold(
+                f32::NEG_INFINITY,
+                |m, &v| {
+                    if v > m || v.is_nan() { v } else { m }
+                },
+            )
+        };
+        for n in [0usize, 1, 5, 8, 13, 64, 1001] {
+            let mut xs: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32) - 50.0).collect();
+            assert_eq!(
+                super::lane_max(&xs).to_bits(),
+                fold(&xs).to_bits(),
+                "n = {n}"
+            );
+            if n > 3 {
+                xs[n - 2] = f32::NAN;
+                assert!(
+                    super::lane_max(&xs).is_nan(),
+                    "n = {n}: a NaN anywhere gives NaN"
+                );
+                xs.iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
+                assert_eq!(super::lane_max(&xs), f32::NEG_INFINITY);
+            }
+        }
+    }
 }

@@ -46,13 +46,8 @@ fn row_lse<E: Element>(z: &[E], c: usize) -> Vec<f64> {
         cpu::simd(
             #[inline(always)]
             || {
-                let m = row
-                    .iter()
-                    .map(|v| v.to_c())
-                    .fold(E::C::neg_infinity(), |m, v| {
-                        if v > m || v.is_nan() { v } else { m }
-                    });
-                let s = cpu::lane_sum(c, |k| (row[k].to_c() - m).exp_k());
+                let m = cpu::lane_max(row);
+                let s = cpu::lane_sum_map(row, |v| (v - m).exp_k());
                 num_traits::ToPrimitive::to_f64(&(m + s.ln())).unwrap_or(f64::NAN)
             },
         )
@@ -106,15 +101,18 @@ fn grad_rows<E: Element>(
             return;
         }
         let l = <E::C as Real>::c(lse[r]);
-        let soft = |v: E| E::from_c((v.to_c() - l).exp_k() * scale);
+        // Copied into each loop's own frame, `l` and `scale` stay in registers (read through a
+        // reference, every store to the row could change them, and the loop stays scalar).
+        let soft = move |v: E| E::from_c((v.to_c() - l).exp_k() * scale);
         let zt = match z {
             Some(z) => {
                 let z = &z[r * c..(r + 1) * c];
                 cpu::simd(
                     #[inline(always)]
                     || {
+                        let here = soft;
                         for (o, &v) in row.iter_mut().zip(z) {
-                            *o = soft(v);
+                            *o = here(v);
                         }
                     },
                 );
@@ -125,8 +123,9 @@ fn grad_rows<E: Element>(
                 cpu::simd(
                     #[inline(always)]
                     || {
+                        let here = soft;
                         for o in row.iter_mut() {
-                            *o = soft(*o);
+                            *o = here(*o);
                         }
                     },
                 );

@@ -28,12 +28,7 @@ pub(crate) fn forward_row<E: Element>(x: &[E], out: &mut [E], log: bool) {
     cpu::simd(
         #[inline(always)]
         || {
-            let m = x
-                .iter()
-                .map(|v| v.to_c())
-                .fold(E::C::neg_infinity(), |m, v| {
-                    if v > m || v.is_nan() { v } else { m }
-                });
+            let m = cpu::lane_max(x);
             let mut col = [E::C::zero(); STACK_ROW];
             let s = if x.len() <= STACK_ROW {
                 for (c, v) in col.iter_mut().zip(x) {
@@ -41,7 +36,7 @@ pub(crate) fn forward_row<E: Element>(x: &[E], out: &mut [E], log: bool) {
                 }
                 cpu::lane_sum(x.len(), |k| col[k])
             } else {
-                cpu::lane_sum(x.len(), |k| (x[k].to_c() - m).exp_k())
+                cpu::lane_sum_map(x, |v| (v - m).exp_k())
             };
             let ls = s.ln();
             let keep = x.len() <= STACK_ROW;
