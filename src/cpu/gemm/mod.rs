@@ -1,4 +1,4 @@
-//! Matrix products: rewind's own packed GEMM (`driver.rs`, `pack.rs`) around micro-kernels
+//! Matrix products: rewind's own packed GEMM (`driver.rs`, `pack.rs`, `pack_x86.rs`) around micro-kernels
 //! (`kernels.rs`, `x86.rs`: AVX-512, AVX2 + FMA, portable). Every kernel computes each element
 //! of C as one fused multiply-add per k, in k order, so a product's bits depend on its operands
 //! only: not on the kernel, the thread count or the machine. Which kernel runs is timed at the
