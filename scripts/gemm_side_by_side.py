@@ -51,9 +51,9 @@ for s in shapes:
 """
 
 
-def run_rewind(binary, reps, mode, threads):
+def run_rewind(binary, reps, mode, threads, only=""):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), MATMUL_NUM_THREADS=str(threads))
-    out = subprocess.run([binary, str(reps), mode], env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run([binary, str(reps), mode, only], env=env, check=True, capture_output=True, text=True)
     return [json.loads(l) for l in out.stdout.splitlines() if l.strip()]
 
 
@@ -71,6 +71,7 @@ def main():
     p.add_argument("--threads", default="1,2")
     p.add_argument("--all", action="store_true")
     p.add_argument("--binary", default="target/release/examples/gemm_shapes")
+    p.add_argument("--only", default="", help="only the shapes whose names start with one of these (comma-separated)")
     a = p.parse_args()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
@@ -79,7 +80,7 @@ def main():
     order = []
     for threads in [int(t) for t in a.threads.split(",")]:
         for _ in range(a.rounds):
-            rows = run_rewind(a.binary, a.reps, "all" if a.all else "chosen", threads)
+            rows = run_rewind(a.binary, a.reps, "all" if a.all else "chosen", threads, a.only)
             shapes = []
             for r in rows:
                 if r["shape"] not in [s["shape"] for s in shapes]:

@@ -1,7 +1,7 @@
 //! The GEMM shapes of `rewind_lab::bench::gemm`, timed with the engine's chosen kernel (or every
 //! SIMD kernel this CPU runs, and the `matrixmultiply` and `gemm` crates), one JSON line per
 //! shape and candidate: what `scripts/gemm_side_by_side.py` sets beside NumPy's OpenBLAS.
-//! Usage: `gemm_shapes [REPS] [all|chosen] [SHAPE-PREFIX]`.
+//! Usage: `gemm_shapes [REPS] [all|chosen] [SHAPE-PREFIX[,SHAPE-PREFIX…]]`.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -51,7 +51,8 @@ fn main() {
         _ => vec![Kernel::chosen()],
     };
     let all = args.get(2).is_some_and(|a| a == "all");
-    let prefix = args.get(3).cloned().unwrap_or_default();
+    let prefixes = args.get(3).cloned().unwrap_or_default();
+    let wanted = |name: &str| prefixes.split(',').any(|p| name.starts_with(p));
     let print = |sh: &Shape, name: &str, (median, lo, hi): (f64, f64, f64)| {
         println!(
             "{{\"shape\": \"{}\", \"m\": {}, \"k\": {}, \"n\": {}, \"ta\": {}, \"tb\": {}, \"batch\": {}, \"kernel\": \"{name}\", \"threads\": {}, \"gflops\": {median:.2}, \"lo\": {lo:.2}, \"hi\": {hi:.2}}}",
@@ -65,7 +66,7 @@ fn main() {
             rayon::current_num_threads()
         );
     };
-    for sh in SHAPES.iter().filter(|s| s.name.starts_with(&prefix)) {
+    for sh in SHAPES.iter().filter(|s| wanted(s.name)) {
         for k in &kernels {
             print(sh, &format!("rewind {}", k.name()), gflops(sh, *k, reps));
         }
