@@ -36,14 +36,14 @@ unsafe impl<T> Sync for Out<T> {}
 /// elements, initialised when `beta`, aliasing neither.
 #[allow(clippy::too_many_arguments)] // the BLAS signature
 pub(super) unsafe fn drive<T: Packable>(
-    kern: &Spec<T>,
+    kern: &Spec<T, T::Acc>,
     (m, k, n): (usize, usize, usize),
     a: &[T],
     la: Layout,
     b: &[T],
     lb: Layout,
     beta: bool,
-    c: *mut T,
+    c: *mut T::Acc,
     parallel: bool,
 ) {
     if m == 0 || n == 0 {
@@ -53,7 +53,7 @@ pub(super) unsafe fn drive<T: Packable>(
         if !beta {
             for e in 0..m * n {
                 // SAFETY: e < m·n, inside C.
-                unsafe { c.add(e).write(T::default()) };
+                unsafe { c.add(e).write(T::Acc::default()) };
             }
         }
         return;
@@ -151,12 +151,12 @@ pub(super) unsafe fn drive<T: Packable>(
 /// As [`drive`]'s, and no one else writes columns `cols` of C meanwhile.
 #[allow(clippy::too_many_arguments)] // the product and the columns
 unsafe fn columns<T: Packable>(
-    kern: &Spec<T>,
+    kern: &Spec<T, T::Acc>,
     (m, k, n): (usize, usize, usize),
     (a, la): (&[T], Layout),
     (b, lb): (&[T], Layout),
     beta: bool,
-    out: Out<T>,
+    out: Out<T::Acc>,
     cols: std::ops::Range<usize>,
 ) {
     let (mr, nr, mc) = (kern.mr, kern.nr, kern.mc);
@@ -205,19 +205,19 @@ unsafe fn columns<T: Packable>(
 /// `ap` and `bp` hold the packed block of A and B.
 #[allow(clippy::too_many_arguments)] // the block's coordinates
 unsafe fn tiles<T: Packable>(
-    kern: &Spec<T>,
+    kern: &Spec<T, T::Acc>,
     ablk: Block,
     bblk: Block,
     ap: &[T],
     bp: &[T],
     ldc: usize,
     zero: bool,
-    out: Out<T>,
+    out: Out<T::Acc>,
 ) {
     let (mr, nr, kc) = (kern.mr, kern.nr, ablk.kc);
     // Room for the widest tile (12×32); a kernel with a larger one is refused here, not
     // written past the scratch tile.
-    let mut edge = [T::default(); 12 * 32];
+    let mut edge = [T::Acc::default(); 12 * 32];
     assert!(
         mr * nr <= edge.len(),
         "gemm: a {mr}×{nr} tile exceeds the scratch tile"
@@ -238,7 +238,7 @@ unsafe fn tiles<T: Packable>(
                 for j in 0..cols {
                     // SAFETY: (i, j) is inside the tile's valid part, initialised unless `zero`.
                     edge[i * nr + j] = if zero {
-                        T::default()
+                        T::Acc::default()
                     } else {
                         unsafe { tile.add(i * ldc + j).read() }
                     };

@@ -9,7 +9,7 @@ macro_rules! portable {
     ($name:ident, $t:ty $(, $feature:literal)?) => {
         $(#[target_feature(enable = $feature)])?
         #[allow(unsafe_op_in_unsafe_fn)]
-        unsafe fn $name(kc: usize, a: *const $t, b: *const $t, c: *mut $t, ldc: usize, zero: bool) {
+        unsafe extern "C" fn $name(kc: usize, a: *const $t, b: *const $t, c: *mut $t, ldc: usize, zero: bool) {
             const MR: usize = 4;
             const NR: usize = 8;
             let mut acc = [[0.0 as $t; NR]; MR];

@@ -3,8 +3,9 @@
 //! of C as one fused multiply-add per k, in k order, so a product's bits depend on its operands
 //! only: not on the kernel, the thread count or the machine. Which kernel runs is timed at the
 //! first product (`select.rs`). f16 and bf16 operands are widened to f32, multiplied with f32
-//! accumulation and rounded once. Measured against `matrixmultiply`, the `gemm` crate and
-//! OpenBLAS in `benches/gemm_kernels.rs` and `rewind bench-core`.
+//! accumulation and rounded once (`widened.rs`; bf16 with AVX512_BF16 as pairs, `pairs.rs`).
+//! Measured against `matrixmultiply`, the `gemm` crate and OpenBLAS in
+//! `benches/gemm_kernels.rs` and `rewind bench-core`.
 
 use crate::dtype::Element;
 use half::{bf16, f16};
@@ -14,9 +15,11 @@ mod kernels;
 mod pack;
 #[cfg(target_arch = "x86_64")]
 mod pack_x86;
+mod pairs;
 mod select;
 mod spec;
 mod thin;
+mod widened;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -313,98 +316,6 @@ fn f64_kernel() -> &'static spec::Spec<f64> {
         .unwrap_or(&kernels::F64[kernels::F64.len() - 1])
 }
 
-/// Half-precision products (f16, bf16): operands widened to f32 (exact), multiplied by the
-/// f32 kernel with f32 accumulation, each element of C rounded once, as PyTorch's CPU kernels
-/// accumulate. Widening costs O(mk + kn) against the product's O(mkn); it runs on every
-/// thread into reused scratch, so it faults in no fresh pages for products of common sizes.
-mod widened {
-    use super::{Gemm, Layout};
-    use crate::dtype::Element;
-    use rayon::prelude::*;
-    use std::cell::RefCell;
-    use std::mem::MaybeUninit;
-
-    /// Operands up to this many elements reuse the thread's scratch (16 MiB each); larger
-    /// ones (an LM head's weight) get a fresh buffer that is freed after the product.
-    const REUSED: usize = 1 << 22;
-    /// Elements per task when converting on several threads.
-    const CHUNK: usize = 1 << 15;
-
-    thread_local! {
-        static SCRATCH: [RefCell<Vec<f32>>; 3] = const {
-            [RefCell::new(Vec::new()), RefCell::new(Vec::new()), RefCell::new(Vec::new())]
-        };
-    }
-
-    /// Runs `f` on `len` f32s of scratch `which` (A, B, C): stale contents, every element is
-    /// written before it is read.
-    fn scratch<R>(which: usize, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-        if len > REUSED {
-            return f(&mut vec![0.0; len]);
-        }
-        SCRATCH.with(|s| match s[which].try_borrow_mut() {
-            Ok(mut v) => {
-                if v.len() < len {
-                    v.resize(len, 0.0);
-                }
-                f(&mut v[..len])
-            }
-            // A product started by a task this thread runs while it waits inside another.
-            Err(_) => f(&mut vec![0.0; len]),
-        })
-    }
-
-    fn widen<E: Element<C = f32>>(src: &[E], dst: &mut [f32]) {
-        dst.par_chunks_mut(CHUNK)
-            .zip(src.par_chunks(CHUNK))
-            .for_each(|(d, s)| E::widen_slice(s, d));
-    }
-
-    /// Where the rounded result goes.
-    pub(super) enum Out<'a, E> {
-        /// An initialised C, added to when the flag is set.
-        Init(&'a mut [E], bool),
-        /// An uninitialised C, overwritten.
-        Uninit(&'a mut [MaybeUninit<E>]),
-    }
-
-    /// `c = a·b (+ c when accumulating)` through f32, rounded into C once.
-    pub(super) fn product<E: Element<C = f32>>(
-        (m, k, n): (usize, usize, usize),
-        (a, la): (&[E], Layout),
-        (b, lb): (&[E], Layout),
-        c: Out<'_, E>,
-    ) {
-        scratch(0, a.len(), |wa| {
-            widen(a, wa);
-            scratch(1, b.len(), |wb| {
-                widen(b, wb);
-                scratch(2, m * n, |wc| {
-                    let beta = matches!(c, Out::Init(_, true));
-                    if let Out::Init(c, true) = &c {
-                        widen(&c[..m * n], wc);
-                    }
-                    f32::gemm(m, k, n, wa, la, wb, lb, beta, wc);
-                    match c {
-                        Out::Init(c, _) => c[..m * n]
-                            .par_chunks_mut(CHUNK)
-                            .zip(wc.par_chunks(CHUNK))
-                            .for_each(|(d, s)| E::narrow_slice(s, d)),
-                        Out::Uninit(c) => c[..m * n]
-                            .par_chunks_mut(CHUNK)
-                            .zip(wc.par_chunks(CHUNK))
-                            .for_each(|(d, s)| {
-                                for (o, &v) in d.iter_mut().zip(s) {
-                                    o.write(E::from_c(v));
-                                }
-                            }),
-                    }
-                })
-            })
-        })
-    }
-}
-
 macro_rules! widened_gemm {
     ($t:ty) => {
         impl Gemm for $t {
@@ -442,5 +353,9 @@ macro_rules! widened_gemm {
 widened_gemm!(f16);
 widened_gemm!(bf16);
 
+#[cfg(all(test, target_arch = "x86_64"))]
+mod emulated;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pairs;

@@ -9,6 +9,9 @@ use std::cell::RefCell;
 /// Element types whose packing buffers each thread keeps between products (growing only),
 /// so a product allocates, zeroes and faults in no fresh memory for them.
 pub(super) trait Packable: Copy + Default + Send + Sync + 'static {
+    /// What C holds (what the kernel accumulates in).
+    type Acc: Copy + Default + Send + Sync + 'static;
+
     /// Runs `f` on this thread's buffer `which` (0: A, 1: B) of at least `len` elements
     /// (stale contents: packing writes every element it reads), or on a fresh one while the
     /// thread's own is in use.
@@ -16,12 +19,13 @@ pub(super) trait Packable: Copy + Default + Send + Sync + 'static {
 }
 
 macro_rules! packable {
-    ($t:ty, $a:ident, $b:ident) => {
+    ($t:ty, $acc:ty, $a:ident, $b:ident) => {
         thread_local! {
             static $a: RefCell<Vec<$t>> = const { RefCell::new(Vec::new()) };
             static $b: RefCell<Vec<$t>> = const { RefCell::new(Vec::new()) };
         }
         impl Packable for $t {
+            type Acc = $acc;
             fn with_buffer<R>(which: usize, len: usize, f: impl FnOnce(&mut [$t]) -> R) -> R {
                 let cell = if which == 0 { &$a } else { &$b };
                 cell.with(|c| match c.try_borrow_mut() {
@@ -38,8 +42,15 @@ macro_rules! packable {
     };
 }
 
-packable!(f32, PACK_A_F32, PACK_B_F32);
-packable!(f64, PACK_A_F64, PACK_B_F64);
+packable!(f32, f32, PACK_A_F32, PACK_B_F32);
+packable!(f64, f64, PACK_A_F64, PACK_B_F64);
+packable!(Pair, f32, PACK_A_PAIR, PACK_B_PAIR);
+
+/// Two bf16 of one row (A) or column (B) at k = 2p (high half) and 2p + 1 (low half): the
+/// element of the AVX512_BF16 kernel's panels (`pairs.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(transparent)]
+pub(super) struct Pair(pub(super) u32);
 
 /// Where a block starts and how big it is.
 #[derive(Debug, Clone, Copy)]

@@ -5,17 +5,19 @@
 
 /// A micro-kernel: the mr×nr tile at `c` (rows `ldc` apart) becomes, element by element, the
 /// chain `acc = fma(a_q, b_q, acc)` over the `kc` values of the packed panels `a` (`[kc][mr]`)
-/// and `b` (`[kc][nr]`), with `acc` starting from the tile, or from 0 when `zero`.
+/// and `b` (`[kc][nr]`), with `acc` starting from the tile, or from 0 when `zero`. (A bf16
+/// pair kernel's value is two k, see `pairs.rs`; its C is f32.) The C ABI: a fixed calling
+/// convention, so a test can run a kernel's machine code under an emulator (`emulated.rs`).
 ///
 /// # Safety
 /// `a` and `b` hold `kc·mr` and `kc·nr` elements; `c` points to `mr` rows of `nr` writable
 /// elements `ldc` apart, initialised unless `zero`; none of them alias.
-pub(super) type Run<T> =
-    unsafe fn(kc: usize, a: *const T, b: *const T, c: *mut T, ldc: usize, zero: bool);
+pub(super) type Run<T, C> =
+    unsafe extern "C" fn(kc: usize, a: *const T, b: *const T, c: *mut C, ldc: usize, zero: bool);
 
-/// A micro-kernel and the block sizes it runs best with.
+/// A micro-kernel and the block sizes it runs best with: operands of type `T`, C of type `C`.
 #[derive(Debug)]
-pub struct Spec<T: 'static> {
+pub struct Spec<T: 'static, C: 'static = T> {
     /// Its name (`"avx2 6×16"`).
     pub name: &'static str,
     /// Rows of its tile.
@@ -28,7 +30,7 @@ pub struct Spec<T: 'static> {
     pub kc: usize,
     /// Columns of B packed at once (a multiple of `nr`).
     pub nc: usize,
-    pub(super) run: Run<T>,
+    pub(super) run: Run<T, C>,
     /// Whether this CPU runs it.
     pub(super) supported: fn() -> bool,
 }
