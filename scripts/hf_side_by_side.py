@@ -7,7 +7,9 @@ layers, hidden 768, 12 query heads over 4 KV heads, intermediate 2048, vocabular
 untied head), rows of 256 tokens, LoRA on PEFT's defaults `q_proj`, `v_proj`. Dropout 0; saved
 once by transformers; trained by both on full rows, batch 8, AdamW lr 1e-4, in four
 configurations: every parameter, or LoRA r 8 (alpha 16) as PEFT does it; each stored, or every
-block checkpointed (non-reentrant; transformers' activation checkpointing). Each configuration
+block checkpointed (non-reentrant; transformers' activation checkpointing). --bf16: both under
+bf16 mixed precision (PyTorch's forward and loss inside torch.autocast("cpu", dtype=torch.bfloat16),
+rewind's `--amp bf16`); --configs picks configurations by number (1-4). Each configuration
 runs in a fresh process (so its peak RSS is its own), PyTorch then rewind, in rounds; the table
 shows the median step time over rounds with the range, and the peak RSS.
 
@@ -56,7 +58,8 @@ ids = torch.randint(0, cfg["vocab"], (cfg["batch"], cfg["len"]))
 times = []
 for _ in range(cfg["steps"]):
     t = time.perf_counter()
-    loss = model(input_ids=ids, labels=ids).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg["bf16"]):
+        loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -115,6 +118,8 @@ def run_rewind(binary, cfg, text):
             args += ["--lora-rank", str(cfg["lora"])]
         if cfg["checkpoint"]:
             args += ["--checkpoint", "every"]
+        if cfg["bf16"]:
+            args += ["--amp", "bf16"]
         out = subprocess.run(["/usr/bin/time", "-f", "%M"] + args, check=True, capture_output=True, text=True,
                              env=dict(os.environ, RAYON_NUM_THREADS=str(cfg["threads"])))
         rss = int(out.stderr.strip().splitlines()[-1])
@@ -131,18 +136,25 @@ def main():
     p.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "rewind"))
     p.add_argument("--family", choices=sorted(FAMILIES), default="gpt2")
     p.add_argument("--dir", default=None)
+    p.add_argument("--bf16", action="store_true", help="both under bf16 mixed precision")
+    p.add_argument("--configs", default="1,2,3,4", help="which configurations (1-4), comma-separated")
     a = p.parse_args()
+    try:
+        configs = [CONFIGS[int(i) - 1] for i in a.configs.split(",")]
+        assert all(int(i) >= 1 for i in a.configs.split(","))
+    except (ValueError, IndexError, AssertionError):
+        sys.exit(f"error: --configs {a.configs}: numbers 1 to {len(CONFIGS)}, comma-separated")
     fam = FAMILIES[a.family]
     import torch
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     print(f"PyTorch {torch.__version__} ({a.threads} threads) against rewind on {cpu}; {a.family}, batch 8 × {fam['len']}, "
-          f"AdamW lr 1e-4, median of {a.steps} steps per run, {a.rounds} rounds")
+          f"AdamW lr 1e-4, {'bf16 autocast, ' if a.bf16 else ''}median of {a.steps} steps per run, {a.rounds} rounds")
     d = model_dir(a.dir or os.path.join(ROOT, "out", fam["dir"]), a.family)
     text = corpus(os.path.join(d, "corpus.txt"), 64)
     res = {}
     for r in range(a.rounds):
-        for name, lora, ckpt in CONFIGS:
-            cfg = {"dir": d, "lora": lora, "checkpoint": ckpt, "steps": a.steps, "threads": a.threads,
+        for name, lora, ckpt in configs:
+            cfg = {"bf16": a.bf16, "dir": d, "lora": lora, "checkpoint": ckpt, "steps": a.steps, "threads": a.threads,
                    "batch": 8, "len": fam["len"], "vocab": 500, "targets": fam["targets"],
                    "fan_in_fan_out": fam["fan_in_fan_out"]}
             res.setdefault((name, "torch"), []).append(run_torch(cfg))
@@ -150,7 +162,7 @@ def main():
         print(f"  round {r + 1} of {a.rounds} done", flush=True)
     print("\n| configuration | PyTorch step s (range) | rewind step s (range) | rewind ÷ PyTorch | PyTorch peak RSS GiB | rewind peak RSS GiB | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, _, _ in CONFIGS:
+    for name, _, _ in configs:
         t, w = res[(name, "torch")], res[(name, "rewind")]
         ts, ws = [x["step_s"] for x in t], [x["step_s"] for x in w]
         tr, wr = max(x["rss_kib"] for x in t) / 2**20, max(x["rss_kib"] for x in w) / 2**20

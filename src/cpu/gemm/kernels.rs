@@ -3,16 +3,18 @@
 
 use super::spec::Spec;
 
-/// The portable kernel: 4×8, `mul_add` per element (an FMA instruction where the CPU has one,
-/// compiled in by `$feature`; the correctly rounded library function elsewhere: same bits).
+/// A portable 4×8 kernel: each element of C (type `$c`) steps as `$acc = $step` with `$x`, `$y`
+/// the panels' values (type `$t`) at its row and column, k by k. For f32 and f64 the step is
+/// `mul_add` (an FMA instruction where the CPU has one, compiled in by `$feature`; the correctly
+/// rounded library function elsewhere: same bits).
 macro_rules! portable {
-    ($name:ident, $t:ty $(, $feature:literal)?) => {
+    ($name:ident, $t:ty, $c:ty, |$acc:ident, $x:ident, $y:ident| $step:expr $(, $feature:literal)?) => {
         $(#[target_feature(enable = $feature)])?
         #[allow(unsafe_op_in_unsafe_fn)]
-        unsafe extern "C" fn $name(kc: usize, a: *const $t, b: *const $t, c: *mut $t, ldc: usize, zero: bool) {
+        unsafe extern "C" fn $name(kc: usize, a: *const $t, b: *const $t, c: *mut $c, ldc: usize, zero: bool) {
             const MR: usize = 4;
             const NR: usize = 8;
-            let mut acc = [[0.0 as $t; NR]; MR];
+            let mut acc = [[<$c>::default(); NR]; MR];
             if !zero {
                 for (i, row) in acc.iter_mut().enumerate() {
                     for (j, v) in row.iter_mut().enumerate() {
@@ -23,9 +25,10 @@ macro_rules! portable {
             for q in 0..kc {
                 let (ap, bp) = (a.add(q * MR), b.add(q * NR));
                 for (i, row) in acc.iter_mut().enumerate() {
-                    let x = *ap.add(i);
+                    let $x = *ap.add(i);
                     for (j, v) in row.iter_mut().enumerate() {
-                        *v = x.mul_add(*bp.add(j), *v);
+                        let ($acc, $y) = (*v, *bp.add(j));
+                        *v = $step;
                     }
                 }
             }
@@ -37,15 +40,29 @@ macro_rules! portable {
         }
     };
 }
+#[cfg(test)] // the bf16 pair definition (`pairs.rs`)
+pub(super) use portable;
 
-portable!(portable_f32, f32);
-portable!(portable_f64, f64);
+portable!(portable_f32, f32, f32, |acc, x, y| x.mul_add(y, acc));
+portable!(portable_f64, f64, f64, |acc, x, y| x.mul_add(y, acc));
 #[cfg(target_arch = "x86_64")]
-portable!(portable_fma_f32, f32, "fma");
+portable!(
+    portable_fma_f32,
+    f32,
+    f32,
+    |acc, x, y| x.mul_add(y, acc),
+    "fma"
+);
 #[cfg(target_arch = "x86_64")]
-portable!(portable_fma_f64, f64, "fma");
+portable!(
+    portable_fma_f64,
+    f64,
+    f64,
+    |acc, x, y| x.mul_add(y, acc),
+    "fma"
+);
 
-fn always() -> bool {
+pub(super) fn always() -> bool {
     true
 }
 
@@ -54,7 +71,7 @@ fn has_fma() -> bool {
     std::arch::is_x86_feature_detected!("fma")
 }
 
-const PORTABLE_BLOCKS: (usize, usize, usize) = (64, 256, 1024);
+pub(super) const PORTABLE_BLOCKS: (usize, usize, usize) = (64, 256, 1024);
 
 /// Every f32 kernel, fastest first where the CPU runs several.
 pub(super) static F32: &[Spec<f32>] = &[

@@ -90,8 +90,8 @@ pub(super) fn pairs_of_b(b: &[bf16], l: Layout, (k, n): (usize, usize)) -> Vec<P
     out
 }
 
-#[cfg(test)]
 /// A subnormal f32 as a zero of its sign (the instruction's inputs and results).
+#[cfg(test)]
 fn flush(x: f32) -> f32 {
     if x.is_subnormal() {
         0.0f32.copysign(x)
@@ -100,78 +100,37 @@ fn flush(x: f32) -> f32 {
     }
 }
 
-#[cfg(test)]
 /// A bf16's bits (in the low 16 of `h`) as f32, subnormal as zero.
+#[cfg(test)]
 fn wide(h: u32) -> f32 {
     flush(f32::from_bits((h & 0xffff) << 16))
 }
 
-#[cfg(test)]
 /// One lane of `vdpbf16ps`: the high halves' product added to `acc` first, then the low
 /// halves', each a fused multiply-add rounded to nearest even, subnormal inputs and results as
 /// zero (Intel's SDM; Bochs emulates it so).
+#[cfg(test)]
 pub(super) fn dot2(acc: f32, a: Pair, b: Pair) -> f32 {
     let acc = flush(wide(a.0 >> 16).mul_add(wide(b.0 >> 16), flush(acc)));
     flush(wide(a.0).mul_add(wide(b.0), acc))
 }
 
 #[cfg(test)]
-/// The portable pair kernel, 4×8, lane by lane as the instruction computes: the definition
-/// the SIMD kernel is tested against (products use it nowhere: widening to f32 is faster
-/// without the instruction).
-///
-/// # Safety
-/// As [`super::spec::Run`]'s.
-#[allow(unsafe_op_in_unsafe_fn)]
-unsafe extern "C" fn portable_4x8(
-    kc: usize,
-    a: *const Pair,
-    b: *const Pair,
-    c: *mut f32,
-    ldc: usize,
-    zero: bool,
-) {
-    const MR: usize = 4;
-    const NR: usize = 8;
-    let mut acc = [[0.0f32; NR]; MR];
-    if !zero {
-        for (i, row) in acc.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = *c.add(i * ldc + j);
-            }
-        }
-    }
-    for q in 0..kc {
-        let (ap, bp) = (a.add(q * MR), b.add(q * NR));
-        for (i, row) in acc.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = dot2(*v, *ap.add(i), *bp.add(j));
-            }
-        }
-    }
-    for (i, row) in acc.iter().enumerate() {
-        for (j, v) in row.iter().enumerate() {
-            *c.add(i * ldc + j) = *v;
-        }
-    }
-}
+super::kernels::portable!(portable_4x8, Pair, f32, |acc, x, y| dot2(acc, x, y));
 
+/// The portable pair kernel, 4×8, lane by lane as the instruction computes (`dot2`): the
+/// definition the SIMD kernel is tested against (products use it nowhere: widening to f32 is
+/// faster without the instruction).
 #[cfg(test)]
-fn always() -> bool {
-    true
-}
-
-#[cfg(test)]
-/// The portable pair kernel's spec.
 pub(super) const PORTABLE: Spec<Pair, f32> = Spec {
     name: "portable bf16-pairs 4×8",
     mr: 4,
     nr: 8,
-    mc: 64,
-    kc: 256,
-    nc: 1024,
+    mc: super::kernels::PORTABLE_BLOCKS.0,
+    kc: super::kernels::PORTABLE_BLOCKS.1,
+    nc: super::kernels::PORTABLE_BLOCKS.2,
     run: portable_4x8,
-    supported: always,
+    supported: super::kernels::always,
 };
 
 /// The SIMD pair kernel this CPU runs, if any.
