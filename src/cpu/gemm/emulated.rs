@@ -124,7 +124,7 @@ fn emulate<T>(
         .env("LD_PRELOAD", tools.join("bochs_shim.so"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("python3 runs");
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), case.as_bytes()).unwrap();
@@ -133,7 +133,10 @@ fn emulate<T>(
     let line = text
         .lines()
         .find(|l| l.starts_with("out "))
-        .unwrap_or_else(|| panic!("the emulator returned no memory: {text}"));
+        .unwrap_or_else(|| {
+            let err = String::from_utf8_lossy(&out.stderr);
+            panic!("the emulator returned no memory: {text}{err}")
+        });
     let hex = line.split(' ').nth(2).unwrap();
     let bytes: Vec<u8> = (0..hex.len())
         .step_by(2)

@@ -191,17 +191,21 @@ fn beats_widening(kern: &Spec<Pair, f32>) -> bool {
     let widened = best(&mut || {
         let wa: Vec<f32> = a.iter().map(|x| x.to_f32()).collect();
         let wb: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
-        <f32 as super::Gemm>::gemm(
-            m,
-            k,
-            n,
-            &wa,
-            Layout::Normal,
-            &wb,
-            Layout::Normal,
-            false,
-            &mut c,
-        );
+        // SAFETY: `wa` is m×k, `wb` k×n and `c` m×n, three buffers of their own. (The driver
+        // directly: `Gemm::gemm` would count these FLOPs as the caller's.)
+        unsafe {
+            driver::drive(
+                super::select::chosen(),
+                (m, k, n),
+                &wa,
+                Layout::Normal,
+                &wb,
+                Layout::Normal,
+                false,
+                c.as_mut_ptr(),
+                true,
+            )
+        }
     });
     paired < widened
 }
