@@ -175,8 +175,14 @@ unsafe fn columns<T: Packable>(
                     kc,
                 };
                 let panels = &mut bp[..nc.div_ceil(nr) * nr * kc];
-                for (p, panel) in panels.chunks_mut(nr * kc).enumerate() {
-                    pack_b_panel(b, lb, (k, n), bblk, nr, p, panel);
+                if lb == Layout::Normal {
+                    // Row-major B is laid out as a transposed A: pack it k row by k row, each
+                    // read front to back (panel by panel would read `nr` values a row apart).
+                    pack_a(b, Layout::Transposed, (n, k), bblk, nr, panels);
+                } else {
+                    for (p, panel) in panels.chunks_mut(nr * kc).enumerate() {
+                        pack_b_panel(b, lb, (k, n), bblk, nr, p, panel);
+                    }
                 }
                 let zero = k0 == 0 && !beta;
                 T::with_buffer(0, mc.min(m).div_ceil(mr) * mr * kc, |ap| {

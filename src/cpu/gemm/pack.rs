@@ -82,6 +82,8 @@ pub(super) fn pack_a<T: Copy + Default + 'static>(
         for q in 0..blk.kc {
             let row = &a[(blk.k0 + q) * m + blk.at..][..blk.len];
             match mr {
+                32 => spread::<T, 32>(row, q, blk.kc, out),
+                16 => spread::<T, 16>(row, q, blk.kc, out),
                 12 => spread::<T, 12>(row, q, blk.kc, out),
                 6 => spread::<T, 6>(row, q, blk.kc, out),
                 4 => spread::<T, 4>(row, q, blk.kc, out),
