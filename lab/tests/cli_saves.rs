@@ -96,13 +96,24 @@ fn a_run_killed_at_any_moment_leaves_a_save_that_resumes_bit_identically() {
     let dir = scratch("kill");
     let reference = dir.join("reference.safetensors");
     let steps = STEPS.to_string();
+    // The reference saves every step too, so its timeline is the killed runs': when its first
+    // save appears and when it ends.
     let start = Instant::now();
-    run_ok({
-        let mut c = train(&["--steps", &steps, "--save"]);
+    let mut child = {
+        let mut c = train(&["--steps", &steps, "--save-every", "1", "--save"]);
         c.arg(&reference);
-        c
-    });
+        c.spawn().unwrap()
+    };
+    let mut first_save = None;
+    while child.try_wait().unwrap().is_none() {
+        if first_save.is_none() && reference.exists() {
+            first_save = Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(child.wait().unwrap().success(), "the reference run failed");
     let full_run = start.elapsed();
+    let first_save = first_save.unwrap_or(full_run);
     let (ref_step, ref_tensors) = contents(&reference);
     assert_eq!(ref_step, STEPS);
 
@@ -117,8 +128,10 @@ fn a_run_killed_at_any_moment_leaves_a_save_that_resumes_bit_identically() {
         let mut child = c.spawn().unwrap();
         let t0 = Instant::now();
         if round % 2 == 0 {
-            // At a random moment of the run.
-            let at = Duration::from_micros(rng.below(full_run.as_micros() as u64));
+            // At a random moment of the run once a save exists (before it there is nothing to
+            // keep; drawing from the whole run left too few saves on a loaded machine).
+            let span = full_run.saturating_sub(first_save).as_micros() as u64;
+            let at = first_save + Duration::from_micros(rng.below(span));
             while t0.elapsed() < at && child.try_wait().unwrap().is_none() {
                 std::thread::sleep(Duration::from_micros(200));
             }
