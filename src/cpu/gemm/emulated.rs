@@ -167,10 +167,10 @@ fn the_avx512_bf16_kernel_under_bochs_computes_each_lane_as_vdpbf16ps_defines_it
         (7, false, 32),
         (41, true, 48),
     ] {
-        let a: Vec<Pair> = (0..kc * mr)
+        let mut a: Vec<Pair> = (0..kc * mr)
             .map(|i| Pair(element(2 * i, 1) << 16 | element(2 * i + 1, 1)))
             .collect();
-        let b: Vec<Pair> = (0..kc * nr)
+        let mut b: Vec<Pair> = (0..kc * nr)
             .map(|i| Pair(element(2 * i, 2) << 16 | element(2 * i + 1, 2)))
             .collect();
         let mut c: Vec<f32> = (0..mr * ldc)
@@ -179,8 +179,6 @@ fn the_avx512_bf16_kernel_under_bochs_computes_each_lane_as_vdpbf16ps_defines_it
         // The order-sensitive lane: 1 + 1·(−1) + 2⁻¹⁵·2⁻¹⁵ is 2⁻³⁰ high half first, 0 if not.
         c[0] = 1.0;
         let (one, minus, tiny) = (0x3f80u32, 0xbf80u32, 0x3800u32);
-        let mut a = a;
-        let mut b = b;
         a[(kc - 1) * mr] = Pair(one << 16 | tiny);
         b[(kc - 1) * nr] = Pair(minus << 16 | tiny);
         // The subnormal lane (1, 1): 2⁻¹³³ · 2¹⁰⁰ is 2⁻³³, but the instruction reads the
