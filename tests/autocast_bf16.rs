@@ -243,3 +243,56 @@ fn a_weight_changed_in_place_before_backward_is_an_error_not_a_different_cast() 
     let err = y.sum().unwrap().backward().unwrap_err();
     assert!(err.to_string().contains("changed in place"), "{err}");
 }
+
+/// Cross-entropy of `dt` logits made by an op from an f32 leaf (so the loss is their last
+/// holder), one row ignored: under autocast when `amp`, otherwise widened to f32 by hand.
+/// Returns the loss, its dtype, the leaf's gradient after backward of loss·`scale`, and the
+/// bytes the loss saved.
+fn loss_of_half_logits(dt: DType, amp: bool, scale: f64) -> (Vec<f32>, DType, Vec<f32>, usize) {
+    rewind::rng::manual_seed(11);
+    let x = Tensor::randn(&[6, 1003])
+        .unwrap()
+        .mul_scalar(4.0)
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let z = x.mul_scalar(1.0).unwrap().to_dtype(dt).unwrap();
+    let targets = Indices::new(vec![3, 1002, -100, 0, 517, 64], &[6]).unwrap();
+    let before = rewind::tape::saved_bytes();
+    let loss = if amp {
+        let _amp = autocast(Some(dt));
+        z.cross_entropy(&targets, -100).unwrap()
+    } else {
+        let wide = z.to_dtype(DType::F32).unwrap();
+        wide.cross_entropy(&targets, -100).unwrap()
+    };
+    let held = rewind::tape::saved_bytes() - before;
+    drop(z);
+    loss.mul_scalar(scale).unwrap().backward().unwrap();
+    let g = x.grad().unwrap().to_vec::<f32>().unwrap();
+    (loss.to_vec_f32(), loss.dtype(), g, held)
+}
+
+#[test]
+fn cross_entropy_under_autocast_reads_half_logits_with_widenings_bits_and_saves_half_the_bytes() {
+    // PyTorch's lists run the loss in f32: it widens the logits and saves the f32 copy. rewind
+    // reads f16 and bf16 logits as they are and computes in f32 — a widening is exact, so the
+    // loss and the gradient (rounded back to the logits' dtype, as the widening's backward
+    // rounds it) are the same bits — and saves the logits at 2 bytes a value, not 4.
+    // fp16 with a GradScaler-sized scale (2¹⁶, above f16's largest value) as well.
+    for (dt, scale) in [(DType::BF16, 1.0), (DType::F16, 65536.0)] {
+        let (loss, loss_dt, g, held) = loss_of_half_logits(dt, true, scale);
+        let (loss_w, loss_dt_w, g_w, held_w) = loss_of_half_logits(dt, false, scale);
+        assert_eq!(loss_dt, DType::F32, "{dt:?}: the loss is f32, as PyTorch's");
+        assert_eq!(loss_dt_w, DType::F32);
+        assert_eq!(loss[0].to_bits(), loss_w[0].to_bits(), "{dt:?}: the loss");
+        assert!(g.iter().any(|&v| v != 0.0), "{dt:?}: a gradient reached x");
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&g), bits(&g_w), "{dt:?}: the gradient, bit for bit");
+        assert_eq!(
+            held_w - held,
+            6 * 1003 * 2,
+            "{dt:?}: the saved logits take 2 bytes a value instead of the f32 copy's 4"
+        );
+    }
+}

@@ -165,8 +165,8 @@ impl BackendStorage for Buffer {
         norm::rms_norm_grad(self, x, rstd, w, d)
     }
 
-    fn cross_entropy(&self, c: usize, t: Targets) -> Result<(Buffer, Vec<f64>)> {
-        loss::cross_entropy(self, c, t)
+    fn cross_entropy(&self, c: usize, t: Targets, out: DType) -> Result<(Buffer, Vec<f64>)> {
+        loss::cross_entropy(self, c, t, out)
     }
 
     fn cross_entropy_grad(&self, z: &Buffer, lse: &[f64], t: Targets) -> Result<Buffer> {

@@ -356,8 +356,8 @@ impl BackendStorage for Data {
         let op = "rms_norm_backward";
         run!(self, s => s.rms_norm_grad(x.side(op)?, rstd.side(op)?, w.side(op)?, d))
     }
-    fn cross_entropy(&self, c: usize, t: Targets) -> Result<(Data, Vec<f64>)> {
-        run!(self, s => s.cross_entropy(c, t))
+    fn cross_entropy(&self, c: usize, t: Targets, out: DType) -> Result<(Data, Vec<f64>)> {
+        run!(self, s => s.cross_entropy(c, t, out))
     }
     fn cross_entropy_grad(&self, z: &Data, lse: &[f64], t: Targets) -> Result<Data> {
         run!(self, s => s.cross_entropy_grad(z.side("cross_entropy_backward")?, lse, t))

@@ -148,13 +148,15 @@ pub(crate) trait BackendStorage: Sized {
         Err(self.unsupported("rms_norm_grad"))
     }
 
-    /// Mean cross-entropy of rows of `c` logits against `t` (a one-element result) and each
-    /// row's log Σ eᶻ, exact in f64 (kept on the host: one number per row).
-    fn cross_entropy(&self, c: usize, t: Targets) -> Result<(Self, Vec<f64>)> {
+    /// Mean cross-entropy of rows of `c` logits against `t` (a one-element result in dtype
+    /// `out`: the logits' own, or f32 for f16 and bf16 logits, computed as if they were widened
+    /// first) and each row's log Σ eᶻ, exact in f64 (kept on the host: one number per row).
+    fn cross_entropy(&self, c: usize, t: Targets, out: DType) -> Result<(Self, Vec<f64>)> {
         Err(self.unsupported("cross_entropy"))
     }
-    /// Its gradient (softmax − onehot)·g/n from `self` (the one-element incoming gradient),
-    /// the logits and their rows' log Σ eᶻ; ignored rows get zeros.
+    /// Its gradient (softmax − onehot)·g/n, in the logits' dtype, from `self` (the one-element
+    /// incoming gradient, in the loss's dtype), the logits and their rows' log Σ eᶻ; ignored
+    /// rows get zeros.
     fn cross_entropy_grad(&self, z: &Self, lse: &[f64], t: Targets) -> Result<Self> {
         Err(self.unsupported("cross_entropy_grad"))
     }

@@ -1,8 +1,9 @@
 //! Autocast (mixed precision): inside an `autocast(F16)` or `autocast(BF16)` scope, each op's
 //! inputs are cast by the class its declaration names ([`Cast`]): products lowered to the
 //! autocast dtype (computed with f32 accumulation), the f32 list widened, mixed dtypes
-//! promoted, the rest kept. f16 follows PyTorch's CUDA lists (the GPU recipe), bf16 its CPU
-//! lists (`torch.autocast("cpu")`), which widen only the losses.
+//! promoted, the rest kept; losses compute in f32 from half inputs. f16 follows PyTorch's CUDA
+//! lists (the GPU recipe), bf16 its CPU lists (`torch.autocast("cpu")`), whose only f32 ops
+//! are the losses.
 //! Casts are tape ops, so f32 master weights get f32 gradients; a weight's cast is computed
 //! once per scope and reused. An op that saves such a cast for backward keeps a recipe instead
 //! (the weight and the dtype): backward casts the weight again, the same bits, so the copy
@@ -135,7 +136,8 @@ pub(crate) fn cast_inputs(
         Cast::Keep => false,
         Cast::Lower => true,
         Cast::Widen => dt == DType::F16 && inputs.iter().any(half),
-        Cast::Fp32 => inputs.iter().any(half),
+        // The op itself computes in f32 from half inputs (no f32 copy to save).
+        Cast::Fp32 => false,
         Cast::Promote => inputs.windows(2).any(|w| w[0].dtype() != w[1].dtype()),
     };
     if !cast {

@@ -11,7 +11,8 @@ pub enum Cast {
     /// pow, sum, mean): `autocast(F16)` widens half inputs; `autocast(BF16)`, following
     /// PyTorch's CPU list, keeps them (the kernels still accumulate in f32).
     Widen,
-    /// Run in f32 on both lists (the losses: cross-entropy): half inputs are widened.
+    /// Run in f32 on both lists (the losses: cross-entropy): the op reads half inputs as they
+    /// are and computes and returns f32, the bits of widening them first without the copy.
     Fp32,
     /// Mixed dtypes promote to f32 (add, sub, mul, div, cat); equal dtypes stay.
     Promote,
