@@ -132,10 +132,7 @@ pub(super) unsafe fn drive<T: Packable>(
                         }
                     })
                 };
-                panels
-                    .par_chunks_mut(nr * kc)
-                    .enumerate()
-                    .for_each(|(p, panel)| pack_b_panel(b, lb, (k, n), bblk, nr, p, panel));
+                pack_b_parallel(b, lb, (k, n), bblk, nr, panels);
                 let panels = &*panels;
                 (0..tasks)
                     .into_par_iter()
@@ -143,6 +140,41 @@ pub(super) unsafe fn drive<T: Packable>(
             }
         }
     });
+}
+
+/// B's block packed on every thread. Row-major B goes as one run of whole panels per thread,
+/// each packed k row by k row (as [`columns`] packs it): one task per panel would read `nr`
+/// values from each of `kc` rows, a row apart — 4 KiB on a 1024-wide B, every read in the same
+/// few cache sets. The same panels either way, so the same bits.
+fn pack_b_parallel<T: Packable>(
+    b: &[T],
+    lb: Layout,
+    (k, n): (usize, usize),
+    bblk: Block,
+    nr: usize,
+    panels: &mut [T],
+) {
+    let kc = bblk.kc;
+    if lb == Layout::Transposed {
+        panels
+            .par_chunks_mut(nr * kc)
+            .enumerate()
+            .for_each(|(p, panel)| pack_b_panel(b, lb, (k, n), bblk, nr, p, panel));
+        return;
+    }
+    let per = bblk.len.div_ceil(nr).div_ceil(rayon::current_num_threads());
+    panels
+        .par_chunks_mut(per * nr * kc)
+        .enumerate()
+        .for_each(|(g, run)| {
+            let at = g * per * nr;
+            let blk = Block {
+                at: bblk.at + at,
+                len: (bblk.len - at).min(per * nr),
+                ..bblk
+            };
+            pack_a(b, Layout::Transposed, (n, k), blk, nr, run);
+        });
 }
 
 /// The whole loop nest on one thread for columns `cols` of C (all rows, all of k).

@@ -132,42 +132,39 @@ fn every_kernel_computes_each_element_as_one_fma_chain_in_k_order() {
     }
 }
 
-/// The bits of a·bᵀ (b stored `[n, k]`, a weight's layout) computed on a pool of `threads`.
+/// The bits of a·b (b stored as `lb`: `[n, k]` is a weight's layout) computed on a pool of
+/// `threads`.
 fn bits_on_threads(
     threads: usize,
     (m, k, n): (usize, usize, usize),
     a: &[f32],
-    b: &[f32],
+    (b, lb): (&[f32], Layout),
 ) -> Vec<u32> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
     let mut c = vec![0.0f32; m * n];
-    pool.install(|| {
-        f32::gemm(
-            m,
-            k,
-            n,
-            a,
-            Layout::Normal,
-            b,
-            Layout::Transposed,
-            false,
-            &mut c,
-        )
-    });
+    pool.install(|| f32::gemm(m, k, n, a, Layout::Normal, b, lb, false, &mut c));
     c.iter().map(|v| v.to_bits()).collect()
 }
 
 #[test]
 fn the_bits_do_not_depend_on_the_thread_count() {
-    // The step's widest product; determinism: store and recompute run on whatever pool.
-    let shape = (512, 1024, 256);
-    let (a, b) = operands(shape.0, shape.1, shape.2);
-    let one = bits_on_threads(1, shape, &a, &b);
-    assert_eq!(one, bits_on_threads(2, shape, &a, &b), "2 threads");
-    assert_eq!(one, bits_on_threads(3, shape, &a, &b), "3 threads");
+    // The step's widest product, and a ragged one (a short last panel of B, 16 panels over 3
+    // threads, k in two blocks); B as a weight (`[n, k]`) and as used (`[k, n]`), whose block
+    // the threads pack as runs of whole panels. Determinism: store and recompute run on
+    // whatever pool.
+    for shape in [(512, 1024, 256), (301, 1100, 250)] {
+        let (a, b) = operands(shape.0, shape.1, shape.2);
+        for lb in [Layout::Transposed, Layout::Normal] {
+            let one = bits_on_threads(1, shape, &a, (&b, lb));
+            for t in [2, 3] {
+                let many = bits_on_threads(t, shape, &a, (&b, lb));
+                assert!(one == many, "{shape:?} {lb:?}: {t} threads");
+            }
+        }
+    }
 }
 
 #[test]
@@ -202,13 +199,14 @@ fn a_thin_product_split_over_threads_keeps_its_bits() {
     // the columns split over the threads; each element's chain does not change.
     let shape = (1, 1024, 1000);
     let (a, b) = operands(shape.0, shape.1, shape.2);
-    let one = bits_on_threads(1, shape, &a, &b);
+    let weight = (b.as_slice(), Layout::Transposed);
+    let one = bits_on_threads(1, shape, &a, weight);
     assert_eq!(
         one,
         chain(&a, Layout::Normal, &b, Layout::Transposed, shape, 0.0)
     );
-    assert_eq!(one, bits_on_threads(2, shape, &a, &b), "2 threads");
-    assert_eq!(one, bits_on_threads(3, shape, &a, &b), "3 threads");
+    assert_eq!(one, bits_on_threads(2, shape, &a, weight), "2 threads");
+    assert_eq!(one, bits_on_threads(3, shape, &a, weight), "3 threads");
 }
 
 #[test]
