@@ -7,7 +7,7 @@
 //! when nothing else holds them. Under autocast (f32 on both of PyTorch's lists) f16 and bf16
 //! logits are read as they are: the loss comes in f32 and the gradient in the logits' dtype,
 //! the bits of widening them first, but the saved logits stay half the size (PyTorch saves
-//! the f32 copy: on GPT-2 small that copy is 206 MB of a step's ≈ 350 MB of activations).
+//! the f32 copy: 206 MB for GPT-2 small's logits over 8 × 128 tokens, against 103 MB).
 
 use crate::autograd::{Backward, Grads};
 use crate::backend::{BackendStorage, Targets};
